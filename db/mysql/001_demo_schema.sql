@@ -1,0 +1,20 @@
+-- Demo schema (the PowerSync to-do example) for MySQL 8 / MariaDB 10.6+.
+CREATE TABLE IF NOT EXISTS lists (
+  id char(36) NOT NULL PRIMARY KEY,
+  owner_id char(36) NOT NULL,
+  name varchar(100) NOT NULL,
+  created_at datetime(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+CREATE TABLE IF NOT EXISTS todos (
+  id char(36) NOT NULL PRIMARY KEY,
+  list_id char(36) NOT NULL,
+  owner_id char(36) NOT NULL,
+  description varchar(500) NOT NULL,
+  completed boolean NOT NULL DEFAULT false,
+  completed_at datetime(3) NULL,
+  priority int NULL,
+  amount decimal(10,2) NULL,
+  tags json NULL,
+  created_at datetime(3) NULL,
+  CONSTRAINT fk_todos_list FOREIGN KEY (list_id) REFERENCES lists(id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

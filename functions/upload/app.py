@@ -1,0 +1,7 @@
+"""Lambda entry point (``Handler: app.lambda_handler``); the code lives in :mod:`powersync_upload`."""
+
+from powersync_upload.handler import lambda_handler, runtime
+
+runtime()  # cold start: read and validate the environment and the configuration file, or fail here
+
+__all__ = ["lambda_handler"]

@@ -1,0 +1,167 @@
+"""Configuration: the upload YAML file (DESIGN.md section 4) and the environment, as pydantic models.
+
+Both are read once per container (cold start) and validated there, so a broken file stops start-up
+with a message that names the key to fix instead of failing the first upload.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "upload.yaml"
+
+
+class ConfigError(Exception):
+    """The configuration file or the environment is invalid; the message says what to fix."""
+
+
+class TableConfig(BaseModel):
+    """One client table that clients may write.
+
+    Attributes:
+        table: server table, optionally schema-qualified (``dbo.lists``); default: the client name.
+        key: server column holding the CrudEntry ``id``.
+        owner: server column that must equal the JWT ``sub``; ``None`` makes the table writable by
+            every authenticated user.
+        parents: server column -> client table name of the referenced table; a written value must
+            reference an existing row owned by the caller (when that table has an owner).
+        columns: optional allow-list of client column names (key, owner and parents always allowed).
+        rename: client column name -> server column name.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str | None = None
+    key: str = "id"
+    owner: str | None = None
+    parents: dict[str, str] = Field(default_factory=dict)
+    columns: list[str] | None = None
+    rename: dict[str, str] = Field(default_factory=dict)
+
+
+class UploadConfig(BaseModel):
+    """The whole upload configuration file (DESIGN.md section 4)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on_fatal_error: Literal["continue", "stop"] = "continue"
+    max_transactions: int = Field(default=50, ge=1, le=10_000)
+    tables: dict[str, TableConfig]
+
+    @field_validator("tables")
+    @classmethod
+    def _at_least_one(cls, tables: dict[str, TableConfig]) -> dict[str, TableConfig]:
+        if not tables:
+            raise ValueError("list at least one client table under 'tables'")
+        return tables
+
+    @model_validator(mode="after")
+    def _parents_are_configured(self) -> UploadConfig:
+        for name, table in self.tables.items():
+            for column, parent in table.parents.items():
+                if parent not in self.tables:
+                    raise ValueError(
+                        f"tables.{name}.parents.{column} names '{parent}', which is not under 'tables'"
+                    )
+        return self
+
+    def server_table(self, client_table: str) -> str:
+        """The server table name for a configured client table."""
+        return self.tables[client_table].table or client_table
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid upload configuration"]
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  - {where}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def load_upload_config(path: Path) -> UploadConfig:
+    """Read and validate the YAML configuration file.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or does not match :class:`UploadConfig`;
+            the message names the file and each key to fix.
+    """
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the upload configuration ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the upload configuration must be a mapping with a 'tables' key")
+    try:
+        return UploadConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from exc
+
+
+class Settings(BaseModel):
+    """The function's environment variables.
+
+    Attributes:
+        database_url: ``mssql://``, ``postgresql://``, ``mysql://`` or ``sqlite:///path`` URL.
+        db_secret_id: Secrets Manager secret (RDS secret JSON shape) used when no URL is given.
+        db_engine: dialect for the secret (``mssql`` unless the secret names its ``engine``).
+        upload_config: path of the YAML configuration file.
+        auth_mode: ``authorizer`` (claims from the HttpApi JWT authorizer) or ``handler`` (the handler
+            verifies the bearer token itself with the ``JWT_*`` settings).
+        jwt_secret / jwt_jwks_url / jwt_jwks_file / jwt_issuer / jwt_audience: token verification.
+        jwt_leeway_s: clock skew allowed on ``exp``/``nbf``/``iat``, in seconds.
+        max_body_bytes: request body size limit (413 above it).
+        deadline_s: the longest a request may work, in seconds (API Gateway HTTP APIs stop at 30 s).
+        local_sqlite: when no database is configured, use the embedded demo SQLite file
+            (only the local commands set this).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    database_url: str | None = None
+    db_secret_id: str | None = None
+    db_engine: str = "mssql"
+    upload_config: Path = DEFAULT_CONFIG_PATH
+    auth_mode: Literal["authorizer", "handler"] = "authorizer"
+    jwt_secret: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_s: int = Field(default=30, ge=0, le=300)
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    deadline_s: float = Field(default=28.0, gt=0, le=900)
+    local_sqlite: Path | None = None
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Build from ``os.environ`` (names upper-cased: ``DATABASE_URL``, ``UPLOAD_CONFIG``, ...).
+
+        Raises:
+            ConfigError: a variable has an invalid value; the message names it.
+        """
+        values = {
+            name: os.environ[name.upper()]
+            for name in cls.model_fields
+            if os.environ.get(name.upper(), "") != ""
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"invalid environment: {problems}") from exc
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings.from_env()

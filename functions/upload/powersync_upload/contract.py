@@ -1,0 +1,234 @@
+"""The wire contract of DESIGN.md section 2: both request shapes, their aliases, and the response.
+
+Shape A is the PowerSync reference write API (``{"transactions": [{"crud": [...]}]}``); shape B is the
+SDK's own ``CrudEntry.toJSON()`` list (``{"batch": [...]}``), where consecutive entries with the same
+``tx_id`` form one transaction. Both become a list of :class:`Transaction`, which is all the engine
+sees. Unknown keys are ignored (newer SDKs add ``old`` and ``metadata``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+OpKind = Literal["PUT", "PATCH", "DELETE"]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class CrudA(_Lenient):
+    """One operation in shape A (reference write API)."""
+
+    op: OpKind
+    table: str = Field(validation_alias=AliasChoices("table", "type"), min_length=1)
+    id: str = Field(min_length=1)
+    op_data: dict[str, Any] | None = Field(
+        default=None, validation_alias=AliasChoices("op_data", "opData", "data")
+    )
+    previous_values: dict[str, Any] | None = Field(
+        default=None, validation_alias=AliasChoices("previous_values", "previousValues", "old")
+    )
+    metadata: Any = None
+    op_id: int | None = None
+    transaction_id: int | None = Field(default=None, validation_alias=AliasChoices("transaction_id", "tx_id"))
+
+
+class TransactionA(_Lenient):
+    """One client transaction in shape A."""
+
+    transaction_id: int | None = Field(default=None, validation_alias=AliasChoices("transaction_id", "tx_id"))
+    crud: list[CrudA]
+
+
+class UploadRequestA(_Lenient):
+    """Shape A: ``{"transactions": [...], "client_id"?}``; 1 to ``max_transactions`` transactions."""
+
+    transactions: list[TransactionA] = Field(min_length=1)
+    client_id: str | None = None
+
+
+class CrudB(_Lenient):
+    """One ``CrudEntry.toJSON()`` object (shape B)."""
+
+    op_id: int | None = None
+    op: OpKind
+    type: str = Field(validation_alias=AliasChoices("type", "table"), min_length=1)
+    id: str = Field(min_length=1)
+    tx_id: int | None = Field(default=None, validation_alias=AliasChoices("tx_id", "transaction_id"))
+    data: dict[str, Any] | None = Field(default=None, validation_alias=AliasChoices("data", "op_data", "opData"))
+    old: dict[str, Any] | None = Field(
+        default=None, validation_alias=AliasChoices("old", "previous_values", "previousValues")
+    )
+    metadata: Any = None
+
+
+class UploadRequestB(_Lenient):
+    """Shape B: ``{"batch": [CrudEntry...], "client_id"?}``; no transaction cap."""
+
+    batch: list[CrudB]
+    client_id: str | None = None
+
+
+UploadRequest = Annotated[Union[UploadRequestA, UploadRequestB], Field(union_mode="left_to_right")]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One CrudEntry, shape-independent.
+
+    Attributes:
+        op: ``PUT``, ``PATCH`` or ``DELETE``.
+        table: the client table name.
+        id: the client row id, as sent.
+        data: the column values (``None`` for DELETE).
+        op_id: the client's op_id, when sent.
+    """
+
+    op: OpKind
+    table: str
+    id: str
+    data: dict[str, Any] | None
+    op_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One client transaction: operations in queue order, applied all or nothing."""
+
+    operations: tuple[Operation, ...]
+    tx_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A parsed request: its transactions and which shape it came in (``A`` or ``B``)."""
+
+    transactions: list[Transaction]
+    shape: Literal["A", "B"]
+    client_id: str | None = None
+
+
+class EnvelopeError(Exception):
+    """The request envelope is malformed (400); the message says what is wrong, without values."""
+
+
+def to_upload(request: UploadRequestA | UploadRequestB, max_transactions: int) -> Upload:
+    """Turn a validated request into transactions.
+
+    Raises:
+        EnvelopeError: shape A with more than ``max_transactions`` transactions.
+    """
+    if isinstance(request, UploadRequestA):
+        if len(request.transactions) > max_transactions:
+            raise EnvelopeError(
+                f"at most {max_transactions} transactions per request; got {len(request.transactions)}"
+            )
+        transactions = [
+            Transaction(
+                operations=tuple(
+                    Operation(c.op, c.table, c.id, None if c.op == "DELETE" else (c.op_data or {}), c.op_id)
+                    for c in tx.crud
+                ),
+                tx_id=tx.transaction_id,
+            )
+            for tx in request.transactions
+        ]
+        return Upload(transactions, "A", request.client_id)
+    return Upload(group_batch(request.batch), "B", request.client_id)
+
+
+def group_batch(batch: list[CrudB]) -> list[Transaction]:
+    """Shape B: consecutive entries with the same ``tx_id`` form one transaction; no ``tx_id``, its own."""
+    transactions: list[Transaction] = []
+    current: list[Operation] = []
+    current_tx: int | None = None
+    for entry in batch:
+        operation = Operation(
+            entry.op, entry.type, entry.id, None if entry.op == "DELETE" else (entry.data or {}), entry.op_id
+        )
+        if current and entry.tx_id is not None and entry.tx_id == current_tx:
+            current.append(operation)
+            continue
+        if current:
+            transactions.append(Transaction(tuple(current), current_tx))
+        current, current_tx = [operation], entry.tx_id
+    if current:
+        transactions.append(Transaction(tuple(current), current_tx))
+    return transactions
+
+
+# ---- results -------------------------------------------------------------------------------------
+
+
+class Warning_(BaseModel):
+    """A non-fatal note on one operation (``ROW_NOT_FOUND``: PATCH of a missing row)."""
+
+    model_config = ConfigDict(title="Warning")
+
+    operation_index: int
+    code: Literal["ROW_NOT_FOUND"]
+
+
+class FailedOperation(BaseModel):
+    """The operation that made a transaction fatal; ``details`` holds names, never values."""
+
+    error_code: str
+    message: str
+    operation_index: int
+    op_id: int | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class SuccessResult(BaseModel):
+    """The transaction was committed."""
+
+    status: Literal["success"] = "success"
+    warnings: list[Warning_] | None = None
+
+
+class FatalResult(BaseModel):
+    """The transaction can never be applied and was rolled back; the client should complete it."""
+
+    status: Literal["fatal_error"] = "fatal_error"
+    requires_client_handling: bool = False
+    message: str
+    failed_operation: FailedOperation
+
+
+class RetryableResult(BaseModel):
+    """A temporary failure; nothing of the transaction was kept; the client keeps it queued."""
+
+    status: Literal["retryable_error"] = "retryable_error"
+    message: str
+    retry_after_ms: int
+
+
+class NotAttemptedResult(BaseModel):
+    """Not tried because an earlier transaction stopped the request."""
+
+    status: Literal["not_attempted"] = "not_attempted"
+
+
+TransactionResult = Annotated[
+    Union[SuccessResult, FatalResult, RetryableResult, NotAttemptedResult], Field(discriminator="status")
+]
+
+
+class UploadResponse(BaseModel):
+    """The body of a 200 (and of a 503): one result per transaction, in request order."""
+
+    results: list[TransactionResult]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON body, without absent optional keys."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class ErrorMessage(BaseModel):
+    """The body of a 400, 401 or 413."""
+
+    message: str

@@ -1,0 +1,344 @@
+"""Validate and convert one client value for one server column, in Python, before any SQL runs.
+
+Client values are SQLite-typed JSON (text, integer, real, null; booleans as 0/1; timestamps as
+ISO-8601 text; JSON as text). The body is parsed with ``parse_float=Decimal``, so non-integer numbers
+arrive here as :class:`~decimal.Decimal` with their exact digits, and ``NaN``/``Infinity`` as floats.
+The rules are those of DESIGN.md section 3 ("Values"):
+
+* numbers may arrive as numeric strings and are accepted when the conversion is exact;
+* booleans accept 0/1, true/false and "0"/"1"/"true"/"false";
+* text columns take strings, and numbers, booleans, arrays and objects as their JSON text;
+* integers are range-checked against the column type; decimals keep their exact value, are rounded
+  half-up to the column's scale (as SQL Server and PostgreSQL do) and checked against its precision;
+* naive timestamps are UTC; offsets are converted to UTC for columns without a zone and kept where
+  the type has one; fractional seconds are rounded to the column's precision;
+* UUID columns take canonical 8-4-4-4-12 text in either case.
+
+A value that breaks a rule raises :class:`InvalidValue` with a :class:`~powersync_upload.errors.Reason`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from typing import Any
+
+from .errors import Reason
+from .schema import Column, Kind
+
+
+class InvalidValue(Exception):
+    """The value cannot be stored in the column; ``reason`` says why (never echoes the value)."""
+
+    def __init__(self, reason: Reason) -> None:
+        self.reason = reason
+        super().__init__(reason.value)
+
+
+_NUMERIC_TEXT = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+_UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_TIMESTAMP_TEXT = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,12}))?)?)?"
+    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+_TIME_TEXT = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,12}))?)?$")
+_WIDE = Context(prec=1000)
+_MAX_EXPONENT = 1000  # digits before the point we are willing to look at
+
+
+def convert(value: Any, column: Column) -> Any:
+    """Convert a client value for ``column``.
+
+    Args:
+        value: a JSON value (``None``, ``bool``, ``int``, ``Decimal``, ``float``, ``str``, ``list``,
+            ``dict``), or an already-typed value read back from the database.
+        column: the server column.
+
+    Returns:
+        ``None`` for ``None``; otherwise ``str`` (text, JSON text, other), ``int``, ``Decimal``
+        (quantized to the scale), ``float``, ``bool``, ``uuid.UUID``, naive UTC ``datetime``
+        (timestamp), aware ``datetime`` (timestamptz), ``date`` or ``time``.
+
+    Raises:
+        InvalidValue: the value breaks a rule of the module docstring.
+    """
+    if value is None:
+        return None
+    converter = _CONVERTERS[column.kind]
+    return converter(value, column)
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON text of a client value; ``Decimal`` keeps its digits. Raises InvalidValue on NaN/Infinity."""
+    try:
+        return json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:
+        raise InvalidValue(Reason.FORMAT) from exc
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return float(value)
+        if value == value.to_integral_value() and value.adjusted() < 20:
+            return int(value)
+        return float(value) if math.isfinite(float(value)) else float("inf")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _checked_text(text: str, column: Column) -> str:
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates
+        raise InvalidValue(Reason.FORMAT) from exc
+    if "\x00" in text:
+        raise InvalidValue(Reason.FORMAT)
+    if column.max_length is not None:
+        if column.length_unit == "utf16":
+            length = len(text.encode("utf-16-le", "surrogatepass")) // 2
+        elif column.length_unit == "bytes":
+            length = len(encoded)
+        else:
+            length = len(text)
+        if length > column.max_length:
+            raise InvalidValue(Reason.TOO_LONG)
+    return text
+
+
+def _to_text(value: Any, column: Column) -> str:
+    if isinstance(value, str):
+        return _checked_text(value, column)
+    return _checked_text(json_text(value), column)
+
+
+def _to_json(value: Any, column: Column) -> str:
+    if isinstance(value, str):
+        try:
+            json.loads(value, parse_constant=_reject_constant)
+        except ValueError as exc:
+            raise InvalidValue(Reason.FORMAT) from exc
+        return _checked_text(value, column)
+    return _checked_text(json_text(value), column)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _to_decimal_exact(value: Any) -> Decimal:
+    """Any numeric client value as an exact Decimal; raises InvalidValue for non-numbers."""
+    if isinstance(value, bool):
+        return Decimal(int(value))
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidValue(Reason.OUT_OF_RANGE if math.isinf(value) else Reason.TYPE)
+        number = Decimal(repr(value))
+    elif isinstance(value, str) and _NUMERIC_TEXT.match(value):
+        number = Decimal(value.strip())
+    else:
+        raise InvalidValue(Reason.TYPE)
+    if number.is_nan():
+        raise InvalidValue(Reason.TYPE)
+    if number.is_infinite() or number.adjusted() > _MAX_EXPONENT:
+        raise InvalidValue(Reason.OUT_OF_RANGE)
+    return number
+
+
+def _to_integer(value: Any, column: Column) -> int:
+    number = _to_decimal_exact(value)
+    if number.adjusted() > 40:
+        raise InvalidValue(Reason.OUT_OF_RANGE)
+    if number != number.to_integral_value(context=_WIDE):
+        raise InvalidValue(Reason.TYPE)
+    result = int(number)
+    if column.int_range is not None:
+        low, high = column.int_range
+        if not low <= result <= high:
+            raise InvalidValue(Reason.OUT_OF_RANGE)
+    return result
+
+
+def _to_decimal(value: Any, column: Column) -> Decimal:
+    number = _to_decimal_exact(value)
+    if column.scale is not None:
+        try:
+            number = number.quantize(Decimal(1).scaleb(-column.scale), rounding=ROUND_HALF_UP, context=_WIDE)
+        except InvalidOperation as exc:
+            raise InvalidValue(Reason.OUT_OF_RANGE) from exc
+    if column.precision is not None:
+        scale = column.scale or 0
+        integer_digits = number.adjusted() + 1 if number != 0 else 0
+        if integer_digits > column.precision - scale:
+            raise InvalidValue(Reason.OUT_OF_RANGE)
+    return number
+
+
+def _to_float(value: Any, column: Column) -> float:
+    number = _to_decimal_exact(value)
+    result = float(number)
+    limit = column.float_max if column.float_max is not None else 1.7976931348623157e308
+    if not math.isfinite(result) or abs(result) > limit:
+        raise InvalidValue(Reason.OUT_OF_RANGE)
+    return result
+
+
+_TRUE_TEXT = {"1": True, "true": True, "0": False, "false": False}
+
+
+def _to_boolean(value: Any, column: Column) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        if value in (0, 1):
+            return bool(value)
+        raise InvalidValue(Reason.OUT_OF_RANGE)
+    if isinstance(value, str) and value.strip().lower() in _TRUE_TEXT:
+        return _TRUE_TEXT[value.strip().lower()]
+    raise InvalidValue(Reason.TYPE)
+
+
+def _to_uuid(value: Any, column: Column) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str) and _UUID_TEXT.match(value):
+        return uuid.UUID(value)
+    raise InvalidValue(Reason.FORMAT if isinstance(value, str) else Reason.TYPE)
+
+
+def _fraction(digits: str | None, keep: int) -> tuple[int, bool]:
+    """Microseconds from fractional-second digits rounded half-up to ``keep`` digits; and a carry flag."""
+    if not digits:
+        return 0, False
+    keep = max(0, min(keep, 6))
+    rounded = Decimal("0." + digits).quantize(Decimal(1).scaleb(-keep), rounding=ROUND_HALF_UP)
+    if rounded >= 1:
+        return 0, True
+    return int(rounded * 1_000_000), False
+
+
+def _offset(text: str | None) -> timezone | None:
+    if text is None:
+        return None
+    if text in ("Z", "z"):
+        return timezone.utc
+    sign = -1 if text[0] == "-" else 1
+    digits = text[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+    if hours > 23 or minutes > 59:
+        raise InvalidValue(Reason.FORMAT)
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+def _parse_timestamp(value: Any, column: Column) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise InvalidValue(Reason.TYPE)
+    match = _TIMESTAMP_TEXT.match(value.strip())
+    if not match:
+        raise InvalidValue(Reason.FORMAT)
+    year, month, day, hour, minute, second, frac, zone = match.groups()
+    micros, carry = _fraction(frac, column.fraction_digits)
+    try:
+        result = datetime(
+            int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+            micros, tzinfo=_offset(zone),
+        )
+        if carry:
+            result += timedelta(seconds=1)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidValue(Reason.FORMAT) from exc
+    return result
+
+
+def _to_timestamp(value: Any, column: Column) -> datetime:
+    result = _parse_timestamp(value, column)
+    if result.tzinfo is not None:
+        try:
+            result = result.astimezone(timezone.utc).replace(tzinfo=None)
+        except OverflowError as exc:
+            raise InvalidValue(Reason.OUT_OF_RANGE) from exc
+    return result
+
+
+def _to_timestamptz(value: Any, column: Column) -> datetime:
+    result = _parse_timestamp(value, column)
+    return result if result.tzinfo is not None else result.replace(tzinfo=timezone.utc)
+
+
+def _to_date(value: Any, column: Column) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise InvalidValue(Reason.TYPE)
+    text = value.strip()
+    if len(text) != 10:
+        raise InvalidValue(Reason.FORMAT)
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidValue(Reason.FORMAT) from exc
+
+
+def _to_time(value: Any, column: Column) -> time:
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str):
+        raise InvalidValue(Reason.TYPE)
+    match = _TIME_TEXT.match(value.strip())
+    if not match:
+        raise InvalidValue(Reason.FORMAT)
+    hour, minute, second, frac = match.groups()
+    micros, carry = _fraction(frac, column.fraction_digits)
+    try:
+        result = time(int(hour), int(minute), int(second or 0), micros)
+    except ValueError as exc:
+        raise InvalidValue(Reason.FORMAT) from exc
+    if carry:
+        moved = datetime.combine(date(2000, 1, 1), result) + timedelta(seconds=1)
+        if moved.day != 1:  # 23:59:59.9995 must not wrap to midnight: keep the largest time instead
+            keep = max(0, min(column.fraction_digits, 6))
+            return time(23, 59, 59, 999_999 - 999_999 % 10 ** (6 - keep))
+        result = moved.time()
+    return result
+
+
+def _to_other(value: Any, column: Column) -> Any:
+    if isinstance(value, str):
+        return _checked_text(value, column)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, Decimal)):
+        return _to_decimal_exact(value)
+    if isinstance(value, float):
+        raise InvalidValue(Reason.TYPE)
+    return _checked_text(json_text(value), column)
+
+
+_CONVERTERS = {
+    Kind.TEXT: _to_text,
+    Kind.JSON: _to_json,
+    Kind.INTEGER: _to_integer,
+    Kind.DECIMAL: _to_decimal,
+    Kind.FLOAT: _to_float,
+    Kind.BOOLEAN: _to_boolean,
+    Kind.UUID: _to_uuid,
+    Kind.TIMESTAMP: _to_timestamp,
+    Kind.TIMESTAMPTZ: _to_timestamptz,
+    Kind.DATE: _to_date,
+    Kind.TIME: _to_time,
+    Kind.OTHER: _to_other,
+}

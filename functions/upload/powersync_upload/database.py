@@ -1,0 +1,145 @@
+"""The one data-access seam: which database, its dialect, a connection kept across warm invocations,
+and the introspected schema.
+
+A Lambda container handles one request at a time, so one connection per container is enough; it is
+checked with a cheap ping before each request and opened again once if that fails. Credentials come
+from ``DATABASE_URL`` or, deployed, from a Secrets Manager secret in the RDS secret JSON shape
+(``{"engine", "host", "port", "username", "password", "dbname"}``), cached by Powertools Parameters
+and fetched again once after a login failure (a rotated password).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote as urlquote
+
+from . import dialects
+from .config import ConfigError, Settings
+from .dialects import Dialect
+from .errors import RetryableError
+from .schema import SchemaCache, TableSchema
+
+logger = logging.getLogger(__name__)
+
+_SECRET_ENGINES = {"sqlserver": "mssql", "sqlserver-ex": "mssql", "sqlserver-se": "mssql", "sqlserver-ee": "mssql",
+                   "sqlserver-web": "mssql", "postgres": "postgresql", "aurora-postgresql": "postgresql",
+                   "mysql": "mysql", "mariadb": "mysql", "aurora-mysql": "mysql"}
+
+
+def url_from_secret(secret: dict[str, Any], default_engine: str) -> str:
+    """Build a database URL from an RDS-shaped secret.
+
+    Raises:
+        ConfigError: the secret lacks ``host``, ``username`` or ``password``.
+    """
+    missing = [k for k in ("host", "username", "password") if not secret.get(k)]
+    if missing:
+        raise ConfigError(f"database secret lacks {', '.join(missing)}")
+    engine = _SECRET_ENGINES.get(str(secret.get("engine", "")).lower(), default_engine)
+    port = f":{secret['port']}" if secret.get("port") else ""
+    dbname = secret.get("dbname") or ""
+    user, password = urlquote(str(secret["username"]), safe=""), urlquote(str(secret["password"]), safe="")
+    return f"{engine}://{user}:{password}@{secret['host']}{port}/{dbname}"
+
+
+def _secret_url(settings: Settings, force: bool) -> str:
+    from aws_lambda_powertools.utilities import parameters  # boto3 only when a secret is configured
+
+    assert settings.db_secret_id is not None
+    secret = parameters.get_secret(settings.db_secret_id, transform="json", force_fetch=force)
+    if not isinstance(secret, dict):
+        raise ConfigError("the database secret is not a JSON object")
+    return url_from_secret(secret, settings.db_engine)
+
+
+def resolve_url(settings: Settings, *, force_secret: bool = False) -> str:
+    """The database URL: ``DATABASE_URL``, else the secret, else (local commands only) the demo SQLite file.
+
+    Raises:
+        ConfigError: no database is configured.
+    """
+    if settings.database_url:
+        return settings.database_url
+    if settings.db_secret_id:
+        return _secret_url(settings, force_secret)
+    if settings.local_sqlite is not None:
+        return f"sqlite:///{settings.local_sqlite}"
+    raise ConfigError("no database configured: set DATABASE_URL or DB_SECRET_ID")
+
+
+@dataclass
+class Database:
+    """A database the engine writes to.
+
+    Attributes:
+        url: the database URL (never logged: it may hold a password).
+        dialect: the dialect module for ``url``.
+        schema: introspected tables, shared by every request in this container.
+    """
+
+    url: str
+    dialect: Dialect
+    settings: Settings | None = None
+    schema: SchemaCache = field(default_factory=SchemaCache)
+    _conn: Any = None
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings | None = None) -> Database:
+        """A database for ``url``; imports only that URL's dialect."""
+        return cls(url=url, dialect=dialects.load(dialects.dialect_name(url)), settings=settings)
+
+    def connection(self, timeout_s: float) -> Any:
+        """A live connection: the cached one if a ping succeeds, else a new one.
+
+        Raises:
+            RetryableError: the database cannot be reached (or refused the login) within ``timeout_s``.
+        """
+        if self._conn is not None:
+            try:
+                self.dialect.ping(self._conn)
+                return self._conn
+            except Exception:  # noqa: BLE001 - any failure means: open a new one
+                logger.info("cached connection failed its ping; reconnecting")
+                self.discard()
+        self._conn = self._connect(timeout_s)
+        return self._conn
+
+    def _connect(self, timeout_s: float) -> Any:
+        try:
+            return self.dialect.connect(self.url, timeout_s)
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if self.settings is not None and self.settings.db_secret_id and _is_login_failure(exc):
+                self.url = resolve_url(self.settings, force_secret=True)
+                try:
+                    return self.dialect.connect(self.url, timeout_s)
+                except Exception as again:  # noqa: BLE001
+                    exc = again
+            classified = self.dialect.classify(exc)
+            number = getattr(classified, "number", None)
+            logger.warning("database connection failed", extra={"error_number": number, "error_type": type(exc).__name__})
+            raise RetryableError("connection", number=number, retry_after_ms=2000) from exc
+
+    def discard(self) -> None:
+        """Close and forget the cached connection (after a connection-level failure)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - it is already broken
+                pass
+
+    def table(self, conn: Any, server_table: str) -> TableSchema | None:
+        """The introspected table, cached for the container's life."""
+        return self.schema.get(server_table, lambda t: self.dialect.introspect(conn, t))
+
+    def refresh_table(self, conn: Any, server_table: str) -> bool:
+        """Introspect the table again, at most once a minute; True when it was reloaded."""
+        return self.schema.refresh(server_table, lambda t: self.dialect.introspect(conn, t))
+
+
+def _is_login_failure(exc: BaseException) -> bool:
+    """SQL Server 18456, PostgreSQL 28P01/28000, MySQL 1045: the password may have been rotated."""
+    text = repr(exc.args)
+    return any(marker in text for marker in ("18456", "28P01", "password authentication", "1045"))

@@ -1,0 +1,101 @@
+"""Dialects: everything that differs between databases, one module per database.
+
+Each module (``mssql``, ``postgresql``, ``mysql``, ``sqlite``) implements the :class:`Dialect`
+protocol with plain module-level functions. Only dialect modules import database drivers, and a
+dialect module is imported only when a URL names it, so the SQL Server function never loads psycopg.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Literal, Protocol, cast
+from urllib.parse import urlsplit
+
+from ..errors import FatalOpError, RetryableError
+from ..schema import Column, TableSchema
+
+Lock = Literal["update", "share"]
+
+SCHEMES = {
+    "mssql": "mssql",
+    "sqlserver": "mssql",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "sqlite": "sqlite",
+}
+
+
+class Dialect(Protocol):
+    """What the engine needs from a database. All SQL text is written inside the dialect.
+
+    Every function that takes ``conn`` runs inside the transaction the engine opened with ``begin``;
+    values passed in are already converted by :func:`powersync_upload.convert.convert`; every value
+    becomes a bound parameter, and names come only from the introspected :class:`TableSchema`.
+    Driver exceptions propagate; the engine hands them to ``classify``.
+    """
+
+    name: str
+
+    def connect(self, url: str, timeout_s: float) -> Any:
+        """Open a DB-API connection (autocommit off) with a login timeout of ``timeout_s`` seconds."""
+
+    def ping(self, conn: Any) -> None:
+        """Cheap liveness check; raises a driver exception when the connection is unusable."""
+
+    def begin(self, conn: Any, timeout_s: float) -> None:
+        """Start a transaction whose statements and lock waits give up after ``timeout_s`` seconds."""
+
+    def introspect(self, conn: Any, table: str) -> TableSchema | None:
+        """Read one table (``name`` or ``schema.name``) from the catalog; ``None`` when it does not exist."""
+
+    def select_value(
+        self, conn: Any, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
+    ) -> tuple[bool, Any]:
+        """``(found, value of column)`` for the row whose key is ``key_value``, locking it (``update``
+        for a row about to be written, ``share`` for a referenced parent) until the transaction ends."""
+
+    def upsert(
+        self,
+        conn: Any,
+        table: TableSchema,
+        key: Column,
+        key_value: Any,
+        values: dict[str, Any],
+        nulls: list[str],
+        guard: tuple[Column, Any] | None,
+    ) -> int:
+        """PUT: insert the row, or update it in place (never delete + insert), safe against a concurrent
+        insert of the same key. ``values``: server column -> value; ``nulls``: columns set to NULL on
+        update only. ``guard``: update only where that column equals that value.
+
+        Returns:
+            rows written (0 when ``guard`` stopped the update).
+        """
+
+    def update(self, conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
+        """PATCH: set exactly ``values`` on the row; returns the number of rows matched (0 or 1)."""
+
+    def delete(self, conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
+        """DELETE by key; returns the number of rows deleted."""
+
+    def classify(self, exc: BaseException) -> FatalOpError | RetryableError | None:
+        """Map a driver exception to the taxonomy (server names in it); ``None`` if not a driver error."""
+
+
+def dialect_name(url: str) -> str:
+    """The dialect a database URL names (``mssql://...`` -> ``mssql``).
+
+    Raises:
+        ValueError: the scheme is not one of :data:`SCHEMES`.
+    """
+    scheme = urlsplit(url).scheme.split("+", 1)[0].lower()
+    if scheme not in SCHEMES:
+        raise ValueError(f"unsupported database URL scheme '{scheme}'; use one of {sorted(set(SCHEMES))}")
+    return SCHEMES[scheme]
+
+
+def load(name: str) -> Dialect:
+    """Import the dialect module ``name`` (``mssql``, ``postgresql``, ``mysql`` or ``sqlite``)."""
+    return cast(Dialect, importlib.import_module(f"{__name__}.{name}"))

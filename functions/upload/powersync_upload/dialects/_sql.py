@@ -1,0 +1,74 @@
+"""SQL text shared by more than one dialect, built from already-quoted names and a placeholder.
+
+Nothing here quotes: callers pass names through their dialect's ``quote`` first, so a name can never
+come from a request (the engine only passes names of introspected columns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+Quote = Callable[[str], str]
+
+
+def quote_with(open_: str, close: str, *, percent: bool) -> Quote:
+    """A quoting function: wraps a name in ``open_``/``close``, doubling ``close`` inside it.
+
+    ``percent=True`` also doubles ``%`` for drivers that interpolate ``%s`` placeholders (psycopg,
+    pymssql, PyMySQL), so a column named ``a%sb`` cannot turn into a placeholder.
+    """
+
+    def quote(name: str) -> str:
+        inner = name.replace(close, close + close)
+        if percent:
+            inner = inner.replace("%", "%%")
+        return f"{open_}{inner}{close}"
+
+    return quote
+
+
+def qualified(name: str, quote: Quote) -> str:
+    """Quote ``schema.table`` part by part (a dot inside a quoted catalog name is not supported)."""
+    return ".".join(quote(part) for part in name.split("."))
+
+
+def select_sql(table: str, key: str, column: str, ph: str, suffix: str = "") -> str:
+    """``SELECT column FROM table WHERE key = ?`` plus a locking ``suffix`` (``FOR UPDATE``)."""
+    return f"SELECT {column} FROM {table} WHERE {key} = {ph}{(' ' + suffix) if suffix else ''}"
+
+
+def update_sql(table: str, key: str, columns: Sequence[str], ph: str) -> str:
+    """``UPDATE table SET c1 = ?, ... WHERE key = ?``; parameters: the values in order, then the key."""
+    sets = ", ".join(f"{c} = {ph}" for c in columns)
+    return f"UPDATE {table} SET {sets} WHERE {key} = {ph}"
+
+
+def delete_sql(table: str, key: str, ph: str) -> str:
+    """``DELETE FROM table WHERE key = ?``."""
+    return f"DELETE FROM {table} WHERE {key} = {ph}"
+
+
+def on_conflict_upsert_sql(
+    table: str,
+    key: str,
+    columns: Sequence[str],
+    nulls: Sequence[str],
+    ph: str,
+    guard: str | None,
+    excluded: str = "excluded",
+) -> str:
+    """PostgreSQL/SQLite ``INSERT ... ON CONFLICT (key) DO UPDATE``: only a key collision updates.
+
+    Parameters: the key, then ``columns`` in order. ``nulls`` are set to NULL on update; ``guard`` (a
+    quoted column) restricts the update to rows where it equals the inserted value, so a row that
+    another user inserted meanwhile is left alone (0 rows written).
+    """
+    names = [key, *columns]
+    sets = [f"{c} = {excluded}.{c}" for c in columns] + [f"{c} = NULL" for c in nulls]
+    if not sets:
+        sets = [f"{key} = {excluded}.{key}"]
+    where = f" WHERE {table}.{guard} = {excluded}.{guard}" if guard else ""
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(ph for _ in names)}) "
+        f"ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)}{where}"
+    )

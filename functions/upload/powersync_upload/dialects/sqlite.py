@@ -1,0 +1,209 @@
+"""SQLite (stdlib ``sqlite3``): the embedded default for local runs and the fastest test target.
+
+Storage conventions (SQLite has type affinities, not types): booleans 0/1; timestamps as ISO-8601
+text ``YYYY-MM-DDTHH:MM:SS.fff`` in UTC; dates ``YYYY-MM-DD``; times ``HH:MM:SS.fff``; decimals as
+their exact text (NUMERIC affinity then stores them as numbers); UUIDs as text. Declared types are
+read as SQLite reads them (``INT`` anywhere means integer, and so on, see
+https://www.sqlite.org/datatype3.html section 3.1), refined by common names: ``SMALLINT`` is range-
+checked as 16-bit, ``VARCHAR(n)`` as n characters, ``DECIMAL(p,s)`` against p and s, ``BOOLEAN``,
+``DATETIME``/``TIMESTAMP``, ``DATE``, ``TIME``, ``JSON`` and ``UUID`` by name.
+
+Writes use ``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead of failing
+at COMMIT; ``PRAGMA foreign_keys = ON`` is set on every connection.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import uuid
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
+from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
+from . import Lock
+from ._sql import delete_sql, on_conflict_upsert_sql, qualified, quote_with, select_sql, update_sql
+
+name = "sqlite"
+PH = "?"
+quote = quote_with('"', '"', percent=False)
+
+
+def database_path(url: str) -> str:
+    """The file of a ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``sqlite:///:memory:`` URL."""
+    parts = urlsplit(url)
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    return path or ":memory:"
+
+
+def connect(url: str, timeout_s: float) -> sqlite3.Connection:
+    """Open the file in autocommit mode (the engine issues ``BEGIN IMMEDIATE`` itself)."""
+    conn = sqlite3.connect(database_path(url), timeout=timeout_s, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def ping(conn: sqlite3.Connection) -> None:
+    """Run ``SELECT 1``."""
+    conn.execute("SELECT 1").fetchone()
+
+
+def begin(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """``BEGIN IMMEDIATE``, waiting at most ``timeout_s`` for another writer."""
+    conn.execute(f"PRAGMA busy_timeout = {max(1, int(timeout_s * 1000))}")
+    conn.execute("BEGIN IMMEDIATE")
+
+
+_LENGTH = re.compile(r"\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
+
+
+def column_from_declared(name_: str, declared: str, notnull: bool, default: Any, hidden: int) -> Column:
+    """A :class:`Column` from a ``PRAGMA table_xinfo`` row (``hidden`` 2 or 3: generated column)."""
+    upper = declared.upper()
+    size = _LENGTH.search(upper)
+    first = int(size.group(1)) if size else None
+    second = int(size.group(2)) if size and size.group(2) else None
+    common = {
+        "name": name_,
+        "type_name": declared,
+        "nullable": not notnull,
+        "has_default": default is not None,
+        "writable": hidden not in (2, 3),
+    }
+    if "BOOL" in upper:
+        return Column(kind=Kind.BOOLEAN, **common)
+    if "DATETIME" in upper or "TIMESTAMP" in upper:
+        return Column(kind=Kind.TIMESTAMP, fraction_digits=3, **common)
+    if "DATE" in upper:
+        return Column(kind=Kind.DATE, **common)
+    if "TIME" in upper:
+        return Column(kind=Kind.TIME, fraction_digits=3, **common)
+    if "UUID" in upper or "GUID" in upper:
+        return Column(kind=Kind.UUID, **common)
+    if "JSON" in upper:
+        return Column(kind=Kind.JSON, **common)
+    if "INT" in upper:
+        width = "smallint" if "SMALLINT" in upper else "tinyint" if "TINYINT" in upper else "bigint"
+        return Column(kind=Kind.INTEGER, int_range=INT_RANGES[width], **common)
+    if "CHAR" in upper or "CLOB" in upper or "TEXT" in upper:
+        return Column(kind=Kind.TEXT, max_length=first, **common)
+    if "REAL" in upper or "FLOA" in upper or "DOUB" in upper:
+        return Column(kind=Kind.FLOAT, float_max=FLOAT32_MAX if upper.strip() == "FLOAT4" else None, **common)
+    if "DEC" in upper or "NUMERIC" in upper:
+        return Column(kind=Kind.DECIMAL, precision=first, scale=second if first else None, **common)
+    return Column(kind=Kind.OTHER, **common)
+
+
+def introspect(conn: sqlite3.Connection, table: str) -> TableSchema | None:
+    """Read ``PRAGMA table_xinfo``; ``None`` when the table does not exist."""
+    schema, _, bare = table.rpartition(".")
+    prefix = f"{quote(schema)}." if schema else ""
+    rows = conn.execute(f"PRAGMA {prefix}table_xinfo({quote(bare)})").fetchall()
+    if not rows:
+        return None
+    columns = {
+        row[1]: column_from_declared(row[1], row[2] or "", bool(row[3]), row[4], row[6] if len(row) > 6 else 0)
+        for row in rows
+    }
+    return TableSchema(name=table, columns=columns)
+
+
+def to_driver(value: Any, column: Column) -> Any:
+    """Adapt a converted value to what SQLite stores (see the module docstring)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="milliseconds")
+    if isinstance(value, (date, time)):
+        return value.isoformat(timespec="milliseconds") if isinstance(value, time) else value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def select_value(
+    conn: sqlite3.Connection, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
+) -> tuple[bool, Any]:
+    """Read one value; ``BEGIN IMMEDIATE`` already holds the database's write lock."""
+    sql = select_sql(qualified(table.name, quote), quote(key.name), quote(column.name), PH)
+    row = conn.execute(sql, (to_driver(key_value, key),)).fetchone()
+    return (row is not None, row[0] if row is not None else None)
+
+
+def upsert(
+    conn: sqlite3.Connection,
+    table: TableSchema,
+    key: Column,
+    key_value: Any,
+    values: dict[str, Any],
+    nulls: list[str],
+    guard: tuple[Column, Any] | None,
+) -> int:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` (SQLite 3.24+)."""
+    names = list(values)
+    sql = on_conflict_upsert_sql(
+        qualified(table.name, quote), quote(key.name), [quote(n) for n in names], [quote(n) for n in nulls], PH,
+        quote(guard[0].name) if guard else None,
+    )
+    params = [to_driver(key_value, key)] + [to_driver(values[n], table.columns[n]) for n in names]
+    return conn.execute(sql, params).rowcount
+
+
+def update(conn: sqlite3.Connection, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
+    """``UPDATE ... WHERE key = ?``."""
+    names = list(values)
+    sql = update_sql(qualified(table.name, quote), quote(key.name), [quote(n) for n in names], PH)
+    params = [to_driver(values[n], table.columns[n]) for n in names] + [to_driver(key_value, key)]
+    return conn.execute(sql, params).rowcount
+
+
+def delete(conn: sqlite3.Connection, table: TableSchema, key: Column, key_value: Any) -> int:
+    """``DELETE ... WHERE key = ?``."""
+    sql = delete_sql(qualified(table.name, quote), quote(key.name), PH)
+    return conn.execute(sql, (to_driver(key_value, key),)).rowcount
+
+
+# Extended result codes: https://www.sqlite.org/rescode.html
+_CONSTRAINT_CODES = {
+    1299: ErrorCode.NOT_NULL_VIOLATION,  # SQLITE_CONSTRAINT_NOTNULL
+    2067: ErrorCode.UNIQUE_VIOLATION,  # SQLITE_CONSTRAINT_UNIQUE
+    1555: ErrorCode.UNIQUE_VIOLATION,  # SQLITE_CONSTRAINT_PRIMARYKEY
+    787: ErrorCode.FOREIGN_KEY_VIOLATION,  # SQLITE_CONSTRAINT_FOREIGNKEY
+    275: ErrorCode.CHECK_VIOLATION,  # SQLITE_CONSTRAINT_CHECK
+}
+_RETRYABLE_PRIMARY = {5: "busy", 6: "locked", 10: "io_error", 13: "disk_full", 14: "cannot_open"}
+_NOT_NULL_COLUMN = re.compile(r"NOT NULL constraint failed: (?:[^.\s]+\.)?(\S+)")
+_NAMED_CHECK = re.compile(r"CHECK constraint failed: (\w+)$")
+
+
+def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
+    """Map ``sqlite3`` errors by extended result code (``sqlite_errorcode``, Python 3.11+)."""
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc)
+    if isinstance(code, int):
+        if code in _CONSTRAINT_CODES:
+            kind = _CONSTRAINT_CODES[code]
+            column = constraint = None
+            if kind is ErrorCode.NOT_NULL_VIOLATION and (m := _NOT_NULL_COLUMN.search(text)):
+                column = m.group(1)
+            if kind is ErrorCode.CHECK_VIOLATION and (m := _NAMED_CHECK.search(text)):
+                constraint = m.group(1)
+            return FatalOpError(kind, column=column, constraint=constraint, number=code)
+        if code & 0xFF == 19:  # other SQLITE_CONSTRAINT_*
+            return FatalOpError(ErrorCode.CONSTRAINT_VIOLATION, number=code)
+        if code & 0xFF in _RETRYABLE_PRIMARY:
+            return RetryableError(_RETRYABLE_PRIMARY[code & 0xFF], in_process=code & 0xFF in (5, 6), number=code)
+        if code & 0xFF == 20:  # SQLITE_MISMATCH
+            return FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TYPE, number=code)
+    if "no such table" in text or "no such column" in text or "has no column named" in text:
+        return FatalOpError(ErrorCode.SCHEMA_MISMATCH, number=code)
+    if isinstance(exc, sqlite3.OperationalError) and "interrupted" in text:
+        return RetryableError("timeout", number=code)
+    return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=code)

@@ -1,0 +1,152 @@
+"""The error taxonomy: what can go wrong with an operation, and what the client should do about it.
+
+Two families, as DESIGN.md sections 1 and 3 define them:
+
+* :class:`FatalOpError` -- the operation can never be applied (constraint, bad value, unknown name,
+  not allowed). Its transaction is rolled back and reported as ``fatal_error``; the client completes
+  it and the device reverts at the next checkpoint.
+* :class:`RetryableError` -- a temporary failure (database down, deadlock, lock or statement timeout,
+  lost connection, commit outcome unknown). Nothing of the transaction is kept; the client keeps it
+  queued and sends it again.
+
+Messages are built here from codes and names only: never from the database's own text, which can
+carry submitted values (SQL Server 2627/2628, PostgreSQL DETAIL).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """The ``error_code`` values of DESIGN.md section 2."""
+
+    NOT_NULL_VIOLATION = "NOT_NULL_VIOLATION"
+    UNIQUE_VIOLATION = "UNIQUE_VIOLATION"
+    FOREIGN_KEY_VIOLATION = "FOREIGN_KEY_VIOLATION"
+    CHECK_VIOLATION = "CHECK_VIOLATION"
+    CONSTRAINT_VIOLATION = "CONSTRAINT_VIOLATION"
+    INVALID_DATA = "INVALID_DATA"
+    SCHEMA_MISMATCH = "SCHEMA_MISMATCH"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    CONFLICT = "CONFLICT"
+    UNCLASSIFIED_ERROR = "UNCLASSIFIED_ERROR"
+
+
+class Reason(StrEnum):
+    """``details.reason`` for :attr:`ErrorCode.INVALID_DATA`."""
+
+    TYPE = "type"
+    FORMAT = "format"
+    OUT_OF_RANGE = "out_of_range"
+    TOO_LONG = "too_long"
+
+
+_SUMMARY: dict[ErrorCode, str] = {
+    ErrorCode.NOT_NULL_VIOLATION: "a required value is missing",
+    ErrorCode.UNIQUE_VIOLATION: "a row with the same unique value already exists",
+    ErrorCode.FOREIGN_KEY_VIOLATION: "a referenced row does not exist, or other rows still reference this one",
+    ErrorCode.CHECK_VIOLATION: "a value fails a check constraint",
+    ErrorCode.CONSTRAINT_VIOLATION: "the change violates a database constraint",
+    ErrorCode.INVALID_DATA: "a value cannot be stored in its column",
+    ErrorCode.SCHEMA_MISMATCH: "the table or column is not known to the server",
+    ErrorCode.UNAUTHORIZED: "the caller may not make this change",
+    ErrorCode.CONFLICT: "the row was changed by someone else",
+    ErrorCode.UNCLASSIFIED_ERROR: "the database rejected the change",
+}
+
+
+class FatalOpError(Exception):
+    """An operation that can never be applied.
+
+    Attributes:
+        code: the contract's error code.
+        table: the table name as the client knows it (filled in by the engine when the dialect only
+            knows the server name), or ``None``.
+        column: the column name as the client knows it, or ``None``.
+        constraint: the database constraint's name, or ``None``.
+        number: the database's error number (SQL Server error number, PostgreSQL SQLSTATE, SQLite
+            extended result code, MySQL error number), or ``None`` when the error was found in Python.
+        reason: for ``INVALID_DATA``, one of :class:`Reason`.
+        operation_index: index of the failing operation in its transaction (set by the engine).
+    """
+
+    operation_index: int = 0
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        *,
+        table: str | None = None,
+        column: str | None = None,
+        constraint: str | None = None,
+        number: int | str | None = None,
+        reason: Reason | None = None,
+    ) -> None:
+        self.code = code
+        self.table = table
+        self.column = column
+        self.constraint = constraint
+        self.number = number
+        self.reason = reason
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """A message built only from the code and the names: safe to return and to log."""
+        text = _SUMMARY[self.code]
+        if self.reason is not None:
+            text += f" ({self.reason.value})"
+        where = []
+        if self.column:
+            where.append(f"column '{self.column}'")
+        if self.table:
+            where.append(f"table '{self.table}'")
+        if self.constraint:
+            where.append(f"constraint '{self.constraint}'")
+        return f"{text}: {', '.join(where)}" if where else text
+
+    def details(self) -> dict[str, Any]:
+        """``failed_operation.details``: names and the error number, never submitted values."""
+        out: dict[str, Any] = {}
+        for key in ("table", "column", "constraint", "reason"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = str(value)
+        if self.number is not None:
+            out["error_number"] = self.number
+        return out
+
+
+class RetryableError(Exception):
+    """A temporary failure: nothing of the transaction was kept and it can be sent again.
+
+    Attributes:
+        kind: a short stable label for logs and metrics (``deadlock``, ``lock_timeout``,
+            ``connection``, ``timeout``, ``commit_unknown``, ``throttled``, ``deadline``, ...).
+        in_process: whether the engine may retry the transaction itself right away (deadlock
+            victims, lock timeouts, serialization failures), within the request's deadline.
+        number: the database's error number, when there is one.
+        retry_after_ms: how long the client should wait before sending again.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        in_process: bool = False,
+        number: int | str | None = None,
+        retry_after_ms: int = 1000,
+    ) -> None:
+        self.kind = kind
+        self.in_process = in_process
+        self.number = number
+        self.retry_after_ms = retry_after_ms
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """A message without database text: safe to return and to log."""
+        suffix = f" (error {self.number})" if self.number is not None else ""
+        return f"temporary database failure: {self.kind}{suffix}; send the transaction again"

@@ -1,0 +1,195 @@
+"""The Lambda entry: API Gateway HTTP API (payload v2) events in, HTTP responses out.
+
+This is the only module that knows HTTP. It checks the body size and the caller's identity, lets
+the Powertools resolver validate the body against the contract's pydantic models, hands the
+transactions to the engine, and turns the :class:`~powersync_upload.engine.Outcome` into a status:
+200 after COMMIT, 503 with ``Retry-After`` when the client must send again, 400/401/413 for a broken
+envelope, token or size (DESIGN.md section 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from . import auth
+from .config import Settings, UploadConfig, load_upload_config
+from .contract import EnvelopeError, ErrorMessage, UploadRequest, UploadResponse, to_upload
+from .database import Database, resolve_url
+from .engine import Caller, Deadline, Outcome, apply_upload
+
+logger = Logger(service="powersync-upload")
+copy_config_to_registered_loggers(source_logger=logger, include={"powersync_upload"})
+
+UPLOAD_PATH = "/api/data"
+LAMBDA_MARGIN_S = 2.0
+
+
+def lenient_json(text: str) -> Any:
+    """Parse a body as DESIGN section 2 asks: non-integers as exact ``Decimal``; ``NaN``, ``Infinity``
+    and numbers beyond float range as tokens, so each is rejected per value later, never as a 400."""
+    return json.loads(text, parse_float=Decimal, parse_constant=lambda name: float(name))
+
+
+@dataclass
+class Runtime:
+    """What a container keeps between invocations: settings, configuration and the database."""
+
+    settings: Settings
+    config: UploadConfig
+    _db: Database | None = field(default=None, repr=False)
+
+    @property
+    def db(self) -> Database:
+        """The database, created on first use (no driver import or connection before a request needs it)."""
+        if self._db is None:
+            self._db = Database.from_url(resolve_url(self.settings), self.settings)
+        return self._db
+
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """The container's runtime, built from the environment on first call (cold start).
+
+    Raises:
+        ConfigError: the environment or the configuration file is invalid.
+    """
+    global _runtime
+    if _runtime is None:
+        settings = Settings.from_env()
+        _runtime = Runtime(settings, load_upload_config(settings.upload_config))
+    return _runtime
+
+
+def set_runtime(value: Runtime | None) -> None:
+    """Replace the container's runtime (local commands and tests)."""
+    global _runtime
+    _runtime = value
+
+
+app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=lenient_json)
+
+
+def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
+
+
+@app.exception_handler(RequestValidationError)
+def _malformed(exc: RequestValidationError) -> Response[Any]:
+    problems = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        problems.append(f"{where or 'body'}: {error.get('type', 'invalid')}")
+    message = "malformed request: " + "; ".join(problems) if problems else "malformed request"
+    return _json_response(400, ErrorMessage(message=message).model_dump())
+
+
+@app.exception_handler(EnvelopeError)
+def _envelope(exc: EnvelopeError) -> Response[Any]:
+    return _json_response(400, ErrorMessage(message=str(exc)).model_dump())
+
+
+@app.get("/health")
+def health() -> dict[str, str]:
+    """Liveness: the function is deployed and its configuration loaded (no database round trip)."""
+    return {"status": "ok"}
+
+
+@app.post(
+    UPLOAD_PATH,
+    responses={
+        200: {"description": "one result per transaction", "content": {"application/json": {"model": UploadResponse}}},
+        400: {"description": "malformed envelope", "content": {"application/json": {"model": ErrorMessage}}},
+        401: {"description": "missing or invalid token", "content": {"application/json": {"model": ErrorMessage}}},
+        413: {"description": "body over the size cap", "content": {"application/json": {"model": ErrorMessage}}},
+        503: {"description": "temporary failure; send again after Retry-After",
+              "content": {"application/json": {"model": UploadResponse}}},
+    },
+)
+def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
+    """Apply a PowerSync upload: shape A (reference write API) or shape B (``CrudEntry.toJSON()`` list)."""
+    rt: Runtime = app.context["runtime"]
+    parsed = to_upload(body, rt.config.max_transactions)
+    if not parsed.transactions:
+        return _json_response(200, UploadResponse(results=[]).to_json())
+    outcome = apply_upload(parsed, app.context["caller"], rt.config, rt.db, app.context["deadline"])
+    _log_outcome(parsed.shape, outcome)
+    response = UploadResponse(results=outcome.results).to_json()
+    if outcome.retry_after_ms is not None:
+        retry_after = str(max(1, math.ceil(outcome.retry_after_ms / 1000)))
+        return _json_response(HTTPStatus.SERVICE_UNAVAILABLE, response, {"Retry-After": retry_after})
+    return _json_response(200, response)
+
+
+def _log_outcome(shape: str, outcome: Outcome) -> None:
+    for index, _transaction, error, op_index in outcome.fatal:
+        logger.info(
+            "transaction rejected",
+            extra={"transaction_index": index, "operation_index": op_index, "error_code": error.code.value,
+                   "table": error.table, "column": error.column, "error_number": error.number},
+        )
+    logger.info("upload applied", extra={"shape": shape, "transactions": len(outcome.results),
+                                         "committed": outcome.committed, "status": 503 if outcome.retry_after_ms else 200})
+
+
+def _plain_response(status: int, message: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps({"message": message}),
+        "isBase64Encoded": False,
+    }
+
+
+def _body_size(event: dict[str, Any]) -> int:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return len(body) * 3 // 4
+    return len(body.encode("utf-8", "surrogatepass"))
+
+
+def _request_deadline(settings: Settings, context: Any) -> Deadline:
+    seconds = settings.deadline_s
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    if callable(remaining_ms):
+        seconds = min(seconds, remaining_ms() / 1000 - LAMBDA_MARGIN_S)
+    return Deadline.after(max(0.5, seconds))
+
+
+def _is_upload(event: dict[str, Any]) -> bool:
+    path = event.get("rawPath") or ""
+    return path.rstrip("/").endswith(UPLOAD_PATH)
+
+
+@logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """API Gateway HTTP API (payload format 2.0) entry point."""
+    rt = runtime()
+    app.append_context(runtime=rt, deadline=_request_deadline(rt.settings, context))
+    if _is_upload(event):
+        if _body_size(event) > rt.settings.max_body_bytes:
+            return _plain_response(413, f"body over {rt.settings.max_body_bytes} bytes: send smaller batches")
+        try:
+            if rt.settings.auth_mode == "handler":
+                headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+                claims = auth.verify_bearer(headers.get("authorization"), rt.settings)
+            else:
+                claims = auth.claims_from_authorizer(event)
+            app.append_context(caller=Caller(auth.user_id(claims)))
+        except auth.Unauthorized as exc:
+            logger.info("unauthorized", extra={"reason": str(exc)})
+            return _plain_response(401, str(exc))
+    return app.resolve(event, context)

@@ -1,0 +1,227 @@
+"""Local commands, no Docker: ``demo``, ``invoke`` and ``serve`` run the real Lambda handler.
+
+* ``demo``  -- every event in ``events/`` through the handler against a fresh embedded SQLite demo
+  database; prints each response and the resulting rows.
+* ``invoke EVENT`` -- one API Gateway HTTP API (payload v2) event file, like ``sam local invoke -e``.
+* ``serve`` -- an HTTP server on 127.0.0.1 (``PORT``, default 3000) for a client app under
+  development; it turns each request into a payload v2 event for the same handler and verifies bearer
+  tokens itself with the ``JWT_*`` settings (deployed, the HttpApi authorizer does that).
+
+With no ``DATABASE_URL`` the commands use ``.local/demo.sqlite`` in the project, created with the demo
+schema (``db/sqlite/*.sql``) on first use.
+
+Usage: ``python -m powersync_upload.local demo|invoke EVENT|serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sqlite3
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+DEMO_DB = PROJECT_ROOT / ".local" / "demo.sqlite"
+SCHEMA_DIR = PROJECT_ROOT / "db" / "sqlite"
+EVENTS_DIR = PROJECT_ROOT / "events"
+DEV_SECRET = "local-dev-secret-change-me-0123456789"  # noqa: S105 - local development only
+
+
+@dataclass
+class LocalContext:
+    """The parts of the Lambda context object the handler and Powertools read."""
+
+    function_name: str = "powersync-upload-local"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:powersync-upload-local"
+    aws_request_id: str = "local"
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        self._started = time.monotonic()
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left of ``timeout_s``."""
+        return max(0, int((self.timeout_s - (time.monotonic() - self._started)) * 1000))
+
+
+def create_demo_database(path: Path) -> None:
+    """Create the SQLite demo database with the schema files in ``db/sqlite`` (in name order)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as conn:
+        for script in sorted(SCHEMA_DIR.glob("*.sql")):
+            conn.executescript(script.read_text(encoding="utf-8"))
+
+
+def _use_local_database(fresh: bool) -> None:
+    if os.environ.get("DATABASE_URL") or os.environ.get("DB_SECRET_ID"):
+        return
+    if fresh and DEMO_DB.exists():
+        DEMO_DB.unlink()
+    if not DEMO_DB.exists():
+        create_demo_database(DEMO_DB)
+    os.environ["LOCAL_SQLITE"] = str(DEMO_DB)
+
+
+def invoke(event: dict[str, Any]) -> dict[str, Any]:
+    """Run one event through the real Lambda handler."""
+    from .handler import lambda_handler
+
+    return lambda_handler(event, LocalContext(aws_request_id=str(uuid.uuid4())))  # type: ignore[arg-type]
+
+
+def _print_response(name: str, response: dict[str, Any]) -> None:
+    body = response.get("body") or ""
+    try:
+        shown: Any = json.loads(body)
+    except ValueError:
+        shown = body
+    print(f"== {name}: HTTP {response['statusCode']}")
+    retry = (response.get("headers") or {}).get("Retry-After")
+    if retry:
+        print(f"   Retry-After: {retry}")
+    print("   " + json.dumps(shown, indent=2).replace("\n", "\n   "))
+
+
+def _print_rows() -> None:
+    if os.environ.get("DATABASE_URL"):
+        return
+    with sqlite3.connect(DEMO_DB) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        for table in tables:
+            cursor = conn.execute(f'SELECT * FROM "{table}" ORDER BY 1')
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+            print(f"== rows in {table} ({len(rows)})")
+            for row in rows:
+                print("   " + json.dumps(dict(zip(names, row)), ensure_ascii=False))
+
+
+def demo(events_dir: Path = EVENTS_DIR) -> int:
+    """Run every ``events/*.json`` in name order against a fresh demo database; print responses and rows."""
+    _use_local_database(fresh=True)
+    os.environ.setdefault("AUTH_MODE", "authorizer")
+    print(f"demo database: {DEMO_DB if not os.environ.get('DATABASE_URL') else '(DATABASE_URL)'} (recreated)")
+    for path in sorted(events_dir.glob("*.json")):
+        _print_response(path.name, invoke(json.loads(path.read_text(encoding="utf-8"))))
+    _print_rows()
+    return 0
+
+
+def invoke_file(path: Path) -> int:
+    """Run one event file; print the response."""
+    _use_local_database(fresh=False)
+    os.environ.setdefault("AUTH_MODE", "authorizer")
+    _print_response(path.name, invoke(json.loads(path.read_text(encoding="utf-8"))))
+    return 0
+
+
+def event_from_request(method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    """An API Gateway HTTP API payload v2 event for one HTTP request."""
+    raw_path, _, query = path.partition("?")
+    try:
+        text, encoded = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode("ascii"), True
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": raw_path,
+        "rawQueryString": query,
+        "headers": {k.lower(): v for k, v in headers.items()},
+        "requestContext": {
+            "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
+                     "userAgent": headers.get("User-Agent", "")},
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "timeEpoch": int(time.time() * 1000),
+        },
+        "body": text,
+        "isBase64Encoded": encoded,
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "powersync-upload-local"
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        event = event_from_request(self.command, self.path, dict(self.headers.items()), body)
+        response = invoke(event)
+        payload = (response.get("body") or "").encode("utf-8")
+        self.send_response(int(response["statusCode"]))
+        for name, value in (response.get("headers") or {}).items():
+            self.send_header(name, value)
+        for name, values in (response.get("multiValueHeaders") or {}).items():
+            for value in values:
+                self.send_header(name, value)
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_OPTIONS(self) -> None:  # noqa: N802 - http.server naming
+        self.send_response(204)
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.send_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = _handle  # noqa: N815
+    do_POST = _handle  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+def serve(port: int) -> int:
+    """Serve the handler on 127.0.0.1:``port`` until interrupted."""
+    _use_local_database(fresh=False)
+    os.environ["AUTH_MODE"] = "handler"
+    if not any(os.environ.get(k) for k in ("JWT_SECRET", "JWT_JWKS_URL", "JWT_JWKS_FILE")):
+        os.environ["JWT_SECRET"] = DEV_SECRET
+        import jwt
+
+        token = jwt.encode({"sub": "11111111-1111-1111-1111-111111111111", "exp": int(time.time()) + 86400},
+                           DEV_SECRET, algorithm="HS256")
+        print(f"JWT_SECRET not set: using a development secret. A token for user 1111...1111, valid 24 h:\n{token}")
+    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+    print(f"serving POST http://127.0.0.1:{port}/api/data and GET /health (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: ``demo``, ``invoke EVENT`` or ``serve``."""
+    parser = argparse.ArgumentParser(prog="python -m powersync_upload.local", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="run every event in events/ against a fresh demo database")
+    one = commands.add_parser("invoke", help="run one API Gateway HTTP API event file")
+    one.add_argument("event", type=Path)
+    commands.add_parser("serve", help="serve the handler over HTTP on 127.0.0.1")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo()
+    if args.command == "invoke":
+        return invoke_file(args.event)
+    return serve(int(os.environ.get("PORT", "3000")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Every case in ``../shared/cases`` on every dialect it names that runs here.
+
+Cases are data (format: ``../shared/cases/README.md``); a new file there is a new test, with no code
+change. Each case runs in a freshly loaded fixture database, through the real Lambda handler.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from powersync_upload.handler import set_runtime
+from tests.support import FIXTURES, SHARED_CASES, RowReader, available_dialects, call, install_runtime, reset_database
+
+
+def _cases() -> list[Any]:
+    params = []
+    files = sorted(SHARED_CASES.glob("[0-9]*.json"))
+    assert files, f"no shared cases found in {SHARED_CASES}"
+    for path in files:
+        case = json.loads(path.read_text(encoding="utf-8"))
+        for dialect in available_dialects():
+            if dialect in case["dialects"]:
+                params.append(pytest.param(path, dialect, id=f"{path.stem}[{dialect}]"))
+    return params
+
+
+def _check_result(actual: dict[str, Any], expected: dict[str, Any], where: str) -> None:
+    failed = actual.get("failed_operation") or {}
+    for key, want in expected.items():
+        if key in ("error_code", "operation_index", "details"):
+            got = failed.get(key)
+        else:
+            got = actual.get(key)
+        if key == "error_code" and isinstance(want, list):
+            assert got in want, f"{where}: {key} {got!r} not in {want!r} (result {actual})"
+        elif key == "details":
+            for detail, value in want.items():
+                assert (got or {}).get(detail) == value, f"{where}: details.{detail} {got!r} != {value!r}"
+        else:
+            assert got == want, f"{where}: {key} {got!r} != {want!r} (result {actual})"
+
+
+@pytest.mark.parametrize(("case_path", "dialect"), _cases())
+def test_shared_case(case_path: Path, dialect: str, tmp_path: Path) -> None:
+    # Given the case's fixture loaded into a fresh database of this dialect
+    case = json.loads(case_path.read_text(encoding="utf-8"))
+    fixture = case["fixture"]
+    url = reset_database(dialect, [FIXTURES / f"{fixture}.{dialect}.sql"], tmp_path)
+    rt = install_runtime(url, FIXTURES / f"{fixture}.upload.yaml")
+    reader = RowReader(url)
+    try:
+        # When each step is sent through the handler
+        for number, step in enumerate(case["steps"]):
+            for attempt in range(step.get("repeat", 1)):
+                where = f"{case_path.name} step {number} attempt {attempt}"
+                response = call(step.get("body"), step["user"], raw=step.get("raw"))
+                # Then the HTTP status and the per-transaction results are the expected ones
+                expect = step["expect"]
+                assert response.status == expect["http"], f"{where}: HTTP {response.status}: {response.body}"
+                results = expect.get("results_by_dialect", {}).get(dialect, expect.get("results"))
+                if results is not None:
+                    got = response.body["results"]
+                    assert len(got) == len(results), f"{where}: {len(got)} results, expected {len(results)}: {got}"
+                    for index, (actual, wanted) in enumerate(zip(got, results)):
+                        _check_result(actual, wanted, f"{where} result {index}")
+        # And the rows end as the case says
+        for table, rows in case.get("rows", {}).items():
+            if table == "count":
+                continue
+            key = "id"
+            for row_id, expected in rows.items():
+                actual = reader.row(table, key, row_id, expected)
+                if expected is None:
+                    assert actual is None, f"{table}[{row_id}] should not exist, found {actual}"
+                    continue
+                assert actual is not None, f"{table}[{row_id}] missing"
+                for column, value in expected.items():
+                    assert actual[column] == value, f"{table}[{row_id}].{column}: {actual[column]!r} != {value!r}"
+        for table, count in case.get("rows", {}).get("count", {}).items():
+            assert reader.count(table) == count, f"count({table})"
+    finally:
+        reader.close()
+        rt.db.discard()
+        set_runtime(None)

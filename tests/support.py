@@ -1,0 +1,259 @@
+"""Test helpers shared by integration and conformance tests: databases per dialect, tokens, events.
+
+Databases: SQLite in a temporary file; PostgreSQL at ``POSTGRES_URL`` (default: the local server,
+database ``powersync_upload_test``, created when missing); MariaDB/MySQL at ``MYSQL_URL``; SQL Server
+at ``MSSQL_URL`` only when set. A missing PostgreSQL fails the tests; it is never skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time as dtime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from powersync_upload import dialects
+from powersync_upload.config import Settings, load_upload_config
+from powersync_upload.convert import convert
+from powersync_upload.database import Database
+from powersync_upload.handler import Runtime, lambda_handler, set_runtime
+from powersync_upload.local import LocalContext
+from powersync_upload.schema import Kind
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CASES = Path(os.environ.get("SHARED_CASES", ROOT.parent / "shared" / "cases"))
+FIXTURES = SHARED_CASES / "fixtures"
+SECRET = "test-secret-0123456789-0123456789-abcdef"
+USERS = {"U1": "11111111-1111-1111-1111-111111111111", "U2": "22222222-2222-2222-2222-222222222222"}
+POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/powersync_upload_test")
+MYSQL_URL = os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/powersync_upload_test")
+MSSQL_URL = os.environ.get("MSSQL_URL")
+
+
+def available_dialects() -> list[str]:
+    """Dialects the suite runs on here: SQLite and PostgreSQL always, SQL Server when ``MSSQL_URL`` is set."""
+    names = ["sqlite", "postgresql"]
+    if MSSQL_URL:
+        names.append("mssql")
+    return names
+
+
+def token(user: str | None, *, expired: bool = False, secret: str = SECRET, **claims: Any) -> str:
+    """An HS256 token for ``U1``/``U2`` (or a literal sub)."""
+    now = int(time.time())
+    payload = {"sub": USERS.get(user or "", user), "iat": now, "exp": now - 3600 if expired else now + 3600, **claims}
+    return jwt.encode({k: v for k, v in payload.items() if v is not None}, secret, algorithm="HS256")
+
+
+def authorization(user: str | None) -> str | None:
+    """The Authorization header a case's ``user`` stands for."""
+    if user is None:
+        return None
+    if user == "garbage":
+        return "Bearer not-a-jwt"
+    if user == "expired":
+        return f"Bearer {token('U1', expired=True)}"
+    return f"Bearer {token(user)}"
+
+
+def event(body: str, auth: str | None, path: str = "/api/data", method: str = "POST") -> dict[str, Any]:
+    """An API Gateway HTTP API payload v2 event."""
+    headers = {"content-type": "application/json"}
+    if auth is not None:
+        headers["authorization"] = auth
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t"},
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "timeEpoch": int(time.time() * 1000),
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+@dataclass
+class Response:
+    """A handler response, decoded."""
+
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+def call(body: Any, user: str | None = "U1", *, raw: str | None = None) -> Response:
+    """POST ``body`` (or ``raw`` text) to /api/data through the real Lambda handler."""
+    text = raw if raw is not None else json.dumps(body)
+    out = lambda_handler(event(text, authorization(user)), LocalContext())  # type: ignore[arg-type]
+    payload = out.get("body") or ""
+    return Response(int(out["statusCode"]), json.loads(payload) if payload else None, out.get("headers") or {})
+
+
+# ---- databases -----------------------------------------------------------------------------------
+
+
+def _pg_admin_url(url: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/postgres"
+
+
+def _ensure_pg_database(url: str) -> None:
+    import psycopg
+
+    name = url.rpartition("/")[2].split("?")[0]
+    with psycopg.connect(_pg_admin_url(url), autocommit=True, connect_timeout=5) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def reset_database(dialect: str, scripts: list[Path], tmp_path: Path) -> str:
+    """Empty the test database of ``dialect``, run ``scripts`` into it, and return its URL."""
+    if dialect == "sqlite":
+        path = tmp_path / f"test-{uuid.uuid4().hex}.sqlite"
+        import sqlite3
+
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA foreign_keys = ON")
+            for script in scripts:
+                conn.executescript(script.read_text(encoding="utf-8"))
+        return f"sqlite:///{path}"
+    if dialect == "postgresql":
+        import psycopg
+
+        _ensure_pg_database(POSTGRES_URL)
+        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+            for script in scripts:
+                conn.execute(script.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+        return POSTGRES_URL
+    if dialect == "mssql":
+        assert MSSQL_URL
+        db = Database.from_url(MSSQL_URL)
+        conn = db.dialect.connect(MSSQL_URL, 10)
+        try:
+            cursor = conn.cursor()
+            cursor.execute(
+                "DECLARE @sql nvarchar(max) = N'';"
+                "SELECT @sql += N'ALTER TABLE ' + QUOTENAME(s.name) + N'.' + QUOTENAME(t.name) + N' DROP CONSTRAINT '"
+                " + QUOTENAME(f.name) + N';' FROM sys.foreign_keys f JOIN sys.tables t ON f.parent_object_id = t.object_id"
+                " JOIN sys.schemas s ON t.schema_id = s.schema_id;"
+                "SELECT @sql += N'DROP TABLE ' + QUOTENAME(s.name) + N'.' + QUOTENAME(t.name) + N';'"
+                " FROM sys.tables t JOIN sys.schemas s ON t.schema_id = s.schema_id WHERE t.is_ms_shipped = 0;"
+                "EXEC sp_executesql @sql;"
+            )
+            for script in scripts:
+                cursor.execute(script.read_text(encoding="utf-8"))
+            conn.commit()
+        finally:
+            conn.close()
+        return MSSQL_URL
+    raise ValueError(dialect)
+
+
+def install_runtime(url: str, config_path: Path, **settings: Any) -> Runtime:
+    """Point the handler at ``url`` with ``config_path``, verifying HS256 test tokens itself."""
+    values: dict[str, Any] = {"database_url": url, "upload_config": config_path, "auth_mode": "handler",
+                              "jwt_secret": SECRET, **settings}
+    rt = Runtime(Settings.model_validate(values), load_upload_config(config_path))
+    set_runtime(rt)
+    return rt
+
+
+# ---- reading rows back ---------------------------------------------------------------------------
+
+
+def normalize(value: Any, kind: Kind, scale: int | None, expected: Any) -> Any:
+    """A stored value in the form the shared cases' README compares (UUIDs lower-case, ...)."""
+    if value is None:
+        return None
+    if isinstance(expected, (list, dict)) and isinstance(value, str):
+        return json.loads(value)
+    if kind is Kind.UUID:
+        return str(value).lower()
+    if kind is Kind.BOOLEAN:
+        return bool(int(value))
+    if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value.replace(" ", "T").replace("Z", "+00:00"))
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.isoformat(timespec="milliseconds")
+    if kind is Kind.DATE:
+        return value.isoformat() if isinstance(value, date) else str(value)[:10]
+    if kind is Kind.TIME:
+        if isinstance(value, str):
+            value = dtime.fromisoformat(value)
+        return value.isoformat(timespec="milliseconds")
+    if kind is Kind.DECIMAL:
+        number = Decimal(str(value))
+        return str(number.quantize(Decimal(1).scaleb(-(scale or 0)))) if scale is not None else str(number)
+    if kind is Kind.JSON and isinstance(value, str):
+        return json.loads(value)
+    if kind is Kind.FLOAT:
+        return float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value).lower()
+    return value
+
+
+class RowReader:
+    """Reads rows back through the dialect's own connection and introspection."""
+
+    def __init__(self, url: str) -> None:
+        self.db = Database.from_url(url)
+        self.conn = self.db.dialect.connect(url, 10)
+        self.ph = "?" if self.db.dialect.name == "sqlite" else "%s"
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def _cursor(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        cursor = self.conn.cursor()
+        cursor.execute(sql, params)
+        return cursor
+
+    def row(self, table: str, key: str, row_id: str, expected: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The row whose ``key`` is ``row_id`` (UUID keys converted first), normalized for comparison."""
+        schema = self.db.dialect.introspect(self.conn, table)
+        assert schema is not None, f"table {table} missing"
+        key_column = schema.column(key)
+        assert key_column is not None
+        quote = dialects.load(self.db.dialect.name).quote  # type: ignore[attr-defined]
+        key_value = convert(row_id, key_column)
+        to_driver = self.db.dialect.to_driver  # type: ignore[attr-defined]
+        cursor = self._cursor(f"SELECT * FROM {quote(table)} WHERE {quote(key_column.name)} = {self.ph}",
+                              (to_driver(key_value, key_column),))
+        names = [d[0] for d in cursor.description]
+        found = cursor.fetchone()
+        self.conn.rollback()
+        if found is None:
+            return None
+        out = {}
+        for name, value in zip(names, found):
+            column = schema.columns[name]
+            out[name] = normalize(value, column.kind, column.scale, (expected or {}).get(name))
+        return out
+
+    def count(self, table: str) -> int:
+        """Rows in ``table``."""
+        quote = dialects.load(self.db.dialect.name).quote  # type: ignore[attr-defined]
+        cursor = self._cursor(f"SELECT COUNT(*) FROM {quote(table)}")
+        value = int(cursor.fetchone()[0])
+        self.conn.rollback()
+        return value
