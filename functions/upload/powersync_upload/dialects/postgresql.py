@@ -1,0 +1,193 @@
+"""PostgreSQL 13+ through psycopg 3.
+
+Upsert is ``INSERT ... ON CONFLICT (key) DO UPDATE``: only a collision on the key updates, so a
+duplicate on another unique index is still a ``UNIQUE_VIOLATION``, and two sessions inserting the same
+new id never fail. Each transaction sets ``statement_timeout`` and ``lock_timeout`` locally
+(``set_config(..., true)``), so nothing outlives the request's deadline and no session state leaks
+to a pooler. Errors are classified by SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
+from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
+from . import Lock
+from ._sql import delete_sql, on_conflict_upsert_sql, qualified, quote_with, select_sql, update_sql
+
+name = "postgresql"
+PH = "%s"
+quote = quote_with('"', '"', percent=True)
+
+
+def connect(url: str, timeout_s: float) -> psycopg.Connection[Any]:
+    """Open a connection (autocommit off) with ``connect_timeout`` of at least one second."""
+    scheme, sep, rest = url.partition("://")
+    dsn = f"postgresql{sep}{rest}" if scheme.startswith("postgres") else url
+    return psycopg.connect(dsn, autocommit=False, connect_timeout=max(1, int(timeout_s)),
+                           application_name="powersync-upload")
+
+
+def ping(conn: psycopg.Connection[Any]) -> None:
+    """``SELECT 1`` outside any transaction."""
+    conn.execute("SELECT 1")
+    conn.rollback()
+
+
+def begin(conn: psycopg.Connection[Any], timeout_s: float) -> None:
+    """Start the transaction with local statement and lock timeouts (milliseconds)."""
+    statement_ms = max(100, int(timeout_s * 1000))
+    lock_ms = max(100, min(statement_ms, 5000))
+    conn.execute(
+        "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+        (str(statement_ms), str(lock_ms)),
+    )
+
+
+_INTROSPECT = """
+SELECT c.column_name, c.data_type, c.udt_name, c.is_nullable, c.column_default, c.is_identity,
+       c.is_generated, c.character_maximum_length, c.numeric_precision, c.numeric_scale, c.datetime_precision
+FROM information_schema.columns c
+WHERE c.table_schema = COALESCE(%s, current_schema()) AND c.table_name = %s
+ORDER BY c.ordinal_position
+"""
+
+_INTS = {"smallint": "smallint", "integer": "int", "bigint": "bigint"}
+
+
+def column_from_catalog(row: tuple[Any, ...]) -> Column:
+    """A :class:`Column` from one ``information_schema.columns`` row of :data:`_INTROSPECT`."""
+    (col, data_type, udt, nullable, default, identity, generated, max_len, precision, scale, dt_precision) = row
+    common: dict[str, Any] = {
+        "name": col,
+        "type_name": data_type,
+        "nullable": nullable == "YES",
+        "has_default": default is not None or identity == "YES",
+        "writable": generated != "ALWAYS",
+    }
+    if data_type in _INTS:
+        return Column(kind=Kind.INTEGER, int_range=INT_RANGES[_INTS[data_type]], **common)
+    if data_type == "numeric":
+        return Column(kind=Kind.DECIMAL, precision=precision, scale=scale, **common)
+    if data_type in ("real", "double precision"):
+        return Column(kind=Kind.FLOAT, float_max=FLOAT32_MAX if data_type == "real" else None, **common)
+    if data_type == "boolean":
+        return Column(kind=Kind.BOOLEAN, **common)
+    if data_type == "uuid":
+        return Column(kind=Kind.UUID, **common)
+    if data_type in ("json", "jsonb"):
+        return Column(kind=Kind.JSON, **common)
+    if data_type == "timestamp without time zone":
+        return Column(kind=Kind.TIMESTAMP, fraction_digits=dt_precision if dt_precision is not None else 6, **common)
+    if data_type == "timestamp with time zone":
+        return Column(kind=Kind.TIMESTAMPTZ, fraction_digits=dt_precision if dt_precision is not None else 6, **common)
+    if data_type == "date":
+        return Column(kind=Kind.DATE, **common)
+    if data_type == "time without time zone":
+        return Column(kind=Kind.TIME, fraction_digits=dt_precision if dt_precision is not None else 6, **common)
+    if data_type in ("character varying", "character", "text"):
+        return Column(kind=Kind.TEXT, max_length=max_len, **common)
+    return Column(kind=Kind.OTHER, **common)
+
+
+def introspect(conn: psycopg.Connection[Any], table: str) -> TableSchema | None:
+    """Read the table's columns from ``information_schema``; ``None`` when it does not exist."""
+    schema, _, bare = table.rpartition(".")
+    rows = conn.execute(_INTROSPECT, (schema or None, bare)).fetchall()
+    if not rows:
+        return None
+    return TableSchema(name=table, columns={row[0]: column_from_catalog(row) for row in rows})
+
+
+def to_driver(value: Any, column: Column) -> Any:
+    """psycopg adapts the converted Python values natively (UUID, Decimal, datetime, bool)."""
+    return value
+
+
+_LOCKS = {"update": "FOR UPDATE", "share": "FOR SHARE"}
+
+
+def select_value(
+    conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
+) -> tuple[bool, Any]:
+    """``SELECT column ... FOR UPDATE|FOR SHARE``."""
+    sql = select_sql(qualified(table.name, quote), quote(key.name), quote(column.name), PH, _LOCKS[lock])
+    row = conn.execute(sql.encode(), (key_value,)).fetchone()
+    return (row is not None, row[0] if row is not None else None)
+
+
+def upsert(
+    conn: psycopg.Connection[Any],
+    table: TableSchema,
+    key: Column,
+    key_value: Any,
+    values: dict[str, Any],
+    nulls: list[str],
+    guard: tuple[Column, Any] | None,
+) -> int:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE ... [WHERE owner = EXCLUDED.owner]``."""
+    names = list(values)
+    sql = on_conflict_upsert_sql(
+        qualified(table.name, quote), quote(key.name), [quote(n) for n in names], [quote(n) for n in nulls], PH,
+        quote(guard[0].name) if guard else None, excluded="EXCLUDED",
+    )
+    return conn.execute(sql.encode(), [key_value, *(values[n] for n in names)]).rowcount
+
+
+def update(conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
+    """``UPDATE ... WHERE key = %s``."""
+    names = list(values)
+    sql = update_sql(qualified(table.name, quote), quote(key.name), [quote(n) for n in names], PH)
+    return conn.execute(sql.encode(), [*(values[n] for n in names), key_value]).rowcount
+
+
+def delete(conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any) -> int:
+    """``DELETE ... WHERE key = %s``."""
+    sql = delete_sql(qualified(table.name, quote), quote(key.name), PH)
+    return conn.execute(sql.encode(), (key_value,)).rowcount
+
+
+_CONSTRAINTS = {
+    "23502": ErrorCode.NOT_NULL_VIOLATION,
+    "23505": ErrorCode.UNIQUE_VIOLATION,
+    "23503": ErrorCode.FOREIGN_KEY_VIOLATION,
+    "23514": ErrorCode.CHECK_VIOLATION,
+}
+_DATA_REASONS = {"22001": Reason.TOO_LONG, "22003": Reason.OUT_OF_RANGE, "22008": Reason.OUT_OF_RANGE,
+                 "22P02": Reason.FORMAT, "22007": Reason.FORMAT, "22021": Reason.FORMAT, "22P05": Reason.FORMAT}
+_IN_PROCESS = {"40001": "serialization_failure", "40P01": "deadlock", "55P03": "lock_timeout"}
+_RETRYABLE = {"57014": "timeout", "57P01": "admin_shutdown", "57P02": "crash_shutdown", "57P03": "cannot_connect_now",
+              "53300": "too_many_connections", "53000": "insufficient_resources", "53100": "disk_full",
+              "53200": "out_of_memory", "25006": "read_only_transaction", "40003": "commit_unknown"}
+
+
+def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
+    """Map a psycopg error by SQLSTATE; a connection-level failure without one is retryable."""
+    if not isinstance(exc, psycopg.Error):
+        return None
+    state = exc.sqlstate
+    if state is None:
+        return RetryableError("connection")
+    diag = exc.diag
+    if state in _CONSTRAINTS:
+        return FatalOpError(_CONSTRAINTS[state], column=diag.column_name, constraint=diag.constraint_name, number=state)
+    if state.startswith("23"):
+        return FatalOpError(ErrorCode.CONSTRAINT_VIOLATION, constraint=diag.constraint_name, number=state)
+    if state.startswith("22"):
+        return FatalOpError(ErrorCode.INVALID_DATA, column=diag.column_name,
+                            reason=_DATA_REASONS.get(state, Reason.TYPE), number=state)
+    if state in _IN_PROCESS:
+        return RetryableError(_IN_PROCESS[state], in_process=True, number=state)
+    if state in _RETRYABLE or state.startswith("08"):
+        return RetryableError(_RETRYABLE.get(state, "connection"), number=state)
+    if state in ("42703", "42P01", "3F000"):
+        return FatalOpError(ErrorCode.SCHEMA_MISMATCH, number=state)
+    if state == "42501":
+        return FatalOpError(ErrorCode.UNAUTHORIZED, number=state)
+    if isinstance(exc, (pg_errors.OperationalError, pg_errors.InterfaceError)) and state.startswith(("XX", "58")):
+        return RetryableError("server_error", number=state)
+    return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=state)
