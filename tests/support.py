@@ -12,13 +12,13 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, time as dtime, timezone
+from datetime import UTC, date, datetime
+from datetime import time as dtime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import jwt
-
 from powersync_upload import dialects
 from powersync_upload.config import Settings, load_upload_config
 from powersync_upload.convert import convert
@@ -150,7 +150,8 @@ def reset_database(dialect: str, scripts: list[Path], tmp_path: Path) -> str:
             cursor.execute(
                 "DECLARE @sql nvarchar(max) = N'';"
                 "SELECT @sql += N'ALTER TABLE ' + QUOTENAME(s.name) + N'.' + QUOTENAME(t.name) + N' DROP CONSTRAINT '"
-                " + QUOTENAME(f.name) + N';' FROM sys.foreign_keys f JOIN sys.tables t ON f.parent_object_id = t.object_id"
+                " + QUOTENAME(f.name) + N';' FROM sys.foreign_keys f"
+                " JOIN sys.tables t ON f.parent_object_id = t.object_id"
                 " JOIN sys.schemas s ON t.schema_id = s.schema_id;"
                 "SELECT @sql += N'DROP TABLE ' + QUOTENAME(s.name) + N'.' + QUOTENAME(t.name) + N';'"
                 " FROM sys.tables t JOIN sys.schemas s ON t.schema_id = s.schema_id WHERE t.is_ms_shipped = 0;"
@@ -167,8 +168,13 @@ def reset_database(dialect: str, scripts: list[Path], tmp_path: Path) -> str:
 
 def install_runtime(url: str, config_path: Path, **settings: Any) -> Runtime:
     """Point the handler at ``url`` with ``config_path``, verifying HS256 test tokens itself."""
-    values: dict[str, Any] = {"database_url": url, "upload_config": config_path, "auth_mode": "handler",
-                              "jwt_secret": SECRET, **settings}
+    values: dict[str, Any] = {
+        "database_url": url,
+        "upload_config": config_path,
+        "auth_mode": "handler",
+        "jwt_secret": SECRET,
+        **settings,
+    }
     rt = Runtime(Settings.model_validate(values), load_upload_config(config_path))
     set_runtime(rt)
     return rt
@@ -191,7 +197,7 @@ def normalize(value: Any, kind: Kind, scale: int | None, expected: Any) -> Any:
         if isinstance(value, str):
             value = datetime.fromisoformat(value.replace(" ", "T").replace("Z", "+00:00"))
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value.isoformat(timespec="milliseconds")
     if kind is Kind.DATE:
         return value.isoformat() if isinstance(value, date) else str(value)[:10]
@@ -237,15 +243,17 @@ class RowReader:
         quote = dialects.load(self.db.dialect.name).quote  # type: ignore[attr-defined]
         key_value = convert(row_id, key_column)
         to_driver = self.db.dialect.to_driver  # type: ignore[attr-defined]
-        cursor = self._cursor(f"SELECT * FROM {quote(table)} WHERE {quote(key_column.name)} = {self.ph}",
-                              (to_driver(key_value, key_column),))
+        cursor = self._cursor(
+            f"SELECT * FROM {quote(table)} WHERE {quote(key_column.name)} = {self.ph}",
+            (to_driver(key_value, key_column),),
+        )
         names = [d[0] for d in cursor.description]
         found = cursor.fetchone()
         self.conn.rollback()
         if found is None:
             return None
         out = {}
-        for name, value in zip(names, found):
+        for name, value in zip(names, found, strict=False):
             column = schema.columns[name]
             out[name] = normalize(value, column.kind, column.scale, (expected or {}).get(name))
         return out

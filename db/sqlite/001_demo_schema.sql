@@ -3,7 +3,7 @@ CREATE TABLE IF NOT EXISTS lists (
   id TEXT NOT NULL PRIMARY KEY,
   owner_id TEXT NOT NULL,
   name VARCHAR(100) NOT NULL,
-  created_at DATETIME NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+  created_at DATETIME NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now'))
 );
 CREATE TABLE IF NOT EXISTS todos (
   id TEXT NOT NULL PRIMARY KEY,

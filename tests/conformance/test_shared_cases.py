@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from powersync_upload.handler import set_runtime
+
 from tests.support import FIXTURES, SHARED_CASES, RowReader, available_dialects, call, install_runtime, reset_database
 
 
@@ -31,10 +31,7 @@ def _cases() -> list[Any]:
 def _check_result(actual: dict[str, Any], expected: dict[str, Any], where: str) -> None:
     failed = actual.get("failed_operation") or {}
     for key, want in expected.items():
-        if key in ("error_code", "operation_index", "details"):
-            got = failed.get(key)
-        else:
-            got = actual.get(key)
+        got = failed.get(key) if key in ("error_code", "operation_index", "details") else actual.get(key)
         if key == "error_code" and isinstance(want, list):
             assert got in want, f"{where}: {key} {got!r} not in {want!r} (result {actual})"
         elif key == "details":
@@ -65,7 +62,7 @@ def test_shared_case(case_path: Path, dialect: str, tmp_path: Path) -> None:
                 if results is not None:
                     got = response.body["results"]
                     assert len(got) == len(results), f"{where}: {len(got)} results, expected {len(results)}: {got}"
-                    for index, (actual, wanted) in enumerate(zip(got, results)):
+                    for index, (actual, wanted) in enumerate(zip(got, results, strict=False)):
                         _check_result(actual, wanted, f"{where} result {index}")
         # And the rows end as the case says
         for table, rows in case.get("rows", {}).items():

@@ -75,7 +75,6 @@ def verify_bearer(authorization: str | None, settings: Settings) -> dict[str, An
     token = token.strip()
     try:
         key, algorithms = _key_for(token, settings)
-        options: dict[str, Any] = {"require": ["exp", "sub"]}
         return jwt.decode(
             token,
             key,
@@ -83,7 +82,7 @@ def verify_bearer(authorization: str | None, settings: Settings) -> dict[str, An
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             leeway=settings.jwt_leeway_s,
-            options={**options, "verify_aud": settings.jwt_audience is not None},
+            options={"require": ["exp", "sub"], "verify_aud": settings.jwt_audience is not None},
         )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("token expired") from exc

@@ -66,9 +66,7 @@ class UploadConfig(BaseModel):
         for name, table in self.tables.items():
             for column, parent in table.parents.items():
                 if parent not in self.tables:
-                    raise ValueError(
-                        f"tables.{name}.parents.{column} names '{parent}', which is not under 'tables'"
-                    )
+                    raise ValueError(f"tables.{name}.parents.{column} names '{parent}', which is not under 'tables'")
         return self
 
     def server_table(self, client_table: str) -> str:
@@ -147,17 +145,11 @@ class Settings(BaseModel):
         Raises:
             ConfigError: a variable has an invalid value; the message names it.
         """
-        values = {
-            name: os.environ[name.upper()]
-            for name in cls.model_fields
-            if os.environ.get(name.upper(), "") != ""
-        }
+        values = {name: os.environ[name.upper()] for name in cls.model_fields if os.environ.get(name.upper(), "") != ""}
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
             raise ConfigError(f"invalid environment: {problems}") from exc
 
 

@@ -9,7 +9,7 @@ sees. Unknown keys are ignored (newer SDKs add ``old`` and ``metadata``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -26,9 +26,7 @@ class CrudA(_Lenient):
     op: OpKind
     table: str = Field(validation_alias=AliasChoices("table", "type"), min_length=1)
     id: str = Field(min_length=1)
-    op_data: dict[str, Any] | None = Field(
-        default=None, validation_alias=AliasChoices("op_data", "opData", "data")
-    )
+    op_data: dict[str, Any] | None = Field(default=None, validation_alias=AliasChoices("op_data", "opData", "data"))
     previous_values: dict[str, Any] | None = Field(
         default=None, validation_alias=AliasChoices("previous_values", "previousValues", "old")
     )
@@ -73,7 +71,7 @@ class UploadRequestB(_Lenient):
     client_id: str | None = None
 
 
-UploadRequest = Annotated[Union[UploadRequestA, UploadRequestB], Field(union_mode="left_to_right")]
+UploadRequest = Annotated[UploadRequestA | UploadRequestB, Field(union_mode="left_to_right")]
 
 
 @dataclass(frozen=True)
@@ -124,9 +122,7 @@ def to_upload(request: UploadRequestA | UploadRequestB, max_transactions: int) -
     """
     if isinstance(request, UploadRequestA):
         if len(request.transactions) > max_transactions:
-            raise EnvelopeError(
-                f"at most {max_transactions} transactions per request; got {len(request.transactions)}"
-            )
+            raise EnvelopeError(f"at most {max_transactions} transactions per request; got {len(request.transactions)}")
         transactions = [
             Transaction(
                 operations=tuple(
@@ -164,7 +160,7 @@ def group_batch(batch: list[CrudB]) -> list[Transaction]:
 # ---- results -------------------------------------------------------------------------------------
 
 
-class Warning_(BaseModel):
+class OperationWarning(BaseModel):
     """A non-fatal note on one operation (``ROW_NOT_FOUND``: PATCH of a missing row)."""
 
     model_config = ConfigDict(title="Warning")
@@ -187,7 +183,7 @@ class SuccessResult(BaseModel):
     """The transaction was committed."""
 
     status: Literal["success"] = "success"
-    warnings: list[Warning_] | None = None
+    warnings: list[OperationWarning] | None = None
 
 
 class FatalResult(BaseModel):
@@ -214,7 +210,7 @@ class NotAttemptedResult(BaseModel):
 
 
 TransactionResult = Annotated[
-    Union[SuccessResult, FatalResult, RetryableResult, NotAttemptedResult], Field(discriminator="status")
+    SuccessResult | FatalResult | RetryableResult | NotAttemptedResult, Field(discriminator="status")
 ]
 
 

@@ -23,7 +23,7 @@ import json
 import math
 import re
 import uuid
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any
 
@@ -233,7 +233,7 @@ def _offset(text: str | None) -> timezone | None:
     if text is None:
         return None
     if text in ("Z", "z"):
-        return timezone.utc
+        return UTC
     sign = -1 if text[0] == "-" else 1
     digits = text[1:].replace(":", "")
     hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
@@ -254,8 +254,14 @@ def _parse_timestamp(value: Any, column: Column) -> datetime:
     micros, carry = _fraction(frac, column.fraction_digits)
     try:
         result = datetime(
-            int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
-            micros, tzinfo=_offset(zone),
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            micros,
+            tzinfo=_offset(zone),
         )
         if carry:
             result += timedelta(seconds=1)
@@ -268,7 +274,7 @@ def _to_timestamp(value: Any, column: Column) -> datetime:
     result = _parse_timestamp(value, column)
     if result.tzinfo is not None:
         try:
-            result = result.astimezone(timezone.utc).replace(tzinfo=None)
+            result = result.astimezone(UTC).replace(tzinfo=None)
         except OverflowError as exc:
             raise InvalidValue(Reason.OUT_OF_RANGE) from exc
     return result
@@ -276,7 +282,7 @@ def _to_timestamp(value: Any, column: Column) -> datetime:
 
 def _to_timestamptz(value: Any, column: Column) -> datetime:
     result = _parse_timestamp(value, column)
-    return result if result.tzinfo is not None else result.replace(tzinfo=timezone.utc)
+    return result if result.tzinfo is not None else result.replace(tzinfo=UTC)
 
 
 def _to_date(value: Any, column: Column) -> date:

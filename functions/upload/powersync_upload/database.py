@@ -10,6 +10,7 @@ and fetched again once after a login failure (a rotated password).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +24,18 @@ from .schema import SchemaCache, TableSchema
 
 logger = logging.getLogger(__name__)
 
-_SECRET_ENGINES = {"sqlserver": "mssql", "sqlserver-ex": "mssql", "sqlserver-se": "mssql", "sqlserver-ee": "mssql",
-                   "sqlserver-web": "mssql", "postgres": "postgresql", "aurora-postgresql": "postgresql",
-                   "mysql": "mysql", "mariadb": "mysql", "aurora-mysql": "mysql"}
+_SECRET_ENGINES = {
+    "sqlserver": "mssql",
+    "sqlserver-ex": "mssql",
+    "sqlserver-se": "mssql",
+    "sqlserver-ee": "mssql",
+    "sqlserver-web": "mssql",
+    "postgres": "postgresql",
+    "aurora-postgresql": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "aurora-mysql": "mysql",
+}
 
 
 def url_from_secret(secret: dict[str, Any], default_engine: str) -> str:
@@ -109,7 +119,7 @@ class Database:
     def _connect(self, timeout_s: float) -> Any:
         try:
             return self.dialect.connect(self.url, timeout_s)
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             if self.settings is not None and self.settings.db_secret_id and _is_login_failure(exc):
                 self.url = resolve_url(self.settings, force_secret=True)
                 try:
@@ -118,17 +128,17 @@ class Database:
                     exc = again
             classified = self.dialect.classify(exc)
             number = getattr(classified, "number", None)
-            logger.warning("database connection failed", extra={"error_number": number, "error_type": type(exc).__name__})
+            logger.warning(
+                "database connection failed", extra={"error_number": number, "error_type": type(exc).__name__}
+            )
             raise RetryableError("connection", number=number, retry_after_ms=2000) from exc
 
     def discard(self) -> None:
         """Close and forget the cached connection (after a connection-level failure)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # it is already broken
                 conn.close()
-            except Exception:  # noqa: BLE001 - it is already broken
-                pass
 
     def table(self, conn: Any, server_table: str) -> TableSchema | None:
         """The introspected table, cached for the container's life."""

@@ -25,12 +25,12 @@ from .contract import (
     FatalResult,
     NotAttemptedResult,
     Operation,
+    OperationWarning,
     RetryableResult,
     SuccessResult,
     Transaction,
     TransactionResult,
     Upload,
-    Warning_,
 )
 from .convert import InvalidValue, convert
 from .database import Database
@@ -85,9 +85,7 @@ class Caller:
     user_id: str
 
 
-def apply_upload(
-    upload: Upload, caller: Caller, config: UploadConfig, db: Database, deadline: Deadline
-) -> Outcome:
+def apply_upload(upload: Upload, caller: Caller, config: UploadConfig, db: Database, deadline: Deadline) -> Outcome:
     """Apply every transaction of ``upload`` in order.
 
     Returns:
@@ -120,7 +118,9 @@ def apply_upload(
 
 
 def _stop_retryable(upload: Upload, outcome: Outcome, index: int, exc: RetryableError) -> Outcome:
-    logger.warning("retryable failure", extra={"kind": exc.kind, "error_number": exc.number, "transaction_index": index})
+    logger.warning(
+        "retryable failure", extra={"kind": exc.kind, "error_number": exc.number, "transaction_index": index}
+    )
     outcome.results.append(RetryableResult(message=exc.message, retry_after_ms=exc.retry_after_ms))
     outcome.results.extend(NotAttemptedResult() for _ in upload.transactions[index + 1 :])
     if upload.shape == "B" or outcome.committed == 0:
@@ -144,14 +144,18 @@ def _fatal_result(transaction: Transaction, exc: FatalOpError, op_index: int) ->
 
 def _apply_with_retries(
     conn: Any, transaction: Transaction, caller: Caller, config: UploadConfig, db: Database, deadline: Deadline
-) -> list[Warning_]:
+) -> list[OperationWarning]:
     attempt = 1
     while True:
         try:
             return _apply_transaction(conn, transaction, caller, config, db, deadline)
         except RetryableError as exc:
-            backoff = random.uniform(0.5, 1.5) * 0.05 * 2**attempt
-            if not exc.in_process or attempt >= IN_PROCESS_ATTEMPTS or deadline.remaining() < backoff + 2 * SAFETY_MARGIN_S:
+            backoff = random.uniform(0.5, 1.5) * 0.05 * 2**attempt  # noqa: S311 - jitter, not cryptography
+            if (
+                not exc.in_process
+                or attempt >= IN_PROCESS_ATTEMPTS
+                or deadline.remaining() < backoff + 2 * SAFETY_MARGIN_S
+            ):
                 raise
             logger.info("retrying transaction in process", extra={"kind": exc.kind, "attempt": attempt})
             time.sleep(backoff)
@@ -160,20 +164,20 @@ def _apply_with_retries(
 
 def _apply_transaction(
     conn: Any, transaction: Transaction, caller: Caller, config: UploadConfig, db: Database, deadline: Deadline
-) -> list[Warning_]:
+) -> list[OperationWarning]:
     """One client transaction in one database transaction; COMMIT before returning."""
     if not transaction.operations:
         return []
     budget = deadline.remaining() - SAFETY_MARGIN_S
     if budget <= 0.2:
         raise RetryableError("deadline", retry_after_ms=1000)
-    warnings: list[Warning_] = []
+    warnings: list[OperationWarning] = []
     op_index = 0
     try:
         db.dialect.begin(conn, budget)
         for op_index, operation in enumerate(transaction.operations):
             if _apply_operation(conn, operation, caller, config, db):
-                warnings.append(Warning_(operation_index=op_index, code="ROW_NOT_FOUND"))
+                warnings.append(OperationWarning(operation_index=op_index, code="ROW_NOT_FOUND"))
             if deadline.remaining() <= SAFETY_MARGIN_S:
                 raise RetryableError("deadline", retry_after_ms=1000)
     except FatalOpError as exc:
@@ -183,12 +187,12 @@ def _apply_transaction(
     except RetryableError:
         _rollback(conn, db)
         raise
-    except Exception as exc:  # noqa: BLE001 - driver errors are classified, anything else is ours
+    except Exception as exc:
         _rollback(conn, db)
         raise _classified(exc, transaction.operations[op_index], config, db, op_index) from exc
     try:
         conn.commit()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         classified = db.dialect.classify(exc)
         _rollback(conn, db)
         if isinstance(classified, FatalOpError):
@@ -338,7 +342,9 @@ def _apply_operation(conn: Any, operation: Operation, caller: Caller, config: Up
             raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table, column=owner.name) from exc
         if owner.name in values:
             if not _same(values[owner.name], me, owner):
-                raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table, column=_client_column(table_config, owner.name))
+                raise FatalOpError(
+                    ErrorCode.UNAUTHORIZED, table=operation.table, column=_client_column(table_config, owner.name)
+                )
             if operation.op == "PATCH":
                 del values[owner.name]
                 if not values:
@@ -411,4 +417,3 @@ def _check_parents(
             raise FatalOpError(ErrorCode.FOREIGN_KEY_VIOLATION, table=operation.table, column=client_column)
         if owner_name and not _same(owner, caller.user_id, checked):
             raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table, column=client_column)
-

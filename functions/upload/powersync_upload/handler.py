@@ -89,11 +89,15 @@ def _json_response(status: int, body: Any, headers: dict[str, str] | None = None
 
 @app.exception_handler(RequestValidationError)
 def _malformed(exc: RequestValidationError) -> Response[Any]:
-    problems = []
-    for error in exc.errors()[:5]:
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        problems.append(f"{where or 'body'}: {error.get('type', 'invalid')}")
-    message = "malformed request: " + "; ".join(problems) if problems else "malformed request"
+    errors = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in errors):
+        message = "request body is not valid JSON"
+    else:
+        problems = []
+        for error in errors[:5]:
+            where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+            problems.append(f"{where or 'body'}: {error.get('type', 'invalid')}")
+        message = "malformed request: " + "; ".join(problems)
     return _json_response(400, ErrorMessage(message=message).model_dump())
 
 
@@ -115,8 +119,10 @@ def health() -> dict[str, str]:
         400: {"description": "malformed envelope", "content": {"application/json": {"model": ErrorMessage}}},
         401: {"description": "missing or invalid token", "content": {"application/json": {"model": ErrorMessage}}},
         413: {"description": "body over the size cap", "content": {"application/json": {"model": ErrorMessage}}},
-        503: {"description": "temporary failure; send again after Retry-After",
-              "content": {"application/json": {"model": UploadResponse}}},
+        503: {
+            "description": "temporary failure; send again after Retry-After",
+            "content": {"application/json": {"model": UploadResponse}},
+        },
     },
 )
 def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
@@ -138,11 +144,24 @@ def _log_outcome(shape: str, outcome: Outcome) -> None:
     for index, _transaction, error, op_index in outcome.fatal:
         logger.info(
             "transaction rejected",
-            extra={"transaction_index": index, "operation_index": op_index, "error_code": error.code.value,
-                   "table": error.table, "column": error.column, "error_number": error.number},
+            extra={
+                "transaction_index": index,
+                "operation_index": op_index,
+                "error_code": error.code.value,
+                "table": error.table,
+                "column": error.column,
+                "error_number": error.number,
+            },
         )
-    logger.info("upload applied", extra={"shape": shape, "transactions": len(outcome.results),
-                                         "committed": outcome.committed, "status": 503 if outcome.retry_after_ms else 200})
+    logger.info(
+        "upload applied",
+        extra={
+            "shape": shape,
+            "transactions": len(outcome.results),
+            "committed": outcome.committed,
+            "status": 503 if outcome.retry_after_ms else 200,
+        },
+    )
 
 
 def _plain_response(status: int, message: str) -> dict[str, Any]:

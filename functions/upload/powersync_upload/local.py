@@ -102,13 +102,14 @@ def _print_rows() -> None:
             rows = cursor.fetchall()
             print(f"== rows in {table} ({len(rows)})")
             for row in rows:
-                print("   " + json.dumps(dict(zip(names, row)), ensure_ascii=False))
+                print("   " + json.dumps(dict(zip(names, row, strict=False)), ensure_ascii=False))
 
 
 def demo(events_dir: Path = EVENTS_DIR) -> int:
     """Run every ``events/*.json`` in name order against a fresh demo database; print responses and rows."""
     _use_local_database(fresh=True)
     os.environ.setdefault("AUTH_MODE", "authorizer")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     print(f"demo database: {DEMO_DB if not os.environ.get('DATABASE_URL') else '(DATABASE_URL)'} (recreated)")
     for path in sorted(events_dir.glob("*.json")):
         _print_response(path.name, invoke(json.loads(path.read_text(encoding="utf-8"))))
@@ -138,8 +139,13 @@ def event_from_request(method: str, path: str, headers: dict[str, str], body: by
         "rawQueryString": query,
         "headers": {k.lower(): v for k, v in headers.items()},
         "requestContext": {
-            "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
-                     "userAgent": headers.get("User-Agent", "")},
+            "http": {
+                "method": method,
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get("User-Agent", ""),
+            },
             "requestId": str(uuid.uuid4()),
             "routeKey": "$default",
             "stage": "$default",
@@ -170,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def do_OPTIONS(self) -> None:  # noqa: N802 - http.server naming
+    def do_OPTIONS(self) -> None:
         self.send_response(204)
         self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
@@ -193,8 +199,11 @@ def serve(port: int) -> int:
         os.environ["JWT_SECRET"] = DEV_SECRET
         import jwt
 
-        token = jwt.encode({"sub": "11111111-1111-1111-1111-111111111111", "exp": int(time.time()) + 86400},
-                           DEV_SECRET, algorithm="HS256")
+        token = jwt.encode(
+            {"sub": "11111111-1111-1111-1111-111111111111", "exp": int(time.time()) + 86400},
+            DEV_SECRET,
+            algorithm="HS256",
+        )
         print(f"JWT_SECRET not set: using a development secret. A token for user 1111...1111, valid 24 h:\n{token}")
     server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
     print(f"serving POST http://127.0.0.1:{port}/api/data and GET /health (Ctrl-C to stop)", flush=True)

@@ -28,8 +28,9 @@ def connect(url: str, timeout_s: float) -> psycopg.Connection[Any]:
     """Open a connection (autocommit off) with ``connect_timeout`` of at least one second."""
     scheme, sep, rest = url.partition("://")
     dsn = f"postgresql{sep}{rest}" if scheme.startswith("postgres") else url
-    return psycopg.connect(dsn, autocommit=False, connect_timeout=max(1, int(timeout_s)),
-                           application_name="powersync-upload")
+    return psycopg.connect(
+        dsn, autocommit=False, connect_timeout=max(1, int(timeout_s)), application_name="powersync-upload"
+    )
 
 
 def ping(conn: psycopg.Connection[Any]) -> None:
@@ -61,7 +62,7 @@ _INTS = {"smallint": "smallint", "integer": "int", "bigint": "bigint"}
 
 def column_from_catalog(row: tuple[Any, ...]) -> Column:
     """A :class:`Column` from one ``information_schema.columns`` row of :data:`_INTROSPECT`."""
-    (col, data_type, udt, nullable, default, identity, generated, max_len, precision, scale, dt_precision) = row
+    (col, data_type, _udt, nullable, default, identity, generated, max_len, precision, scale, dt_precision) = row
     common: dict[str, Any] = {
         "name": col,
         "type_name": data_type,
@@ -132,13 +133,20 @@ def upsert(
     """``INSERT ... ON CONFLICT (key) DO UPDATE ... [WHERE owner = EXCLUDED.owner]``."""
     names = list(values)
     sql = on_conflict_upsert_sql(
-        qualified(table.name, quote), quote(key.name), [quote(n) for n in names], [quote(n) for n in nulls], PH,
-        quote(guard[0].name) if guard else None, excluded="EXCLUDED",
+        qualified(table.name, quote),
+        quote(key.name),
+        [quote(n) for n in names],
+        [quote(n) for n in nulls],
+        PH,
+        quote(guard[0].name) if guard else None,
+        excluded="EXCLUDED",
     )
     return conn.execute(sql.encode(), [key_value, *(values[n] for n in names)]).rowcount
 
 
-def update(conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
+def update(
+    conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]
+) -> int:
     """``UPDATE ... WHERE key = %s``."""
     names = list(values)
     sql = update_sql(qualified(table.name, quote), quote(key.name), [quote(n) for n in names], PH)
@@ -157,12 +165,28 @@ _CONSTRAINTS = {
     "23503": ErrorCode.FOREIGN_KEY_VIOLATION,
     "23514": ErrorCode.CHECK_VIOLATION,
 }
-_DATA_REASONS = {"22001": Reason.TOO_LONG, "22003": Reason.OUT_OF_RANGE, "22008": Reason.OUT_OF_RANGE,
-                 "22P02": Reason.FORMAT, "22007": Reason.FORMAT, "22021": Reason.FORMAT, "22P05": Reason.FORMAT}
+_DATA_REASONS = {
+    "22001": Reason.TOO_LONG,
+    "22003": Reason.OUT_OF_RANGE,
+    "22008": Reason.OUT_OF_RANGE,
+    "22P02": Reason.FORMAT,
+    "22007": Reason.FORMAT,
+    "22021": Reason.FORMAT,
+    "22P05": Reason.FORMAT,
+}
 _IN_PROCESS = {"40001": "serialization_failure", "40P01": "deadlock", "55P03": "lock_timeout"}
-_RETRYABLE = {"57014": "timeout", "57P01": "admin_shutdown", "57P02": "crash_shutdown", "57P03": "cannot_connect_now",
-              "53300": "too_many_connections", "53000": "insufficient_resources", "53100": "disk_full",
-              "53200": "out_of_memory", "25006": "read_only_transaction", "40003": "commit_unknown"}
+_RETRYABLE = {
+    "57014": "timeout",
+    "57P01": "admin_shutdown",
+    "57P02": "crash_shutdown",
+    "57P03": "cannot_connect_now",
+    "53300": "too_many_connections",
+    "53000": "insufficient_resources",
+    "53100": "disk_full",
+    "53200": "out_of_memory",
+    "25006": "read_only_transaction",
+    "40003": "commit_unknown",
+}
 
 
 def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
@@ -178,8 +202,9 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
     if state.startswith("23"):
         return FatalOpError(ErrorCode.CONSTRAINT_VIOLATION, constraint=diag.constraint_name, number=state)
     if state.startswith("22"):
-        return FatalOpError(ErrorCode.INVALID_DATA, column=diag.column_name,
-                            reason=_DATA_REASONS.get(state, Reason.TYPE), number=state)
+        return FatalOpError(
+            ErrorCode.INVALID_DATA, column=diag.column_name, reason=_DATA_REASONS.get(state, Reason.TYPE), number=state
+        )
     if state in _IN_PROCESS:
         return RetryableError(_IN_PROCESS[state], in_process=True, number=state)
     if state in _RETRYABLE or state.startswith("08"):

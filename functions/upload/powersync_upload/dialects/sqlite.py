@@ -66,7 +66,7 @@ def column_from_declared(name_: str, declared: str, notnull: bool, default: Any,
     size = _LENGTH.search(upper)
     first = int(size.group(1)) if size else None
     second = int(size.group(2)) if size and size.group(2) else None
-    common = {
+    common: dict[str, Any] = {
         "name": name_,
         "type_name": declared,
         "nullable": not notnull,
@@ -147,7 +147,11 @@ def upsert(
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` (SQLite 3.24+)."""
     names = list(values)
     sql = on_conflict_upsert_sql(
-        qualified(table.name, quote), quote(key.name), [quote(n) for n in names], [quote(n) for n in nulls], PH,
+        qualified(table.name, quote),
+        quote(key.name),
+        [quote(n) for n in names],
+        [quote(n) for n in nulls],
+        PH,
         quote(guard[0].name) if guard else None,
     )
     params = [to_driver(key_value, key)] + [to_driver(values[n], table.columns[n]) for n in names]

@@ -1,0 +1,53 @@
+# Local development and CI entry points. Python 3.11+ (Lambda runs 3.12, arm64).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SAM_VENV ?= .venv-sam
+export PYTHONPATH := functions/upload
+EVENT ?= events/01-shape-a-two-transactions.json
+
+.PHONY: help install demo invoke serve test lint typecheck unit integration conformance sam-validate sam-build clean
+
+help:
+	@echo "make demo | invoke EVENT=events/x.json | serve | test | lint | typecheck | sam-validate | sam-build"
+
+$(VENV)/.installed: requirements-dev.txt layers/deps/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install  ## every event in events/ through the real handler into the embedded SQLite demo database
+	$(PY) -m powersync_upload.local demo
+
+invoke: install  ## one event: make invoke EVENT=events/03-not-null-violation.json
+	$(PY) -m powersync_upload.local invoke $(EVENT)
+
+serve: install  ## local HTTP server on 127.0.0.1:$${PORT:-3000}
+	$(PY) -m powersync_upload.local serve
+
+lint: install
+	$(PY) -m ruff check functions tests
+	$(PY) -m ruff format --check functions tests
+
+typecheck: install
+	$(PY) -m mypy
+
+test: lint typecheck  ## the README's test command: lint, types, unit, integration and the shared cases
+	$(PY) -m pytest -q
+
+$(SAM_VENV)/.installed:
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli
+	touch $@
+
+sam-validate: $(SAM_VENV)/.installed
+	AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint
+
+sam-build: $(SAM_VENV)/.installed
+	AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam build
+
+clean:
+	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,358 @@
+"""Microsoft SQL Server 2019+ (and Azure SQL) through pymssql >= 2.4.3.
+
+* Upsert: ``UPDATE t WITH (UPDLOCK, SERIALIZABLE) ... ; IF @@ROWCOUNT = 0 INSERT ...``, the
+  concurrency-safe single-row pattern (no MERGE: it needs HOLDLOCK, raises 8672 on duplicate source
+  keys and is not supported by Babelfish). The key-range lock taken by the UPDATE makes a concurrent
+  insert of the same id wait instead of failing with 2627.
+* Ownership reads use ``WITH (UPDLOCK, HOLDLOCK)`` (a row about to be written) or ``WITH (HOLDLOCK)``
+  (a referenced parent), so the row cannot change or appear before COMMIT.
+* pymssql interpolates parameters into the SQL text on the client: names are quoted with ``[...]``
+  and ``%`` doubled; values go as literals of their Python type, so decimals are sent as exact
+  ``'f'`` text, UUIDs as text, and timestamps as ISO 8601 text with ``T`` (language-independent for
+  ``datetime``, ``datetime2`` and ``datetimeoffset``) cut to the column's fractional digits.
+* ``nvarchar(n)`` counts UTF-16 code units: introspection reports ``length_unit='utf16'``.
+* Lock waits end after ``SET LOCK_TIMEOUT`` (error 1222, retried in process); statements end after
+  the connection's query ``timeout`` (DB-Lib 20003, retryable: the connection is then discarded).
+
+Error numbers: FACTS.md "SQL Server" (Microsoft.Data.SqlClient ``SqlConfigurableRetryFactory``
+transient list, EF Core ``SqlServerTransientExceptionDetector``, Azure SQL "troubleshoot common
+errors"), and the SQL Server "Database engine events and errors" reference for the data errors.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pymssql
+
+from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
+from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, LengthUnit, TableSchema
+from . import Lock
+from ._sql import delete_sql, qualified, quote_with, select_sql, update_sql
+
+name = "mssql"
+PH = "%s"
+quote = quote_with("[", "]", percent=True)
+
+
+def connect_args(url: str, timeout_s: float) -> dict[str, Any]:
+    """pymssql.connect keyword arguments for ``mssql://user:password@host:port/database?opt=value``.
+
+    Query options ``tds_version``, ``encryption`` (``require``/``off``/``request``) and ``appname``
+    are passed through.
+    """
+    parts = urlsplit(url)
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    args: dict[str, Any] = {
+        "server": parts.hostname or "localhost",
+        "port": str(parts.port or 1433),
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "database": parts.path.lstrip("/") or "master",
+        "login_timeout": max(1, int(timeout_s)),
+        "timeout": max(1, int(timeout_s)),
+        "autocommit": False,
+        "appname": options.get("appname", "powersync-upload"),
+        "tds_version": options.get("tds_version", "7.4"),
+    }
+    if "encryption" in options:
+        args["encryption"] = options["encryption"]
+    return args
+
+
+def connect(url: str, timeout_s: float) -> Any:
+    """Open a connection; pymssql issues ``BEGIN TRAN`` at connect and after each commit/rollback."""
+    return pymssql.connect(**connect_args(url, timeout_s))
+
+
+def ping(conn: Any) -> None:
+    """``SELECT 1``."""
+    cursor = conn.cursor()
+    cursor.execute("SELECT 1")
+    cursor.fetchall()
+
+
+def begin(conn: Any, timeout_s: float) -> None:
+    """Cap lock waits for this transaction's statements (``SET LOCK_TIMEOUT``, milliseconds)."""
+    lock_ms = max(100, min(int(timeout_s * 1000), 5000))
+    conn.cursor().execute(f"SET LOCK_TIMEOUT {lock_ms}")
+
+
+_INTROSPECT = """
+SELECT c.name, TYPE_NAME(c.system_type_id), c.max_length, c.precision, c.scale, c.is_nullable,
+       c.is_identity, c.is_computed, CASE WHEN c.default_object_id <> 0 THEN 1 ELSE 0 END,
+       COALESCE(c.collation_name, '')
+FROM sys.columns c
+WHERE c.object_id = OBJECT_ID(%s, 'U')
+ORDER BY c.column_id
+"""
+
+_INTS = {"tinyint": "tinyint_unsigned", "smallint": "smallint", "int": "int", "bigint": "bigint"}
+
+
+def column_from_catalog(row: tuple[Any, ...]) -> Column:
+    """A :class:`Column` from one ``sys.columns`` row of :data:`_INTROSPECT`."""
+    col, type_name, max_length, precision, scale, nullable, identity, computed, has_default, collation = row
+    type_name = str(type_name).lower()
+    common: dict[str, Any] = {
+        "name": col,
+        "type_name": type_name,
+        "nullable": bool(nullable),
+        "has_default": bool(has_default) or bool(identity),
+        "writable": not identity and not computed and type_name != "timestamp",
+    }
+    if type_name in _INTS:
+        return Column(kind=Kind.INTEGER, int_range=INT_RANGES[_INTS[type_name]], **common)
+    if type_name == "bit":
+        return Column(kind=Kind.BOOLEAN, **common)
+    if type_name in ("decimal", "numeric", "money", "smallmoney"):
+        return Column(kind=Kind.DECIMAL, precision=precision, scale=scale, **common)
+    if type_name in ("float", "real"):
+        is_real = type_name == "real" or (precision is not None and precision <= 24)
+        return Column(kind=Kind.FLOAT, float_max=FLOAT32_MAX if is_real else None, **common)
+    if type_name == "uniqueidentifier":
+        return Column(kind=Kind.UUID, **common)
+    if type_name == "datetime2":
+        return Column(kind=Kind.TIMESTAMP, fraction_digits=scale, **common)
+    if type_name == "datetime":
+        return Column(kind=Kind.TIMESTAMP, fraction_digits=3, **common)
+    if type_name == "smalldatetime":
+        return Column(kind=Kind.TIMESTAMP, fraction_digits=0, **common)
+    if type_name == "datetimeoffset":
+        return Column(kind=Kind.TIMESTAMPTZ, fraction_digits=scale, **common)
+    if type_name == "date":
+        return Column(kind=Kind.DATE, **common)
+    if type_name == "time":
+        return Column(kind=Kind.TIME, fraction_digits=scale, **common)
+    if type_name == "json":
+        return Column(kind=Kind.JSON, **common)
+    if type_name in ("nvarchar", "nchar"):
+        length = None if max_length == -1 else max_length // 2
+        return Column(kind=Kind.TEXT, max_length=length, length_unit="utf16", **common)
+    if type_name in ("varchar", "char"):
+        unit: LengthUnit = "bytes" if "UTF8" in str(collation).upper() else "chars"
+        return Column(kind=Kind.TEXT, max_length=None if max_length == -1 else max_length, length_unit=unit, **common)
+    if type_name in ("ntext", "text"):
+        return Column(kind=Kind.TEXT, **common)
+    return Column(kind=Kind.OTHER, **common)
+
+
+def introspect(conn: Any, table: str) -> TableSchema | None:
+    """Read ``sys.columns`` of the user table (``name`` or ``schema.name``); ``None`` when missing."""
+    cursor = conn.cursor()
+    cursor.execute(_INTROSPECT, (qualified(table, quote_with("[", "]", percent=False)),))
+    rows = cursor.fetchall()
+    if not rows:
+        return None
+    return TableSchema(name=table, columns={row[0]: column_from_catalog(row) for row in rows})
+
+
+def to_driver(value: Any, column: Column) -> Any:
+    """Adapt a converted value for pymssql's client-side interpolation (see the module docstring)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        digits = column.fraction_digits
+        spec = "seconds" if digits == 0 else "milliseconds" if digits <= 3 else "microseconds"
+        return value.isoformat(timespec=spec)
+    if isinstance(value, time):
+        return value.isoformat(timespec="milliseconds" if column.fraction_digits <= 3 else "microseconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+_LOCK_HINTS = {"update": "WITH (UPDLOCK, HOLDLOCK)", "share": "WITH (HOLDLOCK)"}
+
+
+def select_value(
+    conn: Any, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
+) -> tuple[bool, Any]:
+    """``SELECT column FROM t WITH (UPDLOCK, HOLDLOCK) WHERE key = %s`` (or a shared HOLDLOCK)."""
+    target = f"{qualified(table.name, quote)} {_LOCK_HINTS[lock]}"
+    cursor = conn.cursor()
+    cursor.execute(select_sql(target, quote(key.name), quote(column.name), PH), (to_driver(key_value, key),))
+    row = cursor.fetchone()
+    return (row is not None, row[0] if row is not None else None)
+
+
+def upsert_sql(table: str, key: str, columns: list[str], nulls: list[str]) -> str:
+    """The T-SQL batch for PUT. Parameters: the values of ``columns``, the key, the key, the values again
+    (or, with nothing to update: the key, the key, the values)."""
+    names = [key, *columns]
+    insert = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(PH for _ in names)})"
+    sets = [f"{c} = {PH}" for c in columns] + [f"{c} = NULL" for c in nulls]
+    if not sets:
+        return f"IF NOT EXISTS (SELECT 1 FROM {table} WITH (UPDLOCK, SERIALIZABLE) WHERE {key} = {PH}) {insert}"
+    return (
+        f"UPDATE {table} WITH (UPDLOCK, SERIALIZABLE) SET {', '.join(sets)} WHERE {key} = {PH}; "
+        f"IF @@ROWCOUNT = 0 {insert}"
+    )
+
+
+def upsert(
+    conn: Any,
+    table: TableSchema,
+    key: Column,
+    key_value: Any,
+    values: dict[str, Any],
+    nulls: list[str],
+    guard: tuple[Column, Any] | None,
+) -> int:
+    """PUT. ``guard`` is not needed here: the engine's ``UPDLOCK, HOLDLOCK`` read already holds the
+    key range, so no other session can insert or change the row before COMMIT."""
+    names = list(values)
+    sql = upsert_sql(
+        qualified(table.name, quote), quote(key.name), [quote(n) for n in names], [quote(n) for n in nulls]
+    )
+    driver_values = [to_driver(values[n], table.columns[n]) for n in names]
+    key_param = to_driver(key_value, key)
+    params = [*driver_values, key_param, key_param, *driver_values]  # see upsert_sql
+    conn.cursor().execute(sql, tuple(params))
+    return 1
+
+
+def update(conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
+    """``UPDATE ... WHERE key = %s``; returns rows matched."""
+    names = list(values)
+    sql = update_sql(qualified(table.name, quote), quote(key.name), [quote(n) for n in names], PH)
+    cursor = conn.cursor()
+    cursor.execute(sql, (*(to_driver(values[n], table.columns[n]) for n in names), to_driver(key_value, key)))
+    return int(cursor.rowcount)
+
+
+def delete(conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
+    """``DELETE ... WHERE key = %s``; returns rows deleted."""
+    cursor = conn.cursor()
+    cursor.execute(delete_sql(qualified(table.name, quote), quote(key.name), PH), (to_driver(key_value, key),))
+    return int(cursor.rowcount)
+
+
+# ---- classification ------------------------------------------------------------------------------
+
+IN_PROCESS = {1205: "deadlock", 1222: "lock_timeout", 3960: "snapshot_conflict"}
+"""Retried in process: deadlock victim, lock request timeout, snapshot isolation update conflict."""
+
+TRANSIENT = {
+    1204: "lock_resources",
+    4060: "database_unavailable",
+    4221: "readable_secondary_unavailable",
+    233: "connection",
+    10053: "connection",
+    10054: "connection",
+    10060: "connection",
+    10928: "throttled",
+    10929: "throttled",
+    40143: "connection",
+    40197: "failover",
+    40501: "throttled",
+    40540: "failover",
+    40613: "database_unavailable",
+    42108: "connection",
+    42109: "paused",
+    49918: "throttled",
+    49919: "throttled",
+    49920: "throttled",
+    18456: "login_failed",
+    3906: "read_only",
+    615: "database_unavailable",
+    926: "database_unavailable",
+    921: "database_unavailable",
+    1203: "lock",
+    701: "out_of_memory",
+    8645: "out_of_memory",
+    8651: "out_of_memory",
+    17197: "login_timeout",
+}
+"""Transient numbers: Microsoft.Data.SqlClient baseline transient list, EF Core's detector, Azure SQL docs."""
+
+DATA_ERRORS = {
+    2628: Reason.TOO_LONG,
+    8152: Reason.TOO_LONG,
+    245: Reason.TYPE,
+    8114: Reason.TYPE,
+    257: Reason.TYPE,
+    529: Reason.TYPE,
+    206: Reason.TYPE,
+    8116: Reason.TYPE,
+    8115: Reason.OUT_OF_RANGE,
+    220: Reason.OUT_OF_RANGE,
+    232: Reason.OUT_OF_RANGE,
+    248: Reason.OUT_OF_RANGE,
+    244: Reason.OUT_OF_RANGE,
+    517: Reason.OUT_OF_RANGE,
+    242: Reason.OUT_OF_RANGE,
+    241: Reason.FORMAT,
+    295: Reason.FORMAT,
+    8169: Reason.FORMAT,
+    9420: Reason.FORMAT,
+    13609: Reason.FORMAT,
+}
+"""Conversion, overflow and truncation errors: INVALID_DATA with a reason."""
+
+_QUOTED = r"""['"]([^'"]+)['"]"""
+_COLUMN = re.compile(r"column " + _QUOTED, re.IGNORECASE)
+_CONSTRAINT = re.compile(r"(?:constraint|unique index) " + _QUOTED, re.IGNORECASE)
+
+
+def error_number(exc: BaseException) -> tuple[int | None, str]:
+    """``(error number, message text)`` from any pymssql exception shape (FACTS.md, "pymssql")."""
+    number = getattr(exc, "number", None)
+    text = getattr(exc, "text", b"") or b""
+    args = exc.args
+    if args and isinstance(args[0], tuple) and args[0]:
+        args = args[0]
+    if args and isinstance(args[0], int):
+        number = args[0]
+        text = args[1] if len(args) > 1 else b""
+    message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    return (int(number) if isinstance(number, int) else None), message
+
+
+def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
+    """Map a pymssql error by its SQL Server error number (``args[0]``) or DB-Lib number."""
+    driver_errors: tuple[type[BaseException], ...] = (pymssql.Error, pymssql._mssql.MSSQLException)
+    if not isinstance(exc, driver_errors):
+        return None
+    number, message = error_number(exc)
+    if number is None or 20000 <= number <= 20099:
+        return RetryableError("connection", number=number)  # DB-Lib: connection lost, refused or timed out
+    if number in IN_PROCESS:
+        return RetryableError(IN_PROCESS[number], in_process=True, number=number)
+    if number in TRANSIENT:
+        return RetryableError(
+            TRANSIENT[number], number=number, retry_after_ms=2000 if number in (40501, 10928) else 1000
+        )
+    column_match = _COLUMN.search(message)
+    column = column_match.group(1) if column_match else None
+    constraint_match = _CONSTRAINT.search(message)
+    constraint = constraint_match.group(1) if constraint_match else None
+    if number == 515:
+        return FatalOpError(ErrorCode.NOT_NULL_VIOLATION, column=column, number=number)
+    if number in (2601, 2627):
+        return FatalOpError(ErrorCode.UNIQUE_VIOLATION, constraint=constraint, number=number)
+    if number == 547:
+        upper = message.upper()
+        if "CHECK" in upper:
+            kind = ErrorCode.CHECK_VIOLATION
+        elif "FOREIGN KEY" in upper or "REFERENCE" in upper:
+            kind = ErrorCode.FOREIGN_KEY_VIOLATION
+        else:
+            kind = ErrorCode.CONSTRAINT_VIOLATION
+        return FatalOpError(kind, column=column, constraint=constraint, number=number)
+    if number in DATA_ERRORS:
+        return FatalOpError(ErrorCode.INVALID_DATA, column=column, reason=DATA_ERRORS[number], number=number)
+    if number in (207, 208, 4902):
+        return FatalOpError(ErrorCode.SCHEMA_MISMATCH, number=number)
+    if number in (229, 230, 262, 300):
+        return FatalOpError(ErrorCode.UNAUTHORIZED, number=number)
+    return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=number)
