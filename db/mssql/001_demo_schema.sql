@@ -6,6 +6,8 @@ CREATE TABLE dbo.lists (
   name nvarchar(100) NOT NULL,
   created_at datetime2(3) NOT NULL DEFAULT SYSUTCDATETIME()
 );
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_lists_owner_name')
+CREATE UNIQUE INDEX ux_lists_owner_name ON dbo.lists(owner_id, name);
 IF OBJECT_ID(N'dbo.todos', N'U') IS NULL
 CREATE TABLE dbo.todos (
   id uniqueidentifier NOT NULL PRIMARY KEY,

@@ -3,7 +3,8 @@ CREATE TABLE IF NOT EXISTS lists (
   id char(36) NOT NULL PRIMARY KEY,
   owner_id char(36) NOT NULL,
   name varchar(100) NOT NULL,
-  created_at datetime(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+  created_at datetime(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  UNIQUE KEY ux_lists_owner_name (owner_id, name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 CREATE TABLE IF NOT EXISTS todos (
   id char(36) NOT NULL PRIMARY KEY,

@@ -5,6 +5,7 @@ CREATE TABLE IF NOT EXISTS lists (
   name varchar(100) NOT NULL,
   created_at timestamp(3) NOT NULL DEFAULT (now() AT TIME ZONE 'utc')
 );
+CREATE UNIQUE INDEX IF NOT EXISTS ux_lists_owner_name ON lists(owner_id, name);
 CREATE TABLE IF NOT EXISTS todos (
   id uuid NOT NULL PRIMARY KEY,
   list_id uuid NOT NULL REFERENCES lists(id) ON DELETE CASCADE,

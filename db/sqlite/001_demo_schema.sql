@@ -5,6 +5,7 @@ CREATE TABLE IF NOT EXISTS lists (
   name VARCHAR(100) NOT NULL,
   created_at DATETIME NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now'))
 );
+CREATE UNIQUE INDEX IF NOT EXISTS ux_lists_owner_name ON lists(owner_id, name);
 CREATE TABLE IF NOT EXISTS todos (
   id TEXT NOT NULL PRIMARY KEY,
   list_id TEXT NOT NULL REFERENCES lists(id) ON DELETE CASCADE,

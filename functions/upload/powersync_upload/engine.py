@@ -145,10 +145,19 @@ def _fatal_result(transaction: Transaction, exc: FatalOpError, op_index: int) ->
 def _apply_with_retries(
     conn: Any, transaction: Transaction, caller: Caller, config: UploadConfig, db: Database, deadline: Deadline
 ) -> list[OperationWarning]:
+    """Apply a transaction; retry it in process after a deadlock or lock timeout, and once after a
+    UNIQUE_VIOLATION raised by a PUT: a concurrent insert of the same new id can trip a *second*
+    unique index before the key conflict is seen (PostgreSQL's ON CONFLICT only arbitrates the key);
+    on the second attempt the row exists and the PUT updates it. A real duplicate fails again."""
     attempt = 1
     while True:
         try:
             return _apply_transaction(conn, transaction, caller, config, db, deadline)
+        except FatalOpError as exc:
+            failed = transaction.operations[exc.operation_index]
+            if exc.code is not ErrorCode.UNIQUE_VIOLATION or failed.op != "PUT" or attempt > 1:
+                raise
+            attempt += 1
         except RetryableError as exc:
             backoff = random.uniform(0.5, 1.5) * 0.05 * 2**attempt  # noqa: S311 - jitter, not cryptography
             if (

@@ -1,0 +1,274 @@
+"""The Lambda handler against real databases: SQLite, PostgreSQL (and SQL Server when MSSQL_URL is set).
+
+Each test loads the demo schema (``db/<dialect>/``) and the shipped ``upload.yaml`` into a fresh
+database and talks to the handler with API Gateway HTTP API events, as API Gateway would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from powersync_upload.handler import Runtime, lambda_handler, set_runtime
+from powersync_upload.local import LocalContext
+from tests.support import (
+    ROOT,
+    SECRET,
+    USERS,
+    RowReader,
+    available_dialects,
+    call,
+    event,
+    install_runtime,
+    reset_database,
+    token,
+)
+
+CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
+LIST = "a0000000-0000-4000-8000-000000000001"
+TODO = "b0000000-0000-4000-8000-000000000001"
+SAMPLES = ROOT.parent / "shared" / "samples" / "sdk-crud-entries.jsonl"
+
+
+@pytest.fixture(params=available_dialects())
+def demo_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str, Runtime]]:
+    dialect = request.param
+    url = reset_database(dialect, sorted((ROOT / "db" / dialect).glob("*.sql")), tmp_path)
+    rt = install_runtime(url, CONFIG)
+    yield dialect, url, rt
+    rt.db.discard()
+    set_runtime(None)
+
+
+def _put_list(name: str = "Groceries", list_id: str = LIST) -> dict[str, Any]:
+    return {"op_id": 1, "op": "PUT", "type": "lists", "id": list_id, "tx_id": 1, "data": {"name": name}}
+
+
+def _rows(url: str, table: str, row_id: str) -> dict[str, Any] | None:
+    reader = RowReader(url)
+    try:
+        return reader.row(table, "id", row_id, None)
+    finally:
+        reader.close()
+
+
+def test_sdk_batch_is_applied(demo_db: tuple[str, str, Runtime]) -> None:
+    # Given a list owned by U1 and the real SDK's CrudEntry output for the todos table
+    _, url, _ = demo_db
+    assert call({"batch": [_put_list()]}).status == 200
+    batch = [json.loads(line) for line in SAMPLES.read_text().splitlines()]
+    batch = [e for e in batch if e["type"] == "todos"]
+    for entry in batch:
+        if entry["op"] == "PUT":
+            entry["data"]["list_id"] = LIST
+    # When it is uploaded in shape B
+    response = call({"batch": batch})
+    # Then every transaction succeeds, the deleted row is gone and the other one is there
+    assert response.status == 200
+    assert [r["status"] for r in response.body["results"]] == ["success"] * 4
+    assert _rows(url, "todos", "11111111-1111-4111-8111-111111111111") is None
+    kept = _rows(url, "todos", "3a92b379-a4df-4378-baea-85a5fef36ddb")
+    assert kept is not None
+    assert kept["description"] == "only description, nulls omitted"
+    assert kept["owner_id"] == USERS["U1"]
+
+
+def test_patch_of_missing_row_warns_and_creates_nothing(demo_db: tuple[str, str, Runtime]) -> None:
+    _, url, _ = demo_db
+    # When a PATCH names a row that does not exist
+    response = call({"batch": [{"op": "PATCH", "type": "lists", "id": LIST, "tx_id": 1, "data": {"name": "x"}}]})
+    # Then it succeeds with a ROW_NOT_FOUND warning and no row appears
+    assert response.status == 200
+    assert response.body["results"] == [
+        {"status": "success", "warnings": [{"operation_index": 0, "code": "ROW_NOT_FOUND"}]}
+    ]
+    assert _rows(url, "lists", LIST) is None
+
+
+def test_shape_a_stop_leaves_the_rest_not_attempted(demo_db: tuple[str, str, Runtime]) -> None:
+    # Given on_fatal_error: stop
+    _, url, rt = demo_db
+    rt.config = rt.config.model_copy(update={"on_fatal_error": "stop"})
+    body = {
+        "transactions": [
+            {"crud": [{"op": "PUT", "table": "lists", "id": LIST, "op_data": {}}]},
+            {"crud": [{"op": "PUT", "table": "lists", "id": LIST, "op_data": {"name": "ok"}}]},
+        ]
+    }
+    # When the first transaction is fatal
+    response = call(body)
+    # Then the second is not attempted and nothing is written
+    assert response.status == 200
+    assert [r["status"] for r in response.body["results"]] == ["fatal_error", "not_attempted"]
+    assert _rows(url, "lists", LIST) is None
+
+
+def test_shape_b_continues_after_fatal_even_with_stop(demo_db: tuple[str, str, Runtime]) -> None:
+    _, url, rt = demo_db
+    rt.config = rt.config.model_copy(update={"on_fatal_error": "stop"})
+    bad = {"op": "PUT", "type": "lists", "id": LIST, "tx_id": 1, "data": {}}
+    good = {**_put_list(list_id="a0000000-0000-4000-8000-000000000002"), "tx_id": 2}
+    response = call({"batch": [bad, good]})
+    assert [r["status"] for r in response.body["results"]] == ["fatal_error", "success"]
+
+
+def test_fatal_result_never_echoes_the_submitted_value(demo_db: tuple[str, str, Runtime]) -> None:
+    # Given a list whose name is unique per owner and looks like a secret
+    secret = "s3cr3t-value-that-must-not-leak"
+    assert call({"batch": [_put_list(name=secret)]}).status == 200
+    # When the same unique (owner, name) is inserted under another id
+    response = call({"batch": [_put_list(name=secret, list_id="a0000000-0000-4000-8000-000000000009")]})
+    # Then the result is a UNIQUE_VIOLATION that names no value
+    result = response.body["results"][0]
+    assert result["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
+    assert secret not in json.dumps(response.body)
+
+
+def test_body_over_the_cap_is_413(demo_db: tuple[str, str, Runtime]) -> None:
+    _, url, rt = demo_db
+    rt.settings = rt.settings.model_copy(update={"max_body_bytes": 2048})
+    body = {"batch": [_put_list(name="x" * 3000)]}
+    response = call(body)
+    assert response.status == 413
+    assert "smaller batches" in response.body["message"]
+    assert _rows(url, "lists", LIST) is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "Basic dXNlcjpwYXNz",
+        "Bearer not-a-jwt",
+        f"Bearer {token('U1', secret='another-secret-another-secret-0123')}",
+        f"Bearer {jwt.encode({'sub': 'x', 'exp': 9999999999}, key='', algorithm='none')}",
+        f"Bearer {jwt.encode({'exp': 9999999999}, SECRET, algorithm='HS256')}",
+        f"Bearer {token('U1', expired=True)}",
+    ],
+    ids=["missing", "basic", "garbage", "wrong-secret", "alg-none", "no-sub", "expired"],
+)
+def test_bad_tokens_are_401_and_write_nothing(demo_db: tuple[str, str, Runtime], header: str | None) -> None:
+    _, url, _ = demo_db
+    out = lambda_handler(event(json.dumps({"batch": [_put_list()]}), header), LocalContext())  # type: ignore[arg-type]
+    assert out["statusCode"] == 401
+    assert "message" in json.loads(out["body"])
+    assert _rows(url, "lists", LIST) is None
+
+
+def test_health(demo_db: tuple[str, str, Runtime]) -> None:
+    out = lambda_handler(event("", None, path="/health", method="GET"), LocalContext())  # type: ignore[arg-type]
+    assert out["statusCode"] == 200
+    assert json.loads(out["body"]) == {"status": "ok"}
+
+
+UNREACHABLE = {
+    "sqlite": "sqlite:////nonexistent-dir/for/sure/x.sqlite",
+    "postgresql": "postgresql://postgres@127.0.0.1:1/none",
+    "mssql": "mssql://sa:x@127.0.0.1:1/none",
+}
+
+
+@pytest.mark.parametrize("dialect", available_dialects())
+def test_unreachable_database_is_503_with_retry_after(dialect: str) -> None:
+    # Given a database nothing listens for
+    rt = install_runtime(UNREACHABLE[dialect], CONFIG, deadline_s=5)
+    try:
+        # When an upload arrives
+        response = call({"batch": [_put_list()]})
+        # Then the client is told to retry, with Retry-After
+        assert response.status == 503
+        assert int(response.headers["Retry-After"]) >= 1
+        assert response.body["results"][0]["status"] == "retryable_error"
+        # And an empty batch needs no database at all
+        assert call({"batch": []}).body == {"results": []}
+    finally:
+        rt.db.discard()
+        set_runtime(None)
+
+
+def test_row_locked_by_another_session_is_503_then_resend_succeeds(tmp_path: Path) -> None:
+    # Given a PostgreSQL row locked by another session
+    import psycopg
+
+    url = reset_database("postgresql", sorted((ROOT / "db" / "postgresql").glob("*.sql")), tmp_path)
+    rt = install_runtime(url, CONFIG, deadline_s=4)
+    try:
+        assert call({"batch": [_put_list()]}).status == 200
+        with psycopg.connect(url) as other:
+            other.execute("SELECT 1 FROM lists WHERE id = %s FOR UPDATE", (LIST,))
+            # When an upload needs that row
+            patch = {"batch": [{"op": "PATCH", "type": "lists", "id": LIST, "tx_id": 2, "data": {"name": "new"}}]}
+            response = call(patch)
+            # Then it answers 503 within the deadline and writes nothing
+            assert response.status == 503
+            other.rollback()
+        row = _rows(url, "lists", LIST)
+        assert row is not None and row["name"] == "Groceries"
+        # And after the lock is released the resend succeeds
+        assert call(patch).status == 200
+        row = _rows(url, "lists", LIST)
+        assert row is not None and row["name"] == "new"
+    finally:
+        rt.db.discard()
+        set_runtime(None)
+
+
+def test_concurrent_puts_of_the_same_new_id_never_conflict(tmp_path: Path) -> None:
+    # Given two sessions that PUT the same new ids at the same time (PostgreSQL)
+    url = reset_database("postgresql", sorted((ROOT / "db" / "postgresql").glob("*.sql")), tmp_path)
+    from powersync_upload.contract import Operation, Transaction, Upload
+    from powersync_upload.engine import Caller, Deadline, apply_upload
+
+    rt = install_runtime(url, CONFIG)
+    others = [Runtime(rt.settings, rt.config) for _ in range(2)]
+    statuses: list[str] = []
+
+    def run(worker: Runtime, round_: int) -> None:
+        list_id = f"a0000000-0000-4000-8000-{round_:012d}"
+        upload = Upload([Transaction((Operation("PUT", "lists", list_id, {"name": f"n{round_}"}),))], "B")
+        outcome = apply_upload(upload, Caller(USERS["U1"]), worker.config, worker.db, Deadline.after(10))
+        statuses.extend(r.status for r in outcome.results)
+
+    try:
+        for round_ in range(50):
+            threads = [threading.Thread(target=run, args=(w, round_)) for w in others]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        # Then every PUT succeeded: no UNIQUE_VIOLATION, one row per id
+        assert statuses == ["success"] * 100
+        reader = RowReader(url)
+        assert reader.count("lists") == 50
+        reader.close()
+    finally:
+        for w in others:
+            w.db.discard()
+        rt.db.discard()
+        set_runtime(None)
+
+
+def test_make_demo_prints_results_and_rows() -> None:
+    # When the README's main command runs
+    out = subprocess.run(
+        [sys.executable, "-m", "powersync_upload.local", "demo"],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT / "functions" / "upload"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # Then it shows a success, the NOT NULL rejection, the malformed body and the rows
+    assert '"status": "success"' in out.stdout
+    assert "NOT_NULL_VIOLATION" in out.stdout
+    assert "HTTP 400" in out.stdout
+    assert "== rows in todos" in out.stdout
