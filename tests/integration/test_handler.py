@@ -112,7 +112,7 @@ def test_shape_a_stop_leaves_the_rest_not_attempted(demo_db: tuple[str, str, Run
 
 
 def test_shape_b_continues_after_fatal_even_with_stop(demo_db: tuple[str, str, Runtime]) -> None:
-    _, url, rt = demo_db
+    _, _, rt = demo_db
     rt.config = rt.config.model_copy(update={"on_fatal_error": "stop"})
     bad = {"op": "PUT", "type": "lists", "id": LIST, "tx_id": 1, "data": {}}
     good = {**_put_list(list_id="a0000000-0000-4000-8000-000000000002"), "tx_id": 2}
