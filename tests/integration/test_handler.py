@@ -272,3 +272,15 @@ def test_make_demo_prints_results_and_rows() -> None:
     assert "NOT_NULL_VIOLATION" in out.stdout
     assert "HTTP 400" in out.stdout
     assert "== rows in todos" in out.stdout
+
+
+def test_body_is_json_whatever_the_content_type(demo_db: tuple[str, str, Runtime]) -> None:
+    # Given a connector whose fetch() sends a string body as text/plain
+    _, url, _ = demo_db
+    request = event(json.dumps({"batch": [_put_list()]}), f"Bearer {token('U1')}")
+    request["headers"]["content-type"] = "text/plain;charset=UTF-8"
+    # When it is uploaded
+    out = lambda_handler(request, LocalContext())  # type: ignore[arg-type]
+    # Then it is applied like a JSON body
+    assert out["statusCode"] == 200
+    assert _rows(url, "lists", LIST) is not None

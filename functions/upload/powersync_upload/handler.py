@@ -199,11 +199,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     rt = runtime()
     app.append_context(runtime=rt, deadline=_request_deadline(rt.settings, context))
     if _is_upload(event):
+        # The body is JSON whatever Content-Type says: fetch() with a string body sends text/plain.
+        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        event = {**event, "headers": {**headers, "content-type": "application/json"}}
         if _body_size(event) > rt.settings.max_body_bytes:
             return _plain_response(413, f"body over {rt.settings.max_body_bytes} bytes: send smaller batches")
         try:
             if rt.settings.auth_mode == "handler":
-                headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
                 claims = auth.verify_bearer(headers.get("authorization"), rt.settings)
             else:
                 claims = auth.claims_from_authorizer(event)
