@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+
 from powersync_upload import dialects
 from powersync_upload.config import Settings, load_upload_config
 from powersync_upload.convert import convert

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from powersync_upload.handler import set_runtime
 
+from powersync_upload.handler import set_runtime
 from tests.support import FIXTURES, SHARED_CASES, RowReader, available_dialects, call, install_runtime, reset_database
 
 
