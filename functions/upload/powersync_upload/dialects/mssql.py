@@ -78,7 +78,9 @@ def ping(conn: Any) -> None:
 
 
 def begin(conn: Any, timeout_s: float) -> None:
-    """Cap lock waits for this transaction's statements (``SET LOCK_TIMEOUT``, milliseconds)."""
+    """Cap this transaction: statements end after ``timeout_s`` (pymssql's query timeout, which is
+    process-global: one connection per container), lock waits after at most 5 s (``SET LOCK_TIMEOUT``)."""
+    conn._conn.query_timeout = max(1, int(timeout_s))
     lock_ms = max(100, min(int(timeout_s * 1000), 5000))
     conn.cursor().execute(f"SET LOCK_TIMEOUT {lock_ms}")
 
