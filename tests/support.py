@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
 from pathlib import Path
@@ -39,8 +39,9 @@ MSSQL_URL = os.environ.get("MSSQL_URL")
 
 
 def available_dialects() -> list[str]:
-    """Dialects the suite runs on here: SQLite and PostgreSQL always, SQL Server when ``MSSQL_URL`` is set."""
-    names = ["sqlite", "postgresql"]
+    """Dialects the suite runs on here: SQLite, PostgreSQL and MariaDB/MySQL always, SQL Server when
+    ``MSSQL_URL`` is set."""
+    names = ["sqlite", "postgresql", "mysql"]
     if MSSQL_URL:
         names.append("mssql")
     return names
@@ -142,6 +143,29 @@ def reset_database(dialect: str, scripts: list[Path], tmp_path: Path) -> str:
             for script in scripts:
                 conn.execute(script.read_text(encoding="utf-8"))  # type: ignore[arg-type]
         return POSTGRES_URL
+    if dialect == "mysql":
+        import pymysql
+        from pymysql.constants import CLIENT
+
+        from powersync_upload.dialects.mysql import connect_args
+
+        args = connect_args(MYSQL_URL, 10)
+        database = args.pop("database")
+        args["client_flag"] |= CLIENT.MULTI_STATEMENTS
+        conn = pymysql.connect(**args)
+        try:
+            cursor = conn.cursor()
+            cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
+            cursor.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            cursor.execute(f"USE `{database}`")
+            for script in scripts:
+                cursor.execute(script.read_text(encoding="utf-8"))
+                while cursor.nextset():
+                    pass
+            conn.commit()
+        finally:
+            conn.close()
+        return MYSQL_URL
     if dialect == "mssql":
         assert MSSQL_URL
         db = Database.from_url(MSSQL_URL)
@@ -205,6 +229,8 @@ def normalize(value: Any, kind: Kind, scale: int | None, expected: Any) -> Any:
     if kind is Kind.TIME:
         if isinstance(value, str):
             value = dtime.fromisoformat(value)
+        if isinstance(value, timedelta):  # PyMySQL reads TIME as a duration
+            value = (datetime(2000, 1, 1) + value).time()
         return value.isoformat(timespec="milliseconds")
     if kind is Kind.DECIMAL:
         number = Decimal(str(value))
@@ -225,6 +251,8 @@ class RowReader:
         self.db = Database.from_url(url)
         self.conn = self.db.dialect.connect(url, 10)
         self.ph = "?" if self.db.dialect.name == "sqlite" else "%s"
+        if self.db.dialect.name == "mysql":
+            self.conn.autocommit(True)  # see each committed change, not a repeatable-read snapshot
 
     def close(self) -> None:
         """Close the connection."""

@@ -172,6 +172,7 @@ def test_health(demo_db: tuple[str, str, Runtime]) -> None:
 UNREACHABLE = {
     "sqlite": "sqlite:////nonexistent-dir/for/sure/x.sqlite",
     "postgresql": "postgresql://postgres@127.0.0.1:1/none",
+    "mysql": "mysql://root@127.0.0.1:1/none",
     "mssql": "mssql://sa:x@127.0.0.1:1/none",
 }
 

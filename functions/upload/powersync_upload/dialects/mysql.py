@@ -1,0 +1,299 @@
+"""MySQL 8 and MariaDB 10.6+ through PyMySQL.
+
+* Upsert: ``UPDATE ... WHERE key = %s`` and, when no row matched, ``INSERT``. Never
+  ``INSERT ... ON DUPLICATE KEY UPDATE``: it fires on a collision with *any* unique index and would
+  silently update another row (FACTS.md, "MySQL / MariaDB"). The connection uses ``CLIENT.FOUND_ROWS``
+  so an UPDATE reports rows matched, not rows changed. A concurrent insert of the same new id ends in
+  a duplicate-key error or a deadlock, both of which the engine retries.
+* Every session runs with a strict ``sql_mode`` (no silent truncation or '' for missing values), UTC
+  ``time_zone`` and ``utf8mb4``.
+* Each transaction caps lock waits (``innodb_lock_wait_timeout``, whole seconds) and statement time
+  (MariaDB ``max_statement_time``; MySQL ``max_execution_time``, which only limits SELECT).
+* MariaDB's ``JSON`` is ``LONGTEXT`` with a ``json_valid`` CHECK: it is introspected as text, and bad
+  JSON there is a CHECK_VIOLATION (error 4025); MySQL's real JSON type rejects it with 3140.
+
+Error numbers: MySQL "Server Error Message Reference" and MariaDB "MariaDB Error Codes".
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pymysql
+from pymysql.constants import CLIENT
+
+from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
+from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
+from . import Lock
+from ._sql import delete_sql, qualified, quote_with, select_sql, update_sql
+
+name = "mysql"
+PH = "%s"
+quote = quote_with("`", "`", percent=True)
+SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+
+
+def connect_args(url: str, timeout_s: float) -> dict[str, Any]:
+    """PyMySQL keyword arguments for ``mysql://user:password@host:port/database``."""
+    parts = urlsplit(url)
+    return {
+        "host": parts.hostname or "localhost",
+        "port": parts.port or 3306,
+        "user": unquote(parts.username or "root"),
+        "password": unquote(parts.password or ""),
+        "database": parts.path.lstrip("/") or None,
+        "connect_timeout": max(1, int(timeout_s)),
+        "charset": "utf8mb4",
+        "autocommit": False,
+        "client_flag": CLIENT.FOUND_ROWS,
+        "init_command": f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00'",
+    }
+
+
+def connect(url: str, timeout_s: float) -> Any:
+    """Open a connection (autocommit off, strict mode, UTC)."""
+    return pymysql.connect(**connect_args(url, timeout_s))
+
+
+def ping(conn: Any) -> None:
+    """Check the connection without reconnecting behind the engine's back."""
+    conn.ping(reconnect=False)
+
+
+def begin(conn: Any, timeout_s: float) -> None:
+    """Cap lock waits (whole seconds) and statement time for the coming transaction."""
+    lock_s = max(1, min(int(timeout_s), 5))
+    cursor = conn.cursor()
+    cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {lock_s}")
+    variable = "max_statement_time" if _is_mariadb(conn) else "max_execution_time"
+    value = max(1.0, timeout_s) if variable == "max_statement_time" else max(1000, int(timeout_s * 1000))
+    cursor.execute(f"SET SESSION {variable} = {value}")
+    conn.begin()
+
+
+def _is_mariadb(conn: Any) -> bool:
+    return "mariadb" in str(conn.get_server_info()).lower()
+
+
+_INTROSPECT = """
+SELECT column_name, data_type, column_type, is_nullable, column_default, extra,
+       character_maximum_length, numeric_precision, numeric_scale, datetime_precision
+FROM information_schema.columns
+WHERE table_schema = COALESCE(%s, DATABASE()) AND table_name = %s
+ORDER BY ordinal_position
+"""
+
+_INTS = {"tinyint": "tinyint", "smallint": "smallint", "mediumint": "mediumint", "int": "int", "bigint": "bigint"}
+
+
+def column_from_catalog(row: tuple[Any, ...]) -> Column:
+    """A :class:`Column` from one ``information_schema.columns`` row of :data:`_INTROSPECT`."""
+    col, data_type, column_type, nullable, default, extra, max_len, precision, scale, dt_precision = row
+    data_type, column_type, extra = str(data_type).lower(), str(column_type).lower(), str(extra or "").lower()
+    common: dict[str, Any] = {
+        "name": col,
+        "type_name": column_type,
+        "nullable": nullable == "YES",
+        # MariaDB reports DEFAULT NULL as the string 'NULL'
+        "has_default": (default is not None and str(default).upper() != "NULL") or "auto_increment" in extra,
+        "writable": "generated" not in extra,
+    }
+    if column_type.startswith("tinyint(1)"):
+        return Column(kind=Kind.BOOLEAN, **common)
+    if data_type in _INTS:
+        low, high = INT_RANGES[_INTS[data_type]]
+        if "unsigned" in column_type:
+            low, high = 0, high * 2 + 1
+        return Column(kind=Kind.INTEGER, int_range=(low, high), **common)
+    if data_type == "decimal":
+        return Column(kind=Kind.DECIMAL, precision=precision, scale=scale, **common)
+    if data_type in ("float", "double"):
+        return Column(kind=Kind.FLOAT, float_max=FLOAT32_MAX if data_type == "float" else None, **common)
+    if data_type in ("datetime", "timestamp"):
+        return Column(kind=Kind.TIMESTAMP, fraction_digits=dt_precision or 0, **common)
+    if data_type == "date":
+        return Column(kind=Kind.DATE, **common)
+    if data_type == "time":
+        return Column(kind=Kind.TIME, fraction_digits=dt_precision or 0, **common)
+    if data_type == "json":
+        return Column(kind=Kind.JSON, **common)
+    if data_type in ("varchar", "char", "text", "tinytext", "mediumtext", "longtext"):
+        return Column(kind=Kind.TEXT, max_length=max_len, **common)
+    return Column(kind=Kind.OTHER, **common)
+
+
+def introspect(conn: Any, table: str) -> TableSchema | None:
+    """Read the table's columns from ``information_schema``; ``None`` when it does not exist."""
+    schema, _, bare = table.rpartition(".")
+    cursor = conn.cursor()
+    cursor.execute(_INTROSPECT, (schema or None, bare))
+    rows = cursor.fetchall()
+    if not rows:
+        return None
+    return TableSchema(name=table, columns={row[0]: column_from_catalog(row) for row in rows})
+
+
+def to_driver(value: Any, column: Column) -> Any:
+    """Adapt a converted value for PyMySQL (booleans as 0/1, UUIDs as text, decimals exact)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return value
+
+
+_LOCKS = {"update": "FOR UPDATE", "share": "LOCK IN SHARE MODE"}
+
+
+def select_value(
+    conn: Any, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
+) -> tuple[bool, Any]:
+    """``SELECT column ... FOR UPDATE | LOCK IN SHARE MODE`` (InnoDB also locks the gap of a missing key)."""
+    sql = select_sql(qualified(table.name, quote), quote(key.name), quote(column.name), PH, _LOCKS[lock])
+    cursor = conn.cursor()
+    cursor.execute(sql, (to_driver(key_value, key),))
+    row = cursor.fetchone()
+    return (row is not None, row[0] if row is not None else None)
+
+
+def insert_sql(table: str, key: str, columns: list[str]) -> str:
+    """``INSERT INTO table (key, columns...) VALUES (...)``."""
+    names = [key, *columns]
+    return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(PH for _ in names)})"
+
+
+def upsert(
+    conn: Any,
+    table: TableSchema,
+    key: Column,
+    key_value: Any,
+    values: dict[str, Any],
+    nulls: list[str],
+    guard: tuple[Column, Any] | None,
+) -> int:
+    """UPDATE in place, INSERT when no row matched (see the module docstring). ``guard`` is not needed:
+    the engine's ``FOR UPDATE`` read already locked the row or the gap where it would go."""
+    names = list(values)
+    table_sql, key_sql = qualified(table.name, quote), quote(key.name)
+    key_param = to_driver(key_value, key)
+    params = [to_driver(values[n], table.columns[n]) for n in names]
+    cursor = conn.cursor()
+    if names or nulls:
+        sets = [f"{quote(n)} = {PH}" for n in names] + [f"{quote(n)} = NULL" for n in nulls]
+        cursor.execute(f"UPDATE {table_sql} SET {', '.join(sets)} WHERE {key_sql} = {PH}", (*params, key_param))
+        matched = cursor.rowcount
+    else:
+        matched = cursor.execute(select_sql(table_sql, key_sql, key_sql, PH, "FOR UPDATE"), (key_param,))
+    if not matched:
+        cursor.execute(insert_sql(table_sql, key_sql, [quote(n) for n in names]), (key_param, *params))
+    return 1
+
+
+def update(conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
+    """``UPDATE ... WHERE key = %s``; rows matched (``CLIENT.FOUND_ROWS``)."""
+    names = list(values)
+    sql = update_sql(qualified(table.name, quote), quote(key.name), [quote(n) for n in names], PH)
+    cursor = conn.cursor()
+    cursor.execute(sql, (*(to_driver(values[n], table.columns[n]) for n in names), to_driver(key_value, key)))
+    return int(cursor.rowcount)
+
+
+def delete(conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
+    """``DELETE ... WHERE key = %s``."""
+    cursor = conn.cursor()
+    cursor.execute(delete_sql(qualified(table.name, quote), quote(key.name), PH), (to_driver(key_value, key),))
+    return int(cursor.rowcount)
+
+
+IN_PROCESS = {1213: "deadlock", 1205: "lock_timeout"}
+TRANSIENT = {
+    1040: "too_many_connections",
+    1053: "server_shutdown",
+    1290: "read_only",
+    1836: "read_only",
+    1317: "interrupted",
+    1927: "connection_killed",
+    1969: "timeout",
+    3024: "timeout",
+    1045: "login_failed",
+    2002: "connection",
+    2003: "connection",
+    2006: "connection",
+    2013: "connection",
+    2014: "connection",
+    2055: "connection",
+    1152: "connection",
+    1158: "connection",
+    1159: "connection",
+    1160: "connection",
+    1161: "connection",
+    1180: "commit_unknown",
+    1614: "commit_unknown",
+}
+"""Retryable error numbers (server 1xxx/3xxx, client 2xxx)."""
+
+DATA_ERRORS = {
+    1406: Reason.TOO_LONG,
+    1264: Reason.OUT_OF_RANGE,
+    1690: Reason.OUT_OF_RANGE,
+    1265: Reason.TYPE,
+    1366: Reason.TYPE,
+    1367: Reason.TYPE,
+    1292: Reason.FORMAT,
+    3140: Reason.FORMAT,
+    1411: Reason.FORMAT,
+}
+
+
+def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
+    """Map a PyMySQL error by its error number (``args[0]``)."""
+    if not isinstance(exc, pymysql.err.MySQLError):
+        return None
+    number = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    if number is None or isinstance(exc, pymysql.err.InterfaceError):
+        return RetryableError("connection", number=number)
+    if number in IN_PROCESS:
+        return RetryableError(IN_PROCESS[number], in_process=True, number=number)
+    if number in TRANSIENT:
+        return RetryableError(TRANSIENT[number], number=number)
+    if number in (1048, 1364):
+        return FatalOpError(ErrorCode.NOT_NULL_VIOLATION, column=_quoted(exc, "olumn '", "ield '"), number=number)
+    if number in (1062, 1586):
+        return FatalOpError(ErrorCode.UNIQUE_VIOLATION, constraint=_quoted(exc, "for key '"), number=number)
+    if number in (1451, 1452, 1216, 1217):
+        return FatalOpError(ErrorCode.FOREIGN_KEY_VIOLATION, number=number)
+    if number in (3819, 4025):
+        return FatalOpError(
+            ErrorCode.CHECK_VIOLATION, constraint=_quoted(exc, "constraint '", "CONSTRAINT `"), number=number
+        )
+    if number in DATA_ERRORS:
+        return FatalOpError(
+            ErrorCode.INVALID_DATA,
+            column=_quoted(exc, "column '", "olumn '"),
+            reason=DATA_ERRORS[number],
+            number=number,
+        )
+    if number in (1054, 1146):
+        return FatalOpError(ErrorCode.SCHEMA_MISMATCH, number=number)
+    if number in (1142, 1143):
+        return FatalOpError(ErrorCode.UNAUTHORIZED, number=number)
+    return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=number)
+
+
+def _quoted(exc: BaseException, *markers: str) -> str | None:
+    """The name after one of ``markers`` in the server message, up to the closing quote (names only)."""
+    message = str(exc.args[1]) if len(exc.args) > 1 else ""
+    for marker in markers:
+        start = message.find(marker)
+        if start >= 0:
+            start += len(marker)
+            end = message.find(marker[-1], start)
+            if end > start:
+                found = message[start:end]
+                return found.rpartition(".")[2]
+    return None
