@@ -1,6 +1,7 @@
 """The Lambda handler against real databases: SQLite, PostgreSQL (and SQL Server when MSSQL_URL is set).
 
-Each test loads the demo schema (``db/<dialect>/``) and the shipped ``upload.yaml`` into a fresh
+Each test loads the errors table and the demo schema (``db/migrations/<dialect>``,
+``db/demo/<dialect>``) and the shipped ``upload.yaml`` into a fresh
 database and talks to the handler with API Gateway HTTP API events, as API Gateway would.
 """
 
@@ -18,7 +19,7 @@ import jwt
 import pytest
 
 from powersync_upload.handler import Runtime, lambda_handler, set_runtime
-from powersync_upload.local import LocalContext
+from powersync_upload.local import LocalContext, schema_scripts
 from tests.support import (
     ROOT,
     SECRET,
@@ -41,7 +42,7 @@ SAMPLES = ROOT.parent / "shared" / "samples" / "sdk-crud-entries.jsonl"
 @pytest.fixture(params=available_dialects())
 def demo_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str, Runtime]]:
     dialect = request.param
-    url = reset_database(dialect, sorted((ROOT / "db" / dialect).glob("*.sql")), tmp_path)
+    url = reset_database(dialect, schema_scripts(dialect), tmp_path)
     rt = install_runtime(url, CONFIG)
     yield dialect, url, rt
     rt.db.discard()
@@ -199,7 +200,7 @@ def test_row_locked_by_another_session_is_503_then_resend_succeeds(tmp_path: Pat
     # Given a PostgreSQL row locked by another session
     import psycopg
 
-    url = reset_database("postgresql", sorted((ROOT / "db" / "postgresql").glob("*.sql")), tmp_path)
+    url = reset_database("postgresql", schema_scripts("postgresql"), tmp_path)
     rt = install_runtime(url, CONFIG, deadline_s=4)
     try:
         assert call({"batch": [_put_list()]}).status == 200
@@ -224,7 +225,7 @@ def test_row_locked_by_another_session_is_503_then_resend_succeeds(tmp_path: Pat
 
 def test_concurrent_puts_of_the_same_new_id_never_conflict(tmp_path: Path) -> None:
     # Given two sessions that PUT the same new ids at the same time (PostgreSQL)
-    url = reset_database("postgresql", sorted((ROOT / "db" / "postgresql").glob("*.sql")), tmp_path)
+    url = reset_database("postgresql", schema_scripts("postgresql"), tmp_path)
     from powersync_upload.contract import Operation, Transaction, Upload
     from powersync_upload.engine import Caller, Deadline, apply_upload
 
@@ -285,3 +286,54 @@ def test_body_is_json_whatever_the_content_type(demo_db: tuple[str, str, Runtime
     # Then it is applied like a JSON body
     assert out["statusCode"] == 200
     assert _rows(url, "lists", LIST) is not None
+
+
+def test_fatal_results_are_recorded_in_the_errors_table(demo_db: tuple[str, str, Runtime]) -> None:
+    # Given a transaction that fails a NOT NULL constraint, followed by a good one
+    _, url, _ = demo_db
+    bad = {"op_id": 7, "op": "PUT", "type": "lists", "id": LIST, "tx_id": 3, "data": {}}
+    good = {**_put_list(list_id="a0000000-0000-4000-8000-000000000002"), "tx_id": 4}
+    # When it is uploaded
+    response = call({"batch": [bad, good], "client_id": "device-1"})
+    # Then the result is unchanged and one errors-table row describes the rejection
+    assert [r["status"] for r in response.body["results"]] == ["fatal_error", "success"]
+    reader = RowReader(url)
+    try:
+        assert reader.count("powersync_upload_errors") == 1
+        cursor = reader.conn.cursor()
+        cursor.execute(
+            "SELECT user_id, client_id, transaction_id, op_index, op_id, table_name, row_id, error_code "
+            "FROM powersync_upload_errors"
+        )
+        row = tuple(cursor.fetchone())
+    finally:
+        reader.close()
+    assert row == (USERS["U1"], "device-1", 3, 0, 7, "lists", LIST, "NOT_NULL_VIOLATION")
+
+
+def test_missing_errors_table_never_changes_the_result(tmp_path: Path) -> None:
+    # Given a database without the errors table
+    url = reset_database("sqlite", [ROOT / "db" / "demo" / "sqlite" / "001_demo_schema.sql"], tmp_path)
+    rt = install_runtime(url, CONFIG)
+    try:
+        # When a transaction is rejected
+        response = call({"batch": [{"op": "PUT", "type": "lists", "id": LIST, "tx_id": 1, "data": {}}]})
+        # Then the client still gets its fatal_error (and the upload is not turned into a failure)
+        assert response.status == 200
+        assert response.body["results"][0]["failed_operation"]["error_code"] == "NOT_NULL_VIOLATION"
+    finally:
+        rt.db.discard()
+        set_runtime(None)
+
+
+@pytest.mark.parametrize("depth", [300, 100_000])
+def test_deeply_nested_values_are_never_a_500(demo_db: tuple[str, str, Runtime], depth: int) -> None:
+    # Given a value nested absurdly deep
+    nested = "[" * depth + "]" * depth
+    raw = '{"batch":[{"op":"PUT","type":"lists","id":"' + LIST + '","tx_id":1,"data":{"name":' + nested + "}}]}"
+    # When it is uploaded
+    response = call(None, raw=raw)
+    # Then it is either a 400 (not parseable) or a per-transaction result, never a server error
+    assert response.status in (200, 400)
+    if response.status == 200:
+        assert response.body["results"][0]["status"] in ("success", "fatal_error")

@@ -46,12 +46,20 @@ class TableConfig(BaseModel):
 
 
 class UploadConfig(BaseModel):
-    """The whole upload configuration file (DESIGN.md section 4)."""
+    """The whole upload configuration file (DESIGN.md section 4).
+
+    Attributes:
+        on_fatal_error: after a fatal transaction, ``continue`` with the next one or ``stop`` (shape A).
+        max_transactions: shape A cap per request (400 above it).
+        errors_table: server table where every fatal result is also recorded; ``null`` disables it.
+        tables: client table name -> :class:`TableConfig`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     on_fatal_error: Literal["continue", "stop"] = "continue"
     max_transactions: int = Field(default=50, ge=1, le=10_000)
+    errors_table: str | None = "powersync_upload_errors"
     tables: dict[str, TableConfig]
 
     @field_validator("tables")

@@ -74,25 +74,33 @@ def convert(value: Any, column: Column) -> Any:
 
 
 def json_text(value: Any) -> str:
-    """Compact JSON text of a client value; ``Decimal`` keeps its digits. Raises InvalidValue on NaN/Infinity."""
+    """Compact JSON text of a client value; a ``Decimal`` keeps the digits that were sent.
+
+    Raises:
+        InvalidValue: the value holds NaN or Infinity (not JSON).
+    """
+    nonce = uuid.uuid4().hex
+    numbers: list[str] = []
+
+    def plain(item: Any) -> Any:
+        if isinstance(item, Decimal):
+            if not item.is_finite():
+                raise InvalidValue(Reason.FORMAT)
+            numbers.append(str(item))
+            return f"{nonce}{len(numbers) - 1}"
+        if isinstance(item, list):
+            return [plain(v) for v in item]
+        if isinstance(item, dict):
+            return {str(k): plain(v) for k, v in item.items()}
+        return item
+
     try:
-        return json.dumps(_plain(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError as exc:
+        text = json.dumps(plain(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (ValueError, RecursionError) as exc:
         raise InvalidValue(Reason.FORMAT) from exc
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            return float(value)
-        if value == value.to_integral_value() and value.adjusted() < 20:
-            return int(value)
-        return float(value) if math.isfinite(float(value)) else float("inf")
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
+    for index, number in enumerate(numbers):
+        text = text.replace(f'"{nonce}{index}"', number, 1)
+    return text
 
 
 def _checked_text(text: str, column: Column) -> str:

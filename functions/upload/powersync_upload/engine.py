@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import errors_table
 from .config import TableConfig, UploadConfig
 from .contract import (
     FailedOperation,
@@ -69,12 +70,14 @@ class Outcome:
         results: one per transaction, in request order.
         retry_after_ms: set when the request must be answered 503 (nothing to keep; send again).
         committed: number of transactions committed.
+        recorded: number of fatal results stored in the errors table.
         fatal: the fatal errors, for the errors table, logs and metrics.
     """
 
     results: list[TransactionResult]
     retry_after_ms: int | None = None
     committed: int = 0
+    recorded: int = 0
     fatal: list[tuple[int, Transaction, FatalOpError, int]] = field(default_factory=list)
 
 
@@ -106,6 +109,19 @@ def apply_upload(upload: Upload, caller: Caller, config: UploadConfig, db: Datab
             op_index = exc.operation_index
             outcome.fatal.append((index, transaction, exc, op_index))
             outcome.results.append(_fatal_result(transaction, exc, op_index))
+            if config.errors_table:
+                operation = transaction.operations[op_index]
+                row = errors_table.row_values(
+                    caller.user_id,
+                    upload.client_id,
+                    transaction.tx_id,
+                    op_index,
+                    operation.op_id,
+                    operation.table,
+                    operation.id,
+                    exc,
+                )
+                outcome.recorded += errors_table.record(conn, db, config.errors_table, row)
             if config.on_fatal_error == "stop" and upload.shape == "A":
                 outcome.results.extend(NotAttemptedResult() for _ in upload.transactions[index + 1 :])
                 return outcome

@@ -39,7 +39,10 @@ LAMBDA_MARGIN_S = 2.0
 def lenient_json(text: str) -> Any:
     """Parse a body as DESIGN section 2 asks: non-integers as exact ``Decimal``; ``NaN``, ``Infinity``
     and numbers beyond float range as tokens, so each is rejected per value later, never as a 400."""
-    return json.loads(text, parse_float=Decimal, parse_constant=lambda name: float(name))
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=lambda name: float(name))
+    except RecursionError as exc:  # absurdly deep nesting: a malformed envelope, not a 500
+        raise json.JSONDecodeError("nested too deeply", text, 0) from exc
 
 
 @dataclass

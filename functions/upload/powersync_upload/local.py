@@ -8,7 +8,7 @@
   tokens itself with the ``JWT_*`` settings (deployed, the HttpApi authorizer does that).
 
 With no ``DATABASE_URL`` the commands use ``.local/demo.sqlite`` in the project, created with the demo
-schema (``db/sqlite/*.sql``) on first use.
+schema (``db/migrations/sqlite`` then ``db/demo/sqlite``) on first use.
 
 Usage: ``python -m powersync_upload.local demo|invoke EVENT|serve``.
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEMO_DB = PROJECT_ROOT / ".local" / "demo.sqlite"
-SCHEMA_DIR = PROJECT_ROOT / "db" / "sqlite"
+DB_DIR = PROJECT_ROOT / "db"
 EVENTS_DIR = PROJECT_ROOT / "events"
 DEV_SECRET = "local-dev-secret-change-me-0123456789"  # noqa: S105 - local development only
 
@@ -53,11 +53,20 @@ class LocalContext:
         return max(0, int((self.timeout_s - (time.monotonic() - self._started)) * 1000))
 
 
+def schema_scripts(dialect: str) -> list[Path]:
+    """The SQL files that build a database for ``dialect``: the product's migrations (the errors
+    table), then the demo schema, each folder in name order."""
+    return [
+        *sorted((DB_DIR / "migrations" / dialect).glob("*.sql")),
+        *sorted((DB_DIR / "demo" / dialect).glob("*.sql")),
+    ]
+
+
 def create_demo_database(path: Path) -> None:
-    """Create the SQLite demo database with the schema files in ``db/sqlite`` (in name order)."""
+    """Create the SQLite demo database from :func:`schema_scripts`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as conn:
-        for script in sorted(SCHEMA_DIR.glob("*.sql")):
+        for script in schema_scripts("sqlite"):
             conn.executescript(script.read_text(encoding="utf-8"))
 
 

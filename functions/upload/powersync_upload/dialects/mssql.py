@@ -53,7 +53,7 @@ def connect_args(url: str, timeout_s: float) -> dict[str, Any]:
         "port": str(parts.port or 1433),
         "user": unquote(parts.username or ""),
         "password": unquote(parts.password or ""),
-        "database": parts.path.lstrip("/") or "master",
+        "database": unquote(parts.path.lstrip("/")) or "master",
         "login_timeout": max(1, int(timeout_s)),
         "timeout": max(1, int(timeout_s)),
         "autocommit": False,
@@ -304,18 +304,31 @@ DATA_ERRORS = {
 _QUOTED = r"""['"]([^'"]+)['"]"""
 _COLUMN = re.compile(r"column " + _QUOTED, re.IGNORECASE)
 _CONSTRAINT = re.compile(r"(?:constraint|unique index) " + _QUOTED, re.IGNORECASE)
+_CONFLICT = re.compile(r"conflicted with the (FOREIGN KEY|REFERENCE|CHECK) constraint", re.IGNORECASE)
+_CONFLICT_KINDS = {
+    "FOREIGN KEY": ErrorCode.FOREIGN_KEY_VIOLATION,
+    "REFERENCE": ErrorCode.FOREIGN_KEY_VIOLATION,
+    "CHECK": ErrorCode.CHECK_VIOLATION,
+}
+
+
+def _name(pattern: re.Pattern[str], message: str) -> str | None:
+    match = pattern.search(message)
+    return match.group(1) if match else None
 
 
 def error_number(exc: BaseException) -> tuple[int | None, str]:
-    """``(error number, message text)`` from any pymssql exception shape (FACTS.md, "pymssql")."""
-    number = getattr(exc, "number", None)
-    text = getattr(exc, "text", b"") or b""
+    """``(error number, message text)`` from any pymssql exception shape (FACTS.md, "pymssql"):
+    ``args == (number, message)`` after execute, ``args == ((number, message),)`` after connect, and
+    ``.number``/``.text`` on ``_mssql`` exceptions (read only when ``args`` hold no number)."""
     args = exc.args
     if args and isinstance(args[0], tuple) and args[0]:
         args = args[0]
     if args and isinstance(args[0], int):
-        number = args[0]
-        text = args[1] if len(args) > 1 else b""
+        text: Any = args[1] if len(args) > 1 else b""
+        number: Any = args[0]
+    else:
+        number, text = getattr(exc, "number", None), getattr(exc, "text", b"") or b""
     message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
     return (int(number) if isinstance(number, int) else None), message
 
@@ -334,25 +347,26 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
         return RetryableError(
             TRANSIENT[number], number=number, retry_after_ms=2000 if number in (40501, 10928) else 1000
         )
-    column_match = _COLUMN.search(message)
-    column = column_match.group(1) if column_match else None
-    constraint_match = _CONSTRAINT.search(message)
-    constraint = constraint_match.group(1) if constraint_match else None
     if number == 515:
-        return FatalOpError(ErrorCode.NOT_NULL_VIOLATION, column=column, number=number)
+        return FatalOpError(ErrorCode.NOT_NULL_VIOLATION, column=_name(_COLUMN, message), number=number)
     if number in (2601, 2627):
-        return FatalOpError(ErrorCode.UNIQUE_VIOLATION, constraint=constraint, number=number)
+        return FatalOpError(ErrorCode.UNIQUE_VIOLATION, constraint=_name(_CONSTRAINT, message), number=number)
     if number == 547:
-        upper = message.upper()
-        if "CHECK" in upper:
-            kind = ErrorCode.CHECK_VIOLATION
-        elif "FOREIGN KEY" in upper or "REFERENCE" in upper:
-            kind = ErrorCode.FOREIGN_KEY_VIOLATION
-        else:
-            kind = ErrorCode.CONSTRAINT_VIOLATION
-        return FatalOpError(kind, column=column, constraint=constraint, number=number)
-    if number in DATA_ERRORS:
-        return FatalOpError(ErrorCode.INVALID_DATA, column=column, reason=DATA_ERRORS[number], number=number)
+        # "The INSERT statement conflicted with the FOREIGN KEY | REFERENCE | CHECK constraint "name". ..."
+        # For a foreign key the message's column belongs to the other table: report none.
+        kind = _CONFLICT_KINDS.get(m.group(1).upper()) if (m := _CONFLICT.search(message)) else None
+        if kind is ErrorCode.CHECK_VIOLATION:
+            column = _name(_COLUMN, message)
+            return FatalOpError(kind, column=column, constraint=_name(_CONSTRAINT, message), number=number)
+        return FatalOpError(
+            kind or ErrorCode.CONSTRAINT_VIOLATION, constraint=_name(_CONSTRAINT, message), number=number
+        )
+    if number == 2628:  # "String or binary data would be truncated in table 't', column 'c'."
+        return FatalOpError(
+            ErrorCode.INVALID_DATA, column=_name(_COLUMN, message), reason=Reason.TOO_LONG, number=number
+        )
+    if number in DATA_ERRORS:  # conversion messages quote the submitted value: parse no names from them
+        return FatalOpError(ErrorCode.INVALID_DATA, reason=DATA_ERRORS[number], number=number)
     if number in (207, 208, 4902):
         return FatalOpError(ErrorCode.SCHEMA_MISMATCH, number=number)
     if number in (229, 230, 262, 300):

@@ -68,7 +68,7 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
         "type_name": data_type,
         "nullable": nullable == "YES",
         "has_default": default is not None or identity == "YES",
-        "writable": generated != "ALWAYS",
+        "writable": generated != "ALWAYS" and identity != "YES",  # identity values are the server's
     }
     if data_type in _INTS:
         return Column(kind=Kind.INTEGER, int_range=INT_RANGES[_INTS[data_type]], **common)
@@ -194,8 +194,12 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
     if not isinstance(exc, psycopg.Error):
         return None
     state = exc.sqlstate
-    if state is None:
-        return RetryableError("connection")
+    if state is None:  # raised by psycopg itself, not by the server
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return RetryableError("connection")
+        if isinstance(exc, psycopg.DataError):  # a value psycopg cannot send (e.g. NUL in text)
+            return FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.FORMAT)
+        return RetryableError("internal", retry_after_ms=5000)
     diag = exc.diag
     if state in _CONSTRAINTS:
         return FatalOpError(_CONSTRAINTS[state], column=diag.column_name, constraint=diag.constraint_name, number=state)

@@ -1,0 +1,191 @@
+"""Configuration (DESIGN.md section 4): the upload YAML file and the environment fail fast, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from powersync_upload.config import ConfigError, Settings, load_upload_config
+
+VALID = """\
+on_fatal_error: stop
+max_transactions: 20
+tables:
+  lists:
+    table: dbo.lists
+    owner: owner_id
+  todos:
+    owner: owner_id
+    parents: {list_id: lists}
+    columns: [description, completed]
+    rename: {done: completed}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "upload.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_valid_file_is_read_with_its_values_and_defaults(tmp_path: Path) -> None:
+    # Given a valid configuration file
+    path = write(tmp_path, VALID)
+
+    # When it is loaded
+    config = load_upload_config(path)
+
+    # Then every key is read, defaults fill the rest, and server names resolve
+    assert config.on_fatal_error == "stop"
+    assert config.max_transactions == 20
+    assert config.tables["todos"].parents == {"list_id": "lists"}
+    assert config.tables["todos"].columns == ["description", "completed"]
+    assert config.tables["todos"].rename == {"done": "completed"}
+    assert config.tables["todos"].key == "id"
+    assert config.server_table("lists") == "dbo.lists"
+    assert config.server_table("todos") == "todos"
+
+
+def test_minimal_file_uses_the_documented_defaults(tmp_path: Path) -> None:
+    # Given a file listing one table and nothing else
+    path = write(tmp_path, "tables:\n  notes: {}\n")
+
+    # When it is loaded
+    config = load_upload_config(path)
+
+    # Then on_fatal_error is continue and the cap is 50; the table has no owner
+    assert config.on_fatal_error == "continue"
+    assert config.max_transactions == 50
+    assert config.tables["notes"].owner is None
+
+
+def test_parent_naming_an_unconfigured_table_names_the_key(tmp_path: Path) -> None:
+    # Given todos.parents.list_id pointing at a table that is not configured
+    path = write(tmp_path, "tables:\n  todos:\n    parents: {list_id: lists}\n")
+
+    # When / Then loading fails with a message naming the key and the missing table
+    with pytest.raises(ConfigError, match=r"tables\.todos\.parents\.list_id") as caught:
+        load_upload_config(path)
+    assert "'lists'" in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("tables:\n  todos:\n    ownr: owner_id\n", "tables.todos.ownr"),
+        ("on_fatal_eror: stop\ntables:\n  todos: {}\n", "on_fatal_eror"),
+    ],
+    ids=["table-level", "top-level"],
+)
+def test_unknown_key_is_named(tmp_path: Path, text: str, key: str) -> None:
+    # Given a file with a misspelt key
+    path = write(tmp_path, text)
+
+    # When / Then loading fails naming that key
+    with pytest.raises(ConfigError) as caught:
+        load_upload_config(path)
+    assert key in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("on_fatal_error: abort\ntables:\n  t: {}\n", "on_fatal_error"),
+        ("max_transactions: 0\ntables:\n  t: {}\n", "max_transactions"),
+        ("tables: {}\n", "tables"),
+        ("on_fatal_error: stop\n", "tables"),
+    ],
+    ids=["bad-choice", "cap-zero", "no-tables", "missing-tables"],
+)
+def test_invalid_value_is_named(tmp_path: Path, text: str, key: str) -> None:
+    # Given a file with a wrong value (or without tables)
+    path = write(tmp_path, text)
+
+    # When / Then loading fails naming the key
+    with pytest.raises(ConfigError) as caught:
+        load_upload_config(path)
+    assert key in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["tables: [unclosed\n", "tables:\n  a: b\n c: d\n"], ids=["flow", "indent"])
+def test_file_that_is_not_yaml_is_a_config_error(tmp_path: Path, text: str) -> None:
+    # Given a file that is not YAML
+    path = write(tmp_path, text)
+
+    # When / Then loading fails saying so
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_upload_config(path)
+
+
+@pytest.mark.parametrize("text", ["- lists\n- todos\n", "just text\n", ""], ids=["list", "scalar", "empty"])
+def test_yaml_that_is_not_a_mapping_is_a_config_error(tmp_path: Path, text: str) -> None:
+    # Given YAML whose top level is not a mapping
+    path = write(tmp_path, text)
+
+    # When / Then loading fails asking for a mapping with tables
+    with pytest.raises(ConfigError, match="mapping"):
+        load_upload_config(path)
+
+
+def test_missing_file_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
+    # Given a path where no file exists
+    path = tmp_path / "nowhere.yaml"
+
+    # When / Then loading fails naming the path
+    with pytest.raises(ConfigError, match="cannot read") as caught:
+        load_upload_config(path)
+    assert str(path) in str(caught.value)
+
+
+# ---- environment ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No setting from the machine running the tests leaks in."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def test_settings_from_env_reads_upper_case_names(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Given the function's environment variables
+    clean_env.setenv("DATABASE_URL", "mssql://u:p@db:1433/app")
+    clean_env.setenv("AUTH_MODE", "handler")
+    clean_env.setenv("DEADLINE_S", "12.5")
+    clean_env.setenv("UPLOAD_CONFIG", str(tmp_path / "upload.yaml"))
+    clean_env.setenv("JWT_LEEWAY_S", "")  # empty means unset
+
+    # When settings are built
+    settings = Settings.from_env()
+
+    # Then the values are read and typed; unset ones keep their defaults
+    assert settings.database_url == "mssql://u:p@db:1433/app"
+    assert settings.auth_mode == "handler"
+    assert settings.deadline_s == 12.5
+    assert settings.upload_config == tmp_path / "upload.yaml"
+    assert settings.jwt_leeway_s == 30
+    assert settings.db_secret_id is None
+
+
+def test_settings_defaults_with_an_empty_environment(clean_env: pytest.MonkeyPatch) -> None:
+    # Given no variables / When settings are built / Then the documented defaults apply
+    settings = Settings.from_env()
+    assert settings.auth_mode == "authorizer"
+    assert settings.deadline_s == 28.0
+    assert settings.database_url is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("AUTH_MODE", "magic"), ("DEADLINE_S", "soon"), ("JWT_LEEWAY_S", "-1"), ("MAX_BODY_BYTES", "10")],
+)
+def test_bad_environment_value_names_the_variable(clean_env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    # Given one variable with an invalid value
+    clean_env.setenv(name, value)
+
+    # When / Then building settings fails naming the variable
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env()
