@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,94 +167,6 @@ def test_health(demo_db: tuple[str, str, Runtime]) -> None:
     out = lambda_handler(event("", None, path="/health", method="GET"), LocalContext())  # type: ignore[arg-type]
     assert out["statusCode"] == 200
     assert json.loads(out["body"]) == {"status": "ok"}
-
-
-UNREACHABLE = {
-    "sqlite": "sqlite:////nonexistent-dir/for/sure/x.sqlite",
-    "postgresql": "postgresql://postgres@127.0.0.1:1/none",
-    "mysql": "mysql://root@127.0.0.1:1/none",
-    "mssql": "mssql://sa:x@127.0.0.1:1/none",
-}
-
-
-@pytest.mark.parametrize("dialect", available_dialects())
-def test_unreachable_database_is_503_with_retry_after(dialect: str) -> None:
-    # Given a database nothing listens for
-    rt = install_runtime(UNREACHABLE[dialect], CONFIG, deadline_s=5)
-    try:
-        # When an upload arrives
-        response = call({"batch": [_put_list()]})
-        # Then the client is told to retry, with Retry-After
-        assert response.status == 503
-        assert int(response.headers["Retry-After"]) >= 1
-        assert response.body["results"][0]["status"] == "retryable_error"
-        # And an empty batch needs no database at all
-        assert call({"batch": []}).body == {"results": []}
-    finally:
-        rt.db.discard()
-        set_runtime(None)
-
-
-def test_row_locked_by_another_session_is_503_then_resend_succeeds(tmp_path: Path) -> None:
-    # Given a PostgreSQL row locked by another session
-    import psycopg
-
-    url = reset_database("postgresql", schema_scripts("postgresql"), tmp_path)
-    rt = install_runtime(url, CONFIG, deadline_s=4)
-    try:
-        assert call({"batch": [_put_list()]}).status == 200
-        with psycopg.connect(url) as other:
-            other.execute("SELECT 1 FROM lists WHERE id = %s FOR UPDATE", (LIST,))
-            # When an upload needs that row
-            patch = {"batch": [{"op": "PATCH", "type": "lists", "id": LIST, "tx_id": 2, "data": {"name": "new"}}]}
-            response = call(patch)
-            # Then it answers 503 within the deadline and writes nothing
-            assert response.status == 503
-            other.rollback()
-        row = _rows(url, "lists", LIST)
-        assert row is not None and row["name"] == "Groceries"
-        # And after the lock is released the resend succeeds
-        assert call(patch).status == 200
-        row = _rows(url, "lists", LIST)
-        assert row is not None and row["name"] == "new"
-    finally:
-        rt.db.discard()
-        set_runtime(None)
-
-
-def test_concurrent_puts_of_the_same_new_id_never_conflict(tmp_path: Path) -> None:
-    # Given two sessions that PUT the same new ids at the same time (PostgreSQL)
-    url = reset_database("postgresql", schema_scripts("postgresql"), tmp_path)
-    from powersync_upload.contract import Operation, Transaction, Upload
-    from powersync_upload.engine import Caller, Deadline, apply_upload
-
-    rt = install_runtime(url, CONFIG)
-    others = [Runtime(rt.settings, rt.config) for _ in range(2)]
-    statuses: list[str] = []
-
-    def run(worker: Runtime, round_: int) -> None:
-        list_id = f"a0000000-0000-4000-8000-{round_:012d}"
-        upload = Upload([Transaction((Operation("PUT", "lists", list_id, {"name": f"n{round_}"}),))], "B")
-        outcome = apply_upload(upload, Caller(USERS["U1"]), worker.config, worker.db, Deadline.after(10))
-        statuses.extend(r.status for r in outcome.results)
-
-    try:
-        for round_ in range(50):
-            threads = [threading.Thread(target=run, args=(w, round_)) for w in others]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        # Then every PUT succeeded: no UNIQUE_VIOLATION, one row per id
-        assert statuses == ["success"] * 100
-        reader = RowReader(url)
-        assert reader.count("lists") == 50
-        reader.close()
-    finally:
-        for w in others:
-            w.db.discard()
-        rt.db.discard()
-        set_runtime(None)
 
 
 def test_make_demo_prints_results_and_rows() -> None:
