@@ -7,6 +7,7 @@ database and talks to the handler with API Gateway HTTP API events, as API Gatew
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -248,3 +249,68 @@ def test_deeply_nested_values_are_never_a_500(demo_db: tuple[str, str, Runtime],
     assert response.status in (200, 400)
     if response.status == 200:
         assert response.body["results"][0]["status"] in ("success", "fatal_error")
+
+
+def test_hostile_envelopes_never_become_a_500(demo_db: tuple[str, str, Runtime]) -> None:
+    # Given requests a fuzzing client or a broken connector could send
+    huge = "9" * 5000
+    cases = {
+        "huge integer value": '{"batch":[{"op":"PATCH","type":"lists","id":"' + LIST + '","tx_id":1,'
+        '"data":{"name":' + huge + "}}]}",
+        "huge integer tx_id": '{"batch":[{"op":"PATCH","type":"lists","id":"' + LIST + '","tx_id":' + huge + "}]}",
+        "lone surrogate id": '{"batch":[{"op":"PUT","type":"lists","id":"x\\ud800y","tx_id":1,"data":{"name":"n"}}]}',
+        "lone surrogate table": '{"batch":[{"op":"DELETE","type":"li\\ud800sts","id":"' + LIST + '","tx_id":1}]}',
+    }
+    for name, raw in cases.items():
+        # When each is uploaded / Then the answer is a 200 with per-transaction results or a 400
+        response = call(None, raw=raw)
+        assert response.status in (200, 400), name
+    # And a value or name that cannot be stored is rejected for its own operation, not as a 400
+    huge_value = call(None, raw=cases["huge integer value"]).body["results"][0]
+    assert huge_value["failed_operation"]["error_code"] == "INVALID_DATA"
+    assert call(None, raw=cases["lone surrogate id"]).body["results"][0]["failed_operation"]["error_code"] in (
+        "INVALID_DATA"
+    )
+    assert call(None, raw=cases["lone surrogate table"]).body["results"][0]["failed_operation"]["error_code"] == (
+        "SCHEMA_MISMATCH"
+    )
+
+
+def test_huge_unknown_names_are_not_echoed_in_full(demo_db: tuple[str, str, Runtime]) -> None:
+    # Given an operation whose unknown column name is 100,000 characters long
+    name = "c" * 100_000
+    response = call({"batch": [{"op": "PATCH", "type": "lists", "id": LIST, "tx_id": 1, "data": {name: 1}}]})
+    # Then it is a SCHEMA_MISMATCH whose response stays small
+    assert response.body["results"][0]["failed_operation"]["error_code"] == "SCHEMA_MISMATCH"
+    assert len(json.dumps(response.body)) < 2000
+
+
+def test_base64_body_that_is_not_utf8_is_400(demo_db: tuple[str, str, Runtime]) -> None:
+    request = event("", f"Bearer {token('U1')}")
+    request["body"] = base64.b64encode(b'{"batch": [\xff]}').decode()
+    request["isBase64Encoded"] = True
+    out = lambda_handler(request, LocalContext())  # type: ignore[arg-type]
+    assert out["statusCode"] == 400
+    assert "UTF-8" in json.loads(out["body"])["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"batch": [{"op": "UPSERT", "type": "lists", "id": LIST}]}, "batch.0.op: Input should be"),
+        ({"transactions": [{}]}, "transactions.0.crud: Field required"),
+        ({"rows": []}, '"transactions"'),
+        ({"batch": [], "transactions": []}, "not both"),
+    ],
+)
+def test_malformed_envelopes_name_the_problem(demo_db: tuple[str, str, Runtime], body: Any, expected: str) -> None:
+    response = call(body)
+    assert response.status == 400
+    assert expected in response.body["message"]
+    assert "UploadRequest" not in response.body["message"]
+
+
+def test_unknown_path_is_404_with_a_message(demo_db: tuple[str, str, Runtime]) -> None:
+    out = lambda_handler(event("", None, path="/nope", method="GET"), LocalContext())  # type: ignore[arg-type]
+    assert out["statusCode"] == 404
+    assert "message" in json.loads(out["body"])

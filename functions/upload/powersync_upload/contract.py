@@ -11,9 +11,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 OpKind = Literal["PUT", "PATCH", "DELETE"]
+
+
+def _client_text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+ClientText = Annotated[Any, AfterValidator(_client_text), WithJsonSchema({"type": "string", "minLength": 1})]
+"""A non-empty string taken as sent, even with lone UTF-16 surrogates (JavaScript strings can hold
+them; pydantic's ``str`` refuses them). Such an id or table name is then rejected for its own
+operation (``INVALID_DATA`` / ``SCHEMA_MISMATCH``) instead of turning the whole request into a 400
+that would block the upload queue."""
+
+
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+"""op_id and tx_id are SQLite 64-bit integers on the device."""
+
+
+def _one_shape(data: Any) -> Any:
+    if isinstance(data, dict) and "transactions" in data and "batch" in data:
+        raise ValueError('send either "transactions" or "batch", not both')
+    return data
 
 
 class _Lenient(BaseModel):
@@ -24,21 +47,21 @@ class CrudA(_Lenient):
     """One operation in shape A (reference write API)."""
 
     op: OpKind
-    table: str = Field(validation_alias=AliasChoices("table", "type"), min_length=1)
-    id: str = Field(min_length=1)
+    table: ClientText = Field(validation_alias=AliasChoices("table", "type"))
+    id: ClientText
     op_data: dict[str, Any] | None = Field(default=None, validation_alias=AliasChoices("op_data", "opData", "data"))
     previous_values: dict[str, Any] | None = Field(
         default=None, validation_alias=AliasChoices("previous_values", "previousValues", "old")
     )
     metadata: Any = None
-    op_id: int | None = None
-    transaction_id: int | None = Field(default=None, validation_alias=AliasChoices("transaction_id", "tx_id"))
+    op_id: Int64 | None = None
+    transaction_id: Int64 | None = Field(default=None, validation_alias=AliasChoices("transaction_id", "tx_id"))
 
 
 class TransactionA(_Lenient):
     """One client transaction in shape A."""
 
-    transaction_id: int | None = Field(default=None, validation_alias=AliasChoices("transaction_id", "tx_id"))
+    transaction_id: Int64 | None = Field(default=None, validation_alias=AliasChoices("transaction_id", "tx_id"))
     crud: list[CrudA]
 
 
@@ -48,15 +71,17 @@ class UploadRequestA(_Lenient):
     transactions: list[TransactionA] = Field(min_length=1)
     client_id: str | None = None
 
+    _one_shape = model_validator(mode="before")(_one_shape)
+
 
 class CrudB(_Lenient):
     """One ``CrudEntry.toJSON()`` object (shape B)."""
 
-    op_id: int | None = None
+    op_id: Int64 | None = None
     op: OpKind
-    type: str = Field(validation_alias=AliasChoices("type", "table"), min_length=1)
-    id: str = Field(min_length=1)
-    tx_id: int | None = Field(default=None, validation_alias=AliasChoices("tx_id", "transaction_id"))
+    type: ClientText = Field(validation_alias=AliasChoices("type", "table"))
+    id: ClientText
+    tx_id: Int64 | None = Field(default=None, validation_alias=AliasChoices("tx_id", "transaction_id"))
     data: dict[str, Any] | None = Field(default=None, validation_alias=AliasChoices("data", "op_data", "opData"))
     old: dict[str, Any] | None = Field(
         default=None, validation_alias=AliasChoices("old", "previous_values", "previousValues")
@@ -69,6 +94,8 @@ class UploadRequestB(_Lenient):
 
     batch: list[CrudB]
     client_id: str | None = None
+
+    _one_shape = model_validator(mode="before")(_one_shape)
 
 
 UploadRequest = Annotated[UploadRequestA | UploadRequestB, Field(union_mode="left_to_right")]
@@ -175,7 +202,7 @@ class FailedOperation(BaseModel):
     error_code: str
     message: str
     operation_index: int
-    op_id: int | None = None
+    op_id: Int64 | None = None
     details: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -57,6 +57,18 @@ _SUMMARY: dict[ErrorCode, str] = {
 }
 
 
+MAX_NAME_CHARS = 64
+
+
+def safe_name(name: str) -> str:
+    """A client-chosen name fit to return and log: unencodable characters and control characters
+    replaced, cut to :data:`MAX_NAME_CHARS` characters (an unknown column name may be megabytes long,
+    and a response over 6 MB is a Lambda error)."""
+    text = name.encode("utf-8", "replace").decode("utf-8")
+    text = "".join("?" if ord(ch) < 32 or ord(ch) == 127 else ch for ch in text[: MAX_NAME_CHARS + 1])
+    return text if len(text) <= MAX_NAME_CHARS else text[:MAX_NAME_CHARS] + "…"
+
+
 class FatalOpError(Exception):
     """An operation that can never be applied.
 
@@ -90,7 +102,7 @@ class FatalOpError(Exception):
         self.constraint = constraint
         self.number = number
         self.reason = reason
-        super().__init__(self.message)
+        super().__init__(code.value)
 
     @property
     def message(self) -> str:
@@ -100,20 +112,20 @@ class FatalOpError(Exception):
             text += f" ({self.reason.value})"
         where = []
         if self.column:
-            where.append(f"column '{self.column}'")
+            where.append(f"column '{safe_name(self.column)}'")
         if self.table:
-            where.append(f"table '{self.table}'")
+            where.append(f"table '{safe_name(self.table)}'")
         if self.constraint:
-            where.append(f"constraint '{self.constraint}'")
+            where.append(f"constraint '{safe_name(self.constraint)}'")
         return f"{text}: {', '.join(where)}" if where else text
 
     def details(self) -> dict[str, Any]:
-        """``failed_operation.details``: names and the error number, never submitted values."""
+        """``failed_operation.details``: names (see :func:`safe_name`) and the error number, never values."""
         out: dict[str, Any] = {}
         for key in ("table", "column", "constraint", "reason"):
             value = getattr(self, key)
             if value is not None:
-                out[key] = str(value)
+                out[key] = safe_name(str(value))
         if self.number is not None:
             out["error_number"] = self.number
         return out

@@ -9,6 +9,7 @@ envelope, token or size (DESIGN.md section 1).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from dataclasses import dataclass, field
@@ -36,13 +37,26 @@ UPLOAD_PATH = "/api/data"
 LAMBDA_MARGIN_S = 2.0
 
 
+def _int_token(text: str) -> int | Decimal:
+    # Python refuses to turn more than 4300 digits into an int; keep such a number as a Decimal so the
+    # value alone is rejected (out_of_range) instead of the whole request.
+    return int(text) if len(text) <= 4000 else Decimal(text)
+
+
 def lenient_json(text: str) -> Any:
-    """Parse a body as DESIGN section 2 asks: non-integers as exact ``Decimal``; ``NaN``, ``Infinity``
-    and numbers beyond float range as tokens, so each is rejected per value later, never as a 400."""
+    """Parse a body as DESIGN section 2 asks: non-integers as exact ``Decimal``; ``NaN``, ``Infinity``,
+    huge integers and numbers beyond float range as tokens, so each is rejected per value later, never
+    as a 400.
+
+    Raises:
+        json.JSONDecodeError: not JSON, or nested too deeply to parse.
+    """
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=lambda name: float(name))
-    except RecursionError as exc:  # absurdly deep nesting: a malformed envelope, not a 500
-        raise json.JSONDecodeError("nested too deeply", text, 0) from exc
+        return json.loads(text, parse_float=Decimal, parse_int=_int_token, parse_constant=lambda name: float(name))
+    except json.JSONDecodeError:
+        raise
+    except (RecursionError, ValueError) as exc:  # absurd nesting: a malformed envelope, not a 500
+        raise json.JSONDecodeError("nested too deeply or not parseable", text, 0) from exc
 
 
 @dataclass
@@ -90,18 +104,45 @@ def _json_response(status: int, body: Any, headers: dict[str, str] | None = None
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
 
+_SHAPE_KEYS = {"UploadRequestA": "transactions", "UploadRequestB": "batch"}
+NEITHER_SHAPE = (
+    'the body must be a JSON object with "transactions" (the PowerSync reference write API) '
+    'or "batch" (a list of CrudEntry.toJSON() objects)'
+)
+
+
+def envelope_message(errors: list[dict[str, Any]], body: Any) -> str:
+    """A 400 message naming the offending paths and pydantic's reason, never the submitted values."""
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return "request body is not valid JSON"
+    keys = set(body) if isinstance(body, dict) else set()
+    if {"transactions", "batch"} <= keys:
+        return 'send either "transactions" or "batch", not both'
+    shape = next((model for model, key in _SHAPE_KEYS.items() if key in keys), None)
+    relevant = [e for e in errors if shape in e.get("loc", ())] if shape else []
+    if not relevant:
+        return NEITHER_SHAPE
+    problems = []
+    for error in relevant[:5]:
+        path = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", shape))
+        problems.append(f"{path}: {error.get('msg', error.get('type', 'invalid'))}")
+    more = f" (and {len(relevant) - 5} more)" if len(relevant) > 5 else ""
+    return "malformed request: " + "; ".join(problems) + more
+
+
 @app.exception_handler(RequestValidationError)
 def _malformed(exc: RequestValidationError) -> Response[Any]:
-    errors = exc.errors()
-    if any(error.get("type") == "json_invalid" for error in errors):
-        message = "request body is not valid JSON"
-    else:
-        problems = []
-        for error in errors[:5]:
-            where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-            problems.append(f"{where or 'body'}: {error.get('type', 'invalid')}")
-        message = "malformed request: " + "; ".join(problems)
+    try:
+        body = app.current_event.json_body
+    except Exception:  # noqa: BLE001 - the body is not JSON: the errors say so
+        body = None
+    message = envelope_message(list(exc.errors()), body)
     return _json_response(400, ErrorMessage(message=message).model_dump())
+
+
+@app.not_found
+def _not_found(exc: Exception) -> Response[Any]:
+    return _json_response(404, ErrorMessage(message="not found: POST /api/data or GET /health").model_dump())
 
 
 @app.exception_handler(EnvelopeError)
@@ -151,9 +192,7 @@ def _log_outcome(shape: str, outcome: Outcome) -> None:
                 "transaction_index": index,
                 "operation_index": op_index,
                 "error_code": error.code.value,
-                "table": error.table,
-                "column": error.column,
-                "error_number": error.number,
+                **error.details(),
             },
         )
     logger.info(
@@ -162,18 +201,30 @@ def _log_outcome(shape: str, outcome: Outcome) -> None:
             "shape": shape,
             "transactions": len(outcome.results),
             "committed": outcome.committed,
+            "recorded_errors": outcome.recorded,
             "status": 503 if outcome.retry_after_ms else 200,
         },
     )
 
 
-def _plain_response(status: int, message: str) -> dict[str, Any]:
+def _plain_response(status: int, message: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "statusCode": status,
-        "headers": {"Content-Type": "application/json"},
+        "headers": {"Content-Type": "application/json", **(headers or {})},
         "body": json.dumps({"message": message}),
         "isBase64Encoded": False,
     }
+
+
+def _text_body(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The event with a base64 body decoded to text; ``None`` when the body is not UTF-8."""
+    if not event.get("isBase64Encoded"):
+        return event
+    try:
+        text = base64.b64decode(event.get("body") or "", validate=False).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return {**event, "body": text, "isBase64Encoded": False}
 
 
 def _body_size(event: dict[str, Any]) -> int:
@@ -202,11 +253,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     rt = runtime()
     app.append_context(runtime=rt, deadline=_request_deadline(rt.settings, context))
     if _is_upload(event):
-        # The body is JSON whatever Content-Type says: fetch() with a string body sends text/plain.
-        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-        event = {**event, "headers": {**headers, "content-type": "application/json"}}
         if _body_size(event) > rt.settings.max_body_bytes:
             return _plain_response(413, f"body over {rt.settings.max_body_bytes} bytes: send smaller batches")
+        decoded = _text_body(event)
+        if decoded is None:
+            return _plain_response(400, "request body is not UTF-8 JSON (send it uncompressed)")
+        # The body is JSON whatever Content-Type says: fetch() with a string body sends text/plain.
+        headers = {k.lower(): v for k, v in (decoded.get("headers") or {}).items()}
+        event = {**decoded, "headers": {**headers, "content-type": "application/json"}}
         try:
             if rt.settings.auth_mode == "handler":
                 claims = auth.verify_bearer(headers.get("authorization"), rt.settings)
@@ -215,5 +269,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             app.append_context(caller=Caller(auth.user_id(claims)))
         except auth.Unauthorized as exc:
             logger.info("unauthorized", extra={"reason": str(exc)})
-            return _plain_response(401, str(exc))
+            return _plain_response(401, str(exc), {"WWW-Authenticate": 'Bearer realm="powersync-upload"'})
     return app.resolve(event, context)

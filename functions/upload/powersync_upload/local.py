@@ -119,7 +119,10 @@ def demo(events_dir: Path = EVENTS_DIR) -> int:
     _use_local_database(fresh=True)
     os.environ.setdefault("AUTH_MODE", "authorizer")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    print(f"demo database: {DEMO_DB if not os.environ.get('DATABASE_URL') else '(DATABASE_URL)'} (recreated)")
+    if os.environ.get("DATABASE_URL"):
+        print("demo database: DATABASE_URL (used as it is: load db/migrations/<dialect> and db/demo/<dialect> first)")
+    else:
+        print(f"demo database: {DEMO_DB} (recreated)")
     for path in sorted(events_dir.glob("*.json")):
         _print_response(path.name, invoke(json.loads(path.read_text(encoding="utf-8"))))
     _print_rows()
@@ -127,10 +130,18 @@ def demo(events_dir: Path = EVENTS_DIR) -> int:
 
 
 def invoke_file(path: Path) -> int:
-    """Run one event file; print the response."""
+    """Run one event file; print the response. Returns 2 when the file is not an event."""
+    try:
+        event = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"cannot read event file {path}: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(event, dict) or "requestContext" not in event:
+        print(f"{path} is not an API Gateway HTTP API (payload v2) event: see events/", file=sys.stderr)
+        return 2
     _use_local_database(fresh=False)
     os.environ.setdefault("AUTH_MODE", "authorizer")
-    _print_response(path.name, invoke(json.loads(path.read_text(encoding="utf-8"))))
+    _print_response(path.name, invoke(event))
     return 0
 
 
@@ -169,7 +180,16 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "powersync-upload-local"
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        if self.headers.get("Transfer-Encoding"):
+            self._reply(411, b'{"message": "send a Content-Length; chunked bodies are not supported"}')
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:
+                raise ValueError(length)
+        except ValueError:
+            self._reply(400, b'{"message": "invalid Content-Length"}')
+            return
         body = self.rfile.read(length) if length else b""
         event = event_from_request(self.command, self.path, dict(self.headers.items()), body)
         response = invoke(event)
@@ -185,6 +205,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def _reply(self, status: int, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+        self.close_connection = True
+
     def do_OPTIONS(self) -> None:
         self.send_response(204)
         self.send_header("Access-Control-Allow-Origin", "*")
@@ -195,6 +224,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = _handle  # noqa: N815
     do_POST = _handle  # noqa: N815
+    do_PUT = _handle  # noqa: N815
+    do_PATCH = _handle  # noqa: N815
+    do_DELETE = _handle  # noqa: N815
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
