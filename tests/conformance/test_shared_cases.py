@@ -1,7 +1,8 @@
 """Every case in ``../shared/cases`` on every dialect it names that runs here.
 
 Cases are data (format: ``../shared/cases/README.md``); a new file there is a new test, with no code
-change. Each case runs in a freshly loaded fixture database, through the real Lambda handler.
+change. Each case runs in a freshly loaded fixture database, through the real Lambda handler, once
+with the fast path (the default) and once one statement per operation.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def _cases() -> list[Any]:
         case = json.loads(path.read_text(encoding="utf-8"))
         for dialect in available_dialects():
             if dialect in case["dialects"]:
-                params.append(pytest.param(path, dialect, id=f"{path.stem}[{dialect}]"))
+                for mode in ("fast", "per-op"):
+                    params.append(pytest.param(path, dialect, mode, id=f"{path.stem}[{dialect}-{mode}]"))
     return params
 
 
@@ -41,13 +43,13 @@ def _check_result(actual: dict[str, Any], expected: dict[str, Any], where: str) 
             assert got == want, f"{where}: {key} {got!r} != {want!r} (result {actual})"
 
 
-@pytest.mark.parametrize(("case_path", "dialect"), _cases())
-def test_shared_case(case_path: Path, dialect: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("case_path", "dialect", "mode"), _cases())
+def test_shared_case(case_path: Path, dialect: str, mode: str, tmp_path: Path) -> None:
     # Given the case's fixture loaded into a fresh database of this dialect
     case = json.loads(case_path.read_text(encoding="utf-8"))
     fixture = case["fixture"]
     url = reset_database(dialect, [FIXTURES / f"{fixture}.{dialect}.sql"], tmp_path)
-    rt = install_runtime(url, FIXTURES / f"{fixture}.upload.yaml")
+    rt = install_runtime(url, FIXTURES / f"{fixture}.upload.yaml", fast_path=mode == "fast")
     reader = RowReader(url)
     try:
         # When each step is sent through the handler

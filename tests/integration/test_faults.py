@@ -63,16 +63,21 @@ def _patch(list_id: str, name: str, tx: int = 1) -> dict[str, Any]:
 
 
 @contextmanager
-def _other_session(dialect: str, url: str) -> Iterator[Any]:
-    """A second connection of the same dialect, in a transaction, rolled back at the end."""
+def _other_session(dialect: str, url: str, *, transaction: bool = True) -> Iterator[Any]:
+    """A second connection of the same dialect, in a transaction (rolled back at the end) unless
+    ``transaction`` is False."""
     from powersync_upload import dialects
 
-    conn = dialects.load(dialect).connect(url, 5)
+    module = dialects.load(dialect)
+    conn = module.connect(url, 5)
+    if transaction:
+        module.begin(conn, 30)
     try:
         yield conn
     finally:
         try:
-            conn.rollback()
+            if transaction:
+                module.rollback(conn)
         finally:
             conn.close()
 
@@ -139,7 +144,7 @@ def test_session_killed_mid_transaction_is_503_and_the_resend_succeeds(
     session = _session_id(dialect, rt.db.connection(5))
     body = {"batch": [_put(LIST2, "new list"), _patch(LIST, "renamed")]}
     responses: list[Any] = []
-    with _other_session(dialect, url) as holder, _other_session(dialect, url) as admin:
+    with _other_session(dialect, url) as holder, _other_session(dialect, url, transaction=False) as admin:
         _lock_row(dialect, holder, LIST)
         worker = threading.Thread(target=lambda: responses.append(call(body)))
         worker.start()

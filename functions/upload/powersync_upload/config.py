@@ -125,6 +125,8 @@ class Settings(BaseModel):
         jwt_leeway_s: clock skew allowed on ``exp``/``nbf``/``iat``, in seconds.
         max_body_bytes: request body size limit (413 above it).
         deadline_s: the longest a request may work, in seconds (API Gateway HTTP APIs stop at 30 s).
+        fast_path: batch consecutive operations into one statement each (``FAST_PATH=0``: one statement
+            per operation, the reference backends' way; the benchmark's baseline).
         local_sqlite: when no database is configured, use the embedded demo SQLite file
             (only the local commands set this).
     """
@@ -144,6 +146,7 @@ class Settings(BaseModel):
     jwt_leeway_s: int = Field(default=30, ge=0, le=300)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     deadline_s: float = Field(default=28.0, gt=0, le=900)
+    fast_path: bool = True
     local_sqlite: Path | None = None
 
     @classmethod

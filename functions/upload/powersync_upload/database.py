@@ -1,8 +1,9 @@
 """The one data-access seam: which database, its dialect, a connection kept across warm invocations,
 and the introspected schema.
 
-A Lambda container handles one request at a time, so one connection per container is enough; it is
-checked with a cheap ping before each request and opened again once if that fails. Credentials come
+A Lambda container handles one request at a time, so one connection per container is enough. It is not
+pinged: the engine's first statement of a request (``begin``) is the liveness check, and a kept
+connection that fails there is replaced once, before any work. Credentials come
 from ``DATABASE_URL`` or, deployed, from a Secrets Manager secret in the RDS secret JSON shape
 (``{"engine", "host", "port", "username", "password", "dbname"}``), cached by Powertools Parameters
 and fetched again once after a login failure (a rotated password).
@@ -87,12 +88,15 @@ class Database:
         url: the database URL (never logged: it may hold a password).
         dialect: the dialect module for ``url``.
         schema: introspected tables, shared by every request in this container.
+        fresh: True while the kept connection was opened for the current transaction (a failure on it
+            is not a stale connection).
     """
 
     url: str
     dialect: Dialect
     settings: Settings | None = None
     schema: SchemaCache = field(default_factory=SchemaCache)
+    fresh: bool = False
     _conn: Any = None
 
     @classmethod
@@ -101,20 +105,19 @@ class Database:
         return cls(url=url, dialect=dialects.load(dialects.dialect_name(url)), settings=settings)
 
     def connection(self, timeout_s: float) -> Any:
-        """A live connection: the cached one if a ping succeeds, else a new one.
+        """The kept connection, or a new one (``fresh`` tells which).
 
         Raises:
             RetryableError: the database cannot be reached (or refused the login) within ``timeout_s``.
         """
-        if self._conn is not None:
-            try:
-                self.dialect.ping(self._conn)
-                return self._conn
-            except Exception:  # noqa: BLE001 - any failure means: open a new one
-                logger.info("cached connection failed its ping; reconnecting")
-                self.discard()
-        self._conn = self._connect(timeout_s)
+        if self._conn is None:
+            self._conn = self._connect(timeout_s)
+            self.fresh = True
         return self._conn
+
+    def mark_used(self) -> None:
+        """The kept connection has served a transaction: it is no longer ``fresh``."""
+        self.fresh = False
 
     def _connect(self, timeout_s: float) -> Any:
         try:

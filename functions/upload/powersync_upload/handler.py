@@ -175,7 +175,9 @@ def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
     parsed = to_upload(body, rt.config.max_transactions)
     if not parsed.transactions:
         return _json_response(200, UploadResponse(results=[]).to_json())
-    outcome = apply_upload(parsed, app.context["caller"], rt.config, rt.db, app.context["deadline"])
+    outcome = apply_upload(
+        parsed, app.context["caller"], rt.config, rt.db, app.context["deadline"], fast_path=rt.settings.fast_path
+    )
     _log_outcome(parsed.shape, outcome)
     response = UploadResponse(results=outcome.results).to_json()
     if outcome.retry_after_ms is not None:

@@ -41,11 +41,15 @@ class Dialect(Protocol):
     def connect(self, url: str, timeout_s: float) -> Any:
         """Open a DB-API connection (autocommit off) with a login timeout of ``timeout_s`` seconds."""
 
-    def ping(self, conn: Any) -> None:
-        """Cheap liveness check; raises a driver exception when the connection is unusable."""
-
     def begin(self, conn: Any, timeout_s: float) -> None:
-        """Start a transaction whose statements and lock waits give up after ``timeout_s`` seconds."""
+        """Start a transaction whose statements and lock waits give up after ``timeout_s`` seconds.
+        It is the request's first statement, so it doubles as the liveness check of a kept connection."""
+
+    def commit(self, conn: Any) -> None:
+        """COMMIT the open transaction."""
+
+    def rollback(self, conn: Any) -> None:
+        """ROLLBACK the open transaction."""
 
     def introspect(self, conn: Any, table: str) -> TableSchema | None:
         """Read one table (``name`` or ``schema.name``) from the catalog; ``None`` when it does not exist."""
@@ -79,6 +83,34 @@ class Dialect(Protocol):
 
     def delete(self, conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
         """DELETE by key; returns the number of rows deleted."""
+
+    def select_many(
+        self, conn: Any, table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
+    ) -> list[tuple[Any, Any]]:
+        """``(key, value of column)`` for the rows among ``key_values``, locked as :meth:`select_value`
+        does; one statement (or one per chunk of a dialect's parameter limit)."""
+
+    def upsert_many(
+        self,
+        conn: Any,
+        table: TableSchema,
+        key: Column,
+        rows: list[tuple[Any, dict[str, Any]]],
+        nulls: list[str],
+        guard: Column | None,
+    ) -> int:
+        """PUT of several rows with distinct keys and the same columns: ``rows`` is ``(key, values)``;
+        ``guard``: update only rows whose ``guard`` column equals the row's value for it.
+
+        Returns:
+            rows written (fewer than ``len(rows)`` when ``guard`` stopped an update).
+        """
+
+    def update_many(self, conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]) -> int:
+        """PATCH of several existing rows with distinct keys and the same columns; returns rows matched."""
+
+    def delete_many(self, conn: Any, table: TableSchema, key: Column, key_values: list[Any]) -> int:
+        """DELETE several rows by key; returns rows deleted."""
 
     def classify(self, exc: BaseException) -> FatalOpError | RetryableError | None:
         """Map a driver exception to the taxonomy (server names in it); ``None`` if not a driver error."""

@@ -6,7 +6,10 @@ come from a request (the engine only passes names of introspected columns).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 Quote = Callable[[str], str]
 
@@ -72,3 +75,26 @@ def on_conflict_upsert_sql(
         f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(ph for _ in names)}) "
         f"ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)}{where}"
     )
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``size`` (parameter and row-count limits of a dialect)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def select_in_sql(table: str, key: str, column: str, count: int, ph: str, suffix: str = "") -> str:
+    """``SELECT key, column FROM table WHERE key IN (?, ...)`` with ``count`` placeholders."""
+    marks = ", ".join(ph for _ in range(count))
+    return f"SELECT {key}, {column} FROM {table} WHERE {key} IN ({marks}){(' ' + suffix) if suffix else ''}"
+
+
+def delete_in_sql(table: str, key: str, count: int, ph: str) -> str:
+    """``DELETE FROM table WHERE key IN (?, ...)``."""
+    return f"DELETE FROM {table} WHERE {key} IN ({', '.join(ph for _ in range(count))})"
+
+
+def insert_values_sql(table: str, columns: Sequence[str], count: int, ph: str) -> str:
+    """``INSERT INTO table (columns) VALUES (...), (...)`` with ``count`` rows."""
+    row = "(" + ", ".join(ph for _ in columns) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(row for _ in range(count))}"

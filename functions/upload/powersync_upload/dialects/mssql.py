@@ -33,7 +33,17 @@ import pymssql
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, LengthUnit, TableSchema
 from . import Lock
-from ._sql import delete_sql, qualified, quote_with, select_sql, update_sql
+from ._sql import (
+    chunks,
+    delete_in_sql,
+    delete_sql,
+    insert_values_sql,
+    qualified,
+    quote_with,
+    select_in_sql,
+    select_sql,
+    update_sql,
+)
 
 name = "mssql"
 PH = "%s"
@@ -70,19 +80,22 @@ def connect(url: str, timeout_s: float) -> Any:
     return pymssql.connect(**connect_args(url, timeout_s))
 
 
-def ping(conn: Any) -> None:
-    """``SELECT 1``."""
-    cursor = conn.cursor()
-    cursor.execute("SELECT 1")
-    cursor.fetchall()
-
-
 def begin(conn: Any, timeout_s: float) -> None:
     """Cap this transaction: statements end after ``timeout_s`` (pymssql's query timeout, which is
     process-global: one connection per container), lock waits after at most 5 s (``SET LOCK_TIMEOUT``)."""
     conn._conn.query_timeout = max(1, int(timeout_s))
     lock_ms = max(100, min(int(timeout_s * 1000), 5000))
     conn.cursor().execute(f"SET LOCK_TIMEOUT {lock_ms}")
+
+
+def commit(conn: Any) -> None:
+    """COMMIT (pymssql then opens the next transaction itself)."""
+    conn.commit()
+
+
+def rollback(conn: Any) -> None:
+    """ROLLBACK (pymssql hides error 3903 when SQL Server already rolled the transaction back)."""
+    conn.rollback()
 
 
 _INTROSPECT = """
@@ -237,6 +250,107 @@ def delete(conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
     cursor = conn.cursor()
     cursor.execute(delete_sql(qualified(table.name, quote), quote(key.name), PH), (to_driver(key_value, key),))
     return int(cursor.rowcount)
+
+
+CHUNK = 1000
+"""Rows per ``VALUES`` list (SQL Server's limit for a table value constructor) and keys per IN list."""
+
+
+def select_many(
+    conn: Any, table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
+) -> list[tuple[Any, Any]]:
+    """``SELECT key, column FROM t WITH (UPDLOCK, HOLDLOCK) WHERE key IN (...)`` (key-range locks
+    for the missing keys too, so nobody inserts them before COMMIT)."""
+    target = f"{qualified(table.name, quote)} {_LOCK_HINTS[lock]}"
+    cursor = conn.cursor()
+    found: list[tuple[Any, Any]] = []
+    for part in chunks(key_values, CHUNK):
+        cursor.execute(
+            select_in_sql(target, quote(key.name), quote(column.name), len(part), PH),
+            tuple(to_driver(v, key) for v in part),
+        )
+        found.extend((r[0], r[1]) for r in cursor.fetchall())
+    return found
+
+
+def values_join_update_sql(table: str, key: str, names: list[str], nulls: list[str], count: int) -> str:
+    """``UPDATE t SET c = v.c FROM t JOIN (VALUES (...), ...) AS v(k, c...) ON t.key = v.k``; each
+    value converts implicitly to its column's type on assignment (and the key on comparison)."""
+    aliases = ["k", *(f"c{i}" for i in range(len(names)))]
+    row = "(" + ", ".join(PH for _ in aliases) + ")"
+    sets = [f"t.{n} = v.{aliases[i + 1]}" for i, n in enumerate(names)] + [f"t.{n} = NULL" for n in nulls]
+    return (
+        f"UPDATE t SET {', '.join(sets)} FROM {table} AS t WITH (UPDLOCK) "
+        f"JOIN (VALUES {', '.join(row for _ in range(count))}) AS v({', '.join(aliases)}) ON t.{key} = v.k"
+    )
+
+
+def _row_params(
+    table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], names: list[str]
+) -> tuple[Any, ...]:
+    return tuple(
+        value for k, v in rows for value in (to_driver(k, key), *(to_driver(v[n], table.columns[n]) for n in names))
+    )
+
+
+def _fold(value: Any) -> Any:
+    return str(value).casefold() if isinstance(value, (str, uuid.UUID)) else value
+
+
+def upsert_many(
+    conn: Any,
+    table: TableSchema,
+    key: Column,
+    rows: list[tuple[Any, dict[str, Any]]],
+    nulls: list[str],
+    guard: Column | None,
+) -> int:
+    """Existing rows (read with UPDLOCK, HOLDLOCK) are updated with one ``UPDATE ... FROM (VALUES ...)``,
+    the others inserted with one multi-row INSERT, per 1000 rows. ``guard`` is not needed: the read
+    holds the key ranges until COMMIT."""
+    found = select_many(conn, table, key, [k for k, _ in rows], key, "update")
+    existing = {_fold(k) for k, _ in found}
+    present = [(k, v) for k, v in rows if _fold(to_driver(k, key)) in existing]
+    absent = [(k, v) for k, v in rows if _fold(to_driver(k, key)) not in existing]
+    names = list(rows[0][1])
+    table_sql, key_sql = qualified(table.name, quote), quote(key.name)
+    quoted, quoted_nulls = [quote(n) for n in names], [quote(n) for n in nulls]
+    cursor = conn.cursor()
+    if names or nulls:
+        for part in chunks(present, CHUNK):
+            sql = values_join_update_sql(table_sql, key_sql, quoted, quoted_nulls, len(part))
+            cursor.execute(sql, _row_params(table, key, list(part), names))
+    for part in chunks(absent, CHUNK):
+        sql = insert_values_sql(table_sql, [key_sql, *quoted], len(part), PH)
+        cursor.execute(sql, _row_params(table, key, list(part), names))
+    return len(rows)
+
+
+def update_many(conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]) -> int:
+    """One ``UPDATE ... FROM (VALUES ...)`` per 1000 rows; returns rows matched."""
+    names = list(rows[0][1])
+    cursor = conn.cursor()
+    matched = 0
+    for part in chunks(rows, CHUNK):
+        sql = values_join_update_sql(
+            qualified(table.name, quote), quote(key.name), [quote(n) for n in names], [], len(part)
+        )
+        cursor.execute(sql, _row_params(table, key, list(part), names))
+        matched += int(cursor.rowcount)
+    return matched
+
+
+def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any]) -> int:
+    """``DELETE ... WHERE key IN (...)``."""
+    cursor = conn.cursor()
+    deleted = 0
+    for part in chunks(key_values, CHUNK):
+        cursor.execute(
+            delete_in_sql(qualified(table.name, quote), quote(key.name), len(part), PH),
+            tuple(to_driver(v, key) for v in part),
+        )
+        deleted += int(cursor.rowcount)
+    return deleted
 
 
 # ---- classification ------------------------------------------------------------------------------

@@ -28,7 +28,17 @@ from pymysql.constants import CLIENT
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
 from . import Lock
-from ._sql import delete_sql, qualified, quote_with, select_sql, update_sql
+from ._sql import (
+    chunks,
+    delete_in_sql,
+    delete_sql,
+    insert_values_sql,
+    qualified,
+    quote_with,
+    select_in_sql,
+    select_sql,
+    update_sql,
+)
 
 name = "mysql"
 PH = "%s"
@@ -58,11 +68,6 @@ def connect(url: str, timeout_s: float) -> Any:
     return pymysql.connect(**connect_args(url, timeout_s))
 
 
-def ping(conn: Any) -> None:
-    """Check the connection without reconnecting behind the engine's back."""
-    conn.ping(reconnect=False)
-
-
 def begin(conn: Any, timeout_s: float) -> None:
     """Cap lock waits (whole seconds) and statement time for the coming transaction."""
     lock_s = max(1, min(int(timeout_s), 5))
@@ -72,6 +77,16 @@ def begin(conn: Any, timeout_s: float) -> None:
     value = max(1.0, timeout_s) if variable == "max_statement_time" else max(1000, int(timeout_s * 1000))
     cursor.execute(f"SET SESSION {variable} = {value}")
     conn.begin()
+
+
+def commit(conn: Any) -> None:
+    """COMMIT."""
+    conn.commit()
+
+
+def rollback(conn: Any) -> None:
+    """ROLLBACK."""
+    conn.rollback()
 
 
 def _is_mariadb(conn: Any) -> bool:
@@ -208,6 +223,102 @@ def delete(conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
     cursor = conn.cursor()
     cursor.execute(delete_sql(qualified(table.name, quote), quote(key.name), PH), (to_driver(key_value, key),))
     return int(cursor.rowcount)
+
+
+CHUNK = 1000
+"""Rows per multi-row statement and keys per IN list."""
+
+
+def select_many(
+    conn: Any, table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
+) -> list[tuple[Any, Any]]:
+    """``SELECT key, column ... WHERE key IN (...) FOR UPDATE | LOCK IN SHARE MODE``."""
+    found: list[tuple[Any, Any]] = []
+    cursor = conn.cursor()
+    for part in chunks(key_values, CHUNK):
+        sql = select_in_sql(
+            qualified(table.name, quote), quote(key.name), quote(column.name), len(part), PH, _LOCKS[lock]
+        )
+        cursor.execute(sql, [to_driver(v, key) for v in part])
+        found.extend((r[0], r[1]) for r in cursor.fetchall())
+    return found
+
+
+def upsert_many(
+    conn: Any,
+    table: TableSchema,
+    key: Column,
+    rows: list[tuple[Any, dict[str, Any]]],
+    nulls: list[str],
+    guard: Column | None,
+) -> int:
+    """Rows that exist (read ``FOR UPDATE``) are updated with one multi-row UPDATE ... JOIN, the others
+    inserted with one multi-row INSERT; never ``ON DUPLICATE KEY UPDATE`` (see the module docstring)."""
+    existing = {_fold(k) for k, _ in select_many(conn, table, key, [k for k, _ in rows], key, "update")}
+    present = [(k, v) for k, v in rows if _fold(to_driver(k, key)) in existing]
+    absent = [(k, v) for k, v in rows if _fold(to_driver(k, key)) not in existing]
+    names = list(rows[0][1])
+    if present and (names or nulls):
+        _update_join(conn, table, key, present, names, nulls)
+    cursor = conn.cursor()
+    columns = [quote(key.name), *(quote(n) for n in names)]
+    for part in chunks(absent, CHUNK):
+        params = [
+            value for k, v in part for value in (to_driver(k, key), *(to_driver(v[n], table.columns[n]) for n in names))
+        ]
+        cursor.execute(insert_values_sql(qualified(table.name, quote), columns, len(part), PH), params)
+    return len(rows)
+
+
+def _fold(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
+
+
+def _update_join(
+    conn: Any,
+    table: TableSchema,
+    key: Column,
+    rows: list[tuple[Any, dict[str, Any]]],
+    names: list[str],
+    nulls: list[str],
+) -> int:
+    """``UPDATE t JOIN (SELECT ? AS k, ? AS c1 UNION ALL SELECT ?, ? ...) v ON t.k = v.k SET t.c1 = v.c1``."""
+    cursor = conn.cursor()
+    matched = 0
+    aliases = ["k", *(f"c{i}" for i in range(len(names)))]
+    sets = [f"t.{quote(n)} = v.{aliases[i + 1]}" for i, n in enumerate(names)] + [f"t.{quote(n)} = NULL" for n in nulls]
+    for part in chunks(rows, CHUNK):
+        first = "SELECT " + ", ".join(f"{PH} AS {a}" for a in aliases)
+        rest = " UNION ALL SELECT " + ", ".join(PH for _ in aliases)
+        derived = first + rest * (len(part) - 1)
+        sql = (
+            f"UPDATE {qualified(table.name, quote)} AS t JOIN ({derived}) AS v ON t.{quote(key.name)} = v.k "
+            f"SET {', '.join(sets)}"
+        )
+        params = [
+            value for k, v in part for value in (to_driver(k, key), *(to_driver(v[n], table.columns[n]) for n in names))
+        ]
+        cursor.execute(sql, params)
+        matched += cursor.rowcount
+    return matched
+
+
+def update_many(conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]) -> int:
+    """One multi-row ``UPDATE ... JOIN`` per chunk."""
+    return _update_join(conn, table, key, rows, list(rows[0][1]), [])
+
+
+def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any]) -> int:
+    """``DELETE ... WHERE key IN (...)``."""
+    cursor = conn.cursor()
+    deleted = 0
+    for part in chunks(key_values, CHUNK):
+        cursor.execute(
+            delete_in_sql(qualified(table.name, quote), quote(key.name), len(part), PH),
+            [to_driver(v, key) for v in part],
+        )
+        deleted += cursor.rowcount
+    return deleted
 
 
 IN_PROCESS = {1213: "deadlock", 1205: "lock_timeout"}

@@ -17,7 +17,15 @@ from psycopg import errors as pg_errors
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
 from . import Lock
-from ._sql import delete_sql, on_conflict_upsert_sql, qualified, quote_with, select_sql, update_sql
+from ._sql import (
+    chunks,
+    delete_sql,
+    on_conflict_upsert_sql,
+    qualified,
+    quote_with,
+    select_sql,
+    update_sql,
+)
 
 name = "postgresql"
 PH = "%s"
@@ -25,34 +33,43 @@ quote = quote_with('"', '"', percent=True)
 
 
 def connect(url: str, timeout_s: float) -> psycopg.Connection[Any]:
-    """Open a connection (autocommit off) with ``connect_timeout`` of at least one second."""
+    """Open a connection with ``connect_timeout`` of at least one second. It is in autocommit mode:
+    :func:`begin` opens each transaction itself, in the same round trip as its timeouts (psycopg's
+    implicit BEGIN would cost one more)."""
     scheme, sep, rest = url.partition("://")
     dsn = f"postgresql{sep}{rest}" if scheme.startswith("postgres") else url
     return psycopg.connect(
-        dsn, autocommit=False, connect_timeout=max(1, int(timeout_s)), application_name="powersync-upload"
+        dsn, autocommit=True, connect_timeout=max(1, int(timeout_s)), application_name="powersync-upload"
     )
-
-
-def ping(conn: psycopg.Connection[Any]) -> None:
-    """``SELECT 1`` outside any transaction."""
-    conn.execute("SELECT 1")
-    conn.rollback()
 
 
 def begin(conn: psycopg.Connection[Any], timeout_s: float) -> None:
-    """Start the transaction with local statement and lock timeouts (milliseconds)."""
+    """``BEGIN`` plus transaction-local statement and lock timeouts (milliseconds), one round trip."""
     statement_ms = max(100, int(timeout_s * 1000))
     lock_ms = max(100, min(statement_ms, 5000))
     conn.execute(
-        "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
-        (str(statement_ms), str(lock_ms)),
+        f"BEGIN; SELECT set_config('statement_timeout', '{statement_ms}', true), "
+        f"set_config('lock_timeout', '{lock_ms}', true)".encode()
     )
+
+
+def commit(conn: psycopg.Connection[Any]) -> None:
+    """COMMIT (the connection is in autocommit mode; the transaction is ours)."""
+    conn.execute(b"COMMIT")
+
+
+def rollback(conn: psycopg.Connection[Any]) -> None:
+    """ROLLBACK."""
+    conn.execute(b"ROLLBACK")
 
 
 _INTROSPECT = """
 SELECT c.column_name, c.data_type, c.udt_name, c.is_nullable, c.column_default, c.is_identity,
-       c.is_generated, c.character_maximum_length, c.numeric_precision, c.numeric_scale, c.datetime_precision
+       c.is_generated, c.character_maximum_length, c.numeric_precision, c.numeric_scale, c.datetime_precision,
+       format_type(a.atttypid, a.atttypmod)
 FROM information_schema.columns c
+JOIN pg_catalog.pg_attribute a
+  ON a.attrelid = format('%%I.%%I', c.table_schema, c.table_name)::regclass AND a.attname = c.column_name
 WHERE c.table_schema = COALESCE(%s, current_schema()) AND c.table_name = %s
 ORDER BY c.ordinal_position
 """
@@ -62,10 +79,10 @@ _INTS = {"smallint": "smallint", "integer": "int", "bigint": "bigint"}
 
 def column_from_catalog(row: tuple[Any, ...]) -> Column:
     """A :class:`Column` from one ``information_schema.columns`` row of :data:`_INTROSPECT`."""
-    (col, data_type, _udt, nullable, default, identity, generated, max_len, precision, scale, dt_precision) = row
+    col, data_type, _udt, nullable, default, identity, generated, max_len, precision, scale, dt_precision = row[:11]
     common: dict[str, Any] = {
         "name": col,
-        "type_name": data_type,
+        "type_name": row[11] if len(row) > 11 else data_type,  # format_type(): 'numeric(10,2)', 'uuid', ...
         "nullable": nullable == "YES",
         "has_default": default is not None or identity == "YES",
         "writable": generated != "ALWAYS" and identity != "YES",  # identity values are the server's
@@ -157,6 +174,76 @@ def delete(conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_v
     """``DELETE ... WHERE key = %s``."""
     sql = delete_sql(qualified(table.name, quote), quote(key.name), PH)
     return conn.execute(sql.encode(), (key_value,)).rowcount
+
+
+ROWS_PER_STATEMENT = 1000
+"""Rows per multi-row statement (PostgreSQL allows 65,535 parameters per statement)."""
+
+
+def select_many(
+    conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
+) -> list[tuple[Any, Any]]:
+    """``SELECT key, column ... WHERE key = ANY(%s) FOR UPDATE|SHARE``: one array parameter."""
+    sql = (
+        f"SELECT {quote(key.name)}, {quote(column.name)} FROM {qualified(table.name, quote)} "
+        f"WHERE {quote(key.name)} = ANY(%s) {_LOCKS[lock]}"
+    )
+    return [(r[0], r[1]) for r in conn.execute(sql.encode(), (list(key_values),)).fetchall()]
+
+
+def upsert_many(
+    conn: psycopg.Connection[Any],
+    table: TableSchema,
+    key: Column,
+    rows: list[tuple[Any, dict[str, Any]]],
+    nulls: list[str],
+    guard: Column | None,
+) -> int:
+    """Multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT (key) DO UPDATE``."""
+    names = list(rows[0][1])
+    written = 0
+    for part in chunks(rows, max(1, min(ROWS_PER_STATEMENT, 30000 // (len(names) + 1)))):
+        single = on_conflict_upsert_sql(
+            qualified(table.name, quote),
+            quote(key.name),
+            [quote(n) for n in names],
+            [quote(n) for n in nulls],
+            PH,
+            quote(guard.name) if guard else None,
+            excluded="EXCLUDED",
+        )
+        row_marks = "(" + ", ".join(PH for _ in range(len(names) + 1)) + ")"
+        sql = single.replace(f"VALUES {row_marks}", "VALUES " + ", ".join(row_marks for _ in part), 1)
+        params = [value for k, v in part for value in (k, *(v[n] for n in names))]
+        written += conn.execute(sql.encode(), params).rowcount
+    return written
+
+
+def update_many(
+    conn: psycopg.Connection[Any], table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]
+) -> int:
+    """``UPDATE t SET c = v.c FROM (VALUES (...), ...) AS v(key, c...) WHERE t.key = v.key``; each
+    parameter is cast to its column's type so NULLs and text (JSON, dates) resolve."""
+    names = list(rows[0][1])
+    columns = [key, *(table.columns[n] for n in names)]
+    matched = 0
+    for part in chunks(rows, max(1, min(ROWS_PER_STATEMENT, 30000 // len(columns)))):
+        row_marks = "(" + ", ".join(f"CAST(%s AS {c.type_name})" for c in columns) + ")"
+        aliases = ", ".join(f"c{i}" for i in range(len(columns)))
+        sets = ", ".join(f"{quote(n)} = v.c{i + 1}" for i, n in enumerate(names))
+        sql = (
+            f"UPDATE {qualified(table.name, quote)} AS t SET {sets} "
+            f"FROM (VALUES {', '.join(row_marks for _ in part)}) AS v({aliases}) WHERE t.{quote(key.name)} = v.c0"
+        )
+        params = [value for k, v in part for value in (k, *(v[n] for n in names))]
+        matched += conn.execute(sql.encode(), params).rowcount
+    return matched
+
+
+def delete_many(conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_values: list[Any]) -> int:
+    """``DELETE ... WHERE key = ANY(%s)``."""
+    sql = f"DELETE FROM {qualified(table.name, quote)} WHERE {quote(key.name)} = ANY(%s)"
+    return conn.execute(sql.encode(), (list(key_values),)).rowcount
 
 
 _CONSTRAINTS = {

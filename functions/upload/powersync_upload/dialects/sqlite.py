@@ -25,7 +25,17 @@ from urllib.parse import urlsplit
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
 from . import Lock
-from ._sql import delete_sql, on_conflict_upsert_sql, qualified, quote_with, select_sql, update_sql
+from ._sql import (
+    chunks,
+    delete_in_sql,
+    delete_sql,
+    on_conflict_upsert_sql,
+    qualified,
+    quote_with,
+    select_in_sql,
+    select_sql,
+    update_sql,
+)
 
 name = "sqlite"
 PH = "?"
@@ -46,15 +56,20 @@ def connect(url: str, timeout_s: float) -> sqlite3.Connection:
     return conn
 
 
-def ping(conn: sqlite3.Connection) -> None:
-    """Run ``SELECT 1``."""
-    conn.execute("SELECT 1").fetchone()
-
-
 def begin(conn: sqlite3.Connection, timeout_s: float) -> None:
     """``BEGIN IMMEDIATE``, waiting at most ``timeout_s`` for another writer."""
     conn.execute(f"PRAGMA busy_timeout = {max(1, int(timeout_s * 1000))}")
     conn.execute("BEGIN IMMEDIATE")
+
+
+def commit(conn: sqlite3.Connection) -> None:
+    """COMMIT."""
+    conn.commit()
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """ROLLBACK."""
+    conn.rollback()
 
 
 _LENGTH = re.compile(r"\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
@@ -170,6 +185,62 @@ def delete(conn: sqlite3.Connection, table: TableSchema, key: Column, key_value:
     """``DELETE ... WHERE key = ?``."""
     sql = delete_sql(qualified(table.name, quote), quote(key.name), PH)
     return conn.execute(sql, (to_driver(key_value, key),)).rowcount
+
+
+CHUNK = 500
+"""Keys per IN list (SQLite allows 32,766 parameters since 3.32, 999 before)."""
+
+
+def select_many(
+    conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
+) -> list[tuple[Any, Any]]:
+    """``SELECT key, column ... WHERE key IN (...)``."""
+    found: list[tuple[Any, Any]] = []
+    for part in chunks(key_values, CHUNK):
+        sql = select_in_sql(qualified(table.name, quote), quote(key.name), quote(column.name), len(part), PH)
+        found.extend(conn.execute(sql, [to_driver(v, key) for v in part]).fetchall())
+    return found
+
+
+def upsert_many(
+    conn: sqlite3.Connection,
+    table: TableSchema,
+    key: Column,
+    rows: list[tuple[Any, dict[str, Any]]],
+    nulls: list[str],
+    guard: Column | None,
+) -> int:
+    """The single-row upsert through ``executemany``: one prepared statement, no network."""
+    names = list(rows[0][1])
+    sql = on_conflict_upsert_sql(
+        qualified(table.name, quote),
+        quote(key.name),
+        [quote(n) for n in names],
+        [quote(n) for n in nulls],
+        PH,
+        quote(guard.name) if guard else None,
+    )
+    params = [[to_driver(k, key)] + [to_driver(v[n], table.columns[n]) for n in names] for k, v in rows]
+    return conn.executemany(sql, params).rowcount
+
+
+def update_many(
+    conn: sqlite3.Connection, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]
+) -> int:
+    """``UPDATE ... WHERE key = ?`` through ``executemany``."""
+    names = list(rows[0][1])
+    sql = update_sql(qualified(table.name, quote), quote(key.name), [quote(n) for n in names], PH)
+    params = [[to_driver(v[n], table.columns[n]) for n in names] + [to_driver(k, key)] for k, v in rows]
+    return conn.executemany(sql, params).rowcount
+
+
+def delete_many(conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any]) -> int:
+    """``DELETE ... WHERE key IN (...)``."""
+    deleted = 0
+    for part in chunks(key_values, CHUNK):
+        sql = delete_in_sql(qualified(table.name, quote), quote(key.name), len(part), PH)
+        deleted += conn.execute(sql, [to_driver(v, key) for v in part]).rowcount
+    return deleted
 
 
 # Extended result codes: https://www.sqlite.org/rescode.html

@@ -1,0 +1,243 @@
+"""From a CrudEntry to a prepared write: table resolved, values converted, authorization decided as far
+as it can be without reading rows.
+
+Everything here is Python work on the configuration and the introspected schema (an unknown name may
+trigger one schema refresh); no row is read or written. The engine then executes a
+:class:`Prepared` alone (:mod:`powersync_upload.engine`) or with its neighbours
+(:mod:`powersync_upload.batches`), checking row ownership inside the transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import TableConfig, UploadConfig
+from .contract import Operation
+from .convert import InvalidValue, convert
+from .database import Database
+from .errors import ErrorCode, FatalOpError, Reason
+from .schema import Column, TableSchema
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Target:
+    """An operation's table, resolved: configuration, schema and key column."""
+
+    client_table: str
+    config: TableConfig
+    schema: TableSchema
+    key: Column
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """A written reference to a configured parent table (DESIGN section 3, ``parents``).
+
+    Attributes:
+        client_column: the referencing column as the client names it.
+        parent: the parent table.
+        key_value: the referenced key, converted for the parent's key column.
+        checked: the parent's owner column, or its key column when the parent has no owner.
+        owned: whether the parent's owner must be the caller.
+    """
+
+    client_column: str
+    parent: Target
+    key_value: Any
+    checked: Column
+    owned: bool
+
+
+@dataclass
+class Prepared:
+    """One operation ready to run.
+
+    Attributes:
+        operation: the CrudEntry.
+        target: its table.
+        key_value: the converted row key.
+        values: server column -> converted value to write (for PUT, the owner column is filled in).
+        nulls: PUT only: columns set to NULL on update (writable, not sent, no default).
+        owner: the owner column when the table has one.
+        me: the caller's id converted for ``owner``.
+        parents: references to check before writing (PUT and PATCH).
+        user_id: the caller (JWT ``sub``).
+    """
+
+    operation: Operation
+    target: Target
+    key_value: Any
+    values: dict[str, Any]
+    user_id: str
+    nulls: list[str] = field(default_factory=list)
+    owner: Column | None = None
+    me: Any = None
+    parents: list[ParentRef] = field(default_factory=list)
+
+
+def resolve_table(conn: Any, client_table: str, config: UploadConfig, db: Database) -> Target:
+    """The configured, existing table for a client table name.
+
+    Raises:
+        FatalOpError: ``SCHEMA_MISMATCH`` for a table that is not configured, or configured but missing
+            from the database (after one schema refresh), or whose key column is missing.
+    """
+    table_config = config.tables.get(client_table)
+    if table_config is None:
+        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=client_table)
+    server_table = config.server_table(client_table)
+    schema = db.table(conn, server_table)
+    if schema is None and db.refresh_table(conn, server_table):
+        schema = db.table(conn, server_table)
+    if schema is None:
+        logger.error("configured table not found in the database", extra={"table": client_table})
+        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=client_table)
+    key = schema.column(table_config.key)
+    if key is None:
+        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=client_table, column=table_config.key)
+    return Target(client_table, table_config, schema, key)
+
+
+def client_column(table_config: TableConfig, server_column: str) -> str:
+    """The client's name for a server column (undoing ``rename``)."""
+    for client, server in table_config.rename.items():
+        if server.casefold() == server_column.casefold():
+            return client
+    return server_column
+
+
+def same(a: Any, b: Any, column: Column) -> bool:
+    """Equality as the column compares: UUIDs case-insensitively, text exactly."""
+    if a is None or b is None:
+        return a is b
+    try:
+        return bool(convert(a, column) == convert(b, column))
+    except InvalidValue:
+        return False
+
+
+def _column(conn: Any, target: Target, db: Database, server_name: str) -> Column | None:
+    column = target.schema.column(server_name)
+    if column is None and db.refresh_table(conn, target.schema.name):
+        refreshed = db.table(conn, target.schema.name)
+        if refreshed is not None:
+            target.schema = refreshed
+            column = refreshed.column(server_name)
+    return column
+
+
+def _convert(value: Any, column: Column, table: str, name: str) -> Any:
+    try:
+        return convert(value, column)
+    except InvalidValue as exc:
+        raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=exc.reason) from exc
+
+
+def _values(conn: Any, operation: Operation, target: Target, key_value: Any, db: Database) -> dict[str, Any]:
+    """Server column -> converted value for the operation's data (the entry's own id left out)."""
+    table_config = target.config
+    allowed = set(table_config.columns) if table_config.columns is not None else None
+    protected = {c.casefold() for c in [table_config.owner, *table_config.parents] if c}
+    values: dict[str, Any] = {}
+    for name, raw in (operation.data or {}).items():
+        server_name = table_config.rename.get(name, name)
+        column = _column(conn, target, db, server_name)
+        if column is None:
+            raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=target.client_table, column=name)
+        if column.name == target.key.name:
+            if not same(_convert(raw, column, target.client_table, name), key_value, column):
+                raise FatalOpError(ErrorCode.INVALID_DATA, table=target.client_table, column=name, reason=Reason.FORMAT)
+            continue
+        if not column.writable or (
+            allowed is not None and name not in allowed and column.name.casefold() not in protected
+        ):
+            raise FatalOpError(ErrorCode.UNAUTHORIZED, table=target.client_table, column=name)
+        values[column.name] = _convert(raw, column, target.client_table, name)
+    return values
+
+
+def unset_columns(target: Target, values: dict[str, Any]) -> list[str]:
+    """PUT replaces the row: writable columns the client may write but did not send become NULL,
+    except those with a database default, which keep their current value on update."""
+    table_config = target.config
+    allowed = None
+    if table_config.columns is not None:
+        allowed = {table_config.rename.get(c, c).casefold() for c in table_config.columns}
+        allowed |= {c.casefold() for c in [table_config.owner, *table_config.parents] if c}
+    return [
+        column.name
+        for column in target.schema.columns.values()
+        if column.writable
+        and not column.has_default
+        and column.name != target.key.name
+        and column.name not in values
+        and (allowed is None or column.name.casefold() in allowed)
+    ]
+
+
+def _parents(
+    conn: Any, operation: Operation, target: Target, values: dict[str, Any], config: UploadConfig, db: Database
+) -> list[ParentRef]:
+    refs = []
+    for parent_column, parent_table in target.config.parents.items():
+        column = target.schema.column(parent_column)
+        if column is None or values.get(column.name) is None:
+            continue
+        name = client_column(target.config, column.name)
+        parent = resolve_table(conn, parent_table, config, db)
+        key_value = _convert(values[column.name], parent.key, operation.table, name)
+        owner_name = parent.config.owner
+        checked = parent.schema.column(owner_name) if owner_name else parent.key
+        if checked is None:
+            raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=parent_table, column=owner_name)
+        refs.append(ParentRef(name, parent, key_value, checked, owner_name is not None))
+    return refs
+
+
+def prepare(conn: Any, operation: Operation, user_id: str, config: UploadConfig, db: Database) -> Prepared | None:
+    """Resolve, convert and pre-authorize one operation.
+
+    Returns:
+        the prepared write, or ``None`` for a PATCH that changes nothing (``{}``, only the same id, or
+        only the caller's own owner value): it runs no SQL.
+
+    Raises:
+        FatalOpError: ``SCHEMA_MISMATCH``, ``INVALID_DATA`` or ``UNAUTHORIZED`` (an owner value other
+            than the caller's, a column outside the allow-list or not writable).
+    """
+    target = resolve_table(conn, operation.table, config, db)
+    key_value = _convert(operation.id, target.key, operation.table, "id")
+    values = _values(conn, operation, target, key_value, db)
+    if operation.op == "PATCH" and not values:
+        return None
+    prepared = Prepared(operation, target, key_value, values, user_id)
+    table_config = target.config
+    if table_config.owner:
+        owner = target.schema.column(table_config.owner)
+        if owner is None:
+            raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=operation.table, column=table_config.owner)
+        try:
+            me = convert(user_id, owner)
+        except InvalidValue as exc:
+            raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table, column=owner.name) from exc
+        if owner.name in values:
+            if not same(values[owner.name], me, owner):
+                raise FatalOpError(
+                    ErrorCode.UNAUTHORIZED, table=operation.table, column=client_column(table_config, owner.name)
+                )
+            if operation.op == "PATCH":
+                del values[owner.name]
+                if not values:
+                    return None
+        if operation.op == "PUT":
+            values[owner.name] = me
+        prepared.owner, prepared.me = owner, me
+    if operation.op != "DELETE":
+        prepared.parents = _parents(conn, operation, target, values, config, db)
+    if operation.op == "PUT":
+        prepared.nulls = unset_columns(target, values)
+    return prepared
