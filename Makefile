@@ -6,10 +6,10 @@ SAM_VENV ?= .venv-sam
 export PYTHONPATH := functions/upload
 EVENT ?= events/01-shape-a-two-transactions.json
 
-.PHONY: help install demo invoke serve test lint typecheck unit integration conformance sam-validate sam-build clean
+.PHONY: help install demo invoke serve test lint typecheck unit integration conformance actionlint test-client sam-validate sam-build clean bench
 
 help:
-	@echo "make demo | invoke EVENT=events/x.json | serve | test | lint | typecheck | sam-validate | sam-build"
+	@echo "make demo | invoke EVENT=events/x.json | serve | test | lint | typecheck | actionlint | bench | sam-validate | sam-build"
 
 $(VENV)/.installed: requirements-dev.txt layers/deps/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,29 @@ serve: install  ## local HTTP server on 127.0.0.1:$${PORT:-3000}
 	$(PY) -m powersync_upload.local serve
 
 lint: install
-	$(PY) -m ruff check functions tests
-	$(PY) -m ruff format --check functions tests
+	$(PY) -m ruff check functions tests bench
+	$(PY) -m ruff format --check functions tests bench
 
 typecheck: install
 	$(PY) -m mypy
 
-test: lint typecheck  ## the README's test command: lint, types, unit, integration and the shared cases
+# The GitHub Actions workflows (actionlint runs shellcheck on their run: scripts) and the compose init script.
+actionlint: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" actionlint .github/workflows/*.yml
+	$(VENV)/bin/shellcheck docker/mssql/init.sh
+
+test: lint typecheck  ## the README's test command: lint, types, unit, integration, the shared cases and the client connector
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-client
+
+CLIENT_DIR := clients/typescript
+
+$(CLIENT_DIR)/node_modules/.installed: $(CLIENT_DIR)/package.json $(CLIENT_DIR)/package-lock.json
+	cd $(CLIENT_DIR) && npm ci
+	touch $@
+
+test-client: install $(CLIENT_DIR)/node_modules/.installed  ## the TypeScript connector with the real PowerSync SDK against `serve` (Node 20+)
+	cd $(CLIENT_DIR) && PYTHON="$(abspath $(PY))" npm test
 
 $(SAM_VENV)/.installed:
 	$(PYTHON) -m venv $(SAM_VENV)
@@ -50,4 +65,7 @@ sam-build: $(SAM_VENV)/.installed
 	AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam build
 
 clean:
-	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache clients/typescript/dist
+
+bench: install  ## fast path vs per-operation baseline; prints figures (never asserts)
+	$(PY) bench/bench.py

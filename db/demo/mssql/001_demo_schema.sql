@@ -1,4 +1,4 @@
--- Demo schema (the PowerSync to-do example) for SQL Server 2019+.
+-- Demo schema (the PowerSync to-do example) for SQL Server 2022+ (what PowerSync's SQL Server source requires).
 IF OBJECT_ID(N'dbo.lists', N'U') IS NULL
 CREATE TABLE dbo.lists (
   id uniqueidentifier NOT NULL PRIMARY KEY,

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any
-
-import jwt
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
+
+if TYPE_CHECKING:  # PyJWT (and cryptography) load only when the handler verifies tokens itself
+    import jwt
 
 _ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
@@ -36,16 +37,22 @@ def claims_from_authorizer(event: dict[str, Any]) -> dict[str, Any]:
 
 @lru_cache(maxsize=4)
 def _jwks_client(url: str) -> jwt.PyJWKClient:
+    import jwt
+
     return jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
 
 
 @lru_cache(maxsize=4)
 def _jwks_file(path: str) -> jwt.PyJWKSet:
+    import jwt
+
     with open(path, encoding="utf-8") as handle:
         return jwt.PyJWKSet.from_dict(json.load(handle))
 
 
 def _key_for(token: str, settings: Settings) -> tuple[Any, list[str]]:
+    import jwt
+
     if settings.jwt_jwks_url or settings.jwt_jwks_file:
         kid = jwt.get_unverified_header(token).get("kid")
         if settings.jwt_jwks_url:
@@ -73,6 +80,8 @@ def verify_bearer(authorization: str | None, settings: Settings) -> dict[str, An
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization must be 'Bearer <token>'")
     token = token.strip()
+    import jwt
+
     try:
         key, algorithms = _key_for(token, settings)
         return jwt.decode(
@@ -86,7 +95,9 @@ def verify_bearer(authorization: str | None, settings: Settings) -> dict[str, An
         )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("token expired") from exc
-    except (jwt.PyJWTError, ValueError) as exc:
+    except Unauthorized:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PyJWT raises TypeError when alg and key type disagree
         raise Unauthorized("invalid token") from exc
 
 

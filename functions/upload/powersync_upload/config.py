@@ -98,7 +98,7 @@ def load_upload_config(path: Path) -> UploadConfig:
             the message names the file and each key to fix.
     """
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the upload configuration ({exc.strerror})") from exc
     except yaml.YAMLError as exc:

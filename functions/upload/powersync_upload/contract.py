@@ -73,6 +73,9 @@ class UploadRequestA(_Lenient):
 
     _one_shape = model_validator(mode="before")(_one_shape)
 
+    def __repr__(self) -> str:  # cheap, and never shows submitted values (Powertools logs route args)
+        return f"UploadRequestA(<{len(self.transactions)} transactions>)"
+
 
 class CrudB(_Lenient):
     """One ``CrudEntry.toJSON()`` object (shape B)."""
@@ -96,6 +99,9 @@ class UploadRequestB(_Lenient):
     client_id: str | None = None
 
     _one_shape = model_validator(mode="before")(_one_shape)
+
+    def __repr__(self) -> str:  # cheap, and never shows submitted values (Powertools logs route args)
+        return f"UploadRequestB(<{len(self.batch)} entries>)"
 
 
 UploadRequest = Annotated[UploadRequestA | UploadRequestB, Field(union_mode="left_to_right")]

@@ -243,17 +243,18 @@ class _Run:
         conn: Any = None
         try:
             conn = self._begin()
+            cache: dict[tuple[Any, ...], Any] = {}
             if fast:
                 prepared: list[tuple[int, Prepared]] = []
                 for op_index, operation in enumerate(operations):
-                    item = prepare(conn, operation, self.caller.user_id, self.config, db)
+                    item = prepare(conn, operation, self.caller.user_id, self.config, db, cache)
                     if item is not None:
                         prepared.append((op_index, item))
                 missing = writes.execute(conn, db.dialect, prepared, self.deadline.remaining)
                 warnings = [OperationWarning(operation_index=i, code="ROW_NOT_FOUND") for i in missing]
             else:
                 for op_index, operation in enumerate(operations):
-                    item = prepare(conn, operation, self.caller.user_id, self.config, db)
+                    item = prepare(conn, operation, self.caller.user_id, self.config, db, cache)
                     if item is not None and writes.execute_one(conn, db.dialect, item):
                         warnings.append(OperationWarning(operation_index=op_index, code="ROW_NOT_FOUND"))
                     if self.deadline.remaining() <= SAFETY_MARGIN_S:

@@ -52,11 +52,19 @@ def lenient_json(text: str) -> Any:
         json.JSONDecodeError: not JSON, or nested too deeply to parse.
     """
     try:
-        return json.loads(text, parse_float=Decimal, parse_int=_int_token, parse_constant=lambda name: float(name))
+        return json.loads(text, parse_float=Decimal, parse_constant=float)
     except json.JSONDecodeError:
         raise
-    except (RecursionError, ValueError) as exc:  # absurd nesting: a malformed envelope, not a 500
-        raise json.JSONDecodeError("nested too deeply or not parseable", text, 0) from exc
+    except ValueError:  # an integer of more than 4300 digits: parse again, keeping such numbers whole
+        pass
+    except RecursionError as exc:  # absurd nesting: a malformed envelope, not a 500
+        raise json.JSONDecodeError("nested too deeply", text, 0) from exc
+    try:
+        return json.loads(text, parse_float=Decimal, parse_int=_int_token, parse_constant=float)
+    except json.JSONDecodeError:
+        raise
+    except (RecursionError, ValueError) as exc:
+        raise json.JSONDecodeError("not parseable", text, 0) from exc
 
 
 @dataclass

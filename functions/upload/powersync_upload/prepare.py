@@ -198,8 +198,19 @@ def _parents(
     return refs
 
 
-def prepare(conn: Any, operation: Operation, user_id: str, config: UploadConfig, db: Database) -> Prepared | None:
+def prepare(
+    conn: Any,
+    operation: Operation,
+    user_id: str,
+    config: UploadConfig,
+    db: Database,
+    cache: dict[tuple[Any, ...], Any] | None = None,
+) -> Prepared | None:
     """Resolve, convert and pre-authorize one operation.
+
+    Args:
+        cache: shared by the operations of one transaction attempt: resolved tables, the caller's id
+            per owner column and PUT's NULL columns per column set are computed once.
 
     Returns:
         the prepared write, or ``None`` for a PATCH that changes nothing (``{}``, only the same id, or
@@ -209,7 +220,10 @@ def prepare(conn: Any, operation: Operation, user_id: str, config: UploadConfig,
         FatalOpError: ``SCHEMA_MISMATCH``, ``INVALID_DATA`` or ``UNAUTHORIZED`` (an owner value other
             than the caller's, a column outside the allow-list or not writable).
     """
-    target = resolve_table(conn, operation.table, config, db)
+    memo: dict[tuple[Any, ...], Any] = cache if cache is not None else {}
+    target = memo.get(("target", operation.table))
+    if target is None:
+        target = memo[("target", operation.table)] = resolve_table(conn, operation.table, config, db)
     key_value = _convert(operation.id, target.key, operation.table, "id")
     values = _values(conn, operation, target, key_value, db)
     if operation.op == "PATCH" and not values:
@@ -220,10 +234,12 @@ def prepare(conn: Any, operation: Operation, user_id: str, config: UploadConfig,
         owner = target.schema.column(table_config.owner)
         if owner is None:
             raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=operation.table, column=table_config.owner)
-        try:
-            me = convert(user_id, owner)
-        except InvalidValue as exc:
-            raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table, column=owner.name) from exc
+        me = memo.get(("me", target.schema.name, owner.name))
+        if me is None:
+            try:
+                me = memo[("me", target.schema.name, owner.name)] = convert(user_id, owner)
+            except InvalidValue as exc:
+                raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table, column=owner.name) from exc
         if owner.name in values:
             if not same(values[owner.name], me, owner):
                 raise FatalOpError(
@@ -239,5 +255,8 @@ def prepare(conn: Any, operation: Operation, user_id: str, config: UploadConfig,
     if operation.op != "DELETE":
         prepared.parents = _parents(conn, operation, target, values, config, db)
     if operation.op == "PUT":
-        prepared.nulls = unset_columns(target, values)
+        shape = ("unset", target.schema.name, tuple(values))
+        if shape not in memo:
+            memo[shape] = unset_columns(target, values)
+        prepared.nulls = memo[shape]
     return prepared

@@ -18,7 +18,6 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
 from . import Lock
 from ._sql import (
-    chunks,
     delete_sql,
     on_conflict_upsert_sql,
     qualified,
@@ -65,11 +64,8 @@ def rollback(conn: psycopg.Connection[Any]) -> None:
 
 _INTROSPECT = """
 SELECT c.column_name, c.data_type, c.udt_name, c.is_nullable, c.column_default, c.is_identity,
-       c.is_generated, c.character_maximum_length, c.numeric_precision, c.numeric_scale, c.datetime_precision,
-       format_type(a.atttypid, a.atttypmod)
+       c.is_generated, c.character_maximum_length, c.numeric_precision, c.numeric_scale, c.datetime_precision
 FROM information_schema.columns c
-JOIN pg_catalog.pg_attribute a
-  ON a.attrelid = format('%%I.%%I', c.table_schema, c.table_name)::regclass AND a.attname = c.column_name
 WHERE c.table_schema = COALESCE(%s, current_schema()) AND c.table_name = %s
 ORDER BY c.ordinal_position
 """
@@ -79,10 +75,10 @@ _INTS = {"smallint": "smallint", "integer": "int", "bigint": "bigint"}
 
 def column_from_catalog(row: tuple[Any, ...]) -> Column:
     """A :class:`Column` from one ``information_schema.columns`` row of :data:`_INTROSPECT`."""
-    col, data_type, _udt, nullable, default, identity, generated, max_len, precision, scale, dt_precision = row[:11]
+    col, data_type, udt, nullable, default, identity, generated, max_len, precision, scale, dt_precision = row
     common: dict[str, Any] = {
         "name": col,
-        "type_name": row[11] if len(row) > 11 else data_type,  # format_type(): 'numeric(10,2)', 'uuid', ...
+        "type_name": udt,  # varchar, numeric, uuid, jsonb...: the cast of the batch arrays (no typmod)
         "nullable": nullable == "YES",
         "has_default": default is not None or identity == "YES",
         "writable": generated != "ALWAYS" and identity != "YES",  # identity values are the server's
@@ -176,10 +172,6 @@ def delete(conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_v
     return conn.execute(sql.encode(), (key_value,)).rowcount
 
 
-ROWS_PER_STATEMENT = 1000
-"""Rows per multi-row statement (PostgreSQL allows 65,535 parameters per statement)."""
-
-
 def select_many(
     conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
 ) -> list[tuple[Any, Any]]:
@@ -191,6 +183,17 @@ def select_many(
     return [(r[0], r[1]) for r in conn.execute(sql.encode(), (list(key_values),)).fetchall()]
 
 
+def _arrays(table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], names: list[str]) -> str:
+    """``unnest(%s::uuid[], %s::varchar[], ...)``: one array parameter per column, cast to the column's
+    base type without its modifier, so assigning to the column still checks length and range."""
+    types = [key.type_name, *(table.columns[n].type_name for n in names)]
+    return "unnest(" + ", ".join(f"%s::{quote(t)}[]" for t in types) + ")"
+
+
+def _array_params(rows: list[tuple[Any, dict[str, Any]]], names: list[str]) -> list[list[Any]]:
+    return [[k for k, _ in rows], *([v[n] for _, v in rows] for n in names)]
+
+
 def upsert_many(
     conn: psycopg.Connection[Any],
     table: TableSchema,
@@ -199,45 +202,33 @@ def upsert_many(
     nulls: list[str],
     guard: Column | None,
 ) -> int:
-    """Multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT (key) DO UPDATE``."""
+    """``INSERT ... SELECT * FROM unnest(arrays) ON CONFLICT (key) DO UPDATE``: one statement, one
+    parameter per column whatever the number of rows."""
     names = list(rows[0][1])
-    written = 0
-    for part in chunks(rows, max(1, min(ROWS_PER_STATEMENT, 30000 // (len(names) + 1)))):
-        single = on_conflict_upsert_sql(
-            qualified(table.name, quote),
-            quote(key.name),
-            [quote(n) for n in names],
-            [quote(n) for n in nulls],
-            PH,
-            quote(guard.name) if guard else None,
-            excluded="EXCLUDED",
-        )
-        row_marks = "(" + ", ".join(PH for _ in range(len(names) + 1)) + ")"
-        sql = single.replace(f"VALUES {row_marks}", "VALUES " + ", ".join(row_marks for _ in part), 1)
-        params = [value for k, v in part for value in (k, *(v[n] for n in names))]
-        written += conn.execute(sql.encode(), params).rowcount
-    return written
+    single = on_conflict_upsert_sql(
+        qualified(table.name, quote),
+        quote(key.name),
+        [quote(n) for n in names],
+        [quote(n) for n in nulls],
+        PH,
+        quote(guard.name) if guard else None,
+        excluded="EXCLUDED",
+    )
+    row_marks = "VALUES (" + ", ".join(PH for _ in range(len(names) + 1)) + ")"
+    sql = single.replace(row_marks, f"SELECT * FROM {_arrays(table, key, rows, names)}", 1)
+    return conn.execute(sql.encode(), _array_params(rows, names)).rowcount
 
 
 def update_many(
     conn: psycopg.Connection[Any], table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]
 ) -> int:
-    """``UPDATE t SET c = v.c FROM (VALUES (...), ...) AS v(key, c...) WHERE t.key = v.key``; each
-    parameter is cast to its column's type so NULLs and text (JSON, dates) resolve."""
+    """``UPDATE t SET c = v.c FROM unnest(arrays) AS v(k, c...) WHERE t.key = v.k``."""
     names = list(rows[0][1])
-    columns = [key, *(table.columns[n] for n in names)]
-    matched = 0
-    for part in chunks(rows, max(1, min(ROWS_PER_STATEMENT, 30000 // len(columns)))):
-        row_marks = "(" + ", ".join(f"CAST(%s AS {c.type_name})" for c in columns) + ")"
-        aliases = ", ".join(f"c{i}" for i in range(len(columns)))
-        sets = ", ".join(f"{quote(n)} = v.c{i + 1}" for i, n in enumerate(names))
-        sql = (
-            f"UPDATE {qualified(table.name, quote)} AS t SET {sets} "
-            f"FROM (VALUES {', '.join(row_marks for _ in part)}) AS v({aliases}) WHERE t.{quote(key.name)} = v.c0"
-        )
-        params = [value for k, v in part for value in (k, *(v[n] for n in names))]
-        matched += conn.execute(sql.encode(), params).rowcount
-    return matched
+    aliases = ", ".join(["k", *(f"c{i}" for i in range(len(names)))])
+    sets = ", ".join(f"{quote(n)} = v.c{i}" for i, n in enumerate(names))
+    source = f"{_arrays(table, key, rows, names)} AS v({aliases})"
+    sql = f"UPDATE {qualified(table.name, quote)} AS t SET {sets} FROM {source} WHERE t.{quote(key.name)} = v.k"
+    return conn.execute(sql.encode(), _array_params(rows, names)).rowcount
 
 
 def delete_many(conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_values: list[Any]) -> int:

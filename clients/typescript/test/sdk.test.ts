@@ -1,0 +1,241 @@
+/**
+ * The real PowerSync JS SDK (@powersync/node, no PowerSync Service: connect() is never called) writes
+ * locally; PowerSyncUploader.uploadData() uploads its queue to the Python backend's `serve` over HTTP.
+ * Checks: the queue drains, the server rows match, rejected transactions reach onRejected with their
+ * error codes (and the errors table), and a transaction rolls back as a whole.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { column, PowerSyncDatabase, Schema, Table } from '@powersync/node';
+import Database from 'better-sqlite3';
+
+import { PowerSyncUploader, UploadError, type CrudTransactionLike, type FatalErrorResult, type FetchLike } from '../src/connector.js';
+import { startBackend, USER_ID, type Backend } from './backend.js';
+
+const AppSchema = new Schema({
+  lists: new Table({ name: column.text, owner_id: column.text, created_at: column.text }),
+  todos: new Table({
+    list_id: column.text,
+    owner_id: column.text,
+    description: column.text,
+    completed: column.integer,
+    completed_at: column.text,
+    priority: column.integer,
+    amount: column.real,
+    tags: column.text,
+    created_at: column.text
+  })
+});
+
+interface Rejection {
+  code: string;
+  table: unknown;
+  transactionId?: number;
+  ops: string[];
+}
+
+describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', () => {
+  let backend: Backend;
+  let db: InstanceType<typeof PowerSyncDatabase>;
+  let dir: string;
+  const rejected: Rejection[] = [];
+  const bodies: { transactions: { crud: unknown[] }[]; client_id?: string }[] = [];
+
+  const countingFetch: FetchLike = async (url, init) => {
+    bodies.push(JSON.parse(init.body));
+    return fetch(url, init);
+  };
+
+  function uploader(extra: Partial<ConstructorParameters<typeof PowerSyncUploader>[0]> = {}): PowerSyncUploader {
+    return new PowerSyncUploader({
+      endpoint: backend.endpoint,
+      getToken: () => backend.token(),
+      fetch: countingFetch,
+      onRejected: (result: FatalErrorResult, transaction: CrudTransactionLike) => {
+        rejected.push({
+          code: result.failed_operation.error_code,
+          table: result.failed_operation.details?.table,
+          transactionId: transaction.transactionId,
+          ops: transaction.crud.map((e) => `${e.op} ${e.table}`)
+        });
+      },
+      ...extra
+    });
+  }
+
+  /** Calls uploadData(db) until the queue is empty, as the SDK's upload loop would. */
+  async function drain(upload: PowerSyncUploader, maxCalls = 20): Promise<number> {
+    let calls = 0;
+    while ((await db.getNextCrudTransaction()) !== null) {
+      assert.ok(calls < maxCalls, `the queue did not drain after ${maxCalls} uploadData() calls`);
+      await upload.uploadData(db);
+      calls++;
+    }
+    return calls;
+  }
+
+  function serverRows(sql: string, ...params: unknown[]): Record<string, unknown>[] {
+    const server = new Database(backend.databasePath, { readonly: true, fileMustExist: true });
+    try {
+      return server.prepare(sql).all(...params) as Record<string, unknown>[];
+    } finally {
+      server.close();
+    }
+  }
+
+  before(async () => {
+    backend = await startBackend();
+    dir = mkdtempSync(join(tmpdir(), 'powersync-upload-sdk-'));
+    db = new PowerSyncDatabase({
+      schema: AppSchema,
+      database: { dbFilename: 'client.sqlite', dbLocation: dir, implementation: { type: 'better-sqlite3' } }
+    });
+    await db.init();
+  });
+
+  after(async () => {
+    await db?.close();
+    await backend?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const list1 = randomUUID();
+  const todo1 = randomUUID();
+  const todo2 = randomUUID();
+  const now = '2024-05-01T10:00:00.000Z';
+
+  it('uploads a transaction, an UPDATE and a DELETE, one transaction per request; the queue drains', async (t) => {
+    await db.writeTransaction(async (tx) => {
+      await tx.execute('INSERT INTO lists (id, name, owner_id, created_at) VALUES (?, ?, ?, ?)', [list1, 'Groceries', USER_ID, now]);
+      await tx.execute(
+        'INSERT INTO todos (id, list_id, owner_id, description, completed, priority, amount, tags, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        [todo1, list1, USER_ID, 'milk', 0, 2, 3.25, JSON.stringify(['dairy', 'fresh']), now]
+      );
+      await tx.execute('INSERT INTO todos (id, list_id, owner_id, description, completed, created_at) VALUES (?, ?, ?, ?, ?, ?)', [
+        todo2,
+        list1,
+        USER_ID,
+        'bread',
+        0,
+        now
+      ]);
+    });
+    await db.execute('UPDATE todos SET completed = 1, completed_at = ? WHERE id = ?', ['2024-05-01T11:30:00Z', todo1]);
+    await db.execute('DELETE FROM todos WHERE id = ?', [todo2]);
+
+    const before = bodies.length;
+    try {
+      const calls = await drain(uploader({ maxTransactionsPerRequest: 1 }));
+      assert.equal(calls, 3);
+    } catch (error) {
+      t.diagnostic(backend.output());
+      throw error;
+    }
+    assert.equal(await db.getNextCrudTransaction(), null);
+    assert.deepEqual(
+      bodies.slice(before).map((b) => b.transactions.map((x) => x.crud.length)),
+      [[3], [1], [1]]
+    );
+    assert.equal(bodies[before].client_id, await db.getClientId());
+    assert.deepEqual(rejected, []);
+
+    assert.deepEqual(serverRows('SELECT id, owner_id, name FROM lists'), [{ id: list1, owner_id: USER_ID, name: 'Groceries' }]);
+    const todos = serverRows('SELECT * FROM todos');
+    assert.equal(todos.length, 1, 'todo 2 was deleted');
+    const row = todos[0];
+    assert.equal(row.id, todo1);
+    assert.equal(row.list_id, list1);
+    assert.equal(row.owner_id, USER_ID);
+    assert.equal(row.description, 'milk');
+    assert.equal(row.completed, 1);
+    assert.equal(row.completed_at, '2024-05-01T11:30:00.000');
+    assert.equal(row.priority, 2);
+    assert.equal(Number(row.amount), 3.25);
+    assert.deepEqual(JSON.parse(String(row.tags)), ['dairy', 'fresh']);
+  });
+
+  it('sends several transactions per request; rejected ones reach onRejected and do not block the queue', async (t) => {
+    const goodTodoInBadTx = randomUUID();
+    const namelessList = randomUUID();
+    const orphan = randomUUID();
+    const list2 = randomUUID();
+
+    // Rejected as a whole: the todo is valid, but the list beside it has no name (NOT NULL).
+    await db.writeTransaction(async (tx) => {
+      await tx.execute('INSERT INTO todos (id, list_id, owner_id, description, completed) VALUES (?, ?, ?, ?, ?)', [
+        goodTodoInBadTx,
+        list1,
+        USER_ID,
+        'eggs',
+        0
+      ]);
+      await tx.execute('INSERT INTO lists (id, name, owner_id) VALUES (?, NULL, ?)', [namelessList, USER_ID]);
+    });
+    // Rejected: its list does not exist on the server.
+    await db.execute('INSERT INTO todos (id, list_id, owner_id, description, completed) VALUES (?, ?, ?, ?, ?)', [
+      orphan,
+      randomUUID(),
+      USER_ID,
+      'orphan',
+      0
+    ]);
+    // Accepted, after the two rejected ones.
+    await db.writeTransaction(async (tx) => {
+      await tx.execute('INSERT INTO lists (id, name, owner_id) VALUES (?, ?, ?)', [list2, 'Work', USER_ID]);
+      await tx.execute('UPDATE todos SET priority = 5 WHERE id = ?', [todo1]);
+    });
+
+    const before = bodies.length;
+    try {
+      assert.equal(await drain(uploader()), 1);
+    } catch (error) {
+      t.diagnostic(backend.output());
+      throw error;
+    }
+    assert.equal(await db.getNextCrudTransaction(), null, 'the queue drained');
+    assert.equal(bodies.length - before, 1);
+    assert.deepEqual(
+      bodies[before].transactions.map((x) => x.crud.length),
+      [2, 1, 2]
+    );
+
+    assert.deepEqual(
+      rejected.map((r) => [r.code, r.table, r.ops]),
+      [
+        ['NOT_NULL_VIOLATION', 'lists', ['PUT todos', 'PUT lists']],
+        ['FOREIGN_KEY_VIOLATION', 'todos', ['PUT todos']]
+      ]
+    );
+
+    assert.deepEqual(
+      serverRows('SELECT id, name FROM lists ORDER BY name').map((r) => r.name),
+      ['Groceries', 'Work']
+    );
+    assert.deepEqual(serverRows('SELECT id FROM todos WHERE id IN (?, ?)', goodTodoInBadTx, orphan), [], 'rejected transactions left nothing');
+    assert.equal(serverRows('SELECT priority FROM todos WHERE id = ?', todo1)[0].priority, 5);
+
+    const errors = serverRows('SELECT user_id, client_id, table_name, row_id, error_code FROM powersync_upload_errors ORDER BY error_code');
+    const clientId = await db.getClientId();
+    assert.deepEqual(errors, [
+      { user_id: USER_ID, client_id: clientId, table_name: 'todos', row_id: orphan, error_code: 'FOREIGN_KEY_VIOLATION' },
+      { user_id: USER_ID, client_id: clientId, table_name: 'lists', row_id: namelessList, error_code: 'NOT_NULL_VIOLATION' }
+    ]);
+  });
+
+  it('401 from the server: refreshCredentials() is called, it throws, and nothing is completed', async () => {
+    await db.execute('UPDATE todos SET description = ? WHERE id = ?', ['oat milk', todo1]);
+    let refreshed = 0;
+    const upload = uploader({ getToken: () => 'not-a-jwt', refreshCredentials: () => void refreshed++ });
+    await assert.rejects(upload.uploadData(db), (error: unknown) => error instanceof UploadError && error.status === 401);
+    assert.equal(refreshed, 1);
+    assert.notEqual(await db.getNextCrudTransaction(), null, 'still queued');
+
+    assert.equal(await drain(uploader()), 1);
+    assert.equal(serverRows('SELECT description FROM todos WHERE id = ?', todo1)[0].description, 'oat milk');
+  });
+});
