@@ -5,7 +5,8 @@
 * ``invoke EVENT`` -- one API Gateway HTTP API (payload v2) event file, like ``sam local invoke -e``.
 * ``serve`` -- an HTTP server on 127.0.0.1 (``PORT``, default 3000) for a client app under
   development; it turns each request into a payload v2 event for the same handler and verifies bearer
-  tokens itself with the ``JWT_*`` settings (deployed, the HttpApi authorizer does that).
+  tokens itself with the ``JWT_*`` settings (deployed, the HttpApi authorizer does that). It also
+  answers ``GET /openapi.json`` with the API's OpenAPI document (:mod:`powersync_upload.openapi`).
 
 With no ``DATABASE_URL`` the commands use ``.local/demo.sqlite`` in the project, created with the demo
 schema (``db/migrations/sqlite`` then ``db/demo/sqlite``) on first use.
@@ -32,6 +33,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEMO_DB = PROJECT_ROOT / ".local" / "demo.sqlite"
 DB_DIR = PROJECT_ROOT / "db"
 EVENTS_DIR = PROJECT_ROOT / "events"
+OPENAPI_PATH = "/openapi.json"
 DEV_SECRET = "local-dev-secret-change-me-0123456789"  # noqa: S105 - local development only
 
 
@@ -191,6 +193,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(400, b'{"message": "invalid Content-Length"}')
             return
         body = self.rfile.read(length) if length else b""
+        if self.command == "GET" and self.path.partition("?")[0] == OPENAPI_PATH:
+            self._send_openapi()
+            return
         event = event_from_request(self.command, self.path, dict(self.headers.items()), body)
         response = invoke(event)
         payload = (response.get("body") or "").encode("utf-8")
@@ -200,6 +205,17 @@ class _Handler(BaseHTTPRequestHandler):
         for name, values in (response.get("multiValueHeaders") or {}).items():
             for value in values:
                 self.send_header(name, value)
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _send_openapi(self) -> None:
+        from .openapi import document_text
+
+        payload = document_text().encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
         self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -247,7 +263,10 @@ def serve(port: int) -> int:
         )
         print(f"JWT_SECRET not set: using a development secret. A token for user 1111...1111, valid 24 h:\n{token}")
     server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-    print(f"serving POST http://127.0.0.1:{port}/api/data and GET /health (Ctrl-C to stop)", flush=True)
+    print(
+        f"serving POST http://127.0.0.1:{port}/api/data, GET /health and GET {OPENAPI_PATH} (Ctrl-C to stop)",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
