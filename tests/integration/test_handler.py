@@ -314,3 +314,24 @@ def test_unknown_path_is_404_with_a_message(demo_db: tuple[str, str, Runtime]) -
     out = lambda_handler(event("", None, path="/nope", method="GET"), LocalContext())  # type: ignore[arg-type]
     assert out["statusCode"] == 404
     assert "message" in json.loads(out["body"])
+
+
+def test_metrics_are_emitted_as_emf_without_names_or_values(
+    demo_db: tuple[str, str, Runtime], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given metrics turned on
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    secret = "metric-leak-check-4321"
+    capsys.readouterr()
+    # When a request commits one transaction and rejects another
+    call({"batch": [_put_list(name=secret), {"op": "PUT", "type": "lists", "id": LIST, "tx_id": 2, "data": {}}]})
+    printed = capsys.readouterr().out
+    # Then the EMF document counts them, with an ErrorCode dimension, and holds no submitted value
+    documents = [json.loads(line) for line in printed.splitlines() if '"_aws"' in line]
+    merged: dict[str, Any] = {}
+    for document in documents:
+        merged.update(document)
+    assert merged["TransactionsApplied"] in (1.0, [1.0])
+    assert any(d.get("ErrorCode") == "NOT_NULL_VIOLATION" for d in documents)
+    assert "OperationsPerRequest" in merged and "ApplyDurationMs" in merged
+    assert all(secret not in json.dumps(d) for d in documents)

@@ -97,7 +97,7 @@ def verify_bearer(authorization: str | None, settings: Settings) -> dict[str, An
         raise Unauthorized("token expired") from exc
     except Unauthorized:
         raise
-    except Exception as exc:  # noqa: BLE001 - PyJWT raises TypeError when alg and key type disagree
+    except Exception as exc:  # PyJWT raises TypeError when alg and key type disagree
         raise Unauthorized("invalid token") from exc
 
 

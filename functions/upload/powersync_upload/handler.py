@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
@@ -24,7 +25,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from . import auth
+from . import auth, observability
 from .config import Settings, UploadConfig, load_upload_config
 from .contract import EnvelopeError, ErrorMessage, UploadRequest, UploadResponse, to_upload
 from .database import Database, resolve_url
@@ -183,10 +184,14 @@ def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
     parsed = to_upload(body, rt.config.max_transactions)
     if not parsed.transactions:
         return _json_response(200, UploadResponse(results=[]).to_json())
+    started = time.perf_counter()
     outcome = apply_upload(
         parsed, app.context["caller"], rt.config, rt.db, app.context["deadline"], fast_path=rt.settings.fast_path
     )
+    elapsed_ms = (time.perf_counter() - started) * 1000
     _log_outcome(parsed.shape, outcome)
+    operations = sum(len(t.operations) for t in parsed.transactions)
+    observability.record(outcome, operations, elapsed_ms, rt.config.errors_table is not None)
     response = UploadResponse(results=outcome.results).to_json()
     if outcome.retry_after_ms is not None:
         retry_after = str(max(1, math.ceil(outcome.retry_after_ms / 1000)))
@@ -257,6 +262,7 @@ def _is_upload(event: dict[str, Any]) -> bool:
     return path.rstrip("/").endswith(UPLOAD_PATH)
 
 
+@observability.metrics.log_metrics
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """API Gateway HTTP API (payload format 2.0) entry point."""

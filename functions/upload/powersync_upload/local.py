@@ -83,10 +83,13 @@ def _use_local_database(fresh: bool) -> None:
 
 
 def invoke(event: dict[str, Any]) -> dict[str, Any]:
-    """Run one event through the real Lambda handler."""
+    """Run one event through the real Lambda handler (EMF metrics off unless
+    ``POWERTOOLS_METRICS_DISABLED=false``: they are for CloudWatch)."""
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     from .handler import lambda_handler
 
-    return lambda_handler(event, LocalContext(aws_request_id=str(uuid.uuid4())))  # type: ignore[arg-type]
+    response: dict[str, Any] = lambda_handler(event, LocalContext(aws_request_id=str(uuid.uuid4())))
+    return response
 
 
 def _print_response(name: str, response: dict[str, Any]) -> None:

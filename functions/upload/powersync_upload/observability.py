@@ -1,0 +1,47 @@
+"""Metrics of applied uploads, as CloudWatch embedded metric format (EMF) through Powertools Metrics.
+
+Namespace ``PowerSyncUpload`` (``POWERTOOLS_METRICS_NAMESPACE`` overrides), dimension ``service``:
+
+* ``TransactionsApplied`` (Count): committed transactions;
+* ``TransactionsRejected`` (Count): fatal results, also per ``ErrorCode`` dimension;
+* ``RetryableFailures`` (Count): requests stopped by a temporary failure (the client retries);
+* ``OperationsPerRequest`` (Count): CrudEntries in the request;
+* ``ApplyDurationMs`` (Milliseconds): time in the engine (conversion, SQL and commits);
+* ``ErrorsNotRecorded`` (Count): fatal results the errors table could not store.
+
+Only counts, durations and error codes are emitted: never names or values from a request. The local
+commands and the tests turn metrics off (``POWERTOOLS_METRICS_DISABLED``) unless asked for.
+"""
+
+from __future__ import annotations
+
+import os
+
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from .engine import Outcome
+
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "PowerSyncUpload")
+metrics = Metrics(namespace=NAMESPACE, service="powersync-upload")
+
+
+def record(outcome: Outcome, operations: int, duration_ms: float, errors_table: bool) -> None:
+    """Add one request's metrics; Powertools flushes them when the handler returns."""
+    metrics.add_metric(name="TransactionsApplied", unit=MetricUnit.Count, value=outcome.committed)
+    metrics.add_metric(name="TransactionsRejected", unit=MetricUnit.Count, value=len(outcome.fatal))
+    metrics.add_metric(name="RetryableFailures", unit=MetricUnit.Count, value=int(outcome.retry_after_ms is not None))
+    metrics.add_metric(name="OperationsPerRequest", unit=MetricUnit.Count, value=operations)
+    metrics.add_metric(name="ApplyDurationMs", unit=MetricUnit.Milliseconds, value=round(duration_ms, 1))
+    if errors_table and outcome.fatal:
+        missed = len(outcome.fatal) - outcome.recorded
+        metrics.add_metric(name="ErrorsNotRecorded", unit=MetricUnit.Count, value=missed)
+    codes: dict[str, int] = {}
+    for _index, _transaction, error, _op in outcome.fatal:
+        codes[error.code.value] = codes.get(error.code.value, 0) + 1
+    for code, count in codes.items():
+        with single_metric(
+            name="TransactionsRejected", unit=MetricUnit.Count, value=count, namespace=NAMESPACE
+        ) as metric:
+            metric.add_dimension(name="service", value="powersync-upload")
+            metric.add_dimension(name="ErrorCode", value=code)
