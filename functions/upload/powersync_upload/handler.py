@@ -262,10 +262,16 @@ def _is_upload(event: dict[str, Any]) -> bool:
     return path.rstrip("/").endswith(UPLOAD_PATH)
 
 
-@observability.metrics.log_metrics
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """API Gateway HTTP API (payload format 2.0) entry point."""
+    try:
+        return _handle(event, context)
+    finally:
+        observability.flush()
+
+
+def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rt = runtime()
     app.append_context(runtime=rt, deadline=_request_deadline(rt.settings, context))
     if _is_upload(event):
