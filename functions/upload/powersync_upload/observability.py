@@ -44,8 +44,13 @@ def flush() -> None:
 
 
 def record(outcome: Outcome, operations: int, duration_ms: float, errors_table: bool) -> None:
-    """Add one request's metrics; :func:`flush` writes them when the handler returns."""
+    """Add one request's metrics; :func:`flush` writes them when the handler returns. Nothing is
+    added while metrics are disabled (Powertools would keep them, unflushed, for the process's life)."""
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
+    from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+    if is_metrics_disabled():
+        return
 
     metrics = _metrics()
     metrics.add_metric(name="TransactionsApplied", unit=MetricUnit.Count, value=outcome.committed)
