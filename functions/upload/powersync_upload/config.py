@@ -45,6 +45,27 @@ class TableConfig(BaseModel):
     rename: dict[str, str] = Field(default_factory=dict)
 
 
+class Limits(BaseModel):
+    """Size limits on what one client may send; each breach is answered with the contract's codes.
+
+    Attributes:
+        max_operations_per_transaction: a longer transaction is a ``fatal_error`` (``INVALID_DATA``,
+            reason ``too_long``): it can never be applied, and it must not block the upload queue.
+        max_columns_per_operation: more keys in one operation's data: ``INVALID_DATA`` (``too_long``).
+        max_text_chars: longest text value, in characters: ``INVALID_DATA`` (``too_long``).
+        max_json_chars: longest array or object value, as JSON text: ``INVALID_DATA`` (``too_long``).
+    (The body size cap, ``MAX_BODY_BYTES``, answers 413; the shape A transaction cap,
+    ``max_transactions``, 400.)
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_operations_per_transaction: int = Field(default=10_000, ge=1)
+    max_columns_per_operation: int = Field(default=500, ge=1)
+    max_text_chars: int = Field(default=1_000_000, ge=1)
+    max_json_chars: int = Field(default=1_000_000, ge=1)
+
+
 class UploadConfig(BaseModel):
     """The whole upload configuration file (DESIGN.md section 4).
 
@@ -52,6 +73,7 @@ class UploadConfig(BaseModel):
         on_fatal_error: after a fatal transaction, ``continue`` with the next one or ``stop`` (shape A).
         max_transactions: shape A cap per request (400 above it).
         errors_table: server table where every fatal result is also recorded; ``null`` disables it.
+        limits: see :class:`Limits`.
         tables: client table name -> :class:`TableConfig`.
     """
 
@@ -60,6 +82,7 @@ class UploadConfig(BaseModel):
     on_fatal_error: Literal["continue", "stop"] = "continue"
     max_transactions: int = Field(default=50, ge=1, le=10_000)
     errors_table: str | None = "powersync_upload_errors"
+    limits: Limits = Field(default_factory=Limits)
     tables: dict[str, TableConfig]
 
     @field_validator("tables")

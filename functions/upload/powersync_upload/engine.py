@@ -40,7 +40,7 @@ from .contract import (
     Upload,
 )
 from .database import Database
-from .errors import ErrorCode, FatalOpError, RetryableError
+from .errors import ErrorCode, FatalOpError, Reason, RetryableError
 from .prepare import Prepared, client_column, prepare
 
 logger = logging.getLogger(__name__)
@@ -204,6 +204,11 @@ class _Run:
         """One client transaction in one database transaction; COMMIT before returning."""
         if not transaction.operations:
             return []
+        limit = self.config.limits.max_operations_per_transaction
+        if len(transaction.operations) > limit:
+            error = FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TOO_LONG)
+            error.operation_index = limit
+            raise error
         if self.fast_path and len(transaction.operations) > 1:
             try:
                 return self._attempt(transaction, fast=True)

@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import TableConfig, UploadConfig
+from .config import Limits, TableConfig, UploadConfig
 from .contract import Operation
-from .convert import InvalidValue, convert
+from .convert import InvalidValue, convert, json_text
 from .database import Database
 from .errors import ErrorCode, FatalOpError, Reason
 from .schema import Column, TableSchema
@@ -137,13 +137,30 @@ def _convert(value: Any, column: Column, table: str, name: str) -> Any:
         raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=exc.reason) from exc
 
 
-def _values(conn: Any, operation: Operation, target: Target, key_value: Any, db: Database) -> dict[str, Any]:
+def _too_long(name: str, raw: Any, limits: Limits, table: str) -> None:
+    if isinstance(raw, str):
+        too_long = len(raw) > limits.max_text_chars
+    elif isinstance(raw, (list, dict)):
+        too_long = len(json_text(raw)) > limits.max_json_chars
+    else:
+        return
+    if too_long:
+        raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=Reason.TOO_LONG)
+
+
+def _values(
+    conn: Any, operation: Operation, target: Target, key_value: Any, db: Database, limits: Limits
+) -> dict[str, Any]:
     """Server column -> converted value for the operation's data (the entry's own id left out)."""
     table_config = target.config
+    data = operation.data or {}
+    if len(data) > limits.max_columns_per_operation:
+        raise FatalOpError(ErrorCode.INVALID_DATA, table=target.client_table, reason=Reason.TOO_LONG)
     allowed = set(table_config.columns) if table_config.columns is not None else None
     protected = {c.casefold() for c in [table_config.owner, *table_config.parents] if c}
     values: dict[str, Any] = {}
-    for name, raw in (operation.data or {}).items():
+    for name, raw in data.items():
+        _too_long(name, raw, limits, target.client_table)
         server_name = table_config.rename.get(name, name)
         column = _column(conn, target, db, server_name)
         if column is None:
@@ -225,7 +242,7 @@ def prepare(
     if target is None:
         target = memo[("target", operation.table)] = resolve_table(conn, operation.table, config, db)
     key_value = _convert(operation.id, target.key, operation.table, "id")
-    values = _values(conn, operation, target, key_value, db)
+    values = _values(conn, operation, target, key_value, db, config.limits)
     if operation.op == "PATCH" and not values:
         return None
     prepared = Prepared(operation, target, key_value, values, user_id)
