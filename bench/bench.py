@@ -46,6 +46,7 @@ sys.path[:0] = [str(ROOT / "functions" / "upload"), str(ROOT)]
 os.environ.setdefault("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/powersync_upload_bench")
 os.environ.setdefault("MYSQL_URL", "mysql://root@127.0.0.1:3306/powersync_upload_bench")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
 from powersync_upload import dialects  # noqa: E402
 from powersync_upload.handler import lambda_handler, set_runtime  # noqa: E402
