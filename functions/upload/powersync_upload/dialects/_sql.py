@@ -6,8 +6,9 @@ come from a request (the engine only passes names of introspected columns).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -98,3 +99,20 @@ def insert_values_sql(table: str, columns: Sequence[str], count: int, ph: str) -
     """``INSERT INTO table (columns) VALUES (...), (...)`` with ``count`` rows."""
     row = "(" + ", ".join(ph for _ in columns) + ")"
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(row for _ in range(count))}"
+
+
+def split_by_existence(
+    rows: list[tuple[Any, dict[str, Any]]], found: list[tuple[Any, Any]], as_text: Callable[[Any], Any]
+) -> tuple[list[tuple[Any, dict[str, Any]]], list[tuple[Any, dict[str, Any]]]]:
+    """``(rows whose key was found, rows whose key was not)``; keys compare as ``as_text`` renders them,
+    case-folded (SQL Server and MySQL collations usually ignore case; drivers return UUIDs as objects
+    or text)."""
+
+    def fold(value: Any) -> Any:
+        text = as_text(value)
+        return str(text).casefold() if isinstance(text, (str, uuid.UUID)) else text
+
+    existing = {fold(key) for key, _ in found}
+    present = [(k, v) for k, v in rows if fold(k) in existing]
+    absent = [(k, v) for k, v in rows if fold(k) not in existing]
+    return present, absent

@@ -42,6 +42,7 @@ from ._sql import (
     quote_with,
     select_in_sql,
     select_sql,
+    split_by_existence,
     update_sql,
 )
 
@@ -293,10 +294,6 @@ def _row_params(
     )
 
 
-def _fold(value: Any) -> Any:
-    return str(value).casefold() if isinstance(value, (str, uuid.UUID)) else value
-
-
 def upsert_many(
     conn: Any,
     table: TableSchema,
@@ -309,9 +306,7 @@ def upsert_many(
     the others inserted with one multi-row INSERT, per 1000 rows. ``guard`` is not needed: the read
     holds the key ranges until COMMIT."""
     found = select_many(conn, table, key, [k for k, _ in rows], key, "update")
-    existing = {_fold(k) for k, _ in found}
-    present = [(k, v) for k, v in rows if _fold(to_driver(k, key)) in existing]
-    absent = [(k, v) for k, v in rows if _fold(to_driver(k, key)) not in existing]
+    present, absent = split_by_existence(rows, found, lambda k: to_driver(k, key))
     names = list(rows[0][1])
     table_sql, key_sql = qualified(table.name, quote), quote(key.name)
     quoted, quoted_nulls = [quote(n) for n in names], [quote(n) for n in nulls]

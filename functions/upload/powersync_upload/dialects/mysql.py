@@ -37,6 +37,7 @@ from ._sql import (
     quote_with,
     select_in_sql,
     select_sql,
+    split_by_existence,
     update_sql,
 )
 
@@ -254,9 +255,8 @@ def upsert_many(
 ) -> int:
     """Rows that exist (read ``FOR UPDATE``) are updated with one multi-row UPDATE ... JOIN, the others
     inserted with one multi-row INSERT; never ``ON DUPLICATE KEY UPDATE`` (see the module docstring)."""
-    existing = {_fold(k) for k, _ in select_many(conn, table, key, [k for k, _ in rows], key, "update")}
-    present = [(k, v) for k, v in rows if _fold(to_driver(k, key)) in existing]
-    absent = [(k, v) for k, v in rows if _fold(to_driver(k, key)) not in existing]
+    found = select_many(conn, table, key, [k for k, _ in rows], key, "update")
+    present, absent = split_by_existence(rows, found, lambda k: to_driver(k, key))
     names = list(rows[0][1])
     if present and (names or nulls):
         _update_join(conn, table, key, present, names, nulls)
@@ -268,10 +268,6 @@ def upsert_many(
         ]
         cursor.execute(insert_values_sql(qualified(table.name, quote), columns, len(part), PH), params)
     return len(rows)
-
-
-def _fold(value: Any) -> Any:
-    return value.casefold() if isinstance(value, str) else value
 
 
 def _update_join(
