@@ -6,7 +6,7 @@ SAM_VENV ?= .venv-sam
 export PYTHONPATH := functions/upload
 EVENT ?= events/01-shape-a-two-transactions.json
 
-.PHONY: help install demo invoke serve test lint typecheck unit integration conformance actionlint test-client sam-validate sam-build clean bench
+.PHONY: help install demo invoke serve test lint typecheck unit integration conformance actionlint test-client openapi sam-validate sam-build clean bench
 
 help:
 	@echo "make demo | invoke EVENT=events/x.json | serve | test | lint | typecheck | actionlint | bench | sam-validate | sam-build"
@@ -66,6 +66,9 @@ sam-build: $(SAM_VENV)/.installed
 
 clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache clients/typescript/dist
+
+openapi: install  ## regenerate openapi.json from the handler's models (a test fails when it is stale)
+	$(PY) -m powersync_upload.openapi
 
 bench: install  ## fast path vs per-operation baseline; prints figures (never asserts)
 	$(PY) bench/bench.py

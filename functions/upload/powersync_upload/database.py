@@ -59,7 +59,10 @@ def _secret_url(settings: Settings, force: bool) -> str:
     from aws_lambda_powertools.utilities import parameters  # boto3 only when a secret is configured
 
     assert settings.db_secret_id is not None
-    secret = parameters.get_secret(settings.db_secret_id, transform="json", force_fetch=force)
+    try:
+        secret = parameters.get_secret(settings.db_secret_id, transform="json", force_fetch=force)
+    except parameters.exceptions.TransformParameterError as exc:
+        raise ConfigError("the database secret is not JSON (expected the RDS secret shape)") from exc
     if not isinstance(secret, dict):
         raise ConfigError("the database secret is not a JSON object")
     return url_from_secret(secret, settings.db_engine)
@@ -124,10 +127,10 @@ class Database:
             return self.dialect.connect(self.url, timeout_s)
         except Exception as exc:
             if self.settings is not None and self.settings.db_secret_id and _is_login_failure(exc):
-                self.url = resolve_url(self.settings, force_secret=True)
-                try:
+                try:  # the password may have been rotated: fetch the secret again, once
+                    self.url = resolve_url(self.settings, force_secret=True)
                     return self.dialect.connect(self.url, timeout_s)
-                except Exception as again:  # noqa: BLE001
+                except Exception as again:  # noqa: BLE001 - Secrets Manager or the database: retryable
                     exc = again
             classified = self.dialect.classify(exc)
             number = getattr(classified, "number", None)

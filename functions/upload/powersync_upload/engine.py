@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +138,11 @@ def apply_upload(
         outcome.committed += 1
         outcome.results.append(SuccessResult(warnings=warnings or None))
     return outcome
+
+
+def unavailable(upload: Upload, exc: RetryableError) -> Outcome:
+    """The outcome when no transaction could be attempted (no database): retryable, answer 503."""
+    return _stop_retryable(upload, Outcome(results=[]), 0, exc)
 
 
 def _stop_retryable(upload: Upload, outcome: Outcome, index: int, exc: RetryableError) -> Outcome:
@@ -305,7 +311,11 @@ class _Run:
         db = self.db
         classified = db.dialect.classify(exc)
         if classified is None:
-            logger.exception("unexpected error while applying a transaction; answering retryable")
+            # The stack without the exception's text, which may quote a submitted value.
+            logger.error(
+                "unexpected error while applying a transaction; answering retryable",
+                extra={"error_type": type(exc).__name__, "stack": "".join(traceback.format_tb(exc.__traceback__))},
+            )
             db.discard()
             return RetryableError("internal", retry_after_ms=5000)
         if isinstance(classified, RetryableError):

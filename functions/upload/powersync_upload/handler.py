@@ -29,7 +29,8 @@ from . import auth, observability
 from .config import Settings, UploadConfig, load_upload_config
 from .contract import EnvelopeError, ErrorMessage, UploadRequest, UploadResponse, to_upload
 from .database import Database, resolve_url
-from .engine import Caller, Deadline, Outcome, apply_upload
+from .engine import Caller, Deadline, Outcome, apply_upload, unavailable
+from .errors import RetryableError
 
 logger = Logger(service="powersync-upload")
 copy_config_to_registered_loggers(source_logger=logger, include={"powersync_upload"})
@@ -185,9 +186,15 @@ def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
     if not parsed.transactions:
         return _json_response(200, UploadResponse(results=[]).to_json())
     started = time.perf_counter()
-    outcome = apply_upload(
-        parsed, app.context["caller"], rt.config, rt.db, app.context["deadline"], fast_path=rt.settings.fast_path
-    )
+    try:
+        db = rt.db
+    except Exception as exc:  # noqa: BLE001 - a missing or unreadable secret: keep the writes queued
+        logger.error("database unavailable", extra={"error_type": type(exc).__name__})
+        outcome = unavailable(parsed, RetryableError("database_unavailable", retry_after_ms=5000))
+    else:
+        outcome = apply_upload(
+            parsed, app.context["caller"], rt.config, db, app.context["deadline"], fast_path=rt.settings.fast_path
+        )
     elapsed_ms = (time.perf_counter() - started) * 1000
     _log_outcome(parsed.shape, outcome)
     operations = sum(len(t.operations) for t in parsed.transactions)

@@ -37,9 +37,14 @@ def _metrics() -> Metrics:
     return Metrics(namespace=NAMESPACE, service="powersync-upload")
 
 
+_pending = False
+
+
 def flush() -> None:
     """Write the metrics added during this invocation (no-op when none were)."""
-    if _metrics.cache_info().currsize:
+    global _pending
+    if _pending:
+        _pending = False
         _metrics().flush_metrics()
 
 
@@ -49,8 +54,10 @@ def record(outcome: Outcome, operations: int, duration_ms: float, errors_table: 
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
     from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
+    global _pending
     if is_metrics_disabled():
         return
+    _pending = True
 
     metrics = _metrics()
     metrics.add_metric(name="TransactionsApplied", unit=MetricUnit.Count, value=outcome.committed)
