@@ -4,9 +4,12 @@ A *run* is a sequence of consecutive operations of one kind (PUT, PATCH or DELET
 writing the same columns, with distinct ids; it ends where another table, another kind, another set
 of columns or a repeated id begins, so queue order is kept. A run of several operations costs one
 ownership read, one read per referenced parent table and one write statement (the dialect's
-``*_many`` functions) instead of that many per operation. Any fatal finding in a run raises
-:class:`~powersync_upload.errors.FatalOpError`; the engine then re-runs the transaction one operation
-at a time (:func:`execute_one`) to name the failing operation.
+``*_many`` functions) instead of that many per operation. Where the upsert itself only updates rows
+the caller owns (``guarded_upsert``: PostgreSQL, SQLite), a PUT run skips the ownership read: fewer
+rows written than sent means someone else's row, and the transaction is re-run per operation.
+
+Any fatal finding in a run raises :class:`~powersync_upload.errors.FatalOpError`; the engine then
+re-runs the transaction one operation at a time (:func:`execute_one`) to name the failing operation.
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ def _execute_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
     schema, key = target.schema, target.key
     active = run
     missing: list[int] = []
-    if first.owner is not None:
+    if first.owner is not None and not (op == "PUT" and dialect.guarded_upsert):
         keys = [p.key_value for _, p in run]
         owners = _lookup(dialect.select_many(conn, schema, key, keys, first.owner, "update"), key)
         for _, prepared in run:

@@ -37,6 +37,9 @@ class Dialect(Protocol):
     """
 
     name: str
+    guarded_upsert: bool
+    """True when ``upsert_many`` honours ``guard`` atomically (the written count then tells whether a
+    row belonged to someone else), so a PUT run needs no ownership read first."""
 
     def connect(self, url: str, timeout_s: float) -> Any:
         """Open a DB-API connection (autocommit off) with a login timeout of ``timeout_s`` seconds."""

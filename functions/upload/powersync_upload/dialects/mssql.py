@@ -47,6 +47,7 @@ from ._sql import (
 )
 
 name = "mssql"
+guarded_upsert = False
 PH = "%s"
 quote = quote_with("[", "]", percent=True)
 

@@ -27,6 +27,7 @@ from ._sql import (
 )
 
 name = "postgresql"
+guarded_upsert = True
 PH = "%s"
 quote = quote_with('"', '"', percent=True)
 

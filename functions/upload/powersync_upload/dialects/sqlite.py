@@ -38,6 +38,7 @@ from ._sql import (
 )
 
 name = "sqlite"
+guarded_upsert = True
 PH = "?"
 quote = quote_with('"', '"', percent=False)
 
