@@ -11,6 +11,8 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -294,3 +296,73 @@ class RowReader:
         value = int(cursor.fetchone()[0])
         self.conn.rollback()
         return value
+
+
+# ---- the local HTTP server ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_serve(directory: Path) -> Iterator[tuple[str, Path]]:
+    """``python -m powersync_upload.local serve`` on a free port against a fresh SQLite demo database
+    in ``directory``, verifying HS256 tokens signed with :data:`SECRET`; yields (base URL, database)."""
+    import sqlite3
+    import subprocess
+    import sys
+    import urllib.request
+
+    from powersync_upload.local import schema_scripts
+
+    path = directory / "serve.sqlite"
+    with sqlite3.connect(path) as conn:
+        for script in schema_scripts("sqlite"):
+            conn.executescript(script.read_text(encoding="utf-8"))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "functions" / "upload"), str(ROOT)]),
+        "DATABASE_URL": f"sqlite:///{path}",
+        "JWT_SECRET": SECRET,
+        "PORT": str(port),
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    for name in ("JWT_JWKS_URL", "JWT_JWKS_FILE", "JWT_ISSUER", "JWT_AUDIENCE", "DB_SECRET_ID", "UPLOAD_CONFIG"):
+        env.pop(name, None)
+    log_path = path.with_suffix(".log")
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "powersync_upload.local", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        log.flush()
+                        output = log_path.read_text(encoding="utf-8")[-2000:]
+                        raise RuntimeError(f"serve did not start:\n{output}") from None
+                    time.sleep(0.1)
+            yield base, path
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -320,3 +320,26 @@ def test_unreachable_database_is_503_within_the_deadline(dialect: str) -> None:
     finally:
         rt.db.discard()
         set_runtime(None)
+
+
+def test_busy_database_on_a_kept_connection_is_503_within_one_deadline(
+    fresh: Callable[..., tuple[str, Runtime]],
+) -> None:
+    # Given a warm connection (one request done) and another process holding SQLite's write lock
+    import sqlite3
+
+    url, _ = fresh("sqlite", deadline_s=3)
+    assert call({"batch": [_put(LIST, "Groceries")]}).status == 200
+    holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        # When an upload arrives
+        response = call({"batch": [_patch(LIST, "new")]})
+        elapsed = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # Then it is a 503 within the one deadline: a busy database is not a dead connection to replace
+    assert response.status == 503
+    assert elapsed < 3

@@ -11,12 +11,6 @@ headers and body schema, and that ``POST /api/data`` without a token is refused.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import sqlite3
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -26,9 +20,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 
 from powersync_upload import openapi
-from powersync_upload.local import schema_scripts
 from tests.property.counts import record
-from tests.support import ROOT, SECRET, token
+from tests.support import ROOT, running_serve, token
 
 COMMITTED = ROOT / "openapi.json"
 MAX_EXAMPLES = 40
@@ -61,61 +54,11 @@ def test_document_describes_the_contract() -> None:
     assert "422" not in json.dumps(document["paths"])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m powersync_upload.local serve`` on a free port; yields its base URL."""
-    path = tmp_path_factory.mktemp("serve") / "serve.sqlite"
-    with sqlite3.connect(path) as conn:
-        for script in schema_scripts("sqlite"):
-            conn.executescript(script.read_text(encoding="utf-8"))
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "functions" / "upload"), str(ROOT)]),
-        "DATABASE_URL": f"sqlite:///{path}",
-        "JWT_SECRET": SECRET,
-        "PORT": str(port),
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-    }
-    for name in ("JWT_JWKS_URL", "JWT_JWKS_FILE", "JWT_ISSUER", "JWT_AUDIENCE", "DB_SECRET_ID", "UPLOAD_CONFIG"):
-        env.pop(name, None)
-    log = path.with_suffix(".log").open("w", encoding="utf-8")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "powersync_upload.local", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    output = path.with_suffix(".log").read_text(encoding="utf-8")[-2000:]
-                    raise RuntimeError(f"serve did not start:\n{output}") from None
-                time.sleep(0.1)
+    with running_serve(tmp_path_factory.mktemp("serve")) as (base, _path):
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def test_serve_answers_the_document(served: str) -> None:

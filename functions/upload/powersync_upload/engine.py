@@ -212,7 +212,7 @@ class _Run:
             return []
         limit = self.config.limits.max_operations_per_transaction
         if len(transaction.operations) > limit:
-            error = FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TOO_LONG)
+            error = FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TOO_LONG, limit="max_operations_per_transaction")
             error.operation_index = limit
             raise error
         if self.fast_path and len(transaction.operations) > 1:
@@ -230,19 +230,21 @@ class _Run:
 
     def _begin(self) -> Any:
         """A connection with an open transaction. A connection kept from an earlier invocation that
-        fails here (before any work) is replaced once: that is the liveness check."""
-        budget = self._budget()
+        fails here with a connection error (before any work) is replaced once: that is the liveness
+        check. The second try gets only the time that is left."""
         db = self.db
+        budget = self._budget()
         conn = db.connection(min(10.0, budget))
         try:
             db.dialect.begin(conn, budget)
             return conn
         except Exception as exc:
             classified = db.dialect.classify(exc)
-            if db.fresh or not isinstance(classified, RetryableError):
+            if db.fresh or not (isinstance(classified, RetryableError) and classified.kind == "connection"):
                 raise
             logger.info("kept connection is dead; reconnecting once")
             db.discard()
+        budget = self._budget()
         conn = db.connection(min(10.0, budget))
         db.dialect.begin(conn, budget)
         return conn

@@ -81,6 +81,7 @@ class FatalOpError(Exception):
         number: the database's error number (SQL Server error number, PostgreSQL SQLSTATE, SQLite
             extended result code, MySQL error number), or ``None`` when the error was found in Python.
         reason: for ``INVALID_DATA``, one of :class:`Reason`.
+        limit: the configuration limit that was exceeded (``max_operations_per_transaction``, ...).
         operation_index: index of the failing operation in its transaction (set by the engine).
     """
 
@@ -95,8 +96,10 @@ class FatalOpError(Exception):
         constraint: str | None = None,
         number: int | str | None = None,
         reason: Reason | None = None,
+        limit: str | None = None,
     ) -> None:
         self.code = code
+        self.limit = limit
         self.table = table
         self.column = column
         self.constraint = constraint
@@ -108,7 +111,9 @@ class FatalOpError(Exception):
     def message(self) -> str:
         """A message built only from the code and the names: safe to return and to log."""
         text = _SUMMARY[self.code]
-        if self.reason is not None:
+        if self.limit is not None:
+            text = f"the change exceeds the configured limit {self.limit}"
+        elif self.reason is not None:
             text += f" ({self.reason.value})"
         where = []
         if self.column:
@@ -122,7 +127,7 @@ class FatalOpError(Exception):
     def details(self) -> dict[str, Any]:
         """``failed_operation.details``: names (see :func:`safe_name`) and the error number, never values."""
         out: dict[str, Any] = {}
-        for key in ("table", "column", "constraint", "reason"):
+        for key in ("table", "column", "constraint", "reason", "limit"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = safe_name(str(value))

@@ -22,6 +22,7 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -82,13 +83,18 @@ def _use_local_database(fresh: bool) -> None:
     os.environ["LOCAL_SQLITE"] = str(DEMO_DB)
 
 
+_ONE_AT_A_TIME = threading.Lock()
+
+
 def invoke(event: dict[str, Any]) -> dict[str, Any]:
-    """Run one event through the real Lambda handler (EMF metrics off unless
-    ``POWERTOOLS_METRICS_DISABLED=false``: they are for CloudWatch)."""
+    """Run one event through the real Lambda handler, one at a time as in a Lambda container (the
+    handler keeps one database connection; ``serve`` accepts requests on several threads). EMF
+    metrics are off unless ``POWERTOOLS_METRICS_DISABLED=false``: they are for CloudWatch."""
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     from .handler import lambda_handler
 
-    return lambda_handler(event, LocalContext(aws_request_id=str(uuid.uuid4())))  # type: ignore[arg-type]
+    with _ONE_AT_A_TIME:
+        return lambda_handler(event, LocalContext(aws_request_id=str(uuid.uuid4())))  # type: ignore[arg-type]
 
 
 def _print_response(name: str, response: dict[str, Any]) -> None:

@@ -155,7 +155,9 @@ def _values(
     table_config = target.config
     data = operation.data or {}
     if len(data) > limits.max_columns_per_operation:
-        raise FatalOpError(ErrorCode.INVALID_DATA, table=target.client_table, reason=Reason.TOO_LONG)
+        raise FatalOpError(
+            ErrorCode.INVALID_DATA, table=target.client_table, reason=Reason.TOO_LONG, limit="max_columns_per_operation"
+        )
     allowed = set(table_config.columns) if table_config.columns is not None else None
     protected = {c.casefold() for c in [table_config.owner, *table_config.parents] if c}
     values: dict[str, Any] = {}

@@ -1,0 +1,73 @@
+"""``serve`` under concurrent clients: the handler keeps one connection, so requests must be applied
+one at a time, as in a Lambda container; none may report success for rows it did not write."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import urllib.request
+import uuid
+from pathlib import Path
+
+from tests.support import authorization, running_serve
+
+
+def _post(base: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(
+        f"{base}/api/data",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": authorization("U1") or "", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.status, json.loads(response.read())
+
+
+def test_concurrent_uploads_are_all_applied(tmp_path: Path) -> None:
+    with running_serve(tmp_path) as (base, database):
+        # Given 16 clients, each uploading one list and 50 todos in one transaction, at the same time
+        bodies = []
+        for client in range(16):
+            list_id = str(uuid.uuid4())
+            crud = [{"op": "PUT", "table": "lists", "id": list_id, "op_data": {"name": f"list {client}"}}]
+            crud += [
+                {
+                    "op": "PUT",
+                    "table": "todos",
+                    "id": str(uuid.uuid4()),
+                    "op_data": {"list_id": list_id, "description": f"todo {i}"},
+                }
+                for i in range(50)
+            ]
+            bodies.append({"transactions": [{"transaction_id": client, "crud": crud}]})
+        answers: list[tuple[int, dict[str, object]]] = []
+        threads = [threading.Thread(target=lambda b=b: answers.append(_post(base, b))) for b in bodies]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        # Then every request succeeded and every row is there
+        assert len(answers) == 16
+        assert all(status == 200 and body["results"] == [{"status": "success"}] for status, body in answers)
+        with sqlite3.connect(database) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM lists").fetchone()[0] == 16
+            assert conn.execute("SELECT COUNT(*) FROM todos").fetchone()[0] == 16 * 50
+
+
+def test_concurrent_puts_of_one_new_id_all_succeed(tmp_path: Path) -> None:
+    with running_serve(tmp_path) as (base, database):
+        for _round in range(3):
+            # Given 20 clients that PUT the same new list at the same time
+            list_id = str(uuid.uuid4())
+            body = {"batch": [{"op": "PUT", "type": "lists", "id": list_id, "tx_id": 1, "data": {"name": list_id}}]}
+            answers: list[tuple[int, dict[str, object]]] = []
+            threads = [threading.Thread(target=lambda a=answers, b=body: a.append(_post(base, b))) for _ in range(20)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            # Then all succeed and there is one row
+            assert [a[1]["results"] for a in answers] == [[{"status": "success"}]] * 20
+            with sqlite3.connect(database) as conn:
+                assert conn.execute("SELECT COUNT(*) FROM lists WHERE id = ?", (list_id,)).fetchone()[0] == 1
