@@ -1,13 +1,16 @@
 """SQL text shared by more than one dialect, built from already-quoted names and a placeholder.
 
 Nothing here quotes: callers pass names through their dialect's ``quote`` first, so a name can never
-come from a request (the engine only passes names of introspected columns).
+come from a request (the engine only passes names of introspected columns). The ``run_*`` functions
+at the end execute those statements through any DB-API cursor, for the dialects whose driver takes
+the same shape of call (pymssql, PyMySQL, sqlite3).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -116,3 +119,57 @@ def split_by_existence(
     present = [(k, v) for k, v in rows if fold(k) in existing]
     absent = [(k, v) for k, v in rows if fold(k) not in existing]
     return present, absent
+
+
+ToDriver = Callable[[Any, Any], Any]
+"""A dialect's ``to_driver(value, column)``."""
+
+
+@dataclass(frozen=True)
+class Statements:
+    """What the ``run_*`` helpers need from a dialect: its quoting, placeholder and value adapter."""
+
+    quote: Quote
+    ph: str
+    to_driver: ToDriver
+    chunk: int = 1000
+
+
+def run_update(conn: Any, s: Statements, table: Any, key: Any, key_value: Any, values: dict[str, Any]) -> int:
+    """``UPDATE ... SET ... WHERE key = ?``; returns the driver's row count."""
+    names = list(values)
+    sql = update_sql(qualified(table.name, s.quote), s.quote(key.name), [s.quote(n) for n in names], s.ph)
+    cursor = conn.cursor()
+    cursor.execute(sql, (*(s.to_driver(values[n], table.columns[n]) for n in names), s.to_driver(key_value, key)))
+    return int(cursor.rowcount)
+
+
+def run_delete(conn: Any, s: Statements, table: Any, key: Any, key_value: Any) -> int:
+    """``DELETE ... WHERE key = ?``; returns the driver's row count."""
+    cursor = conn.cursor()
+    cursor.execute(delete_sql(qualified(table.name, s.quote), s.quote(key.name), s.ph), (s.to_driver(key_value, key),))
+    return int(cursor.rowcount)
+
+
+def run_select_in(
+    conn: Any, s: Statements, table_sql: str, key: Any, key_values: Sequence[Any], column: Any, suffix: str = ""
+) -> list[tuple[Any, Any]]:
+    """``SELECT key, column FROM table_sql WHERE key IN (...) suffix`` per chunk of keys."""
+    cursor = conn.cursor()
+    found: list[tuple[Any, Any]] = []
+    for part in chunks(key_values, s.chunk):
+        sql = select_in_sql(table_sql, s.quote(key.name), s.quote(column.name), len(part), s.ph, suffix)
+        cursor.execute(sql, tuple(s.to_driver(v, key) for v in part))
+        found.extend((row[0], row[1]) for row in cursor.fetchall())
+    return found
+
+
+def run_delete_in(conn: Any, s: Statements, table: Any, key: Any, key_values: Sequence[Any]) -> int:
+    """``DELETE ... WHERE key IN (...)`` per chunk of keys; returns rows deleted."""
+    cursor = conn.cursor()
+    deleted = 0
+    for part in chunks(key_values, s.chunk):
+        sql = delete_in_sql(qualified(table.name, s.quote), s.quote(key.name), len(part), s.ph)
+        cursor.execute(sql, tuple(s.to_driver(v, key) for v in part))
+        deleted += int(cursor.rowcount)
+    return deleted

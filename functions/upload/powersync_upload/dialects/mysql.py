@@ -29,16 +29,17 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
 from . import Lock
 from ._sql import (
+    Statements,
     chunks,
-    delete_in_sql,
-    delete_sql,
     insert_values_sql,
     qualified,
     quote_with,
-    select_in_sql,
+    run_delete,
+    run_delete_in,
+    run_select_in,
+    run_update,
     select_sql,
     split_by_existence,
-    update_sql,
 )
 
 name = "mysql"
@@ -212,38 +213,25 @@ def upsert(
 
 
 def update(conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
-    """``UPDATE ... WHERE key = %s``; rows matched (``CLIENT.FOUND_ROWS``)."""
-    names = list(values)
-    sql = update_sql(qualified(table.name, quote), quote(key.name), [quote(n) for n in names], PH)
-    cursor = conn.cursor()
-    cursor.execute(sql, (*(to_driver(values[n], table.columns[n]) for n in names), to_driver(key_value, key)))
-    return int(cursor.rowcount)
+    """``UPDATE ... WHERE key = ?``; returns rows matched."""
+    return run_update(conn, STATEMENTS, table, key, key_value, values)
 
 
 def delete(conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
-    """``DELETE ... WHERE key = %s``."""
-    cursor = conn.cursor()
-    cursor.execute(delete_sql(qualified(table.name, quote), quote(key.name), PH), (to_driver(key_value, key),))
-    return int(cursor.rowcount)
+    """``DELETE ... WHERE key = ?``; returns rows deleted."""
+    return run_delete(conn, STATEMENTS, table, key, key_value)
 
 
 CHUNK = 1000
 """Rows per multi-row statement and keys per IN list."""
+STATEMENTS = Statements(quote, PH, to_driver, CHUNK)
 
 
 def select_many(
     conn: Any, table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
 ) -> list[tuple[Any, Any]]:
-    """``SELECT key, column ... WHERE key IN (...) FOR UPDATE | LOCK IN SHARE MODE``."""
-    found: list[tuple[Any, Any]] = []
-    cursor = conn.cursor()
-    for part in chunks(key_values, CHUNK):
-        sql = select_in_sql(
-            qualified(table.name, quote), quote(key.name), quote(column.name), len(part), PH, _LOCKS[lock]
-        )
-        cursor.execute(sql, [to_driver(v, key) for v in part])
-        found.extend((r[0], r[1]) for r in cursor.fetchall())
-    return found
+    """``SELECT key, column ... WHERE key IN (...)``, locked as :func:`select_value` locks."""
+    return run_select_in(conn, STATEMENTS, qualified(table.name, quote), key, key_values, column, _LOCKS[lock])
 
 
 def upsert_many(
@@ -307,15 +295,7 @@ def update_many(conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any
 
 def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any]) -> int:
     """``DELETE ... WHERE key IN (...)``."""
-    cursor = conn.cursor()
-    deleted = 0
-    for part in chunks(key_values, CHUNK):
-        cursor.execute(
-            delete_in_sql(qualified(table.name, quote), quote(key.name), len(part), PH),
-            [to_driver(v, key) for v in part],
-        )
-        deleted += cursor.rowcount
-    return deleted
+    return run_delete_in(conn, STATEMENTS, table, key, key_values)
 
 
 IN_PROCESS = {1213: "deadlock", 1205: "lock_timeout"}

@@ -26,13 +26,14 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
 from . import Lock
 from ._sql import (
-    chunks,
-    delete_in_sql,
-    delete_sql,
+    Statements,
     on_conflict_upsert_sql,
     qualified,
     quote_with,
-    select_in_sql,
+    run_delete,
+    run_delete_in,
+    run_select_in,
+    run_update,
     select_sql,
     update_sql,
 )
@@ -175,32 +176,25 @@ def upsert(
 
 
 def update(conn: sqlite3.Connection, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
-    """``UPDATE ... WHERE key = ?``."""
-    names = list(values)
-    sql = update_sql(qualified(table.name, quote), quote(key.name), [quote(n) for n in names], PH)
-    params = [to_driver(values[n], table.columns[n]) for n in names] + [to_driver(key_value, key)]
-    return conn.execute(sql, params).rowcount
+    """``UPDATE ... WHERE key = ?``; returns rows matched."""
+    return run_update(conn, STATEMENTS, table, key, key_value, values)
 
 
 def delete(conn: sqlite3.Connection, table: TableSchema, key: Column, key_value: Any) -> int:
-    """``DELETE ... WHERE key = ?``."""
-    sql = delete_sql(qualified(table.name, quote), quote(key.name), PH)
-    return conn.execute(sql, (to_driver(key_value, key),)).rowcount
+    """``DELETE ... WHERE key = ?``; returns rows deleted."""
+    return run_delete(conn, STATEMENTS, table, key, key_value)
 
 
 CHUNK = 500
 """Keys per IN list (SQLite allows 32,766 parameters since 3.32, 999 before)."""
+STATEMENTS = Statements(quote, PH, to_driver, CHUNK)
 
 
 def select_many(
     conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
 ) -> list[tuple[Any, Any]]:
-    """``SELECT key, column ... WHERE key IN (...)``."""
-    found: list[tuple[Any, Any]] = []
-    for part in chunks(key_values, CHUNK):
-        sql = select_in_sql(qualified(table.name, quote), quote(key.name), quote(column.name), len(part), PH)
-        found.extend(conn.execute(sql, [to_driver(v, key) for v in part]).fetchall())
-    return found
+    """``SELECT key, column ... WHERE key IN (...)``, locked as :func:`select_value` locks."""
+    return run_select_in(conn, STATEMENTS, qualified(table.name, quote), key, key_values, column)
 
 
 def upsert_many(
@@ -237,11 +231,7 @@ def update_many(
 
 def delete_many(conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any]) -> int:
     """``DELETE ... WHERE key IN (...)``."""
-    deleted = 0
-    for part in chunks(key_values, CHUNK):
-        sql = delete_in_sql(qualified(table.name, quote), quote(key.name), len(part), PH)
-        deleted += conn.execute(sql, [to_driver(v, key) for v in part]).rowcount
-    return deleted
+    return run_delete_in(conn, STATEMENTS, table, key, key_values)
 
 
 # Extended result codes: https://www.sqlite.org/rescode.html
