@@ -7,7 +7,6 @@ with a message that names the key to fix instead of failing the first upload.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -185,9 +184,3 @@ class Settings(BaseModel):
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
             raise ConfigError(f"invalid environment: {problems}") from exc
-
-
-@lru_cache(maxsize=1)
-def settings() -> Settings:
-    """The process's settings, read once."""
-    return Settings.from_env()

@@ -130,11 +130,6 @@ class SchemaCache:
         self._store(server_table, load(server_table))
         return True
 
-    def clear(self) -> None:
-        """Forget every table (a new database, or tests)."""
-        self._tables.clear()
-        self._loaded_at.clear()
-
     def _store(self, server_table: str, table: TableSchema | None) -> None:
         self._tables[server_table] = table
         self._loaded_at[server_table] = self.clock()
