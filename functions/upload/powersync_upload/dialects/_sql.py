@@ -63,22 +63,22 @@ def on_conflict_upsert_sql(
     ph: str,
     guard: str | None,
     excluded: str = "excluded",
+    source: str | None = None,
 ) -> str:
     """PostgreSQL/SQLite ``INSERT ... ON CONFLICT (key) DO UPDATE``: only a key collision updates.
 
-    Parameters: the key, then ``columns`` in order. ``nulls`` are set to NULL on update; ``guard`` (a
-    quoted column) restricts the update to rows where it equals the inserted value, so a row that
-    another user inserted meanwhile is left alone (0 rows written).
+    Parameters: the key, then ``columns`` in order (one row of placeholders), unless ``source`` gives
+    the rows another way (``SELECT * FROM unnest(...)``). ``nulls`` are set to NULL on update;
+    ``guard`` (a quoted column) restricts the update to rows where it equals the inserted value, so a
+    row that another user inserted meanwhile is left alone (0 rows written).
     """
     names = [key, *columns]
     sets = [f"{c} = {excluded}.{c}" for c in columns] + [f"{c} = NULL" for c in nulls]
     if not sets:
         sets = [f"{key} = {excluded}.{key}"]
     where = f" WHERE {table}.{guard} = {excluded}.{guard}" if guard else ""
-    return (
-        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(ph for _ in names)}) "
-        f"ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)}{where}"
-    )
+    rows = source or f"VALUES ({', '.join(ph for _ in names)})"
+    return f"INSERT INTO {table} ({', '.join(names)}) {rows} ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)}{where}"
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -173,3 +173,36 @@ def run_delete_in(conn: Any, s: Statements, table: Any, key: Any, key_values: Se
         cursor.execute(sql, tuple(s.to_driver(v, key) for v in part))
         deleted += int(cursor.rowcount)
     return deleted
+
+
+def upsert_statement(
+    s: Statements,
+    table: Any,
+    key: Any,
+    names: Sequence[str],
+    nulls: Sequence[str],
+    guard: Any | None,
+    source: str | None = None,
+) -> str:
+    """:func:`on_conflict_upsert_sql` with every name quoted by the dialect (``guard``: a column or None)."""
+    return on_conflict_upsert_sql(
+        qualified(table.name, s.quote),
+        s.quote(key.name),
+        [s.quote(n) for n in names],
+        [s.quote(n) for n in nulls],
+        s.ph,
+        s.quote(guard.name) if guard is not None else None,
+        source=source,
+    )
+
+
+def run_select_value(
+    conn: Any, s: Statements, table_sql: str, key: Any, key_value: Any, column: Any, suffix: str = ""
+) -> tuple[bool, Any]:
+    """``(found, value)`` from ``SELECT column FROM table_sql WHERE key = ? suffix``."""
+    cursor = conn.cursor()
+    cursor.execute(
+        select_sql(table_sql, s.quote(key.name), s.quote(column.name), s.ph, suffix), (s.to_driver(key_value, key),)
+    )
+    row = cursor.fetchone()
+    return (row is not None, row[0] if row is not None else None)

@@ -42,8 +42,8 @@ from ._sql import (
     run_delete,
     run_delete_in,
     run_select_in,
+    run_select_value,
     run_update,
-    select_sql,
     split_by_existence,
 )
 
@@ -197,10 +197,7 @@ def select_value(
 ) -> tuple[bool, Any]:
     """``SELECT column FROM t WITH (UPDLOCK, HOLDLOCK) WHERE key = %s`` (or a shared HOLDLOCK)."""
     target = f"{qualified(table.name, quote)} {_LOCK_HINTS[lock]}"
-    cursor = conn.cursor()
-    cursor.execute(select_sql(target, quote(key.name), quote(column.name), PH), (to_driver(key_value, key),))
-    row = cursor.fetchone()
-    return (row is not None, row[0] if row is not None else None)
+    return run_select_value(conn, STATEMENTS, target, key, key_value, column)
 
 
 def upsert_sql(table: str, key: str, columns: list[str], nulls: list[str]) -> str:

@@ -37,6 +37,7 @@ from ._sql import (
     run_delete,
     run_delete_in,
     run_select_in,
+    run_select_value,
     run_update,
     select_sql,
     split_by_existence,
@@ -172,11 +173,7 @@ def select_value(
     conn: Any, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
 ) -> tuple[bool, Any]:
     """``SELECT column ... FOR UPDATE | LOCK IN SHARE MODE`` (InnoDB also locks the gap of a missing key)."""
-    sql = select_sql(qualified(table.name, quote), quote(key.name), quote(column.name), PH, _LOCKS[lock])
-    cursor = conn.cursor()
-    cursor.execute(sql, (to_driver(key_value, key),))
-    row = cursor.fetchone()
-    return (row is not None, row[0] if row is not None else None)
+    return run_select_value(conn, STATEMENTS, qualified(table.name, quote), key, key_value, column, _LOCKS[lock])
 
 
 def insert_sql(table: str, key: str, columns: list[str]) -> str:

@@ -18,12 +18,13 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
 from . import Lock
 from ._sql import (
-    delete_sql,
-    on_conflict_upsert_sql,
+    Statements,
     qualified,
     quote_with,
-    select_sql,
-    update_sql,
+    run_delete,
+    run_select_value,
+    run_update,
+    upsert_statement,
 )
 
 name = "postgresql"
@@ -123,6 +124,9 @@ def to_driver(value: Any, column: Column) -> Any:
     return value
 
 
+STATEMENTS = Statements(quote, PH, to_driver)
+
+
 _LOCKS = {"update": "FOR UPDATE", "share": "FOR SHARE"}
 
 
@@ -130,9 +134,7 @@ def select_value(
     conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
 ) -> tuple[bool, Any]:
     """``SELECT column ... FOR UPDATE|FOR SHARE``."""
-    sql = select_sql(qualified(table.name, quote), quote(key.name), quote(column.name), PH, _LOCKS[lock])
-    row = conn.execute(sql.encode(), (key_value,)).fetchone()
-    return (row is not None, row[0] if row is not None else None)
+    return run_select_value(conn, STATEMENTS, qualified(table.name, quote), key, key_value, column, _LOCKS[lock])
 
 
 def upsert(
@@ -146,15 +148,7 @@ def upsert(
 ) -> int:
     """``INSERT ... ON CONFLICT (key) DO UPDATE ... [WHERE owner = EXCLUDED.owner]``."""
     names = list(values)
-    sql = on_conflict_upsert_sql(
-        qualified(table.name, quote),
-        quote(key.name),
-        [quote(n) for n in names],
-        [quote(n) for n in nulls],
-        PH,
-        quote(guard[0].name) if guard else None,
-        excluded="EXCLUDED",
-    )
+    sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard[0] if guard else None)
     return conn.execute(sql.encode(), [key_value, *(values[n] for n in names)]).rowcount
 
 
@@ -162,15 +156,12 @@ def update(
     conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]
 ) -> int:
     """``UPDATE ... WHERE key = %s``."""
-    names = list(values)
-    sql = update_sql(qualified(table.name, quote), quote(key.name), [quote(n) for n in names], PH)
-    return conn.execute(sql.encode(), [*(values[n] for n in names), key_value]).rowcount
+    return run_update(conn, STATEMENTS, table, key, key_value, values)
 
 
 def delete(conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any) -> int:
     """``DELETE ... WHERE key = %s``."""
-    sql = delete_sql(qualified(table.name, quote), quote(key.name), PH)
-    return conn.execute(sql.encode(), (key_value,)).rowcount
+    return run_delete(conn, STATEMENTS, table, key, key_value)
 
 
 def select_many(
@@ -206,17 +197,8 @@ def upsert_many(
     """``INSERT ... SELECT * FROM unnest(arrays) ON CONFLICT (key) DO UPDATE``: one statement, one
     parameter per column whatever the number of rows."""
     names = list(rows[0][1])
-    single = on_conflict_upsert_sql(
-        qualified(table.name, quote),
-        quote(key.name),
-        [quote(n) for n in names],
-        [quote(n) for n in nulls],
-        PH,
-        quote(guard.name) if guard else None,
-        excluded="EXCLUDED",
-    )
-    row_marks = "VALUES (" + ", ".join(PH for _ in range(len(names) + 1)) + ")"
-    sql = single.replace(row_marks, f"SELECT * FROM {_arrays(table, key, rows, names)}", 1)
+    source = f"SELECT * FROM {_arrays(table, key, rows, names)}"
+    sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard, source=source)
     return conn.execute(sql.encode(), _array_params(rows, names)).rowcount
 
 

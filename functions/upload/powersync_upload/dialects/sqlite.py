@@ -27,15 +27,15 @@ from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
 from . import Lock
 from ._sql import (
     Statements,
-    on_conflict_upsert_sql,
     qualified,
     quote_with,
     run_delete,
     run_delete_in,
     run_select_in,
+    run_select_value,
     run_update,
-    select_sql,
     update_sql,
+    upsert_statement,
 )
 
 name = "sqlite"
@@ -136,8 +136,10 @@ def to_driver(value: Any, column: Column) -> Any:
         return format(value, "f")
     if isinstance(value, datetime):
         return value.isoformat(timespec="milliseconds")
-    if isinstance(value, (date, time)):
-        return value.isoformat(timespec="milliseconds") if isinstance(value, time) else value.isoformat()
+    if isinstance(value, time):
+        return value.isoformat(timespec="milliseconds")
+    if isinstance(value, date):
+        return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
     return value
@@ -147,9 +149,7 @@ def select_value(
     conn: sqlite3.Connection, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
 ) -> tuple[bool, Any]:
     """Read one value; ``BEGIN IMMEDIATE`` already holds the database's write lock."""
-    sql = select_sql(qualified(table.name, quote), quote(key.name), quote(column.name), PH)
-    row = conn.execute(sql, (to_driver(key_value, key),)).fetchone()
-    return (row is not None, row[0] if row is not None else None)
+    return run_select_value(conn, STATEMENTS, qualified(table.name, quote), key, key_value, column)
 
 
 def upsert(
@@ -163,14 +163,7 @@ def upsert(
 ) -> int:
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` (SQLite 3.24+)."""
     names = list(values)
-    sql = on_conflict_upsert_sql(
-        qualified(table.name, quote),
-        quote(key.name),
-        [quote(n) for n in names],
-        [quote(n) for n in nulls],
-        PH,
-        quote(guard[0].name) if guard else None,
-    )
+    sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard[0] if guard else None)
     params = [to_driver(key_value, key)] + [to_driver(values[n], table.columns[n]) for n in names]
     return conn.execute(sql, params).rowcount
 
@@ -207,14 +200,7 @@ def upsert_many(
 ) -> int:
     """The single-row upsert through ``executemany``: one prepared statement, no network."""
     names = list(rows[0][1])
-    sql = on_conflict_upsert_sql(
-        qualified(table.name, quote),
-        quote(key.name),
-        [quote(n) for n in names],
-        [quote(n) for n in nulls],
-        PH,
-        quote(guard.name) if guard else None,
-    )
+    sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard)
     params = [[to_driver(k, key)] + [to_driver(v[n], table.columns[n]) for n in names] for k, v in rows]
     return conn.executemany(sql, params).rowcount
 
