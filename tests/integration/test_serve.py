@@ -71,3 +71,28 @@ def test_concurrent_puts_of_one_new_id_all_succeed(tmp_path: Path) -> None:
             assert [a[1]["results"] for a in answers] == [[{"status": "success"}]] * 20
             with sqlite3.connect(database) as conn:
                 assert conn.execute("SELECT COUNT(*) FROM lists WHERE id = ?", (list_id,)).fetchone()[0] == 1
+
+
+def test_forty_parallel_clients_are_all_answered(tmp_path: Path) -> None:
+    with running_serve(tmp_path) as (base, database):
+        # Given 40 clients that each send 5 uploads of one new list, all at once
+        def client(number: int, answers: list[int]) -> None:
+            for request in range(5):
+                body = {
+                    "batch": [
+                        {"op": "PUT", "type": "lists", "id": str(uuid.uuid4()), "data": {"name": f"{number}/{request}"}}
+                    ]
+                }
+                status, _ = _post(base, body)
+                answers.append(status)
+
+        answers: list[int] = []
+        threads = [threading.Thread(target=client, args=(n, answers)) for n in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        # Then every one of the 200 requests was answered 200 (none reset) and every row is there
+        assert answers == [200] * 200
+        with sqlite3.connect(database) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM lists").fetchone()[0] == 200

@@ -256,6 +256,15 @@ class _Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
+class LocalServer(ThreadingHTTPServer):
+    """``serve``'s HTTP server: a listen backlog of 128 (the standard library's 5 resets connections
+    when a few dozen clients connect at once) and one daemon thread per connection; requests still
+    reach the handler one at a time (:func:`invoke`)."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def serve(port: int) -> int:
     """Serve the handler on 127.0.0.1:``port`` until interrupted."""
     _use_local_database(fresh=False)
@@ -270,7 +279,7 @@ def serve(port: int) -> int:
             algorithm="HS256",
         )
         print(f"JWT_SECRET not set: using a development secret. A token for user 1111...1111, valid 24 h:\n{token}")
-    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+    server = LocalServer(("127.0.0.1", port), _Handler)
     print(
         f"serving POST http://127.0.0.1:{port}/api/data, GET /health and GET {OPENAPI_PATH} (Ctrl-C to stop)",
         flush=True,
