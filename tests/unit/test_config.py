@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from powersync_upload.config import ConfigError, Settings, load_upload_config
+from powersync_upload.config import ConfigError, Settings, TableConfig, load_upload_config, schema_problems
+from powersync_upload.schema import INT_RANGES, Column, Kind, TableSchema
 
 VALID = """\
 on_fatal_error: stop
@@ -137,6 +138,164 @@ def test_missing_file_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read") as caught:
         load_upload_config(path)
     assert str(path) in str(caught.value)
+
+
+# ---- conflicts, deltas, rules, ledger_days (DESIGN.md sections 3 and 4) -------------------------------
+
+SHOP = """\
+ledger_days: 3
+tables:
+  items:
+    owner: owner_id
+    conflicts: {detect: previous_values, on_conflict: skip}
+    deltas: [quantity]
+    rules:
+      frozen_when: {status: [shipped]}
+      transitions: {status: {pending: [packed, cancelled], packed: [shipped]}, level: {1: [2]}}
+  notes:
+    conflicts: {detect: version, version_column: version}
+"""
+
+
+def test_conflict_delta_and_rule_keys_are_read_with_their_defaults(tmp_path: Path) -> None:
+    # Given a file using every conflict-handling key of DESIGN section 4
+    path = write(tmp_path, SHOP)
+
+    # When it is loaded
+    config = load_upload_config(path)
+
+    # Then each key is read; a table without them detects nothing and rejects on conflict
+    items, notes = config.tables["items"], config.tables["notes"]
+    assert config.ledger_days == 3
+    assert (items.conflicts.detect, items.conflicts.on_conflict) == ("previous_values", "skip")
+    assert items.deltas == ["quantity"]
+    assert items.rules.frozen_when == {"status": ["shipped"]}
+    assert items.rules.transitions["level"] == {"1": [2]}
+    assert (notes.conflicts.detect, notes.conflicts.version_column, notes.conflicts.on_conflict) == (
+        "version",
+        "version",
+        "reject",
+    )
+    assert load_upload_config(write(tmp_path, "tables:\n  t: {}\n")).ledger_days == 7
+    assert load_upload_config(write(tmp_path, "tables:\n  t: {}\n")).tables["t"].conflicts.detect == "none"
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ("conflicts: {detect: versions}", "tables.t.conflicts.detect"),
+        ("conflicts: {detect: version, on_conflict: ignore, version_column: v}", "tables.t.conflicts.on_conflict"),
+        ("conflicts: {detect: version}", "tables.t.conflicts.version_column: required"),
+        ("conflicts: {version_column: v}", "tables.t.conflicts.version_column: only used with detect: version"),
+        ("conflicts: {detect: none, strategy: x}", "tables.t.conflicts.strategy"),
+        ("rules: {frozen: {status: [a]}}", "tables.t.rules.frozen"),
+        ("rules: {frozen_when: {status: []}}", "tables.t.rules.frozen_when.status: lists no values"),
+        ("deltas: [qty, qty]", "tables.t.deltas: 'qty' is listed twice"),
+        ("deltas: [id]", "tables.t.deltas: 'id' is the table's key"),
+        ("{owner: owner_id, deltas: [owner_id]}", "tables.t.deltas: 'owner_id' is the table's owner column"),
+        (
+            "{conflicts: {detect: version, version_column: v}, deltas: [v]}",
+            "tables.t.deltas: 'v' is conflicts.version_column",
+        ),
+        ("{columns: [name], deltas: [qty]}", "tables.t.deltas: 'qty' is not in tables.t.columns"),
+    ],
+    ids=[
+        "detect-choice",
+        "on-conflict-choice",
+        "version-without-column",
+        "column-without-version",
+        "unknown-conflicts-key",
+        "unknown-rules-key",
+        "frozen-without-values",
+        "delta-twice",
+        "delta-on-key",
+        "delta-on-owner",
+        "delta-on-version",
+        "delta-not-writable",
+    ],
+)
+def test_conflict_configuration_errors_name_the_full_key(tmp_path: Path, table: str, key: str) -> None:
+    # Given a table whose conflict, delta or rule keys are wrong
+    body = table if table.startswith("{") else "{" + table + "}"
+    path = write(tmp_path, f"tables:\n  t: {body}\n")
+
+    # When / Then loading fails at cold start with a message naming the full key
+    with pytest.raises(ConfigError) as caught:
+        load_upload_config(path)
+    assert key in str(caught.value)
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "ten"])
+def test_ledger_days_must_be_a_positive_number_of_days(tmp_path: Path, days: str) -> None:
+    # Given a ledger window that is not a positive whole number of days
+    path = write(tmp_path, f"ledger_days: {days}\ntables:\n  t: {{}}\n")
+
+    # When / Then loading fails naming ledger_days
+    with pytest.raises(ConfigError, match="ledger_days"):
+        load_upload_config(path)
+
+
+def _items_schema() -> TableSchema:
+    columns = [
+        Column("id", Kind.UUID),
+        Column("name", Kind.TEXT, max_length=10),
+        Column("status", Kind.TEXT, max_length=7),
+        Column("quantity", Kind.INTEGER, int_range=INT_RANGES["int"]),
+        Column("version", Kind.INTEGER, int_range=INT_RANGES["int"]),
+    ]
+    return TableSchema("items", {c.name: c for c in columns})
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"deltas": ["name"]}, "tables.items.deltas: 'name' is text in items; it must be numeric"),
+        ({"deltas": ["stock"]}, "tables.items.deltas: 'stock' is not a column of items"),
+        (
+            {"conflicts": {"detect": "version", "version_column": "name"}},
+            "tables.items.conflicts.version_column: 'name' is text in items; it must be numeric",
+        ),
+        ({"rules": {"frozen_when": {"colour": ["red"]}}}, "tables.items.rules.frozen_when.colour: 'colour' is not a"),
+        (
+            {"rules": {"transitions": {"status": {"pending": ["cancelled"]}}}},
+            "tables.items.rules.transitions.status: a value does not fit column 'status' (too_long)",
+        ),
+        ({"rules": {"frozen_when": {"quantity": ["many"]}}}, "tables.items.rules.frozen_when.quantity: a value"),
+    ],
+    ids=[
+        "delta-not-numeric",
+        "delta-missing",
+        "version-not-integer",
+        "rule-unknown-column",
+        "rule-value-too-long",
+        "rule-value-wrong-type",
+    ],
+)
+def test_schema_checks_name_the_key_and_the_column(table: dict[str, object], message: str) -> None:
+    # Given a table configuration that is valid YAML but does not fit the introspected table
+    config = TableConfig.model_validate(table)
+
+    # When it is checked against the schema (first introspection)
+    problems = schema_problems("items", config, _items_schema())
+
+    # Then the one problem names the full key and the column
+    assert len(problems) == 1
+    assert problems[0].startswith(message)
+
+
+def test_a_fitting_table_has_no_schema_problems() -> None:
+    # Given deltas, a version column and rules that all fit the table (a renamed column included)
+    config = TableConfig.model_validate(
+        {
+            "rename": {"qty": "quantity"},
+            "deltas": ["qty"],
+            "conflicts": {"detect": "version", "version_column": "version"},
+            "rules": {"frozen_when": {"status": ["shipped"]}, "transitions": {"quantity": {"1": [2, "3"]}}},
+        }
+    )
+
+    # When / Then the schema check finds nothing
+    assert schema_problems("items", config, _items_schema()) == []
 
 
 # ---- environment ---------------------------------------------------------------------------------

@@ -8,16 +8,70 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .convert import InvalidValue, convert
+from .schema import Kind, TableSchema
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "upload.yaml"
 
 
 class ConfigError(Exception):
     """The configuration file or the environment is invalid; the message says what to fix."""
+
+
+RuleValue = str | int | float | bool
+"""A value in ``rules``, as YAML gives it; converted like a client value for its column at first
+introspection (:func:`schema_problems`)."""
+
+
+class ConflictsConfig(BaseModel):
+    """``tables.<name>.conflicts`` (DESIGN.md section 3, "Conflicts").
+
+    Attributes:
+        detect: ``none`` (last write wins per column), ``previous_values`` (a PATCH's ``old`` must
+            still match the server) or ``version`` (a server-incremented ``version_column``).
+        on_conflict: ``reject`` the whole transaction (``CONFLICT``, fatal) or ``skip`` only the
+            conflicting operation (``CONFLICT_SKIPPED`` warning; the rest commits).
+        version_column: with ``detect: version``, the server column holding the row's version
+            (compared, never written by the client; every update sets it to ``version + 1``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    detect: Literal["none", "previous_values", "version"] = "none"
+    on_conflict: Literal["reject", "skip"] = "reject"
+    version_column: str | None = None
+
+
+class RulesConfig(BaseModel):
+    """``tables.<name>.rules``: business rules checked against the row as the transaction has left it.
+
+    Attributes:
+        frozen_when: column -> values; a row whose current value is listed refuses every change
+            (PATCH, DELETE, PUT of the existing row).
+        transitions: column -> {from value: [allowed to values]}; a change not listed is refused; a
+            current value that is not a ``from`` key allows no change, a NULL one allows any.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    frozen_when: dict[str, list[RuleValue]] = Field(default_factory=dict)
+    transitions: dict[str, dict[str, list[RuleValue]]] = Field(default_factory=dict)
+
+    @field_validator("transitions", mode="before")
+    @classmethod
+    def _from_keys_as_text(cls, value: object) -> object:
+        # YAML reads `1: [2]` with an integer key; keys are kept as text and converted with the rest.
+        if isinstance(value, dict):
+            return {
+                column: {str(k): v for k, v in moves.items()} if isinstance(moves, dict) else moves
+                for column, moves in value.items()
+            }
+        return value
 
 
 class TableConfig(BaseModel):
@@ -32,6 +86,9 @@ class TableConfig(BaseModel):
             reference an existing row owned by the caller (when that table has an owner).
         columns: optional allow-list of client column names (key, owner and parents always allowed).
         rename: client column name -> server column name.
+        conflicts: conflict detection, see :class:`ConflictsConfig`.
+        deltas: client columns whose PATCH applies ``new - old`` to the current value.
+        rules: see :class:`RulesConfig`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +99,48 @@ class TableConfig(BaseModel):
     parents: dict[str, str] = Field(default_factory=dict)
     columns: list[str] | None = None
     rename: dict[str, str] = Field(default_factory=dict)
+    conflicts: ConflictsConfig = Field(default_factory=ConflictsConfig)
+    deltas: list[str] = Field(default_factory=list)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+
+    def server_column(self, client_column: str) -> str:
+        """The server column a client column name writes (``rename`` applied)."""
+        return self.rename.get(client_column, client_column)
+
+    def problems(self, name: str) -> list[str]:
+        """Checks that need only the YAML, each message naming the full key (``tables.<name>....``)."""
+        found = []
+        where = f"tables.{name}"
+        detect, version = self.conflicts.detect, self.conflicts.version_column
+        if detect == "version" and not version:
+            found.append(f"{where}.conflicts.version_column: required when detect is 'version'")
+        if detect != "version" and version:
+            found.append(f"{where}.conflicts.version_column: only used with detect: version (detect is '{detect}')")
+        protected = {c.casefold(): label for c, label in self._protected().items()}
+        seen: set[str] = set()
+        for column in self.deltas:
+            if column in seen:
+                found.append(f"{where}.deltas: '{column}' is listed twice")
+            seen.add(column)
+            label = protected.get(self.server_column(column).casefold())
+            if label is not None:
+                found.append(f"{where}.deltas: '{column}' is the table's {label}, which cannot be a delta")
+            elif version and self.server_column(column).casefold() == version.casefold():
+                found.append(f"{where}.deltas: '{column}' is conflicts.version_column, which the server increments")
+            elif self.columns is not None and column not in self.columns:
+                found.append(f"{where}.deltas: '{column}' is not in {where}.columns, so clients cannot write it")
+        for kind, rules in (("frozen_when", self.rules.frozen_when), ("transitions", self.rules.transitions)):
+            for column, values in rules.items():
+                if not values:
+                    found.append(f"{where}.rules.{kind}.{column}: lists no values")
+        return found
+
+    def _protected(self) -> dict[str, str]:
+        out = {self.key: "key"}
+        if self.owner:
+            out[self.owner] = "owner column"
+        out.update(dict.fromkeys(self.parents, "parent column"))
+        return out
 
 
 class Limits(BaseModel):
@@ -74,6 +173,9 @@ class UploadConfig(BaseModel):
         errors_table: server table where every fatal result is also recorded; ``null`` disables it.
         limits: see :class:`Limits`.
         tables: client table name -> :class:`TableConfig`.
+        ledger_days: how long (days) a decided transaction of a request naming ``client_id`` is
+            remembered in ``powersync_upload_ledger``: a replay within it is answered from the ledger
+            instead of being applied again (DESIGN.md section 3, "Replays").
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -82,6 +184,7 @@ class UploadConfig(BaseModel):
     max_transactions: int = Field(default=50, ge=1, le=10_000)
     errors_table: str | None = "powersync_upload_errors"
     limits: Limits = Field(default_factory=Limits)
+    ledger_days: int = Field(default=7, ge=1, le=3650)
     tables: dict[str, TableConfig]
 
     @field_validator("tables")
@@ -97,11 +200,57 @@ class UploadConfig(BaseModel):
             for column, parent in table.parents.items():
                 if parent not in self.tables:
                     raise ValueError(f"tables.{name}.parents.{column} names '{parent}', which is not under 'tables'")
+        problems = [problem for name, table in self.tables.items() for problem in table.problems(name)]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def server_table(self, client_table: str) -> str:
         """The server table name for a configured client table."""
         return self.tables[client_table].table or client_table
+
+
+_NUMERIC = (Kind.INTEGER, Kind.DECIMAL, Kind.FLOAT)
+
+
+def schema_problems(name: str, table: TableConfig, schema: TableSchema) -> list[str]:
+    """The checks of ``tables.<name>`` that need the introspected table (DESIGN.md section 4): a delta
+    or version column that is missing or not numeric, a rule on an unknown column, a rule value the
+    column cannot hold. Run once at first introspection; a table with problems is then answered
+    ``SCHEMA_MISMATCH``.
+
+    Returns:
+        one message per problem, each naming the full key; empty when the table fits.
+    """
+    found = []
+    where = f"tables.{name}"
+    wanted: list[tuple[str, str, tuple[Kind, ...]]] = [(f"{where}.deltas", c, _NUMERIC) for c in table.deltas]
+    if table.conflicts.detect == "version" and table.conflicts.version_column:
+        wanted.append((f"{where}.conflicts.version_column", table.conflicts.version_column, (Kind.INTEGER,)))
+    for key, client, kinds in wanted:
+        column = schema.column(table.server_column(client))
+        if column is None:
+            found.append(f"{key}: '{client}' is not a column of {schema.name}")
+        elif column.kind not in kinds:
+            found.append(f"{key}: '{client}' is {column.kind.value} in {schema.name}; it must be numeric")
+    rules: list[tuple[str, str, list[Any]]] = [
+        (f"{where}.rules.frozen_when.{c}", c, list(values)) for c, values in table.rules.frozen_when.items()
+    ]
+    for client, moves in table.rules.transitions.items():
+        values = [v for source, targets in moves.items() for v in (source, *targets)]
+        rules.append((f"{where}.rules.transitions.{client}", client, values))
+    for key, client, values in rules:
+        column = schema.column(table.server_column(client))
+        if column is None:
+            found.append(f"{key}: '{client}' is not a column of {schema.name}")
+            continue
+        for value in values:
+            try:
+                convert(value, column)
+            except InvalidValue as exc:
+                found.append(f"{key}: a value does not fit column '{client}' ({exc.reason.value})")
+                break
+    return found
 
 
 def _format_validation_error(path: Path, exc: ValidationError) -> str:
