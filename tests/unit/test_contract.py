@@ -96,7 +96,7 @@ def test_shape_a_accepts_every_alias(crud_keys: dict[str, Any], tx_keys: dict[st
     assert isinstance(request, UploadRequestA)
     assert request.transactions[0].crud[0].previous_values == {"a": 0}
     assert upload.transactions[0].tx_id == 3
-    assert upload.transactions[0].operations[0] == contract.Operation("PATCH", "todos", ROW, {"a": 1}, None)
+    assert upload.transactions[0].operations[0] == contract.Operation("PATCH", "todos", ROW, {"a": 1}, None, {"a": 0})
 
 
 def test_shape_a_over_the_cap_is_an_envelope_error() -> None:
@@ -202,7 +202,7 @@ def test_shape_b_accepts_every_alias(keys: dict[str, Any]) -> None:
     assert isinstance(request, UploadRequestB)
     assert request.batch[0].old == {"a": 0}
     assert upload.transactions[0].tx_id == 3
-    assert upload.transactions[0].operations[0] == contract.Operation("PATCH", "todos", ROW, {"a": 1}, 4)
+    assert upload.transactions[0].operations[0] == contract.Operation("PATCH", "todos", ROW, {"a": 1}, 4, {"a": 0})
 
 
 def test_shape_b_groups_only_consecutive_equal_tx_ids() -> None:

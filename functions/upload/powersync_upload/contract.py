@@ -117,6 +117,8 @@ class Operation:
         id: the client row id, as sent.
         data: the column values (``None`` for DELETE).
         op_id: the client's op_id, when sent.
+        old: the previous values the client table tracks (``trackPrevious``), when sent.
+        metadata: the entry's ``metadata`` (``trackMetadata``), when sent.
     """
 
     op: OpKind
@@ -124,6 +126,8 @@ class Operation:
     id: str
     data: dict[str, Any] | None
     op_id: int | None = None
+    old: dict[str, Any] | None = None
+    metadata: Any = None
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,15 @@ def to_upload(request: UploadRequestA | UploadRequestB, max_transactions: int) -
         transactions = [
             Transaction(
                 operations=tuple(
-                    Operation(c.op, c.table, c.id, None if c.op == "DELETE" else (c.op_data or {}), c.op_id)
+                    Operation(
+                        c.op,
+                        c.table,
+                        c.id,
+                        None if c.op == "DELETE" else (c.op_data or {}),
+                        c.op_id,
+                        c.previous_values,
+                        c.metadata,
+                    )
                     for c in tx.crud
                 ),
                 tx_id=tx.transaction_id,
@@ -177,7 +189,13 @@ def group_batch(batch: list[CrudB]) -> list[Transaction]:
     current_tx: int | None = None
     for entry in batch:
         operation = Operation(
-            entry.op, entry.type, entry.id, None if entry.op == "DELETE" else (entry.data or {}), entry.op_id
+            entry.op,
+            entry.type,
+            entry.id,
+            None if entry.op == "DELETE" else (entry.data or {}),
+            entry.op_id,
+            entry.old,
+            entry.metadata,
         )
         if current and entry.tx_id is not None and entry.tx_id == current_tx:
             current.append(operation)
@@ -194,12 +212,15 @@ def group_batch(batch: list[CrudB]) -> list[Transaction]:
 
 
 class OperationWarning(BaseModel):
-    """A non-fatal note on one operation (``ROW_NOT_FOUND``: PATCH of a missing row)."""
+    """A non-fatal note on a committed transaction: ``ROW_NOT_FOUND`` (PATCH of a missing row),
+    ``CONFLICT_SKIPPED`` (``on_conflict: skip`` dropped that operation; ``details`` as a ``CONFLICT``'s),
+    ``ALREADY_APPLIED`` (a replay answered from the ledger: alone, without an operation index)."""
 
     model_config = ConfigDict(title="Warning")
 
-    operation_index: int
-    code: Literal["ROW_NOT_FOUND"]
+    operation_index: int | None = None
+    code: Literal["ROW_NOT_FOUND", "CONFLICT_SKIPPED", "ALREADY_APPLIED"]
+    details: dict[str, Any] | None = None
 
 
 class FailedOperation(BaseModel):

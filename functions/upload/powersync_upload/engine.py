@@ -20,13 +20,17 @@ The engine knows nothing of HTTP: :func:`apply_upload` returns an :class:`Outcom
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 import traceback
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import errors_table, writes
+from pydantic import TypeAdapter
+
+from . import errors_table, ledger, writes
 from .config import UploadConfig
 from .contract import (
     FailedOperation,
@@ -78,12 +82,14 @@ class Outcome:
         committed: number of transactions committed.
         recorded: number of fatal results stored in the errors table.
         fatal: the fatal errors, for the errors table, logs and metrics.
+        replayed: transactions answered from the ledger instead of being applied again.
     """
 
     results: list[TransactionResult]
     retry_after_ms: int | None = None
     committed: int = 0
     recorded: int = 0
+    replayed: int = 0
     fatal: list[tuple[int, Transaction, FatalOpError, int]] = field(default_factory=list)
 
 
@@ -109,14 +115,33 @@ def apply_upload(
     """
     outcome = Outcome(results=[])
     run = _Run(caller, config, db, deadline, fast_path)
+    replays = _LedgerRun.start(upload, caller, config)  # ledger hook
+    try:
+        replays.load(run)
+    except RetryableError as exc:
+        return _stop_retryable(upload, outcome, 0, exc)
+    run.ledger = replays
     for index, transaction in enumerate(upload.transactions):
+        answered = replays.answer(transaction)  # ledger hook: a replay is not applied again
+        if answered is not None:
+            outcome.replayed += 1
+            outcome.results.append(answered)
+            continue
         try:
             warnings = run.with_retries(transaction)
+        except _AlreadyDecided as race:  # ledger hook: a resend raced its first attempt
+            answered = replays.answer_stored(transaction, race.stored)
+            if answered is None:
+                return _stop_retryable(upload, outcome, index, RetryableError("ledger_race", retry_after_ms=1000))
+            outcome.replayed += 1
+            outcome.results.append(answered)
+            continue
         except FatalOpError as exc:
             op_index = exc.operation_index
-            outcome.fatal.append((index, transaction, exc, op_index))
-            outcome.results.append(_fatal_result(transaction, exc, op_index))
-            if config.errors_table:
+            result = _fatal_result(transaction, exc, op_index)
+            entry = replays.entry(transaction, result)  # ledger hook
+            recorded = errors_table.Recorded(committed=False)
+            if config.errors_table or entry is not None:
                 operation = transaction.operations[op_index]
                 row = errors_table.row_values(
                     caller.user_id,
@@ -128,15 +153,35 @@ def apply_upload(
                     operation.id,
                     exc,
                 )
-                outcome.recorded += errors_table.record(db.connection(5.0), db, config.errors_table, row)
+                recorded = errors_table.record(
+                    db.connection(5.0),
+                    db,
+                    config.errors_table,
+                    row,
+                    ledger_entries=[entry] if entry is not None else (),
+                )
+            if entry is not None and not recorded.claim.claimed:  # ledger hook: the first attempt decided it
+                answered = replays.answer_stored(transaction, replays.stored(recorded.claim, entry.identity))
+                if answered is None:
+                    return _stop_retryable(upload, outcome, index, RetryableError("ledger_race", retry_after_ms=1000))
+                outcome.replayed += 1
+                outcome.results.append(answered)
+                continue
+            outcome.fatal.append((index, transaction, exc, op_index))
+            outcome.recorded += recorded.errors_row
+            outcome.results.append(result)
+            if entry is not None and recorded.committed:
+                replays.remember(entry)
             if config.on_fatal_error == "stop" and upload.shape == "A":
                 outcome.results.extend(NotAttemptedResult() for _ in upload.transactions[index + 1 :])
                 return outcome
             continue
         except RetryableError as exc:
             return _stop_retryable(upload, outcome, index, exc)
+        replays.committed(transaction)  # ledger hook
         outcome.committed += 1
         outcome.results.append(SuccessResult(warnings=warnings or None))
+    replays.prune_if_due(run)  # ledger hook
     return outcome
 
 
@@ -179,6 +224,7 @@ class _Run:
     db: Database
     deadline: Deadline
     fast_path: bool
+    ledger: _LedgerRun | None = None
 
     def with_retries(self, transaction: Transaction) -> list[OperationWarning]:
         """Apply a transaction; retry it in process after a deadlock or lock timeout, and once after a
@@ -283,6 +329,8 @@ class _Run:
         except Exception as exc:
             self._rollback(conn)
             raise self._classified(exc, operations[op_index], op_index) from exc
+        if self.ledger is not None:  # ledger hook: the ledger row goes in the same database transaction
+            self.ledger.claim(self, conn, transaction, SuccessResult(warnings=warnings or None))
         self._commit(conn, transaction)
         db.mark_used()
         return warnings
@@ -332,3 +380,177 @@ class _Run:
             classified.column = client_column(table_config, classified.column)
         classified.operation_index = op_index
         return classified
+
+
+# ==== ledger hooks (issue 11; DESIGN.md section 3, "Replays are harmless ... exactly once") =========
+# Kept apart from the engine proper: one read of the ledger per request before anything is applied,
+# the ledger row of a committed transaction in the same database transaction as its writes
+# (:meth:`_LedgerRun.claim`), the row of a fatal one with its errors-table row (``errors_table.record``),
+# and a duplicate identity (a resend racing its first attempt) answered from the ledger, or 503.
+
+PRUNE_INTERVAL_S = 3600.0
+"""Ledger rows older than ``ledger_days`` are deleted at most this often per container (seconds)."""
+_last_prune = [-math.inf]
+_RESULT: TypeAdapter[TransactionResult] = TypeAdapter(TransactionResult)
+
+
+class _AlreadyDecided(Exception):
+    """A concurrent attempt of the same transaction decided it first; this attempt was rolled back.
+
+    Attributes:
+        stored: its ledger row as read back, or ``None`` when not visible yet (answer 503).
+    """
+
+    def __init__(self, stored: ledger.Entry | None) -> None:
+        self.stored = stored
+        super().__init__("already decided")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _LedgerRun:
+    """One request's use of the ledger.
+
+    Attributes:
+        identities: ``id(transaction)`` -> its identity, for the transactions that have one.
+        known: ledger rows read for this request, and those this request decided.
+        pending: ledger rows claimed in the open database transaction, by ``id(transaction)``.
+    """
+
+    user_id: str
+    client_id: str | None
+    retention_days: int
+    identities: dict[int, ledger.Identity]
+    known: list[ledger.Entry] = field(default_factory=list)
+    pending: dict[int, ledger.Entry] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, upload: Upload, caller: Caller, config: UploadConfig) -> _LedgerRun:
+        """The identities of the request's transactions (none without ``client_id``)."""
+        identities = {}
+        for transaction in upload.transactions:
+            found = ledger.identity(caller.user_id, upload.client_id, transaction)
+            if found is not None:
+                identities[id(transaction)] = found
+        return cls(caller.user_id, upload.client_id, config.ledger_days, identities)
+
+    def load(self, run: _Run) -> None:
+        """Read the ledger rows of every identity of the request: one statement, in a transaction of
+        its own (also the liveness check of a kept connection). A missing ledger table is logged and
+        the request goes on without the ledger (replays then rely on idempotency, as without
+        ``client_id``).
+
+        Raises:
+            RetryableError: the database cannot be read now.
+        """
+        if not self.identities or self.client_id is None:
+            return
+        db = run.db
+        conn = run._begin()
+        try:
+            digests = [i.digest for i in self.identities.values()]
+            rows = db.dialect.ledger_read(conn, self.user_id, self.client_id, digests)
+        except Exception as exc:
+            run._rollback(conn)
+            classified = db.dialect.classify(exc)
+            if isinstance(classified, RetryableError):
+                raise classified from exc
+            if classified is None:
+                raise RetryableError("internal", retry_after_ms=5000) from exc
+            logger.error("cannot read the ledger; replays are applied again", extra={"error_number": classified.number})
+            self.identities.clear()
+            return
+        run._rollback(conn)
+        db.mark_used()
+        self.known = [e for e in (ledger.from_row(self.user_id, self.client_id, r) for r in rows) if e is not None]
+
+    def answer(self, transaction: Transaction) -> TransactionResult | None:
+        """The stored answer for a transaction decided before, or ``None`` to apply it."""
+        ident = self.identities.get(id(transaction))
+        if ident is None:
+            return None
+        return self._decided(ledger.find(self.known, ident))
+
+    def _decided(self, stored: ledger.Entry | None) -> TransactionResult | None:
+        decision = ledger.decide(stored, _now(), retention_days=self.retention_days)
+        if decision.apply or decision.answer is None:
+            return None
+        return _RESULT.validate_python(decision.answer)
+
+    def answer_stored(self, transaction: Transaction, stored: ledger.Entry | None) -> TransactionResult | None:
+        """The answer after a race: from the row the first attempt stored, or ``None`` (answer 503)."""
+        if stored is None:
+            return None
+        self.known.append(stored)
+        return self._decided(stored) if self.identities.get(id(transaction)) == stored.identity else None
+
+    def stored(self, claim: ledger.Claim, ident: ledger.Identity) -> ledger.Entry | None:
+        """The row with ``ident`` among those a claim that lost its race read back."""
+        rows = (ledger.from_row(ident.user_id, ident.client_id, r) for r in claim.stored)
+        return ledger.find([e for e in rows if e is not None], ident)
+
+    def entry(self, transaction: Transaction, result: TransactionResult) -> ledger.Entry | None:
+        """The ledger row recording ``result`` for ``transaction`` (``None`` without an identity)."""
+        ident = self.identities.get(id(transaction))
+        if ident is None:
+            return None
+        return ledger.entry(ident, result.model_dump(mode="json", exclude_none=True), _now())
+
+    def claim(self, run: _Run, conn: Any, transaction: Transaction, result: TransactionResult) -> None:
+        """Insert the transaction's ledger row in the open database transaction, before COMMIT.
+
+        Raises:
+            _AlreadyDecided: another attempt decided it first (the transaction was rolled back).
+            RetryableError: the insert failed (the transaction was rolled back).
+        """
+        entry = self.entry(transaction, result)
+        if entry is None:
+            return
+        db = run.db
+        try:
+            claim = db.dialect.ledger_claim(conn, [entry])
+        except Exception as exc:
+            run._rollback(conn)
+            classified = db.dialect.classify(exc)
+            if isinstance(classified, RetryableError):
+                raise classified from exc
+            logger.error("cannot write the ledger", extra={"error_type": type(exc).__name__})
+            raise RetryableError("ledger", retry_after_ms=5000) from exc
+        if not claim.claimed:
+            db.mark_used()
+            raise _AlreadyDecided(self.stored(claim, entry.identity))
+        self.pending[id(transaction)] = entry
+
+    def committed(self, transaction: Transaction) -> None:
+        """The transaction's COMMIT returned: its ledger row now answers a repeat in this request."""
+        entry = self.pending.pop(id(transaction), None)
+        if entry is not None:
+            self.remember(entry)
+
+    def remember(self, entry: ledger.Entry) -> None:
+        """A row this request decided."""
+        self.known.append(entry)
+
+    def prune_if_due(self, run: _Run) -> None:
+        """Delete ledger rows older than ``ledger_days``, at most once per :data:`PRUNE_INTERVAL_S`
+        per container, in a short transaction of its own after the request's work. Never raises."""
+        if not self.identities or time.monotonic() - _last_prune[0] < PRUNE_INTERVAL_S:
+            return
+        if run.deadline.remaining() < 3 * SAFETY_MARGIN_S:
+            return
+        _last_prune[0] = time.monotonic()
+        db = run.db
+        before = (_now() - timedelta(days=self.retention_days)).replace(tzinfo=None)
+        conn = None
+        try:
+            conn = db.connection(2.0)
+            db.dialect.begin(conn, 2.0)
+            deleted = db.dialect.ledger_prune(conn, before)
+            db.dialect.commit(conn)
+            logger.info("ledger pruned", extra={"deleted": deleted})
+        except Exception as exc:  # noqa: BLE001 - pruning is housekeeping: the next container tries again
+            logger.warning("could not prune the ledger", extra={"error_type": type(exc).__name__})
+            run._rollback(conn)

@@ -41,6 +41,22 @@ class Reason(StrEnum):
     FORMAT = "format"
     OUT_OF_RANGE = "out_of_range"
     TOO_LONG = "too_long"
+    NEEDS_PREVIOUS_VALUE = "needs_previous_value"
+    """A delta column or a version check needs ``old`` (or the version in ``data``) and did not get it."""
+
+
+class ConflictReason(StrEnum):
+    """``details.reason`` for :attr:`ErrorCode.CONFLICT` and the ``CONFLICT_SKIPPED`` warning
+    (DESIGN.md section 3, "Conflicts")."""
+
+    STALE = "stale"
+    """``detect: previous_values``: a column's ``old`` no longer equals the server's value."""
+    VERSION = "version"
+    """``detect: version``: the version the client saw is not the row's version."""
+    FROZEN = "frozen"
+    """``rules.frozen_when``: the row's current value freezes it."""
+    TRANSITION = "transition"
+    """``rules.transitions``: the change of that column is not an allowed transition."""
 
 
 _SUMMARY: dict[ErrorCode, str] = {
@@ -80,8 +96,10 @@ class FatalOpError(Exception):
         constraint: the database constraint's name, or ``None``.
         number: the database's error number (SQL Server error number, PostgreSQL SQLSTATE, SQLite
             extended result code, MySQL error number), or ``None`` when the error was found in Python.
-        reason: for ``INVALID_DATA``, one of :class:`Reason`.
+        reason: for ``INVALID_DATA``, one of :class:`Reason`; for ``CONFLICT``, a :class:`ConflictReason`.
         limit: the configuration limit that was exceeded (``max_operations_per_transaction``, ...).
+        conflict_id: for ``CONFLICT``, the id of its row in ``powersync_upload_conflicts`` (set once
+            that row is recorded).
         operation_index: index of the failing operation in its transaction (set by the engine).
     """
 
@@ -95,11 +113,13 @@ class FatalOpError(Exception):
         column: str | None = None,
         constraint: str | None = None,
         number: int | str | None = None,
-        reason: Reason | None = None,
+        reason: Reason | ConflictReason | None = None,
         limit: str | None = None,
+        conflict_id: str | None = None,
     ) -> None:
         self.code = code
         self.limit = limit
+        self.conflict_id = conflict_id
         self.table = table
         self.column = column
         self.constraint = constraint
@@ -127,7 +147,7 @@ class FatalOpError(Exception):
     def details(self) -> dict[str, Any]:
         """``failed_operation.details``: names (see :func:`safe_name`) and the error number, never values."""
         out: dict[str, Any] = {}
-        for key in ("table", "column", "constraint", "reason", "limit"):
+        for key in ("table", "column", "constraint", "reason", "limit", "conflict_id"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = safe_name(str(value))

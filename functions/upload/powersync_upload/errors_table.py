@@ -1,7 +1,8 @@
 """The errors table: every fatal result is also stored as a row that sync rules can send back to the user.
 
 Each rejected transaction gets one row in ``powersync_upload_errors`` (configurable), written in its
-own short transaction right after the rejected one was rolled back (DESIGN.md section 3). The table's
+own short transaction right after the rejected one was rolled back (DESIGN.md section 3), together
+with the transaction's ledger row and its conflict rows when there are any. The table's
 ``id`` is a text UUID, as PowerSync requires of synced tables; the migrations per dialect are in
 ``db/migrations/<dialect>/``. A failure to record never changes the result the client gets: it is
 logged (``"could not record a rejected transaction"``) and the upload goes on.
@@ -13,12 +14,15 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from .convert import InvalidValue, convert
 from .database import Database
 from .errors import FatalOpError
+from .ledger import CLAIMED, Claim, Entry
 from .schema import Column, Kind
 
 logger = logging.getLogger(__name__)
@@ -60,42 +64,87 @@ def row_values(
     }
 
 
-def record(conn: Any, db: Database, table_name: str, raw: dict[str, Any]) -> bool:
-    """Insert one errors-table row in its own transaction.
+@dataclass(frozen=True)
+class Recorded:
+    """What :func:`record` kept.
+
+    Attributes:
+        committed: the short transaction committed (errors-table row, ledger row and conflict rows
+            as given; an errors table that does not exist is skipped, logged).
+        errors_row: the errors-table row is among what was committed.
+        claim: the ledger's answer when a ledger row was given: not ``claimed`` means a concurrent
+            attempt of the same transaction decided it first (nothing was written here).
+    """
+
+    committed: bool
+    errors_row: bool = False
+    claim: Claim = CLAIMED
+
+
+def _errors_values(
+    conn: Any, db: Database, table_name: str, raw: dict[str, Any]
+) -> tuple[Any, Any, dict[str, Any]] | None:
+    schema = db.table(conn, table_name)
+    if schema is None:
+        logger.warning("errors table not found; rejected transactions are not recorded", extra={"table": table_name})
+        return None
+    key = schema.column("id")
+    if key is None:
+        logger.warning("errors table has no 'id' column", extra={"table": table_name})
+        return None
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        column = schema.column(name)
+        if column is None:
+            continue
+        if isinstance(value, str) and column.kind is Kind.TEXT:
+            value = _text(value, column)
+        values[column.name] = convert(value, column)
+    return schema, key, values
+
+
+def record(
+    conn: Any,
+    db: Database,
+    table_name: str | None,
+    raw: dict[str, Any] | None,
+    *,
+    ledger_entries: Sequence[Entry] = (),
+    conflicts: Sequence[dict[str, Any]] = (),
+) -> Recorded:
+    """Insert one errors-table row, with the transaction's ledger row and conflict rows, together in
+    their own short transaction (DESIGN.md section 3: "for a fatal result, the ledger row and the
+    errors-table row are written together in their own short transaction").
+
+    Args:
+        table_name: the errors table, or ``None`` when it is disabled (ledger and conflicts still go).
+        raw: the errors-table row (:func:`row_values`), or ``None``.
+        ledger_entries: the ledger row of the rejected transaction (request named ``client_id``).
+        conflicts: ``powersync_upload_conflicts`` rows (the conflict that made it fatal).
 
     Returns:
-        True when the row was committed; False (logged, never raised) when the table is missing or
-        the insert failed.
+        :class:`Recorded`; never raises: a failure is logged and nothing of it stays.
     """
     try:
-        schema = db.table(conn, table_name)
-        if schema is None:
-            logger.warning(
-                "errors table not found; rejected transactions are not recorded", extra={"table": table_name}
-            )
-            return False
-        key = schema.column("id")
-        if key is None:
-            logger.warning("errors table has no 'id' column", extra={"table": table_name})
-            return False
-        values: dict[str, Any] = {}
-        for name, value in raw.items():
-            column = schema.column(name)
-            if column is None:
-                continue
-            if isinstance(value, str) and column.kind is Kind.TEXT:
-                value = _text(value, column)
-            values[column.name] = convert(value, column)
+        prepared = _errors_values(conn, db, table_name, raw) if table_name and raw is not None else None
         db.dialect.begin(conn, RECORD_TIMEOUT_S)
-        db.dialect.upsert(conn, schema, key, convert(str(uuid.uuid4()), key), values, [], None)
-        conn.commit()
-        return True
+        if ledger_entries:
+            claim = db.dialect.ledger_claim(conn, ledger_entries)
+            if not claim.claimed:
+                return Recorded(committed=False, claim=claim)
+        if conflicts:
+            db.dialect.conflicts_insert(conn, conflicts)
+        if prepared is not None:
+            schema, key, values = prepared
+            db.dialect.upsert(conn, schema, key, convert(str(uuid.uuid4()), key), values, [], None)
+        db.dialect.commit(conn)
+        return Recorded(committed=True, errors_row=prepared is not None)
     except (InvalidValue, Exception) as exc:  # noqa: BLE001 - recording must never change the result
         logger.warning(
             "could not record a rejected transaction", extra={"table": table_name, "error_type": type(exc).__name__}
         )
         try:
-            conn.rollback()
+            db.dialect.rollback(conn)
         except Exception:  # noqa: BLE001
             db.discard()
-        return False
+        return Recorded(committed=False)

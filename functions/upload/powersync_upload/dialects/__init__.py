@@ -8,13 +8,19 @@ dialect module is imported only when a URL names it, so the SQL Server function 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal, Protocol, cast
 from urllib.parse import urlsplit
 
 from ..errors import FatalOpError, RetryableError
+from ..ledger import Claim, Entry
 from ..schema import Column, TableSchema
 
 Lock = Literal["update", "share"]
+
+PRUNE_ROWS = 10_000
+"""Most ledger rows one ``ledger_prune`` statement deletes (keeps the statement short)."""
 
 SCHEMES = {
     "mssql": "mssql",
@@ -117,6 +123,42 @@ class Dialect(Protocol):
 
     def classify(self, exc: BaseException) -> FatalOpError | RetryableError | None:
         """Map a driver exception to the taxonomy (server names in it); ``None`` if not a driver error."""
+
+    def select_rows(
+        self, conn: Any, table: TableSchema, key: Column, key_values: list[Any], columns: list[Column], lock: Lock
+    ) -> list[tuple[Any, dict[str, Any]]]:
+        """``(key, {column name: value})`` of the rows among ``key_values`` (values as the driver returns
+        them), locked as :meth:`select_value` locks (``update``: the lock the write takes, so a conflict
+        check and its write see the same row). One statement per chunk of the dialect's parameter limit;
+        one round trip for any real batch."""
+
+    def ledger_read(self, conn: Any, user_id: str, client_id: str, digests: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The ledger rows ``(first_op_id, last_op_id, digest, result JSON text, decided_at)`` of one user
+        and client among ``digests``: one statement for a whole request (one per chunk of the parameter
+        limit), a seek on the identity index, no lock (rows are inserted once, never updated). Runs in the
+        transaction the engine opened."""
+
+    def ledger_claim(self, conn: Any, entries: Sequence[Entry]) -> Claim:
+        """Insert the ledger rows of transactions decided in the open transaction: one statement (one
+        per 1000 rows). The identity index makes a concurrent attempt of the same transaction wait for
+        this one (or this one for it) until COMMIT or ROLLBACK; a lock timeout there is raised as usual.
+
+        Returns:
+            :data:`~powersync_upload.ledger.CLAIMED`; or, when an identity is already in the ledger (a
+            resend raced its first attempt, which committed first), ``Claim(claimed=False, stored=...)``:
+            the open transaction has then been rolled back here (nothing of it stays) and the stored
+            rows were read again in a new one (one more round trip). The duplicate never reaches
+            ``classify`` as a ``UNIQUE_VIOLATION``.
+        """
+
+    def ledger_prune(self, conn: Any, before: datetime) -> int:
+        """Delete ledger rows decided before ``before`` (naive UTC), at most :data:`PRUNE_ROWS` of them,
+        oldest first: one statement in the open transaction, locking the rows it deletes. Returns rows
+        deleted."""
+
+    def conflicts_insert(self, conn: Any, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert conflict rows into ``powersync_upload_conflicts`` (values by column name, see
+        :data:`~powersync_upload.dialects._sql.CONFLICT_COLUMNS`): one statement in the open transaction."""
 
 
 def dialect_name(url: str) -> str:

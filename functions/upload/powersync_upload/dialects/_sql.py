@@ -13,6 +13,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..conflicts import TABLE as CONFLICTS_TABLE
+from ..ledger import CLAIMED, Claim, Entry
+from ..ledger import TABLE as LEDGER_TABLE
+from ..schema import Column, Kind
+
 T = TypeVar("T")
 
 Quote = Callable[[str], str]
@@ -206,3 +211,125 @@ def run_select_value(
     )
     row = cursor.fetchone()
     return (row is not None, row[0] if row is not None else None)
+
+
+# ---- the ledger and the conflicts table (DESIGN.md section 3) --------------------------------------
+
+LEDGER_COLUMNS = ("user_id", "client_id", "first_op_id", "last_op_id", "digest", "result", "decided_at")
+"""Columns written per ledger row (``seq`` is the database's)."""
+LEDGER_READ_COLUMNS = ("first_op_id", "last_op_id", "digest", "result", "decided_at")
+"""Columns ``ledger_read`` returns, in this order (:func:`powersync_upload.ledger.from_row`)."""
+CONFLICT_COLUMNS = (
+    "id",
+    "user_id",
+    "client_id",
+    "transaction_id",
+    "op_id",
+    "table_name",
+    "row_id",
+    "reason",
+    "client_values",
+    "server_values",
+    "created_at",
+    "resolved",
+)
+"""Columns of ``powersync_upload_conflicts``, in the order :func:`run_conflicts_insert` binds them."""
+STAMP = Column("decided_at", Kind.TIMESTAMP, fraction_digits=3)
+"""The product tables' timestamps (``datetime2(3)``, ``timestamp(3)``...): naive UTC, milliseconds."""
+
+
+def ledger_read_sql(count: int, ph: str) -> str:
+    """The ledger rows of one user and client among ``count`` digests (the identity index's prefix)."""
+    marks = ", ".join(ph for _ in range(count))
+    return (
+        f"SELECT {', '.join(LEDGER_READ_COLUMNS)} FROM {LEDGER_TABLE} "
+        f"WHERE user_id = {ph} AND client_id = {ph} AND digest IN ({marks})"
+    )
+
+
+def run_ledger_read(conn: Any, s: Statements, user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
+    """:func:`ledger_read_sql` per chunk of digests (one statement for any real request)."""
+    cursor = conn.cursor()
+    found: list[Any] = []
+    for part in chunks(list(dict.fromkeys(digests)), s.chunk):
+        cursor.execute(ledger_read_sql(len(part), s.ph), (user_id, client_id, *part))
+        found.extend(tuple(row) for row in cursor.fetchall())
+    return found
+
+
+def run_ledger_claim(
+    conn: Any,
+    s: Statements,
+    entries: Sequence[Entry],
+    is_duplicate: Callable[[BaseException], bool],
+    rollback: Callable[[Any], None],
+) -> Claim:
+    """One ``INSERT`` of every entry; on a duplicate identity: roll back, read the stored rows, and
+    return them (see the ``ledger_claim`` docstring of the Dialect protocol)."""
+    cursor = conn.cursor()
+    try:
+        for part in chunks(entries, s.chunk):
+            params: list[Any] = []
+            for e in part:
+                i = e.identity
+                stamp = s.to_driver(e.decided_at, STAMP)
+                params += [i.user_id, i.client_id, i.first_op_id, i.last_op_id, i.digest, e.result_text(), stamp]
+            cursor.execute(insert_values_sql(LEDGER_TABLE, LEDGER_COLUMNS, len(part), s.ph), tuple(params))
+    except Exception as exc:
+        if not is_duplicate(exc):
+            raise
+        rollback(conn)
+        first = entries[0].identity
+        stored = run_ledger_read(conn, s, first.user_id, first.client_id, [e.identity.digest for e in entries])
+        rollback(conn)  # end the read's implicit transaction where the driver opened one
+        return Claim(claimed=False, stored=tuple(stored))
+    return CLAIMED
+
+
+def run_conflicts_insert(conn: Any, s: Statements, rows: Sequence[dict[str, Any]]) -> None:
+    """One ``INSERT`` of every conflict row (values by :data:`CONFLICT_COLUMNS` name; ``created_at``
+    a naive UTC datetime; ``resolved`` defaults to 0)."""
+    cursor = conn.cursor()
+    for part in chunks(rows, s.chunk):
+        params: list[Any] = []
+        for row in part:
+            for name in CONFLICT_COLUMNS:
+                value = row.get(name, 0 if name == "resolved" else None)
+                params.append(s.to_driver(value, STAMP) if name == "created_at" else value)
+        cursor.execute(insert_values_sql(CONFLICTS_TABLE, CONFLICT_COLUMNS, len(part), s.ph), tuple(params))
+
+
+def select_rows_in_sql(table: str, key: str, columns: Sequence[str], count: int, ph: str, suffix: str = "") -> str:
+    """``SELECT key, c1, c2 ... FROM table WHERE key IN (?, ...)`` with ``count`` placeholders."""
+    marks = ", ".join(ph for _ in range(count))
+    names = ", ".join([key, *columns])
+    return f"SELECT {names} FROM {table} WHERE {key} IN ({marks}){(' ' + suffix) if suffix else ''}"
+
+
+def run_select_rows(
+    conn: Any,
+    s: Statements,
+    table_sql: str,
+    key: Any,
+    key_values: Sequence[Any],
+    columns: Sequence[Any],
+    suffix: str = "",
+) -> list[tuple[Any, dict[str, Any]]]:
+    """``(key, {column name: value})`` for the rows among ``key_values``, per chunk of keys."""
+    cursor = conn.cursor()
+    names = [c.name for c in columns]
+    quoted = [s.quote(n) for n in names]
+    found: list[tuple[Any, dict[str, Any]]] = []
+    for part in chunks(key_values, s.chunk):
+        sql = select_rows_in_sql(table_sql, s.quote(key.name), quoted, len(part), s.ph, suffix)
+        cursor.execute(sql, tuple(s.to_driver(v, key) for v in part))
+        found.extend((row[0], dict(zip(names, row[1:], strict=True))) for row in cursor.fetchall())
+    return found
+
+
+def prune_in_sql(ph: str, limit: int) -> str:
+    """PostgreSQL/SQLite: delete the oldest ledger rows decided before the parameter, ``limit`` at most."""
+    return (
+        f"DELETE FROM {LEDGER_TABLE} WHERE seq IN "
+        f"(SELECT seq FROM {LEDGER_TABLE} WHERE decided_at < {ph} ORDER BY seq LIMIT {limit})"
+    )

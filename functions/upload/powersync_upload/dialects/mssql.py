@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -31,17 +32,24 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pymssql
 
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
+from ..ledger import TABLE as LEDGER_TABLE
+from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, LengthUnit, TableSchema
-from . import Lock
+from . import PRUNE_ROWS, Lock
 from ._sql import (
+    STAMP,
     Statements,
     chunks,
     insert_values_sql,
     qualified,
     quote_with,
+    run_conflicts_insert,
     run_delete,
     run_delete_in,
+    run_ledger_claim,
+    run_ledger_read,
     run_select_in,
+    run_select_rows,
     run_select_value,
     run_update,
     split_by_existence,
@@ -459,3 +467,40 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
     if number in (229, 230, 262, 300):
         return FatalOpError(ErrorCode.UNAUTHORIZED, number=number)
     return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=number)
+
+
+# ---- the ledger, the conflicts table and current-row reads (DESIGN.md section 3) -------------------
+
+
+def select_rows(
+    conn: Any, table: TableSchema, key: Column, key_values: list[Any], columns: list[Column], lock: Lock
+) -> list[tuple[Any, dict[str, Any]]]:
+    """``SELECT key, c... FROM t WITH (UPDLOCK, HOLDLOCK) WHERE key IN (...)`` (or a shared HOLDLOCK)."""
+    target = f"{qualified(table.name, quote)} {_LOCK_HINTS[lock]}"
+    return run_select_rows(conn, STATEMENTS, target, key, key_values, columns)
+
+
+def ledger_read(conn: Any, user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
+    """One ``SELECT`` on the identity index (binary collation: ids compare exactly)."""
+    return run_ledger_read(conn, STATEMENTS, user_id, client_id, digests)
+
+
+def _duplicate(exc: BaseException) -> bool:
+    return error_number(exc)[0] in (2627, 2601)
+
+
+def ledger_claim(conn: Any, entries: Sequence[Entry]) -> Claim:
+    """``INSERT ... VALUES``; a duplicate identity (2627/2601): rolled back, read again."""
+    return run_ledger_claim(conn, STATEMENTS, entries, _duplicate, rollback)
+
+
+def ledger_prune(conn: Any, before: datetime) -> int:
+    """``DELETE TOP (n) FROM ... WHERE decided_at < %s``."""
+    cursor = conn.cursor()
+    cursor.execute(f"DELETE TOP ({PRUNE_ROWS}) FROM {LEDGER_TABLE} WHERE decided_at < %s", (to_driver(before, STAMP),))
+    return int(cursor.rowcount)
+
+
+def conflicts_insert(conn: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """``INSERT ... VALUES`` of every row (at most 1000 rows per statement)."""
+    run_conflicts_insert(conn, STATEMENTS, rows)

@@ -18,6 +18,8 @@ Error numbers: MySQL "Server Error Message Reference" and MariaDB "MariaDB Error
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -26,17 +28,24 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
+from ..ledger import TABLE as LEDGER_TABLE
+from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import Lock
+from . import PRUNE_ROWS, Lock
 from ._sql import (
+    STAMP,
     Statements,
     chunks,
     insert_values_sql,
     qualified,
     quote_with,
+    run_conflicts_insert,
     run_delete,
     run_delete_in,
+    run_ledger_claim,
+    run_ledger_read,
     run_select_in,
+    run_select_rows,
     run_select_value,
     run_update,
     select_sql,
@@ -382,3 +391,41 @@ def _quoted(exc: BaseException, *markers: str) -> str | None:
                 found = message[start:end]
                 return found.rpartition(".")[2]
     return None
+
+
+# ---- the ledger, the conflicts table and current-row reads (DESIGN.md section 3) -------------------
+
+
+def select_rows(
+    conn: Any, table: TableSchema, key: Column, key_values: list[Any], columns: list[Column], lock: Lock
+) -> list[tuple[Any, dict[str, Any]]]:
+    """``SELECT key, c... WHERE key IN (...) FOR UPDATE|LOCK IN SHARE MODE``."""
+    return run_select_rows(conn, STATEMENTS, qualified(table.name, quote), key, key_values, columns, _LOCKS[lock])
+
+
+def ledger_read(conn: Any, user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
+    """One ``SELECT`` on the identity index (binary collation: ids compare exactly)."""
+    return run_ledger_read(conn, STATEMENTS, user_id, client_id, digests)
+
+
+def _duplicate(exc: BaseException) -> bool:
+    return isinstance(exc, pymysql.err.IntegrityError) and bool(exc.args) and exc.args[0] == 1062
+
+
+def ledger_claim(conn: Any, entries: Sequence[Entry]) -> Claim:
+    """``INSERT ... VALUES``; a duplicate identity (1062): rolled back, read again in a new snapshot."""
+    return run_ledger_claim(conn, STATEMENTS, entries, _duplicate, rollback)
+
+
+def ledger_prune(conn: Any, before: datetime) -> int:
+    """``DELETE ... WHERE decided_at < %s ORDER BY seq LIMIT n``."""
+    cursor = conn.cursor()
+    cursor.execute(
+        f"DELETE FROM {LEDGER_TABLE} WHERE decided_at < %s ORDER BY seq LIMIT {PRUNE_ROWS}", (to_driver(before, STAMP),)
+    )
+    return int(cursor.rowcount)
+
+
+def conflicts_insert(conn: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """``INSERT ... VALUES`` of every row."""
+    run_conflicts_insert(conn, STATEMENTS, rows)

@@ -9,19 +9,27 @@ to a pooler. Errors are classified by SQLSTATE (https://www.postgresql.org/docs/
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
+from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import Lock
+from . import PRUNE_ROWS, Lock
 from ._sql import (
     Statements,
+    prune_in_sql,
     qualified,
     quote_with,
+    run_conflicts_insert,
     run_delete,
+    run_ledger_claim,
+    run_ledger_read,
+    run_select_rows,
     run_select_value,
     run_update,
     upsert_statement,
@@ -281,3 +289,47 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
     if isinstance(exc, (pg_errors.OperationalError, pg_errors.InterfaceError)) and state.startswith(("XX", "58")):
         return RetryableError("server_error", number=state)
     return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=state)
+
+
+# ---- the ledger, the conflicts table and current-row reads (DESIGN.md section 3) -------------------
+
+
+def select_rows(
+    conn: psycopg.Connection[Any],
+    table: TableSchema,
+    key: Column,
+    key_values: list[Any],
+    columns: list[Column],
+    lock: Lock,
+) -> list[tuple[Any, dict[str, Any]]]:
+    """``SELECT key, c... WHERE key IN (...) FOR UPDATE|FOR SHARE``."""
+    return run_select_rows(conn, STATEMENTS, qualified(table.name, quote), key, key_values, columns, _LOCKS[lock])
+
+
+def ledger_read(conn: psycopg.Connection[Any], user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
+    """One ``SELECT`` on the identity index."""
+    return run_ledger_read(conn, STATEMENTS, user_id, client_id, digests)
+
+
+def _duplicate(exc: BaseException) -> bool:
+    return isinstance(exc, pg_errors.UniqueViolation)
+
+
+def _rollback_if_open(conn: psycopg.Connection[Any]) -> None:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        rollback(conn)
+
+
+def ledger_claim(conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> Claim:
+    """``INSERT ... VALUES``; a unique violation (23505) aborts the transaction: rolled back, read again."""
+    return run_ledger_claim(conn, STATEMENTS, entries, _duplicate, _rollback_if_open)
+
+
+def ledger_prune(conn: psycopg.Connection[Any], before: datetime) -> int:
+    """``DELETE ... WHERE seq IN (SELECT seq ... WHERE decided_at < %s ORDER BY seq LIMIT n)``."""
+    return conn.execute(prune_in_sql(PH, PRUNE_ROWS).encode(), (before,)).rowcount
+
+
+def conflicts_insert(conn: psycopg.Connection[Any], rows: Sequence[dict[str, Any]]) -> None:
+    """``INSERT ... VALUES`` of every row."""
+    run_conflicts_insert(conn, STATEMENTS, rows)

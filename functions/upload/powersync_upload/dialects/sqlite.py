@@ -17,21 +17,29 @@ from __future__ import annotations
 import re
 import sqlite3
 import uuid
+from collections.abc import Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
+from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import Lock
+from . import PRUNE_ROWS, Lock
 from ._sql import (
+    STAMP,
     Statements,
+    prune_in_sql,
     qualified,
     quote_with,
+    run_conflicts_insert,
     run_delete,
     run_delete_in,
+    run_ledger_claim,
+    run_ledger_read,
     run_select_in,
+    run_select_rows,
     run_select_value,
     run_update,
     update_sql,
@@ -259,3 +267,42 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
     if isinstance(exc, sqlite3.OperationalError) and "interrupted" in text:
         return RetryableError("timeout", number=code)
     return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=code)
+
+
+# ---- the ledger, the conflicts table and current-row reads (DESIGN.md section 3) -------------------
+
+
+def select_rows(
+    conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any], columns: list[Column], lock: Lock
+) -> list[tuple[Any, dict[str, Any]]]:
+    """``SELECT key, c... WHERE key IN (...)``; ``BEGIN IMMEDIATE`` already holds the write lock."""
+    return run_select_rows(conn, STATEMENTS, qualified(table.name, quote), key, key_values, columns)
+
+
+def ledger_read(conn: sqlite3.Connection, user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
+    """One ``SELECT`` on the identity index."""
+    return run_ledger_read(conn, STATEMENTS, user_id, client_id, digests)
+
+
+def _duplicate(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.IntegrityError) and getattr(exc, "sqlite_errorcode", None) in (2067, 1555)
+
+
+def _rollback_if_open(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.rollback()
+
+
+def ledger_claim(conn: sqlite3.Connection, entries: Sequence[Entry]) -> Claim:
+    """``INSERT ... VALUES``; a duplicate identity (SQLITE_CONSTRAINT_UNIQUE): rolled back, read again."""
+    return run_ledger_claim(conn, STATEMENTS, entries, _duplicate, _rollback_if_open)
+
+
+def ledger_prune(conn: sqlite3.Connection, before: datetime) -> int:
+    """``DELETE ... WHERE seq IN (SELECT seq ... WHERE decided_at < ? ORDER BY seq LIMIT n)``."""
+    return conn.execute(prune_in_sql(PH, PRUNE_ROWS), (to_driver(before, STAMP),)).rowcount
+
+
+def conflicts_insert(conn: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """``INSERT ... VALUES`` of every row."""
+    run_conflicts_insert(conn, STATEMENTS, rows)

@@ -1,0 +1,173 @@
+"""The ledger's pure core (DESIGN.md section 3, "Replays"): identity, digest and the replay decision, no database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from powersync_upload import ledger
+from powersync_upload.contract import Operation, Transaction, UploadRequest, to_upload
+
+USER = "11111111-1111-1111-1111-111111111111"
+NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+PATCH = Operation("PATCH", "todos", "t1", {"description": "x"}, 5, {"description": "w"}, "m")
+ADAPTER: TypeAdapter[Any] = TypeAdapter(UploadRequest)
+
+
+def _tx(*operations: Operation) -> Transaction:
+    return Transaction(tuple(operations), 1)
+
+
+def test_identity_is_user_client_first_and_last_op_id_and_digest() -> None:
+    # Given a two-operation transaction with op_ids and a client id
+    second = Operation("DELETE", "todos", "t2", None, 9)
+    transaction = _tx(PATCH, second)
+
+    # When its identity is taken
+    ident = ledger.identity(USER, "dev-1", transaction)
+
+    # Then it names the user, the client, op_ids 5 and 9 and the digest of both operations
+    assert ident == ledger.Identity(USER, "dev-1", 5, 9, ledger.digest(transaction.operations))
+    assert len(ident.digest) == 64
+
+
+def test_no_identity_without_client_id_or_with_an_operation_missing_its_op_id() -> None:
+    # Given transactions that lack a client id, an op_id, or any operation
+    no_op_id = _tx(PATCH, Operation("DELETE", "todos", "t2", None, None))
+
+    # When / Then none of them has an identity: they rely on idempotency alone
+    assert ledger.identity(USER, None, _tx(PATCH)) is None
+    assert ledger.identity(USER, "", _tx(PATCH)) is None
+    assert ledger.identity(USER, "dev-1", no_op_id) is None
+    assert ledger.identity(USER, "dev-1", Transaction((), 1)) is None
+    assert ledger.identity(USER, "x" * 256, _tx(PATCH)) is None
+
+
+def test_digest_changes_with_every_part_of_an_operation() -> None:
+    # Given one operation and six variants, each differing in one of op, table, id, data, old, metadata
+    base = ledger.digest([PATCH])
+    variants = [
+        Operation("PUT", "todos", "t1", {"description": "x"}, 5, {"description": "w"}, "m"),
+        Operation("PATCH", "lists", "t1", {"description": "x"}, 5, {"description": "w"}, "m"),
+        Operation("PATCH", "todos", "t2", {"description": "x"}, 5, {"description": "w"}, "m"),
+        Operation("PATCH", "todos", "t1", {"description": "y"}, 5, {"description": "w"}, "m"),
+        Operation("PATCH", "todos", "t1", {"description": "x"}, 5, None, "m"),
+        Operation("PATCH", "todos", "t1", {"description": "x"}, 5, {"description": "w"}, None),
+    ]
+
+    # When each is digested / Then every digest differs from the base and from each other
+    digests = {ledger.digest([v]) for v in variants}
+    assert base not in digests
+    assert len(digests) == len(variants)
+
+
+def test_digest_ignores_key_order_and_the_op_id_but_keeps_number_types() -> None:
+    # Given the same data with keys in another order, another op_id, and a number sent as text
+    reordered = Operation("PATCH", "todos", "t1", {"b": 2, "a": Decimal("1.50")}, 5)
+    same = Operation("PATCH", "todos", "t1", {"a": Decimal("1.50"), "b": 2}, 77)
+    text = Operation("PATCH", "todos", "t1", {"a": "1.50", "b": 2}, 5)
+
+    # When / Then key order and op_id do not matter; 1.50 and "1.50" are different content
+    assert ledger.digest([reordered]) == ledger.digest([same])
+    assert ledger.digest([reordered]) != ledger.digest([text])
+
+
+def test_both_shapes_give_the_same_identity_for_the_same_transaction() -> None:
+    # Given one transaction sent in shape A and in shape B, with every alias of each
+    crud = {"op": "PATCH", "id": "t1", "op_id": 3, "metadata": "m"}
+    a = {
+        "client_id": "c",
+        "transactions": [{"crud": [{**crud, "table": "todos", "opData": {"x": 1}, "previousValues": {"x": 0}}]}],
+    }
+    b = {"client_id": "c", "batch": [{**crud, "type": "todos", "data": {"x": 1}, "old": {"x": 0}, "tx_id": 8}]}
+
+    # When both are parsed and identified
+    ids = [ledger.identity(USER, "c", to_upload(ADAPTER.validate_python(body), 50).transactions[0]) for body in (a, b)]
+
+    # Then the identities are equal
+    assert ids[0] is not None
+    assert ids[0] == ids[1]
+
+
+def _entry(result: dict[str, Any], age: timedelta) -> ledger.Entry:
+    ident = ledger.identity(USER, "dev-1", _tx(PATCH))
+    assert ident is not None
+    return ledger.entry(ident, result, NOW - age)
+
+
+def test_unknown_identity_is_applied() -> None:
+    # Given no stored row / When deciding / Then the transaction is applied
+    assert ledger.decide(None, NOW, retention_days=7) == ledger.APPLY
+
+
+def test_replay_of_a_committed_transaction_answers_one_already_applied_warning() -> None:
+    # Given a committed transaction stored an hour ago, with its own warnings
+    stored = _entry(
+        {"status": "success", "warnings": [{"operation_index": 0, "code": "ROW_NOT_FOUND"}]}, timedelta(hours=1)
+    )
+
+    # When its replay is decided
+    decision = ledger.decide(stored, NOW, retention_days=7)
+
+    # Then it is not applied and answers success with exactly ALREADY_APPLIED, without an index
+    assert decision == ledger.Decision(
+        apply=False, answer={"status": "success", "warnings": [{"code": "ALREADY_APPLIED"}]}
+    )
+
+
+def test_replay_of_a_fatal_transaction_answers_the_same_fatal_error() -> None:
+    # Given a rejected transaction stored with its conflict id
+    fatal = {
+        "status": "fatal_error",
+        "message": "m",
+        "requires_client_handling": False,
+        "failed_operation": {"error_code": "CONFLICT", "operation_index": 0, "details": {"conflict_id": "c-1"}},
+    }
+    stored = _entry(fatal, timedelta(days=1))
+
+    # When its replay is decided / Then the same result, conflict id included, is answered
+    assert ledger.decide(stored, NOW, retention_days=7) == ledger.Decision(apply=False, answer=fatal)
+
+
+def test_a_row_older_than_ledger_days_is_forgotten() -> None:
+    # Given rows stored just inside and just outside a 7-day window
+    inside = _entry({"status": "success"}, timedelta(days=7) - timedelta(seconds=1))
+    outside = _entry({"status": "success"}, timedelta(days=7, seconds=1))
+
+    # When / Then the first is answered, the second applied again
+    assert not ledger.decide(inside, NOW, retention_days=7).apply
+    assert ledger.decide(outside, NOW, retention_days=7).apply
+
+
+def test_stored_rows_are_read_back_from_driver_values() -> None:
+    # Given a ledger row as a driver returns it: char(64) padded, decided_at as text (SQLite)
+    ident = ledger.identity(USER, "dev-1", _tx(PATCH))
+    assert ident is not None
+    stored = ledger.entry(ident, {"status": "success"}, NOW)
+    row = (5, 5, ident.digest + "  ", stored.result_text(), "2026-12-01 12:00:00.000")
+
+    # When it is read back / Then it is the same entry, found by its identity
+    back = ledger.from_row(USER, "dev-1", row)
+    assert back == stored
+    assert ledger.find([back], ident) == stored
+    assert ledger.find([back], ledger.Identity(USER, "dev-2", 5, 5, ident.digest)) is None
+
+
+def test_an_unreadable_stored_result_is_treated_as_unknown() -> None:
+    # Given stored results that are not JSON, or not a decided status
+    rows = [(1, 1, "d", "{not json", NOW), (1, 1, "d", '{"status": "retryable_error"}', NOW), (1, 1, "d", None, NOW)]
+
+    # When / Then none becomes an entry, so the transaction is applied rather than answered wrongly
+    assert [ledger.from_row(USER, "c", row) for row in rows] == [None, None, None]
+
+
+def test_decided_at_is_stored_as_naive_utc_milliseconds() -> None:
+    # Given a decision time with a zone and microseconds
+    when = datetime(2026, 12, 1, 14, 0, 0, 123456, tzinfo=UTC) + timedelta(hours=0)
+
+    # When an entry is made / Then decided_at is naive UTC cut to milliseconds
+    ident = ledger.Identity(USER, "c", 1, 1, "d")
+    assert ledger.entry(ident, {"status": "success"}, when).decided_at == datetime(2026, 12, 1, 14, 0, 0, 123000)
