@@ -6,10 +6,10 @@ SAM_VENV ?= .venv-sam
 export PYTHONPATH := functions/upload
 EVENT ?= events/01-shape-a-two-transactions.json
 
-.PHONY: help install demo invoke serve test lint typecheck unit integration conformance actionlint test-client openapi sam-validate sam-build clean bench
+.PHONY: help install demo invoke serve test lint typecheck unit integration conformance test-next actionlint test-client openapi sam-validate sam-build clean bench
 
 help:
-	@echo "make demo | invoke EVENT=events/x.json | serve | test | lint | typecheck | actionlint | bench | sam-validate | sam-build"
+	@echo "make demo | invoke EVENT=events/x.json | serve | test | unit | integration | conformance | test-next | lint | typecheck | actionlint | bench | sam-validate | sam-build"
 
 $(VENV)/.installed: requirements-dev.txt layers/deps/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,20 @@ actionlint: install
 test: lint typecheck  ## the README's test command: lint, types, unit, integration, the shared cases and the client connector
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory test-client
+
+unit: install  ## unit and property tests: no database server (SQLite files at most)
+	$(PY) -m pytest -q tests/unit tests/property
+
+integration: install  ## the handler against real databases, fault injection, limits, security
+	$(PY) -m pytest -q tests/integration tests/security
+
+conformance: install  ## the shared cases (../shared/cases) on every dialect here, both modes
+	$(PY) -m pytest -q tests/conformance
+
+NEXT_CASES ?= $(abspath $(CURDIR)/../shared/cases/next)
+
+test-next: install  ## the cases of open issues (../shared/cases/next), exactly as `make conformance` runs the shared ones
+	SHARED_CASES="$(NEXT_CASES)" $(PY) -m pytest -q tests/conformance
 
 CLIENT_DIR := clients/typescript
 

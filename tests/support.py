@@ -32,7 +32,11 @@ from powersync_upload.schema import Kind
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CASES = Path(os.environ.get("SHARED_CASES", ROOT.parent / "shared" / "cases"))
-FIXTURES = SHARED_CASES / "fixtures"
+# cases/next holds cases only: its fixtures are the ones beside it in cases/fixtures
+FIXTURES = next(
+    (folder / "fixtures" for folder in (SHARED_CASES, SHARED_CASES.parent) if (folder / "fixtures").is_dir()),
+    SHARED_CASES / "fixtures",
+)
 SECRET = "test-secret-0123456789-0123456789-abcdef"
 USERS = {"U1": "11111111-1111-1111-1111-111111111111", "U2": "22222222-2222-2222-2222-222222222222"}
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/powersync_upload_test")
@@ -289,8 +293,14 @@ class RowReader:
             out[name] = normalize(value, column.kind, column.scale, (expected or {}).get(name))
         return out
 
+    def execute(self, sql: str) -> None:
+        """Run ``sql`` in its own transaction and commit it (a change made beside the product)."""
+        cursor = self._cursor(sql)
+        cursor.close()
+        self.conn.commit()
+
     def count(self, table: str) -> int:
-        """Rows in ``table``."""
+        """Rows in ``table`` (a fixture table or one of the product's own, e.g. the errors table)."""
         quote = dialects.load(self.db.dialect.name).quote  # type: ignore[attr-defined]
         cursor = self._cursor(f"SELECT COUNT(*) FROM {quote(table)}")
         value = int(cursor.fetchone()[0])
