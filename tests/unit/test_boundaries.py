@@ -1,0 +1,102 @@
+"""Module boundaries (STYLE.md section 1, DESIGN.md section 5), read from each module's imports with ``ast``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "functions" / "upload" / "powersync_upload"
+DRIVERS = {"psycopg", "pymssql", "pymysql", "sqlite3", "_mssql"}
+PURE = ("plan", "ledger", "conflicts", "contract", "convert", "errors", "schema")
+NOT_FOR_PURE = {"database", "dialects", "writes", "engine", "handler", "time", "random"}
+KNOWN = {("schema", "time"): "SchemaCache's default clock is time.monotonic (the cache belongs beside database)"}
+"""Breaches that exist today, each with its reason; a new one fails the test."""
+
+
+def _modules() -> dict[str, Path]:
+    """Module name relative to the package (``dialects.mssql``) -> file."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(p for p in parts if p != "__init__") or "__init__"
+        out[name] = path
+    return out
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every module ``name`` imports: top-level names for outside packages (``psycopg``, ``time``; and
+    ``aws_lambda_powertools.event_handler``), package-relative names for our own (``ledger``,
+    ``dialects._sql``)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)]
+            target = ".".join([*base, *(node.module or "").split(".")]).strip(".")
+            found.add(target or "__init__")
+            if not node.module:
+                found.update(".".join([*base, alias.name]) for alias in node.names)
+            continue
+        elif isinstance(node, ast.ImportFrom):
+            modules = [node.module or ""]
+        else:
+            continue
+        for module in modules:
+            if module.startswith("powersync_upload."):
+                found.add(module.removeprefix("powersync_upload."))
+            found.add(module.split(".")[0])
+            if module.startswith("aws_lambda_powertools.event_handler"):
+                found.add("aws_lambda_powertools.event_handler")
+    return found
+
+
+MODULES = _modules()
+
+
+def test_only_dialects_import_a_database_driver() -> None:
+    # Given every module of the package and its imports
+    # When the driver imports are collected
+    importers = {name for name, path in MODULES.items() if _imports(name, path) & DRIVERS}
+
+    # Then only dialect modules import one (local.py opens the demo SQLite file: the named exception)
+    assert {n for n in importers if not n.startswith("dialects")} <= {"local"}
+
+
+def test_only_the_handler_imports_the_powertools_event_handler() -> None:
+    # Given every module / When the resolver imports are collected / Then only the handler has one
+    importers = {n for n, p in MODULES.items() if "aws_lambda_powertools.event_handler" in _imports(n, p)}
+    assert importers == {"handler"}
+
+
+@pytest.mark.parametrize("module", [m for m in PURE if m in MODULES])
+def test_pure_cores_import_no_io_clock_or_randomness(module: str) -> None:
+    # Given a pure core module
+    imports = {n.split(".")[0] for n in _imports(module, MODULES[module])}
+
+    # When its imports are compared with the I/O shell, the clock and the RNG
+    breaches = {name for name in imports & NOT_FOR_PURE if (module, name) not in KNOWN}
+
+    # Then it imports none of them
+    assert breaches == set(), f"{module} imports {sorted(breaches)}"
+
+
+def test_only_the_engine_imports_plan_ledger_and_conflicts_together() -> None:
+    # Given every module / When those importing all three cores are found
+    together = {n for n, p in MODULES.items() if {"plan", "ledger", "conflicts"} <= _imports(n, p)}
+
+    # Then that is the engine at most
+    assert together <= {"engine"}
+
+
+def test_the_import_reader_sees_relative_and_absolute_imports() -> None:
+    # Given the engine and a dialect, whose imports are known
+    engine = _imports("engine", MODULES["engine"])
+    postgresql = _imports("dialects.postgresql", MODULES["dialects.postgresql"])
+
+    # When / Then relative imports resolve to package modules and drivers to their top-level name
+    assert {"ledger", "errors_table", "database", "time", "random"} <= engine
+    assert {"psycopg", "errors", "schema", "dialects"} <= postgresql
