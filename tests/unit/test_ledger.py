@@ -46,6 +46,17 @@ def test_no_identity_without_client_id_or_with_an_operation_missing_its_op_id() 
     assert ledger.identity(USER, "x" * 256, _tx(PATCH)) is None
 
 
+def test_values_nested_too_deeply_to_digest_leave_the_transaction_without_identity() -> None:
+    # Given a PATCH whose value is an array nested far deeper than the interpreter's recursion limit
+    deep: Any = []
+    for _ in range(5000):
+        deep = [deep]
+    transaction = _tx(Operation("PATCH", "todos", "t1", {"tags": deep}, 5))
+
+    # When / Then it has no identity (it is applied without the ledger), and nothing raises
+    assert ledger.identity(USER, "dev-1", transaction) is None
+
+
 def test_digest_changes_with_every_part_of_an_operation() -> None:
     # Given one operation and six variants, each differing in one of op, table, id, data, old, metadata
     base = ledger.digest([PATCH])

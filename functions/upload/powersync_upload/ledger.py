@@ -132,7 +132,8 @@ def digest(operations: Sequence[Operation]) -> str:
 
 def identity(user_id: str, client_id: str | None, transaction: Transaction) -> Identity | None:
     """The transaction's identity, or ``None`` when it has none: no ``client_id``, an operation
-    without ``op_id``, no operations, or an id longer than :data:`MAX_ID_CHARS`."""
+    without ``op_id``, no operations, an id longer than :data:`MAX_ID_CHARS`, or values nested too
+    deeply to digest (such a transaction is applied without the ledger)."""
     operations = transaction.operations
     if not client_id or not operations or any(o.op_id is None for o in operations):
         return None
@@ -140,7 +141,10 @@ def identity(user_id: str, client_id: str | None, transaction: Transaction) -> I
         return None
     first, last = operations[0].op_id, operations[-1].op_id
     assert first is not None and last is not None
-    return Identity(user_id, client_id, first, last, digest(operations))
+    try:
+        return Identity(user_id, client_id, first, last, digest(operations))
+    except RecursionError:
+        return None
 
 
 def entry(ident: Identity, result: dict[str, Any], now: datetime) -> Entry:

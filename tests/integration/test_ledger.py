@@ -1,0 +1,215 @@
+"""Exactly-once replays with the client ledger, against real databases (DESIGN.md section 3, "Replays").
+
+Each test loads the product's migrations (errors table, ledger, conflicts table) and the demo schema
+into a fresh database of every dialect that runs here, and talks to the real Lambda handler. A race
+uses a second, real connection (a second :class:`~powersync_upload.database.Database`), never a mock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from powersync_upload import engine, ledger
+from powersync_upload.contract import Operation, Transaction
+from powersync_upload.database import Database
+from powersync_upload.handler import Runtime, set_runtime
+from powersync_upload.local import schema_scripts
+from tests.support import ROOT, USERS, RowReader, available_dialects, call, install_runtime, reset_database
+
+CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
+LIST = "a0000000-0000-4000-8000-000000000011"
+TODO = "b0000000-0000-4000-8000-000000000011"
+MISSING_LIST = "a0000000-0000-4000-8000-0000000000ff"
+
+
+@pytest.fixture(params=available_dialects())
+def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
+    url = reset_database(request.param, schema_scripts(request.param), tmp_path)
+    rt = install_runtime(url, CONFIG)
+    # Given a list and a todo of U1's (sent without client_id: not in the ledger)
+    seed = [
+        {"op_id": 1, "op": "PUT", "type": "lists", "id": LIST, "tx_id": 1, "data": {"name": "Groceries"}},
+        {
+            "op_id": 2,
+            "op": "PUT",
+            "type": "todos",
+            "id": TODO,
+            "tx_id": 1,
+            "data": {"list_id": LIST, "description": "milk"},
+        },
+    ]
+    assert call({"batch": seed}).status == 200
+    yield url, rt
+    rt.db.discard()
+    set_runtime(None)
+
+
+def _patch(description: str, op_id: int = 7, row: str = TODO) -> dict[str, Any]:
+    return {
+        "op_id": op_id,
+        "op": "PATCH",
+        "type": "todos",
+        "id": row,
+        "tx_id": op_id,
+        "data": {"description": description},
+    }
+
+
+def _read(url: str, table: str, row_id: str | None = None) -> Any:
+    reader = RowReader(url)
+    try:
+        return reader.count(table) if row_id is None else reader.row(table, "id", row_id, None)
+    finally:
+        reader.close()
+
+
+def _codes(result: dict[str, Any]) -> list[str]:
+    return [w["code"] for w in result.get("warnings") or []]
+
+
+def test_a_replay_after_a_lost_response_does_not_overwrite_another_devices_newer_change(
+    demo: tuple[str, Runtime],
+) -> None:
+    # Given device 1's PATCH committed (its response lost), then device 2's newer PATCH of the same row
+    url, _ = demo
+    first = {"batch": [_patch("from device 1")], "client_id": "device-1"}
+    assert call(first).body["results"][0]["status"] == "success"
+    assert call({"batch": [_patch("from device 2", op_id=3)], "client_id": "device-2"}).status == 200
+
+    # When device 1 sends its transaction again
+    response = call(first)
+
+    # Then it is answered ALREADY_APPLIED, alone and without an index, and device 2's change survives
+    assert response.status == 200
+    assert response.body["results"] == [{"status": "success", "warnings": [{"code": "ALREADY_APPLIED"}]}]
+    assert _read(url, "todos", TODO)["description"] == "from device 2"
+    assert _read(url, "powersync_upload_ledger") == 2
+
+
+def test_a_replayed_fatal_transaction_answers_the_same_error_and_leaves_one_errors_table_row(
+    demo: tuple[str, Runtime],
+) -> None:
+    # Given a transaction that can never be applied (its list does not exist), sent with a client id
+    put = {"op_id": 9, "op": "PUT", "type": "todos", "id": TODO, "tx_id": 9, "data": {"list_id": MISSING_LIST}}
+    body = {"batch": [put], "client_id": "device-1"}
+    url, _ = demo
+    first = call(body)
+
+    # When it is sent twice more
+    replays = [call(body), call(body)]
+
+    # Then every answer is the same fatal_error, and the errors table and the ledger hold one row each
+    assert first.body["results"][0]["status"] == "fatal_error"
+    assert [r.body for r in replays] == [first.body, first.body]
+    assert _read(url, "powersync_upload_errors") == 1
+    assert _read(url, "powersync_upload_ledger") == 1
+
+
+def test_two_users_with_the_same_client_id_do_not_share_a_ledger(demo: tuple[str, Runtime]) -> None:
+    # Given U1 created a list, with client id "shared"
+    url, _ = demo
+    other_list = "a0000000-0000-4000-8000-000000000022"
+    body = {
+        "batch": [{"op_id": 1, "op": "PUT", "type": "lists", "id": other_list, "tx_id": 1, "data": {"name": "x"}}],
+        "client_id": "shared",
+    }
+    assert call(body, "U1").body["results"][0]["status"] == "success"
+
+    # When U2 sends the very same transaction with the same client id
+    response = call(body, "U2")
+
+    # Then it is applied for U2 (and refused: the row is U1's), not answered from U1's ledger row
+    result = response.body["results"][0]
+    assert result["status"] == "fatal_error"
+    assert result["failed_operation"]["error_code"] == "UNAUTHORIZED"
+    assert _read(url, "lists", other_list)["owner_id"] == USERS["U1"]
+
+
+def test_a_cleared_client_restarting_its_op_ids_with_new_content_is_applied(demo: tuple[str, Runtime]) -> None:
+    # Given op_id 7 of client "device-1" was applied
+    url, _ = demo
+    assert call({"batch": [_patch("before clear")], "client_id": "device-1"}).status == 200
+
+    # When the same client, its database cleared, sends op_id 7 again with other content
+    response = call({"batch": [_patch("after clear")], "client_id": "device-1"})
+
+    # Then it is applied: nothing is dropped on the strength of an op_id alone
+    assert response.body["results"] == [{"status": "success"}]
+    assert _read(url, "todos", TODO)["description"] == "after clear"
+
+
+def test_a_resend_racing_its_first_attempt_is_answered_from_the_ledger(
+    demo: tuple[str, Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a resend whose ledger read finds nothing, because its first attempt is still in flight;
+    # the first attempt then commits on its own connection, and another device changes the row
+    url, rt = demo
+    body = {"batch": [_patch("from device 1")], "client_id": "device-1"}
+    first_attempt = Database.from_url(url)
+    original = engine._LedgerRun.load
+
+    def load_then_let_the_first_attempt_commit(self: engine._LedgerRun, run: engine._Run) -> None:
+        original(self, run)
+        if run.db is first_attempt:
+            return
+        upload = Transaction((Operation("PATCH", "todos", TODO, {"description": "from device 1"}, 7),), 7)
+        outcome = engine.apply_upload(
+            engine.Upload([upload], "B", "device-1"),
+            engine.Caller(USERS["U1"]),
+            rt.config,
+            first_attempt,
+            engine.Deadline.after(10),
+        )
+        assert outcome.committed == 1
+        reader = RowReader(url)
+        reader.execute("UPDATE todos SET description = 'newer' WHERE description = 'from device 1'")
+        reader.close()
+
+    monkeypatch.setattr(engine._LedgerRun, "load", load_then_let_the_first_attempt_commit)
+    try:
+        # When the resend applies its write and claims the ledger row
+        response = call(body)
+    finally:
+        first_attempt.discard()
+
+    # Then the duplicate identity rolls the resend back and it is answered from the ledger
+    assert response.status == 200
+    assert response.body["results"] == [{"status": "success", "warnings": [{"code": "ALREADY_APPLIED"}]}]
+    assert _read(url, "todos", TODO)["description"] == "newer"
+    assert _read(url, "powersync_upload_ledger") == 1
+
+
+def test_the_ledger_claim_reports_a_duplicate_with_the_stored_row_and_pruning_keeps_recent_rows(
+    demo: tuple[str, Runtime],
+) -> None:
+    # Given one old and one recent ledger row written through the dialect
+    url, rt = demo
+    dialect = rt.db.dialect
+    now = datetime.now(UTC)
+    old = ledger.entry(ledger.Identity("u", "c", 1, 1, "a" * 64), {"status": "success"}, now - timedelta(days=30))
+    recent = ledger.entry(ledger.Identity("u", "c", 2, 2, "b" * 64), {"status": "success"}, now)
+    conn = dialect.connect(url, 5)
+    try:
+        dialect.begin(conn, 5)
+        assert dialect.ledger_claim(conn, [old, recent]).claimed
+        dialect.commit(conn)
+
+        # When the recent identity is claimed again, and rows older than 7 days are pruned
+        dialect.begin(conn, 5)
+        again = dialect.ledger_claim(conn, [recent])
+        dialect.begin(conn, 5)
+        pruned = dialect.ledger_prune(conn, (now - timedelta(days=7)).replace(tzinfo=None))
+        dialect.commit(conn)
+    finally:
+        conn.close()
+
+    # Then the claim is refused with the stored row, and only the old row is pruned
+    assert not again.claimed
+    assert [ledger.from_row("u", "c", row) for row in again.stored] == [recent]
+    assert pruned == 1
+    assert _read(url, "powersync_upload_ledger") == 1
