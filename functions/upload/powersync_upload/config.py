@@ -17,6 +17,9 @@ from .convert import InvalidValue, convert
 from .schema import Kind, TableSchema
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "upload.yaml"
+CONFLICTS_TABLE = "powersync_upload_conflicts"
+"""The conflicts table (DESIGN.md section 3): clients may PATCH ``resolved`` on their own rows without
+configuration (:meth:`UploadConfig._conflicts_table_is_writable`)."""
 
 
 class ConfigError(Exception):
@@ -203,6 +206,13 @@ class UploadConfig(BaseModel):
         problems = [problem for name, table in self.tables.items() for problem in table.problems(name)]
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _conflicts_table_is_writable(self) -> UploadConfig:
+        """The app marks a conflict resolved by a PATCH of ``resolved`` on its own row (DESIGN.md
+        section 3): the conflicts table is writable that far unless the file configures it itself."""
+        self.tables.setdefault(CONFLICTS_TABLE, TableConfig(owner="user_id", columns=["resolved"]))
         return self
 
     def server_table(self, client_table: str) -> str:
