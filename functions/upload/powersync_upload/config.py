@@ -106,6 +106,11 @@ class TableConfig(BaseModel):
     deltas: list[str] = Field(default_factory=list)
     rules: RulesConfig = Field(default_factory=RulesConfig)
 
+    @property
+    def reads_rows(self) -> bool:
+        """Whether a write needs the current row first (conflict detection, deltas or rules)."""
+        return self.conflicts.detect != "none" or bool(self.deltas or self.rules.frozen_when or self.rules.transitions)
+
     def server_column(self, client_column: str) -> str:
         """The server column a client column name writes (``rename`` applied)."""
         return self.rename.get(client_column, client_column)

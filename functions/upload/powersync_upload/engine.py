@@ -19,19 +19,21 @@ The engine knows nothing of HTTP: :func:`apply_upload` returns an :class:`Outcom
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter
 
-from . import errors_table, ledger, writes
-from .config import UploadConfig
+from . import conflicts, errors_table, ledger, writes
+from .config import UploadConfig, schema_problems
 from .contract import (
     FailedOperation,
     FatalResult,
@@ -44,9 +46,11 @@ from .contract import (
     TransactionResult,
     Upload,
 )
+from .convert import InvalidValue, convert
 from .database import Database
 from .errors import ErrorCode, FatalOpError, Reason, RetryableError
-from .prepare import Prepared, client_column, prepare
+from .prepare import Prepared, Target, client_column, prepare
+from .schema import TableSchema
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +125,7 @@ def apply_upload(
     except RetryableError as exc:
         return _stop_retryable(upload, outcome, 0, exc)
     run.ledger = replays
+    run.client_id = upload.client_id
     for index, transaction in enumerate(upload.transactions):
         answered = replays.answer(transaction)  # ledger hook: a replay is not applied again
         if answered is not None:
@@ -138,10 +143,12 @@ def apply_upload(
             continue
         except FatalOpError as exc:
             op_index = exc.operation_index
+            conflict_rows = [exc.conflict_row] if exc.conflict_row is not None else []  # conflicts hook
+            exc.conflict_id = exc.conflict_row["id"] if exc.conflict_row is not None else None
             result = _fatal_result(transaction, exc, op_index)
             entry = replays.entry(transaction, result)  # ledger hook
             recorded = errors_table.Recorded(committed=False)
-            if config.errors_table or entry is not None:
+            if config.errors_table or entry is not None or conflict_rows:
                 operation = transaction.operations[op_index]
                 row = errors_table.row_values(
                     caller.user_id,
@@ -159,7 +166,12 @@ def apply_upload(
                     config.errors_table,
                     row,
                     ledger_entries=[entry] if entry is not None else (),
+                    conflicts=conflict_rows,
                 )
+            if conflict_rows and not recorded.committed:  # conflicts hook: the result stands, without its id
+                logger.warning("could not record a conflict", extra={"table": transaction.operations[op_index].table})
+                exc.conflict_id = None
+                result = _fatal_result(transaction, exc, op_index)
             if entry is not None and not recorded.claim.claimed:  # ledger hook: the first attempt decided it
                 answered = replays.answer_stored(transaction, replays.stored(recorded.claim, entry.identity))
                 if answered is None:
@@ -225,6 +237,7 @@ class _Run:
     deadline: Deadline
     fast_path: bool
     ledger: _LedgerRun | None = None
+    client_id: str | None = None
 
     def with_retries(self, transaction: Transaction) -> list[OperationWarning]:
         """Apply a transaction; retry it in process after a deadlock or lock timeout, and once after a
@@ -261,7 +274,7 @@ class _Run:
             error = FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TOO_LONG, limit="max_operations_per_transaction")
             error.operation_index = limit
             raise error
-        if self.fast_path and len(transaction.operations) > 1:
+        if self.fast_path and len(transaction.operations) > 1 and not _needs_rows(self.config, transaction):
             try:
                 return self._attempt(transaction, fast=True)
             except FatalOpError:
@@ -300,6 +313,7 @@ class _Run:
         warnings: list[OperationWarning] = []
         op_index = 0
         conn: Any = None
+        conflict_rows: list[dict[str, Any]] = []
         try:
             conn = self._begin()
             cache: dict[tuple[Any, ...], Any] = {}
@@ -314,10 +328,17 @@ class _Run:
             else:
                 for op_index, operation in enumerate(operations):
                     item = prepare(conn, operation, self.caller.user_id, self.config, db, cache)
+                    if item is not None:  # conflicts hook: rules, detection, deltas, versions
+                        write, warning = _conflict_check(self, conn, transaction, op_index, item, conflict_rows)
+                        warnings.extend([warning] if warning is not None else [])
+                        if not write:
+                            continue
                     if item is not None and writes.execute_one(conn, db.dialect, item):
                         warnings.append(OperationWarning(operation_index=op_index, code="ROW_NOT_FOUND"))
                     if self.deadline.remaining() <= SAFETY_MARGIN_S:
                         raise RetryableError("deadline", retry_after_ms=1000)
+            if conflict_rows:  # conflicts hook: skipped conflicts are recorded with the writes
+                db.dialect.conflicts_insert(conn, conflict_rows)
         except FatalOpError as exc:
             self._rollback(conn)
             db.mark_used()
@@ -554,3 +575,178 @@ class _LedgerRun:
         except Exception as exc:  # noqa: BLE001 - pruning is housekeeping: the next container tries again
             logger.warning("could not prune the ledger", extra={"error_type": type(exc).__name__})
             run._rollback(conn)
+
+
+# ==== conflicts hooks (issue 11; DESIGN.md section 3, "Conflicts") ===================================
+# The per-operation path only, for now: a table with conflicts, deltas or rules reads its current row
+# under the write's lock before each write (``select_rows``), checks it with :mod:`conflicts`, and then
+# writes (deltas and the version computed on that locked row), raises ``CONFLICT``, or skips the
+# operation with a ``CONFLICT_SKIPPED`` warning. Transactions touching such a table take this path.
+
+_RULES: dict[tuple[str, int], tuple[TableSchema, conflicts.TableRules | None]] = {}
+"""Compiled rules per (client table, introspected schema object); ``None``: the schema check failed."""
+
+
+def _needs_rows(config: UploadConfig, transaction: Transaction) -> bool:
+    """Whether an operation of the transaction is on a table with conflicts, deltas or rules."""
+    return any((t := config.tables.get(o.table)) is not None and t.reads_rows for o in transaction.operations)
+
+
+def _table_rules(target: Target) -> conflicts.TableRules:
+    """The table's compiled rules; the schema check of DESIGN section 4 runs here, at first use of an
+    introspected table: a problem is logged (once per schema) and the table's operations are
+    ``SCHEMA_MISMATCH``."""
+    table = target.config
+    if not table.reads_rows:
+        return conflicts.NO_RULES
+    cache_key = (target.client_table, id(target.schema))
+    cached = _RULES.get(cache_key)
+    if cached is None or cached[0] is not target.schema:
+        problems = schema_problems(target.client_table, table, target.schema)
+        if problems:
+            logger.error(
+                "configuration does not fit the table", extra={"table": target.client_table, "problems": problems}
+            )
+        compiled = None if problems else conflicts.compile_rules(table, target.schema)
+        cached = _RULES[cache_key] = (target.schema, compiled)
+    if cached[1] is None:
+        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=target.client_table)
+    return cached[1]
+
+
+def _server_old(target: Target, old: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``old`` by server column (``rename`` applied; keys the server does not know dropped)."""
+    if old is None:
+        return None
+    out = {}
+    for name, value in old.items():
+        column = target.schema.column(target.config.server_column(name))
+        if column is not None:
+            out[column.name] = value
+    return out
+
+
+def _conflict_check(
+    run: _Run, conn: Any, transaction: Transaction, op_index: int, item: Prepared, rows: list[dict[str, Any]]
+) -> tuple[bool, OperationWarning | None]:
+    """Check one prepared operation against its current row, and adjust what it writes.
+
+    Returns:
+        ``(write it?, warning)``: ``(True, None)`` to write it (``item.values`` then holds the delta
+        results and the next version); ``(False, CONFLICT_SKIPPED warning)`` with its conflict row
+        appended to ``rows``; ``(False, None)`` for a PATCH that sent only the version (no write).
+
+    Raises:
+        FatalOpError: ``CONFLICT`` (``on_conflict: reject``; the conflict row attached), ``INVALID_DATA``
+            ``needs_previous_value``, or the delta result's conversion error.
+    """
+    target, operation = item.target, item.operation
+    rules = _table_rules(target)
+    if not rules.active:
+        return True, None
+    names = target.config
+    old = _server_old(target, operation.old)
+    seen = None
+    if rules.version is not None:
+        seen = (old or {}).get(rules.version.name, item.values.get(rules.version.name))
+        item.values.pop(rules.version.name, None)
+    values = {**item.values, **dict.fromkeys(item.nulls)}
+    change = conflicts.Change(operation.op, values, old, seen)
+    missing = conflicts.needs_old(change, rules)
+    if missing is not None:
+        raise FatalOpError(
+            ErrorCode.INVALID_DATA,
+            table=operation.table,
+            column=client_column(names, missing),
+            reason=Reason.NEEDS_PREVIOUS_VALUE,
+        )
+    if operation.op == "PATCH" and not item.values:
+        return False, None  # only the version was sent: nothing to write
+    wanted = {**rules.columns, **{n: target.schema.columns[n] for n in values}}
+    if item.owner is not None:
+        wanted[item.owner.name] = item.owner
+    found = run.db.dialect.select_rows(
+        conn, target.schema, target.key, [item.key_value], list(wanted.values()), "update"
+    )
+    current = found[0][1] if found else None
+    if current is None or (
+        item.owner is not None and not conflicts.same(current.get(item.owner.name), item.me, item.owner)
+    ):
+        return True, None  # an insert, ROW_NOT_FOUND or UNAUTHORIZED: the write path says which
+    try:
+        finding = conflicts.check(current, change, rules, target.schema.columns)
+    except FatalOpError as exc:
+        exc.table, exc.column = operation.table, client_column(names, exc.column or "")
+        raise
+    if finding is not None:
+        row = _conflict_row(run, transaction, item, finding, current)
+        details = {
+            "table": operation.table,
+            "column": client_column(names, finding.column),
+            "reason": finding.reason.value,
+        }
+        if rules.on_conflict == "reject":
+            error = FatalOpError(
+                ErrorCode.CONFLICT, table=operation.table, column=details["column"], reason=finding.reason
+            )
+            error.conflict_row = row
+            raise error
+        if run.db.table(conn, conflicts.TABLE) is not None:
+            rows.append(row)
+            details["conflict_id"] = row["id"]
+        else:
+            logger.warning(
+                "conflicts table not found; a skipped conflict is not recorded", extra={"table": operation.table}
+            )
+        return False, OperationWarning(operation_index=op_index, code="CONFLICT_SKIPPED", details=details)
+    try:
+        item.values.update(conflicts.delta_values(current, change, rules))
+    except FatalOpError as exc:
+        exc.table, exc.column = operation.table, client_column(names, exc.column or "")
+        raise
+    if rules.version is not None and conflicts.changed_columns(current, change, target.schema.columns):
+        try:
+            item.values[rules.version.name] = convert(
+                convert(current[rules.version.name], rules.version) + 1, rules.version
+            )
+        except (InvalidValue, TypeError) as exc:
+            raise FatalOpError(
+                ErrorCode.INVALID_DATA,
+                table=operation.table,
+                column=client_column(names, rules.version.name),
+                reason=Reason.OUT_OF_RANGE,
+            ) from exc
+    return True, None
+
+
+def _conflict_row(
+    run: _Run, transaction: Transaction, item: Prepared, finding: conflicts.Finding, current: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``powersync_upload_conflicts`` row: names, the client's values of the involved columns as sent,
+    and the server's (only columns the table's ``columns`` allows, all when unset)."""
+    operation, names = item.operation, item.target.config
+    data = operation.data or {}
+    client: dict[str, Any] = {}
+    server: dict[str, Any] = {}
+    for column in finding.involved:
+        name = client_column(names, column)
+        if name in data:
+            client[name] = data[name]
+        elif operation.old and name in operation.old:
+            client[name] = operation.old[name]
+        if names.columns is None or name in names.columns or column == names.conflicts.version_column:
+            server[name] = conflicts.json_safe(current.get(column))
+    return {
+        "id": str(uuid.uuid4()),
+        "user_id": run.caller.user_id,
+        "client_id": run.client_id,
+        "transaction_id": transaction.tx_id,
+        "op_id": operation.op_id,
+        "table_name": operation.table,
+        "row_id": operation.id,
+        "reason": finding.reason.value,
+        "client_values": json.dumps(client, default=str),
+        "server_values": json.dumps(server, default=str),
+        "created_at": datetime.now(UTC).replace(tzinfo=None),
+        "resolved": 0,
+    }

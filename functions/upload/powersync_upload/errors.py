@@ -68,7 +68,7 @@ _SUMMARY: dict[ErrorCode, str] = {
     ErrorCode.INVALID_DATA: "a value cannot be stored in its column",
     ErrorCode.SCHEMA_MISMATCH: "the table or column is not known to the server",
     ErrorCode.UNAUTHORIZED: "the caller may not make this change",
-    ErrorCode.CONFLICT: "the row was changed by someone else",
+    ErrorCode.CONFLICT: "the change conflicts with the row on the server or a rule of its table",
     ErrorCode.UNCLASSIFIED_ERROR: "the database rejected the change",
 }
 
@@ -104,6 +104,9 @@ class FatalOpError(Exception):
     """
 
     operation_index: int = 0
+    conflict_row: dict[str, Any] | None = None
+    """For ``CONFLICT``: the ``powersync_upload_conflicts`` row to record with the errors-table row (it
+    holds values: never rendered in :attr:`message` or :meth:`details`, never logged)."""
 
     def __init__(
         self,

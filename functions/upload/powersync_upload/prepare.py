@@ -159,7 +159,8 @@ def _values(
             ErrorCode.INVALID_DATA, table=target.client_table, reason=Reason.TOO_LONG, limit="max_columns_per_operation"
         )
     allowed = set(table_config.columns) if table_config.columns is not None else None
-    protected = {c.casefold() for c in [table_config.owner, *table_config.parents] if c}
+    version = table_config.conflicts.version_column  # compared, never written: accepted like the key
+    protected = {c.casefold() for c in [table_config.owner, *table_config.parents, version] if c}
     values: dict[str, Any] = {}
     for name, raw in data.items():
         _too_long(name, raw, limits, target.client_table)
