@@ -1,18 +1,24 @@
-"""The engine: applies client transactions, one database transaction each, and reports per transaction.
+"""The engine: applies the client transactions of a request in groups and reports per transaction.
 
-For each :class:`~powersync_upload.contract.Transaction`, in request order: validate and convert every
-value against the introspected column types, authorize (``owner``, ``parents``, ``columns``), run
-the operations in queue order inside one database transaction, COMMIT, and only then call it a
-success. A :class:`FatalOpError` rolls that transaction back and the next one is still applied
-(``on_fatal_error: continue``; ``stop`` applies to shape A only). A :class:`RetryableError` rolls back
-and stops the request. Deadlock victims, lock timeouts and serialization failures are retried here
-first, a few times with jittered backoff, while the deadline allows. Semantics: DESIGN.md section 3.
+For each request, in order: every operation is validated and converted against the introspected
+column types and pre-authorized (:mod:`powersync_upload.prepare`); consecutive client transactions
+form groups (:func:`powersync_upload.plan.groups`); each group is planned into ordered batches
+(:mod:`powersync_upload.plan`), run in one database transaction (:mod:`powersync_upload.writes`) and
+committed once (group commit). Only after that COMMIT is any of its transactions a success.
 
-Fast path (default): consecutive operations of the same kind on the same table with distinct ids run
-as one statement each for the ownership read, the parent checks and the write
-(:mod:`powersync_upload.writes`). When anything in a fast-path transaction is fatal, the transaction
-is rolled back and run again operation by operation, so the result names the failing operation
-exactly as the per-operation path would.
+When a group of several transactions meets a fatal error (or a PUT batch's insert-only assumption
+fails), it is rolled back and applied again in two halves, recursively, so that every result is what
+one database transaction per client transaction gives (DESIGN.md section 3). A single transaction
+that fails as batches is applied again one statement per operation in the planner's order, which
+names the failing operation. A fatal transaction is rolled back alone and the next one is still
+applied (``on_fatal_error: continue``; ``stop`` applies to shape A only). A :class:`RetryableError`
+rolls back and stops the request: the first transaction of the group is ``retryable_error``, the
+rest ``not_attempted``; groups committed earlier stand. Deadlock victims, lock timeouts and
+serialization failures are retried here first, a few times with jittered backoff, while the deadline
+allows.
+
+The per-operation baseline (``fast_path=False``) applies the same plan one statement per operation,
+one database transaction per client transaction, with ownership and parent checks as separate reads.
 
 The engine knows nothing of HTTP: :func:`apply_upload` returns an :class:`Outcome`.
 """
@@ -26,14 +32,15 @@ import random
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter
 
-from . import conflicts, errors_table, ledger, writes
-from .config import UploadConfig, schema_problems
+from . import conflicts, errors_table, ledger, plan, writes
+from .config import TableConfig, UploadConfig, schema_problems
 from .contract import (
     FailedOperation,
     FatalResult,
@@ -49,8 +56,8 @@ from .contract import (
 from .convert import InvalidValue, convert
 from .database import Database
 from .errors import ErrorCode, FatalOpError, Reason, RetryableError
-from .prepare import Prepared, Target, client_column, prepare
-from .schema import TableSchema
+from .prepare import Prepared, Target, client_column, prepare, self_reference_column, step_of, tables_of
+from .schema import Column, TableSchema
 
 logger = logging.getLogger(__name__)
 
@@ -104,97 +111,29 @@ class Caller:
     user_id: str
 
 
+MAX_GROUP_STEPS = 1000
+"""Operations per group of client transactions (a larger single transaction is a group alone)."""
+
+
 def apply_upload(
     upload: Upload, caller: Caller, config: UploadConfig, db: Database, deadline: Deadline, *, fast_path: bool = True
 ) -> Outcome:
     """Apply every transaction of ``upload`` in order.
 
     Args:
-        fast_path: batch consecutive operations (default); ``False`` runs one statement per operation,
-            as the reference backends do (the benchmark's baseline).
+        fast_path: plan batches and group transactions (default); ``False`` runs one statement per
+            operation and one database transaction per client transaction (the benchmark's baseline).
 
     Returns:
         an :class:`Outcome`; ``retry_after_ms`` is set (answer 503) when a retryable error stopped a
         shape-B request, or a shape-A request before anything was committed.
     """
-    outcome = Outcome(results=[])
-    run = _Run(caller, config, db, deadline, fast_path)
-    replays = _LedgerRun.start(upload, caller, config)  # ledger hook
+    run = _Run(caller, config, db, deadline, fast_path, upload)
     try:
-        replays.load(run)
+        run.apply()
     except RetryableError as exc:
-        return _stop_retryable(upload, outcome, 0, exc)
-    run.ledger = replays
-    run.client_id = upload.client_id
-    for index, transaction in enumerate(upload.transactions):
-        answered = replays.answer(transaction)  # ledger hook: a replay is not applied again
-        if answered is not None:
-            outcome.replayed += 1
-            outcome.results.append(answered)
-            continue
-        try:
-            warnings = run.with_retries(transaction)
-        except _AlreadyDecided as race:  # ledger hook: a resend raced its first attempt
-            answered = replays.answer_stored(transaction, race.stored)
-            if answered is None:
-                return _stop_retryable(upload, outcome, index, RetryableError("ledger_race", retry_after_ms=1000))
-            outcome.replayed += 1
-            outcome.results.append(answered)
-            continue
-        except FatalOpError as exc:
-            op_index = exc.operation_index
-            conflict_rows = [exc.conflict_row] if exc.conflict_row is not None else []  # conflicts hook
-            exc.conflict_id = exc.conflict_row["id"] if exc.conflict_row is not None else None
-            result = _fatal_result(transaction, exc, op_index)
-            entry = replays.entry(transaction, result)  # ledger hook
-            recorded = errors_table.Recorded(committed=False)
-            if config.errors_table or entry is not None or conflict_rows:
-                operation = transaction.operations[op_index]
-                row = errors_table.row_values(
-                    caller.user_id,
-                    upload.client_id,
-                    transaction.tx_id,
-                    op_index,
-                    operation.op_id,
-                    operation.table,
-                    operation.id,
-                    exc,
-                )
-                recorded = errors_table.record(
-                    db.connection(5.0),
-                    db,
-                    config.errors_table,
-                    row,
-                    ledger_entries=[entry] if entry is not None else (),
-                    conflicts=conflict_rows,
-                )
-            if conflict_rows and not recorded.committed:  # conflicts hook: the result stands, without its id
-                logger.warning("could not record a conflict", extra={"table": transaction.operations[op_index].table})
-                exc.conflict_id = None
-                result = _fatal_result(transaction, exc, op_index)
-            if entry is not None and not recorded.claim.claimed:  # ledger hook: the first attempt decided it
-                answered = replays.answer_stored(transaction, replays.stored(recorded.claim, entry.identity))
-                if answered is None:
-                    return _stop_retryable(upload, outcome, index, RetryableError("ledger_race", retry_after_ms=1000))
-                outcome.replayed += 1
-                outcome.results.append(answered)
-                continue
-            outcome.fatal.append((index, transaction, exc, op_index))
-            outcome.recorded += recorded.errors_row
-            outcome.results.append(result)
-            if entry is not None and recorded.committed:
-                replays.remember(entry)
-            if config.on_fatal_error == "stop" and upload.shape == "A":
-                outcome.results.extend(NotAttemptedResult() for _ in upload.transactions[index + 1 :])
-                return outcome
-            continue
-        except RetryableError as exc:
-            return _stop_retryable(upload, outcome, index, exc)
-        replays.committed(transaction)  # ledger hook
-        outcome.committed += 1
-        outcome.results.append(SuccessResult(warnings=warnings or None))
-    replays.prune_if_due(run)  # ledger hook
-    return outcome
+        run.stop_retryable(exc)
+    return run.finish()
 
 
 def unavailable(upload: Upload, exc: RetryableError) -> Outcome:
@@ -228,29 +167,269 @@ def _fatal_result(transaction: Transaction, exc: FatalOpError, op_index: int) ->
 
 
 @dataclass
+class _Tx:
+    """One client transaction of the request, prepared: ``items`` are (operation index, prepared
+    write); PATCHes that change nothing are left out."""
+
+    position: int
+    transaction: Transaction
+    items: list[tuple[int, Prepared]]
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass
 class _Run:
-    """One request's work: the caller, the configuration, the database and the deadline."""
+    """One request's work: the caller, the configuration, the database, the deadline and the results."""
 
     caller: Caller
     config: UploadConfig
     db: Database
     deadline: Deadline
     fast_path: bool
-    ledger: _LedgerRun | None = None
-    client_id: str | None = None
+    upload: Upload
+    results: dict[int, TransactionResult] = field(default_factory=dict)
+    fatal: dict[int, tuple[FatalOpError, int]] = field(default_factory=dict)
+    committed: int = 0
+    retry_after_ms: int | None = None
+    replays: _LedgerRun | None = None
+    """The request's use of the ledger (ledger hook)."""
+    replayed: int = 0
+    skipped: dict[int, list[OperationWarning]] = field(default_factory=dict)
+    """``CONFLICT_SKIPPED`` warnings of the last successful attempt, by transaction position (conflicts hook)."""
 
-    def with_retries(self, transaction: Transaction) -> list[OperationWarning]:
-        """Apply a transaction; retry it in process after a deadlock or lock timeout, and once after a
-        UNIQUE_VIOLATION raised by a PUT: a concurrent insert of the same new id can trip a *second*
-        unique index before the key conflict is seen (PostgreSQL's ON CONFLICT only arbitrates the key);
-        on the second attempt the row exists and the PUT updates it. A real duplicate fails again."""
+    # ---- the request ------------------------------------------------------------------------------
+
+    def apply(self) -> None:
+        """Prepare every transaction, then apply the groups in order (see the module docstring)."""
+        self.replays = _LedgerRun.start(self.upload, self.caller, self.config)  # ledger hook: one read,
+        self.replays.load(self)  # and a replay is answered from the ledger instead of being applied
+        for position, transaction in enumerate(self.upload.transactions):
+            answered = self.replays.answer(transaction)
+            if answered is not None:
+                self.results[position] = answered
+                self.replayed += 1
+        prepared = self._prepare_all()
+        try:
+            if not self.fast_path:
+                for tx in prepared:
+                    self._apply_group([tx])
+                return
+            steps = [self._steps(tx) for tx in prepared]
+            tables = self._tables(prepared)
+            for bounds in plan.groups([steps[i] for i in range(len(prepared))], tables, MAX_GROUP_STEPS):
+                self._apply_group([prepared[i] for i in bounds])
+        except _Stop:
+            return
+
+    def finish(self) -> Outcome:
+        """The outcome: results in request order, fatal results recorded in the errors table."""
+        transactions = self.upload.transactions
+        results: list[TransactionResult] = []
+        outcome = Outcome(results=results, committed=self.committed, retry_after_ms=self.retry_after_ms)
+        for index, transaction in enumerate(transactions):
+            result = self.results.get(index, NotAttemptedResult())
+            if index in self.fatal and isinstance(result, FatalResult):
+                exc, op_index = self.fatal[index]
+                result, recorded = self._record(transaction, exc, op_index, result)
+                if isinstance(result, FatalResult) and result.failed_operation.error_code == exc.code.value:
+                    outcome.fatal.append((index, transaction, exc, op_index))
+                    outcome.recorded += recorded
+                elif isinstance(result, RetryableResult) and self.upload.shape == "B":
+                    outcome.retry_after_ms = result.retry_after_ms
+            results.append(result)
+        outcome.replayed = self.replayed
+        if self.replays is not None:
+            self.replays.prune_if_due(self)  # ledger hook
+        return outcome
+
+    def stop_retryable(self, exc: RetryableError, index: int | None = None) -> None:
+        """A retryable error stops the request at transaction ``index`` (the first undecided one)."""
+        if index is None:
+            index = next((i for i in range(len(self.upload.transactions)) if i not in self.results), 0)
+        logger.warning(
+            "retryable failure", extra={"kind": exc.kind, "error_number": exc.number, "transaction_index": index}
+        )
+        for later in list(self.results):
+            if later >= index:
+                del self.results[later]
+        self.results[index] = RetryableResult(message=exc.message, retry_after_ms=exc.retry_after_ms)
+        if self.upload.shape == "B" or self.committed == 0:
+            self.retry_after_ms = exc.retry_after_ms
+
+    def _decide_fatal(self, position: int, exc: FatalOpError, op_index: int) -> None:
+        transaction = self.upload.transactions[position]
+        exc.conflict_id = exc.conflict_row["id"] if exc.conflict_row is not None else None  # conflicts hook
+        self.results[position] = _fatal_result(transaction, exc, op_index)
+        self.fatal[position] = (exc, op_index)
+        if self.config.on_fatal_error == "stop" and self.upload.shape == "A":
+            raise _Stop
+
+    def _record(
+        self, transaction: Transaction, exc: FatalOpError, op_index: int, result: FatalResult
+    ) -> tuple[TransactionResult, int]:
+        """Store a fatal result: its errors-table row, its ledger row and its conflict row together in
+        one short transaction. Returns the result to answer (from the ledger when a concurrent attempt
+        decided the transaction first; without ``conflict_id`` when the conflict could not be
+        recorded) and the number of errors-table rows written."""
+        replays = self.replays
+        entry = replays.entry(transaction, result) if replays is not None else None  # ledger hook
+        rows = [exc.conflict_row] if exc.conflict_row is not None else []  # conflicts hook
+        if not (self.config.errors_table or entry is not None or rows):
+            return result, 0
+        operation = transaction.operations[min(op_index, len(transaction.operations) - 1)]
+        row = errors_table.row_values(
+            self.caller.user_id,
+            self.upload.client_id,
+            transaction.tx_id,
+            op_index,
+            operation.op_id,
+            operation.table,
+            operation.id,
+            exc,
+        )
+        recorded = errors_table.record(
+            self.db.connection(5.0),
+            self.db,
+            self.config.errors_table,
+            row,
+            ledger_entries=[entry] if entry is not None else (),
+            conflicts=rows,
+        )
+        if entry is not None and replays is not None:
+            if not recorded.claim.claimed:  # ledger hook: the first attempt decided it meanwhile
+                stored = replays.stored(recorded.claim, entry.identity)
+                answered = replays.answer_stored(transaction, [stored] if stored is not None else [])
+                if answered is None:
+                    error = RetryableError("ledger_race", retry_after_ms=1000)
+                    return RetryableResult(message=error.message, retry_after_ms=error.retry_after_ms), 0
+                self.replayed += 1
+                return answered, 0
+            if recorded.committed:
+                replays.remember(entry)
+        if rows and not recorded.committed:  # conflicts hook: the result stands, without its conflict_id
+            logger.warning("could not record a conflict", extra={"table": operation.table})
+            exc.conflict_id = None
+            result = _fatal_result(transaction, exc, op_index)
+        return result, int(recorded.errors_row)
+
+    # ---- preparation ------------------------------------------------------------------------------
+
+    def _prepare_all(self) -> list[_Tx]:
+        """Prepare every transaction; one that cannot be prepared is decided fatal here (no SQL ran)."""
+        prepared: list[_Tx] = []
+        conn: Any = None
+        limit = self.config.limits.max_operations_per_transaction
+        for position, transaction in enumerate(self.upload.transactions):
+            if position in self.results:  # answered from the ledger
+                continue
+            operations = transaction.operations
+            if len(operations) > limit:
+                error = FatalOpError(
+                    ErrorCode.INVALID_DATA, reason=Reason.TOO_LONG, limit="max_operations_per_transaction"
+                )
+                self._decide_fatal(position, error, limit)
+                continue
+            if conn is None and operations:
+                conn = self.db.connection(min(10.0, self._budget()))
+            cache: dict[tuple[Any, ...], Any] = {}
+            items: list[tuple[int, Prepared]] = []
+            op_index = 0
+            try:
+                for op_index, operation in enumerate(operations):
+                    item = prepare(conn, operation, self.caller.user_id, self.config, self.db, cache)
+                    if item is not None:
+                        items.append((op_index, item))
+            except FatalOpError as exc:
+                exc.operation_index = op_index
+                self._decide_fatal(position, exc, op_index)
+                continue
+            except RetryableError:
+                raise
+            except Exception as exc:
+                raise self._classified(exc, operations[op_index], op_index) from exc
+            prepared.append(_Tx(position, transaction, items))
+        return prepared
+
+    def _steps(self, tx: _Tx) -> list[plan.Step]:
+        return [step_of(tx.position, index, item) for index, item in tx.items]
+
+    def _tables(self, prepared: list[_Tx]) -> plan.Tables:
+        schemas = {item.target.schema.name: item.target for tx in prepared for _, item in tx.items}
+        for tx in prepared:
+            for _, item in tx.items:
+                for ref in item.parents:
+                    schemas.setdefault(ref.parent.schema.name, ref.parent)
+        return tables_of(list(schemas.values()), self.config)
+
+    # ---- one group ----------------------------------------------------------------------------------
+
+    def _apply_group(self, group: list[_Tx]) -> None:
+        """Apply a group of consecutive prepared transactions; decide each one's result."""
+        group = [tx for tx in group if tx.position not in self.results]
+        if not group:
+            return
+        if all(not tx.items for tx in group):
+            for tx in group:
+                self.results[tx.position] = SuccessResult()
+                self.committed += 1
+            return
+        try:
+            warnings = self._with_retries(group)
+        except _AlreadyDecided as race:  # ledger hook: a resend raced its first attempt
+            self._answer_race(group, race)
+            return
+        except (FatalOpError, writes.SpeculationFailed) as exc:
+            if len(group) > 1:
+                middle = len(group) // 2
+                self._apply_group(group[:middle])
+                self._apply_group(group[middle:])
+                return
+            assert isinstance(exc, FatalOpError)
+            self._decide_fatal(group[0].position, exc, exc.operation_index)
+            return
+        except RetryableError as exc:
+            self.stop_retryable(exc, group[0].position)
+            raise _Stop from exc
+        for tx in group:
+            self.results[tx.position] = _success(warnings.get(tx.position, []), self.skipped.get(tx.position, []))
+            self.committed += 1
+            if self.replays is not None:
+                self.replays.committed(tx.transaction)  # ledger hook
+
+    def _answer_race(self, group: list[_Tx], race: _AlreadyDecided) -> None:
+        """Ledger hook: answer the group's transactions a concurrent attempt decided first; apply the
+        rest again; answer 503 when none of them is visible in the ledger yet."""
+        assert self.replays is not None
+        answered = False
+        for tx in group:
+            result = self.replays.answer_stored(tx.transaction, race.stored)
+            if result is not None:
+                self.results[tx.position] = result
+                self.replayed += 1
+                answered = True
+        if not answered:
+            self.stop_retryable(RetryableError("ledger_race", retry_after_ms=1000), group[0].position)
+            raise _Stop
+        self._apply_group([tx for tx in group if tx.position not in self.results])
+
+    def _with_retries(self, group: list[_Tx]) -> dict[int, list[int]]:
+        """Apply a group; retry it in process after a deadlock or lock timeout, and a single transaction
+        once after a UNIQUE_VIOLATION raised by a PUT: a concurrent insert of the same new id can trip
+        a *second* unique index before the key conflict is seen (PostgreSQL's ON CONFLICT only
+        arbitrates the key); on the second attempt the row exists and the PUT updates it. A real
+        duplicate fails again."""
         attempt = 1
         while True:
             try:
-                return self.transaction(transaction)
+                return self._attempt_group(group)
             except FatalOpError as exc:
-                failed = transaction.operations[exc.operation_index]
-                if exc.code is not ErrorCode.UNIQUE_VIOLATION or failed.op != "PUT" or attempt > 1:
+                if len(group) > 1 or attempt > 1 or exc.code is not ErrorCode.UNIQUE_VIOLATION:
+                    raise
+                failed = group[0].transaction.operations[exc.operation_index]
+                if failed.op != "PUT":
                     raise
                 attempt += 1
             except RetryableError as exc:
@@ -265,21 +444,111 @@ class _Run:
                 time.sleep(backoff)
                 attempt += 1
 
-    def transaction(self, transaction: Transaction) -> list[OperationWarning]:
-        """One client transaction in one database transaction; COMMIT before returning."""
-        if not transaction.operations:
-            return []
-        limit = self.config.limits.max_operations_per_transaction
-        if len(transaction.operations) > limit:
-            error = FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TOO_LONG, limit="max_operations_per_transaction")
-            error.operation_index = limit
-            raise error
-        if self.fast_path and len(transaction.operations) > 1 and not _needs_rows(self.config, transaction):
+    def _attempt_group(self, group: list[_Tx]) -> dict[int, list[int]]:
+        """One database transaction for the group: batches (or, for a single transaction that fails as
+        batches, one statement per operation), then COMMIT. Returns ROW_NOT_FOUND operation indices per
+        transaction position."""
+        if self.fast_path and not any(_needs_rows(self.config, tx.transaction) for tx in group):
             try:
-                return self._attempt(transaction, fast=True)
+                return self._attempt(group, per_operation=False)
             except FatalOpError:
-                logger.debug("fast path hit a fatal error; running the transaction operation by operation")
-        return self._attempt(transaction, fast=False)
+                if len(group) > 1:
+                    raise
+                logger.debug("a batch hit a fatal error; applying the transaction one operation at a time")
+        return self._attempt(group, per_operation=True)
+
+    def _attempt(self, group: list[_Tx], *, per_operation: bool) -> dict[int, list[int]]:
+        db = self.db
+        conn: Any = None
+        items = [(tx, index, item) for tx in group for index, item in tx.items]
+        current: tuple[_Tx, int, Prepared] | None = None
+        missing: dict[int, list[int]] = {}
+        skipped: dict[int, list[OperationWarning]] = {}
+        conflict_rows: list[dict[str, Any]] = []
+        try:
+            conn = self._begin()
+            steps = [step_of(tx.position, index, item) for tx, index, item in items]
+            steps = self._with_current_parents(conn, steps, [item for _, _, item in items])
+            the_plan = plan.plan(steps, self._tables(group))
+            for batch in the_plan.batches:
+                members = [items[i] for i in batch.steps]
+                if per_operation or len(members) == 1:
+                    for member in members:
+                        current = member
+                        tx, index, item = member
+                        write, warning = _conflict_check(self, conn, tx.transaction, index, item, conflict_rows)
+                        if warning is not None:  # conflicts hook: CONFLICT_SKIPPED drops only this write
+                            skipped.setdefault(tx.position, []).append(warning)
+                        if write is not None and writes.execute_one(conn, db.dialect, write):
+                            missing.setdefault(tx.position, []).append(index)
+                        self._check_deadline()
+                else:
+                    current = members[0]
+                    found = writes.execute_batch(
+                        conn, db.dialect, [item for _, _, item in members], speculative=batch.speculative
+                    )
+                    for position in found:
+                        tx, index, _ = members[position]
+                        missing.setdefault(tx.position, []).append(index)
+                    self._check_deadline()
+            if conflict_rows:  # conflicts hook: skipped conflicts are recorded with the writes
+                current = None
+                db.dialect.conflicts_insert(conn, conflict_rows)
+        except FatalOpError as exc:
+            self._rollback(conn)
+            db.mark_used()
+            if current is not None:
+                exc.operation_index = current[1]
+            raise
+        except (RetryableError, writes.SpeculationFailed):
+            self._rollback(conn)
+            raise
+        except Exception as exc:
+            self._rollback(conn)
+            if current is None:
+                raise self._unexpected(exc) from exc
+            raise self._classified(exc, current[2].operation, current[1]) from exc
+        if self.replays is not None:  # ledger hook: the ledger rows go in the same database transaction
+            decided = [
+                (tx.transaction, _success(missing.get(tx.position, []), skipped.get(tx.position, []))) for tx in group
+            ]
+            self.replays.claim(self, conn, decided)
+        self._commit(conn, group)
+        db.mark_used()
+        self.skipped = skipped
+        return missing
+
+    def _with_current_parents(self, conn: Any, steps: list[plan.Step], items: list[Prepared]) -> list[plan.Step]:
+        """For deletes in a self-referencing table (two or more in the group), read what each row
+        references now, so the planner can delete children first (one locking read per table)."""
+        wanted: dict[str, list[int]] = {}
+        for i, step in enumerate(steps):
+            if step.kind == "DELETE":
+                wanted.setdefault(step.table, []).append(i)
+        for positions in wanted.values():
+            if len(positions) < 2:
+                continue
+            target = items[positions[0]].target
+            column = self_reference_column(target.schema)
+            if column is None:
+                continue
+            rows = self.db.dialect.select_many(
+                conn, target.schema, target.key, [items[i].key_value for i in positions], column, "update"
+            )
+            current = {
+                plan.identity(convert(key, target.key)): plan.identity(convert(value, target.key))
+                for key, value in rows
+                if value is not None
+            }
+            for i in positions:
+                parent = current.get(steps[i].row)
+                if parent is not None:
+                    steps[i] = replace(steps[i], current_parent=parent)
+        return steps
+
+    def _check_deadline(self) -> None:
+        if self.deadline.remaining() <= SAFETY_MARGIN_S:
+            raise RetryableError("deadline", retry_after_ms=1000)
 
     def _budget(self) -> float:
         budget = self.deadline.remaining() - SAFETY_MARGIN_S
@@ -308,55 +577,7 @@ class _Run:
         db.dialect.begin(conn, budget)
         return conn
 
-    def _attempt(self, transaction: Transaction, *, fast: bool) -> list[OperationWarning]:
-        db, operations = self.db, transaction.operations
-        warnings: list[OperationWarning] = []
-        op_index = 0
-        conn: Any = None
-        conflict_rows: list[dict[str, Any]] = []
-        try:
-            conn = self._begin()
-            cache: dict[tuple[Any, ...], Any] = {}
-            if fast:
-                prepared: list[tuple[int, Prepared]] = []
-                for op_index, operation in enumerate(operations):
-                    item = prepare(conn, operation, self.caller.user_id, self.config, db, cache)
-                    if item is not None:
-                        prepared.append((op_index, item))
-                missing = writes.execute(conn, db.dialect, prepared, self.deadline.remaining)
-                warnings = [OperationWarning(operation_index=i, code="ROW_NOT_FOUND") for i in missing]
-            else:
-                for op_index, operation in enumerate(operations):
-                    item = prepare(conn, operation, self.caller.user_id, self.config, db, cache)
-                    if item is not None:  # conflicts hook: rules, detection, deltas, versions
-                        write, warning = _conflict_check(self, conn, transaction, op_index, item, conflict_rows)
-                        warnings.extend([warning] if warning is not None else [])
-                        if not write:
-                            continue
-                    if item is not None and writes.execute_one(conn, db.dialect, item):
-                        warnings.append(OperationWarning(operation_index=op_index, code="ROW_NOT_FOUND"))
-                    if self.deadline.remaining() <= SAFETY_MARGIN_S:
-                        raise RetryableError("deadline", retry_after_ms=1000)
-            if conflict_rows:  # conflicts hook: skipped conflicts are recorded with the writes
-                db.dialect.conflicts_insert(conn, conflict_rows)
-        except FatalOpError as exc:
-            self._rollback(conn)
-            db.mark_used()
-            exc.operation_index = op_index
-            raise
-        except RetryableError:
-            self._rollback(conn)
-            raise
-        except Exception as exc:
-            self._rollback(conn)
-            raise self._classified(exc, operations[op_index], op_index) from exc
-        if self.ledger is not None:  # ledger hook: the ledger row goes in the same database transaction
-            self.ledger.claim(self, conn, transaction, SuccessResult(warnings=warnings or None))
-        self._commit(conn, transaction)
-        db.mark_used()
-        return warnings
-
-    def _commit(self, conn: Any, transaction: Transaction) -> None:
+    def _commit(self, conn: Any, group: list[_Tx]) -> None:
         db = self.db
         try:
             db.dialect.commit(conn)
@@ -364,7 +585,7 @@ class _Run:
             classified = db.dialect.classify(exc)
             self._rollback(conn)
             if isinstance(classified, FatalOpError):  # a deferred constraint
-                classified.operation_index = len(transaction.operations) - 1
+                classified.operation_index = len(group[-1].transaction.operations) - 1
                 raise classified from exc
             # The outcome of a failed COMMIT is unknown; never retry it here. Replays are harmless.
             db.discard()
@@ -377,6 +598,17 @@ class _Run:
             self.db.dialect.rollback(conn)
         except Exception:  # noqa: BLE001 - a dead connection rolls back by itself
             self.db.discard()
+
+    def _unexpected(self, exc: Exception) -> FatalOpError | RetryableError:
+        """A driver error before any operation ran (a self-reference read, say): never fatal."""
+        classified = self.db.dialect.classify(exc)
+        if isinstance(classified, RetryableError):
+            if classified.kind in ("connection", "commit_unknown", "internal"):
+                self.db.discard()
+            return classified
+        logger.error("unexpected error before applying a group", extra={"error_type": type(exc).__name__})
+        self.db.discard()
+        return RetryableError("internal", retry_after_ms=5000)
 
     def _classified(self, exc: Exception, operation: Operation, op_index: int) -> FatalOpError | RetryableError:
         db = self.db
@@ -403,6 +635,13 @@ class _Run:
         return classified
 
 
+def _success(missing: list[int], skipped: list[OperationWarning]) -> SuccessResult:
+    """A committed transaction's result: ``ROW_NOT_FOUND`` and ``CONFLICT_SKIPPED`` warnings by index."""
+    found = [OperationWarning(operation_index=i, code="ROW_NOT_FOUND") for i in missing]
+    warnings = sorted([*found, *skipped], key=lambda w: w.operation_index or 0)
+    return SuccessResult(warnings=warnings or None)
+
+
 # ==== ledger hooks (issue 11; DESIGN.md section 3, "Replays are harmless ... exactly once") =========
 # Kept apart from the engine proper: one read of the ledger per request before anything is applied,
 # the ledger row of a committed transaction in the same database transaction as its writes
@@ -416,13 +655,13 @@ _RESULT: TypeAdapter[TransactionResult] = TypeAdapter(TransactionResult)
 
 
 class _AlreadyDecided(Exception):
-    """A concurrent attempt of the same transaction decided it first; this attempt was rolled back.
+    """A concurrent attempt decided a transaction of the group first; the group was rolled back.
 
     Attributes:
-        stored: its ledger row as read back, or ``None`` when not visible yet (answer 503).
+        stored: the ledger rows read back for the group's identities (empty: not visible yet, 503).
     """
 
-    def __init__(self, stored: ledger.Entry | None) -> None:
+    def __init__(self, stored: list[ledger.Entry]) -> None:
         self.stored = stored
         super().__init__("already decided")
 
@@ -450,11 +689,15 @@ class _LedgerRun:
 
     @classmethod
     def start(cls, upload: Upload, caller: Caller, config: UploadConfig) -> _LedgerRun:
-        """The identities of the request's transactions (none without ``client_id``)."""
-        identities = {}
+        """The identities of the request's transactions (none without ``client_id``). A transaction
+        repeated within the request keeps its identity only at its first occurrence (the repeat is
+        applied again, as without the ledger: it must never make the request's own claim collide)."""
+        identities: dict[int, ledger.Identity] = {}
+        seen: set[ledger.Identity] = set()
         for transaction in upload.transactions:
             found = ledger.identity(caller.user_id, upload.client_id, transaction)
-            if found is not None:
+            if found is not None and found not in seen:
+                seen.add(found)
                 identities[id(transaction)] = found
         return cls(caller.user_id, upload.client_id, config.ledger_days, identities)
 
@@ -501,12 +744,15 @@ class _LedgerRun:
             return None
         return _RESULT.validate_python(decision.answer)
 
-    def answer_stored(self, transaction: Transaction, stored: ledger.Entry | None) -> TransactionResult | None:
-        """The answer after a race: from the row the first attempt stored, or ``None`` (answer 503)."""
-        if stored is None:
+    def answer_stored(self, transaction: Transaction, stored: list[ledger.Entry]) -> TransactionResult | None:
+        """The answer after a race: from the row the first attempt stored, or ``None`` (not among
+        ``stored``: apply it, or answer 503 when nothing was found)."""
+        ident = self.identities.get(id(transaction))
+        found = ledger.find(stored, ident) if ident is not None else None
+        if found is None:
             return None
-        self.known.append(stored)
-        return self._decided(stored) if self.identities.get(id(transaction)) == stored.identity else None
+        self.known.append(found)
+        return self._decided(found)
 
     def stored(self, claim: ledger.Claim, ident: ledger.Identity) -> ledger.Entry | None:
         """The row with ``ident`` among those a claim that lost its race read back."""
@@ -520,19 +766,20 @@ class _LedgerRun:
             return None
         return ledger.entry(ident, result.model_dump(mode="json", exclude_none=True), _now())
 
-    def claim(self, run: _Run, conn: Any, transaction: Transaction, result: TransactionResult) -> None:
-        """Insert the transaction's ledger row in the open database transaction, before COMMIT.
+    def claim(self, run: _Run, conn: Any, decided: Sequence[tuple[Transaction, TransactionResult]]) -> None:
+        """Insert the ledger rows of the group's transactions in its open database transaction, before
+        COMMIT: one statement for the whole group.
 
         Raises:
-            _AlreadyDecided: another attempt decided it first (the transaction was rolled back).
-            RetryableError: the insert failed (the transaction was rolled back).
+            _AlreadyDecided: another attempt decided one of them first (the group was rolled back).
+            RetryableError: the insert failed (the group was rolled back).
         """
-        entry = self.entry(transaction, result)
-        if entry is None:
+        entries = {id(t): e for t, r in decided if (e := self.entry(t, r)) is not None}
+        if not entries:
             return
         db = run.db
         try:
-            claim = db.dialect.ledger_claim(conn, [entry])
+            claim = db.dialect.ledger_claim(conn, list(entries.values()))
         except Exception as exc:
             run._rollback(conn)
             classified = db.dialect.classify(exc)
@@ -542,8 +789,8 @@ class _LedgerRun:
             raise RetryableError("ledger", retry_after_ms=5000) from exc
         if not claim.claimed:
             db.mark_used()
-            raise _AlreadyDecided(self.stored(claim, entry.identity))
-        self.pending[id(transaction)] = entry
+            raise _AlreadyDecided([e for e in (self.stored(claim, x.identity) for x in entries.values()) if e])
+        self.pending.update(entries)
 
     def committed(self, transaction: Transaction) -> None:
         """The transaction's COMMIT returned: its ledger row now answers a repeat in this request."""
@@ -628,13 +875,16 @@ def _server_old(target: Target, old: dict[str, Any] | None) -> dict[str, Any] | 
 
 def _conflict_check(
     run: _Run, conn: Any, transaction: Transaction, op_index: int, item: Prepared, rows: list[dict[str, Any]]
-) -> tuple[bool, OperationWarning | None]:
-    """Check one prepared operation against its current row, and adjust what it writes.
+) -> tuple[Prepared | None, OperationWarning | None]:
+    """Check one prepared operation against its current row; give what to write instead.
+
+    The prepared item is never changed (an attempt may be repeated): the write is a copy.
 
     Returns:
-        ``(write it?, warning)``: ``(True, None)`` to write it (``item.values`` then holds the delta
-        results and the next version); ``(False, CONFLICT_SKIPPED warning)`` with its conflict row
-        appended to ``rows``; ``(False, None)`` for a PATCH that sent only the version (no write).
+        ``(write, warning)``: ``write`` is the item to execute (with the delta results and the next
+        version in its values, the version the client saw removed), or ``None`` to skip it:
+        ``CONFLICT_SKIPPED`` (``warning`` set, its conflict row appended to ``rows``) or a PATCH
+        that sent only the version (nothing to write).
 
     Raises:
         FatalOpError: ``CONFLICT`` (``on_conflict: reject``; the conflict row attached), ``INVALID_DATA``
@@ -643,80 +893,97 @@ def _conflict_check(
     target, operation = item.target, item.operation
     rules = _table_rules(target)
     if not rules.active:
-        return True, None
+        return item, None
     names = target.config
     old = _server_old(target, operation.old)
+    values = dict(item.values)
     seen = None
     if rules.version is not None:
-        seen = (old or {}).get(rules.version.name, item.values.get(rules.version.name))
-        item.values.pop(rules.version.name, None)
-    values = {**item.values, **dict.fromkeys(item.nulls)}
-    change = conflicts.Change(operation.op, values, old, seen)
+        seen = (old or {}).get(rules.version.name, values.get(rules.version.name))
+        values.pop(rules.version.name, None)
+    change = conflicts.Change(operation.op, {**values, **dict.fromkeys(item.nulls)}, old, seen)
     missing = conflicts.needs_old(change, rules)
     if missing is not None:
+        column = client_column(names, missing)
         raise FatalOpError(
-            ErrorCode.INVALID_DATA,
-            table=operation.table,
-            column=client_column(names, missing),
-            reason=Reason.NEEDS_PREVIOUS_VALUE,
+            ErrorCode.INVALID_DATA, table=operation.table, column=column, reason=Reason.NEEDS_PREVIOUS_VALUE
         )
-    if operation.op == "PATCH" and not item.values:
-        return False, None  # only the version was sent: nothing to write
-    wanted = {**rules.columns, **{n: target.schema.columns[n] for n in values}}
-    if item.owner is not None:
-        wanted[item.owner.name] = item.owner
-    found = run.db.dialect.select_rows(
-        conn, target.schema, target.key, [item.key_value], list(wanted.values()), "update"
-    )
-    current = found[0][1] if found else None
-    if current is None or (
-        item.owner is not None and not conflicts.same(current.get(item.owner.name), item.me, item.owner)
-    ):
-        return True, None  # an insert, ROW_NOT_FOUND or UNAUTHORIZED: the write path says which
+    if operation.op == "PATCH" and not values:
+        return None, None  # only the version was sent: nothing to write
+    current = _current_row(run, conn, item, rules, change)
+    if current is None:
+        return replace(item, values=values), None  # an insert, ROW_NOT_FOUND or UNAUTHORIZED: the write says
     try:
         finding = conflicts.check(current, change, rules, target.schema.columns)
+        if finding is not None:
+            return None, _conflicting(run, conn, transaction, op_index, item, finding, current, rules, rows)
+        values.update(conflicts.delta_values(current, change, rules))
     except FatalOpError as exc:
-        exc.table, exc.column = operation.table, client_column(names, exc.column or "")
-        raise
-    if finding is not None:
-        row = _conflict_row(run, transaction, item, finding, current)
-        details = {
-            "table": operation.table,
-            "column": client_column(names, finding.column),
-            "reason": finding.reason.value,
-        }
-        if rules.on_conflict == "reject":
-            error = FatalOpError(
-                ErrorCode.CONFLICT, table=operation.table, column=details["column"], reason=finding.reason
-            )
-            error.conflict_row = row
-            raise error
-        if run.db.table(conn, conflicts.TABLE) is not None:
-            rows.append(row)
-            details["conflict_id"] = row["id"]
-        else:
-            logger.warning(
-                "conflicts table not found; a skipped conflict is not recorded", extra={"table": operation.table}
-            )
-        return False, OperationWarning(operation_index=op_index, code="CONFLICT_SKIPPED", details=details)
-    try:
-        item.values.update(conflicts.delta_values(current, change, rules))
-    except FatalOpError as exc:
-        exc.table, exc.column = operation.table, client_column(names, exc.column or "")
+        if exc.code is not ErrorCode.CONFLICT:
+            exc.table, exc.column = operation.table, client_column(names, exc.column or "")
         raise
     if rules.version is not None and conflicts.changed_columns(current, change, target.schema.columns):
-        try:
-            item.values[rules.version.name] = convert(
-                convert(current[rules.version.name], rules.version) + 1, rules.version
-            )
-        except (InvalidValue, TypeError) as exc:
-            raise FatalOpError(
-                ErrorCode.INVALID_DATA,
-                table=operation.table,
-                column=client_column(names, rules.version.name),
-                reason=Reason.OUT_OF_RANGE,
-            ) from exc
-    return True, None
+        values[rules.version.name] = _next_version(current, rules.version, operation.table, names)
+    return replace(item, values=values), None
+
+
+def _current_row(
+    run: _Run, conn: Any, item: Prepared, rules: conflicts.TableRules, change: conflicts.Change
+) -> dict[str, Any] | None:
+    """The row as the transaction has left it so far, locked as the write locks it (one statement);
+    ``None`` when it does not exist or is someone else's (the write path then reports it)."""
+    schema = item.target.schema
+    wanted = {**rules.columns, **{n: schema.columns[n] for n in change.values}}
+    if item.owner is not None:
+        wanted[item.owner.name] = item.owner
+    found = run.db.dialect.select_rows(conn, schema, item.target.key, [item.key_value], list(wanted.values()), "update")
+    current = found[0][1] if found else None
+    if (
+        current is not None
+        and item.owner is not None
+        and not conflicts.same(current.get(item.owner.name), item.me, item.owner)
+    ):
+        return None
+    return current
+
+
+def _next_version(current: dict[str, Any], version: Column, table: str, names: TableConfig) -> Any:
+    """``version + 1`` of the locked row (what ``SET version = version + 1`` writes)."""
+    try:
+        return convert(convert(current[version.name], version) + 1, version)
+    except (InvalidValue, TypeError) as exc:
+        column = client_column(names, version.name)
+        raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=column, reason=Reason.OUT_OF_RANGE) from exc
+
+
+def _conflicting(
+    run: _Run,
+    conn: Any,
+    transaction: Transaction,
+    op_index: int,
+    item: Prepared,
+    finding: conflicts.Finding,
+    current: dict[str, Any],
+    rules: conflicts.TableRules,
+    rows: list[dict[str, Any]],
+) -> OperationWarning:
+    """A finding as ``CONFLICT`` (raised, ``reject``) or as a ``CONFLICT_SKIPPED`` warning (``skip``)."""
+    operation = item.operation
+    row = _conflict_row(run, transaction, item, finding, current)
+    column = client_column(item.target.config, finding.column)
+    if rules.on_conflict == "reject":
+        error = FatalOpError(ErrorCode.CONFLICT, table=operation.table, column=column, reason=finding.reason)
+        error.conflict_row = row
+        raise error
+    details = {"table": operation.table, "column": column, "reason": finding.reason.value}
+    if run.db.table(conn, conflicts.TABLE) is not None:
+        rows.append(row)
+        details["conflict_id"] = row["id"]
+    else:
+        logger.warning(
+            "conflicts table not found; a skipped conflict is not recorded", extra={"table": operation.table}
+        )
+    return OperationWarning(operation_index=op_index, code="CONFLICT_SKIPPED", details=details)
 
 
 def _conflict_row(
@@ -739,7 +1006,7 @@ def _conflict_row(
     return {
         "id": str(uuid.uuid4()),
         "user_id": run.caller.user_id,
-        "client_id": run.client_id,
+        "client_id": run.upload.client_id,
         "transaction_id": transaction.tx_id,
         "op_id": operation.op_id,
         "table_name": operation.table,
