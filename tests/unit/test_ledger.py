@@ -34,7 +34,7 @@ def test_identity_is_user_client_first_and_last_op_id_and_digest() -> None:
     assert len(ident.digest) == 64
 
 
-def test_no_identity_without_client_id_or_with_an_operation_missing_its_op_id() -> None:
+def test_no_identity_without_a_storable_client_id_or_with_an_operation_missing_its_op_id() -> None:
     # Given transactions that lack a client id, an op_id, or any operation
     no_op_id = _tx(PATCH, Operation("DELETE", "todos", "t2", None, None))
 
@@ -44,6 +44,8 @@ def test_no_identity_without_client_id_or_with_an_operation_missing_its_op_id() 
     assert ledger.identity(USER, "dev-1", no_op_id) is None
     assert ledger.identity(USER, "dev-1", Transaction((), 1)) is None
     assert ledger.identity(USER, "x" * 256, _tx(PATCH)) is None
+    assert ledger.identity(USER, "dev-\ud800", _tx(PATCH)) is None
+    assert ledger.identity(USER, "dev-\x00", _tx(PATCH)) is None
 
 
 def test_values_nested_too_deeply_to_digest_leave_the_transaction_without_identity() -> None:

@@ -294,6 +294,14 @@ def after(current: Mapping[str, Any] | None, change: Change, written: Mapping[st
     return {**(current or {}), **written}
 
 
+def text_field(value: str | None, limit: int) -> str | None:
+    """Client text fit for a conflicts-table column: unencodable characters replaced, NUL dropped, cut
+    to ``limit`` characters (recording must not fail on an odd id)."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")[:limit]
+
+
 def json_safe(value: Any) -> Any:
     """A converted or driver value as JSON for the conflicts table's ``client_values``/``server_values``."""
     if isinstance(value, (datetime, date, time)):

@@ -1005,12 +1005,12 @@ def _conflict_row(
             server[name] = conflicts.json_safe(current.get(column))
     return {
         "id": str(uuid.uuid4()),
-        "user_id": run.caller.user_id,
-        "client_id": run.upload.client_id,
+        "user_id": conflicts.text_field(run.caller.user_id, 255),
+        "client_id": conflicts.text_field(run.upload.client_id, 255),
         "transaction_id": transaction.tx_id,
         "op_id": operation.op_id,
-        "table_name": operation.table,
-        "row_id": operation.id,
+        "table_name": conflicts.text_field(operation.table, 128),
+        "row_id": conflicts.text_field(operation.id, 255),
         "reason": finding.reason.value,
         "client_values": json.dumps(client, default=str),
         "server_values": json.dumps(server, default=str),

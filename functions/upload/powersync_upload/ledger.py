@@ -132,12 +132,12 @@ def digest(operations: Sequence[Operation]) -> str:
 
 def identity(user_id: str, client_id: str | None, transaction: Transaction) -> Identity | None:
     """The transaction's identity, or ``None`` when it has none: no ``client_id``, an operation
-    without ``op_id``, no operations, an id longer than :data:`MAX_ID_CHARS`, or values nested too
+    without ``op_id``, no operations, an id the ledger cannot store as sent, or values nested too
     deeply to digest (such a transaction is applied without the ledger)."""
     operations = transaction.operations
     if not client_id or not operations or any(o.op_id is None for o in operations):
         return None
-    if len(client_id) > MAX_ID_CHARS or len(user_id) > MAX_ID_CHARS:
+    if not (_storable(client_id) and _storable(user_id)):
         return None
     first, last = operations[0].op_id, operations[-1].op_id
     assert first is not None and last is not None
@@ -193,6 +193,18 @@ def decide(stored: Entry | None, now: datetime, *, retention_days: int) -> Decis
 def find(entries: Sequence[Entry], ident: Identity) -> Entry | None:
     """The entry with exactly ``ident`` among rows read for a request (``None`` when absent)."""
     return next((e for e in entries if e.identity == ident), None)
+
+
+def _storable(text: str) -> bool:
+    """Whether an id can be stored and compared as sent: at most :data:`MAX_ID_CHARS` characters, valid
+    UTF-8 (no lone surrogates) and no NUL."""
+    if len(text) > MAX_ID_CHARS or "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _naive_utc(when: datetime) -> datetime:
