@@ -24,6 +24,8 @@ from decimal import Decimal
 from typing import Any
 
 from .contract import Operation, Transaction
+from .convert import InvalidValue, convert
+from .schema import Column, Kind
 
 TABLE = "powersync_upload_ledger"
 """The ledger table (``db/migrations/<dialect>/002_powersync_upload_ledger.sql``)."""
@@ -195,14 +197,15 @@ def find(entries: Sequence[Entry], ident: Identity) -> Entry | None:
     return next((e for e in entries if e.identity == ident), None)
 
 
+_ID_COLUMN = Column("client_id", Kind.TEXT, max_length=MAX_ID_CHARS)
+
+
 def _storable(text: str) -> bool:
     """Whether an id can be stored and compared as sent: at most :data:`MAX_ID_CHARS` characters, valid
-    UTF-8 (no lone surrogates) and no NUL."""
-    if len(text) > MAX_ID_CHARS or "\x00" in text:
-        return False
+    UTF-8 (no lone surrogates) and no NUL (the rules of a client text value)."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+        convert(text, _ID_COLUMN)
+    except InvalidValue:
         return False
     return True
 
