@@ -1,0 +1,204 @@
+"""Conflicts recorded for the app, against real databases (DESIGN.md section 3, "Conflicts").
+
+Each test loads the product's migrations and the shared ``shop`` fixture (items with previous-value
+detection, deltas and rules; tags with ``on_conflict: skip``) into a fresh database of every dialect
+that runs here, and talks to the real Lambda handler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from powersync_upload.handler import Runtime, set_runtime
+from powersync_upload.local import schema_scripts
+from tests.support import FIXTURES, USERS, RowReader, available_dialects, call, install_runtime, reset_database
+
+WIDGET = "c0000000-0000-0000-0000-000000000001"
+GADGET = "c0000000-0000-0000-0000-000000000002"  # shipped: frozen
+TAG = "e0000000-0000-0000-0000-000000000001"
+OTHERS = "c0000000-0000-0000-0000-0000000000aa"  # an item of U2's
+
+
+def _migrations(dialect: str) -> list[Path]:
+    return [p for p in schema_scripts(dialect) if "migrations" in p.parts]
+
+
+@pytest.fixture(params=available_dialects())
+def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
+    dialect = request.param
+    url = reset_database(dialect, [*_migrations(dialect), FIXTURES / f"shop.{dialect}.sql"], tmp_path)
+    reader = RowReader(url)
+    reader.execute(
+        f"INSERT INTO items (id, owner_id, name, status, quantity) VALUES ('{OTHERS}', '{USERS['U2']}', 'theirs', 'pending', 1)"
+    )
+    reader.close()
+    rt = install_runtime(url, FIXTURES / "shop.upload.yaml")
+    yield url, rt
+    rt.db.discard()
+    set_runtime(None)
+
+
+def _conflicts(url: str) -> list[dict[str, Any]]:
+    reader = RowReader(url)
+    try:
+        cursor = reader.conn.cursor()
+        cursor.execute("SELECT * FROM powersync_upload_conflicts ORDER BY created_at")
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        reader.conn.rollback()
+        return rows
+    finally:
+        reader.close()
+
+
+def _sql(url: str, statement: str) -> None:
+    reader = RowReader(url)
+    try:
+        reader.execute(statement)
+    finally:
+        reader.close()
+
+
+def _patch(
+    row: str, data: dict[str, Any], old: dict[str, Any] | None = None, op_id: int = 1, table: str = "items"
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"op_id": op_id, "op": "PATCH", "type": table, "id": row, "tx_id": op_id, "data": data}
+    if old is not None:
+        entry["old"] = old
+    return entry
+
+
+def test_a_rejected_conflict_records_both_versions_and_answers_its_id_without_values(
+    shop: tuple[str, Runtime], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the server renamed the widget after the device last synced it
+    url, _ = shop
+    _sql(url, f"UPDATE items SET name = 'renamed on server' WHERE id = '{WIDGET}'")
+
+    # When the device's offline rename arrives with the old value it saw
+    with caplog.at_level(logging.DEBUG):
+        response = call(
+            {"batch": [_patch(WIDGET, {"name": "mine"}, {"name": "widget"}, op_id=4)], "client_id": "dev-1"}
+        )
+
+    # Then it is a CONFLICT naming its conflicts row, which holds what the app needs to show both versions
+    failed = response.body["results"][0]["failed_operation"]
+    assert (failed["error_code"], failed["details"]["reason"], failed["details"]["column"]) == (
+        "CONFLICT",
+        "stale",
+        "name",
+    )
+    [row] = _conflicts(url)
+    assert row["id"] == failed["details"]["conflict_id"]
+    assert (str(row["user_id"]), row["client_id"], row["transaction_id"], row["op_id"]) == (USERS["U1"], "dev-1", 4, 4)
+    assert (row["table_name"], str(row["row_id"]).lower(), row["reason"], int(row["resolved"])) == (
+        "items",
+        WIDGET,
+        "stale",
+        0,
+    )
+    assert json.loads(row["client_values"]) == {"name": "mine"}
+    assert json.loads(row["server_values"]) == {"name": "renamed on server"}
+    # And neither the response nor the logs carry a value
+    logged = " ".join(str(record.__dict__) for record in caplog.records)
+    for value in ("mine", "renamed on server"):
+        assert value not in json.dumps(response.body)
+        assert value not in logged
+
+
+def test_a_replayed_conflict_answers_the_same_conflict_id_and_records_it_once(shop: tuple[str, Runtime]) -> None:
+    # Given a rejected conflict sent with a client id
+    url, _ = shop
+    _sql(url, f"UPDATE items SET name = 'renamed on server' WHERE id = '{WIDGET}'")
+    body = {"batch": [_patch(WIDGET, {"name": "mine"}, {"name": "widget"})], "client_id": "dev-1"}
+    first = call(body)
+
+    # When it is sent again / Then the same result, conflict id included, and one conflicts row
+    assert call(body).body == first.body
+    assert len(_conflicts(url)) == 1
+
+
+def test_a_skipped_conflict_warns_with_the_id_of_its_row_and_commits_the_rest(shop: tuple[str, Runtime]) -> None:
+    # Given a tag changed on the server (tags: on_conflict skip)
+    url, _ = shop
+    _sql(url, f"UPDATE tags SET label = 'blue' WHERE id = '{TAG}'")
+
+    # When a stale PATCH of it and a PUT of a new tag arrive in one transaction
+    new_tag = "e0000000-0000-0000-0000-000000000009"
+    put = {"op_id": 2, "op": "PUT", "type": "tags", "id": new_tag, "tx_id": 1, "data": {"label": "new"}}
+    response = call({"batch": [_patch(TAG, {"label": "green"}, {"label": "red"}, table="tags"), put]})
+
+    # Then the transaction commits with CONFLICT_SKIPPED on the PATCH, whose conflict_id names the row
+    [warning] = response.body["results"][0]["warnings"]
+    assert (warning["code"], warning["operation_index"], warning["details"]["reason"]) == (
+        "CONFLICT_SKIPPED",
+        0,
+        "stale",
+    )
+    [row] = _conflicts(url)
+    assert row["id"] == warning["details"]["conflict_id"]
+    assert json.loads(row["server_values"]) == {"label": "blue"}
+    reader = RowReader(url)
+    assert reader.row("tags", "id", new_tag, None)["label"] == "new"
+    assert reader.row("tags", "id", TAG, None)["label"] == "blue"
+    reader.close()
+
+
+def test_a_conflict_on_another_users_row_is_unauthorized_and_records_nothing(shop: tuple[str, Runtime]) -> None:
+    # Given an item of U2's, and U1's PATCH of it with an old value that does not match
+    url, _ = shop
+
+    # When U1 sends it
+    response = call({"batch": [_patch(OTHERS, {"name": "mine"}, {"name": "not theirs"})]})
+
+    # Then ownership is checked first: UNAUTHORIZED, and the conflicts table holds nothing of U2's row
+    assert response.body["results"][0]["failed_operation"]["error_code"] == "UNAUTHORIZED"
+    assert _conflicts(url) == []
+
+
+def test_server_values_are_limited_to_the_columns_the_table_allows(shop: tuple[str, Runtime], tmp_path: Path) -> None:
+    # Given items that clients may only rename (columns: [name]) and a frozen rule on status
+    url, rt = shop
+    config = tmp_path / "upload.yaml"
+    config.write_text(
+        "tables:\n  items:\n    owner: owner_id\n    columns: [name]\n    rules: {frozen_when: {status: [shipped]}}\n",
+        encoding="utf-8",
+    )
+    rt.db.discard()
+    install_runtime(url, config)
+
+    # When the shipped gadget is renamed
+    response = call({"batch": [_patch(GADGET, {"name": "edited"})]})
+
+    # Then it is refused as frozen, and the recorded server values leave out status (not allowed)
+    assert response.body["results"][0]["failed_operation"]["details"]["reason"] == "frozen"
+    [row] = _conflicts(url)
+    assert json.loads(row["server_values"]) == {"name": "gadget"}
+    assert json.loads(row["client_values"]) == {"name": "edited"}
+
+
+def test_the_app_marks_its_own_conflict_resolved_without_configuration(shop: tuple[str, Runtime]) -> None:
+    # Given a conflict of U1's
+    url, _ = shop
+    response = call({"batch": [_patch(GADGET, {"name": "edited"})]})
+    conflict_id = response.body["results"][0]["failed_operation"]["details"]["conflict_id"]
+
+    # When U2 tries to resolve it, U1 changes another column of it, and U1 marks it resolved
+    by_other = call({"batch": [_patch(conflict_id, {"resolved": 1}, table="powersync_upload_conflicts")]}, "U2")
+    other_column = call(
+        {"batch": [_patch(conflict_id, {"reason": "none", "resolved": 1}, table="powersync_upload_conflicts")]}
+    )
+    resolved = call({"batch": [_patch(conflict_id, {"resolved": 1}, table="powersync_upload_conflicts")]})
+
+    # Then only U1's PATCH of resolved is accepted
+    assert by_other.body["results"][0]["failed_operation"]["error_code"] == "UNAUTHORIZED"
+    assert other_column.body["results"][0]["failed_operation"]["error_code"] == "UNAUTHORIZED"
+    assert resolved.body["results"] == [{"status": "success"}]
+    [row] = _conflicts(url)
+    assert (int(row["resolved"]), row["reason"]) == (1, "frozen")
