@@ -94,6 +94,8 @@ class Outcome:
         recorded: number of fatal results stored in the errors table.
         fatal: the fatal errors, for the errors table, logs and metrics.
         replayed: transactions answered from the ledger instead of being applied again.
+        unrecorded_conflicts: conflicts that could not be stored in ``powersync_upload_conflicts``
+            (their results stand, without ``conflict_id``).
     """
 
     results: list[TransactionResult]
@@ -101,6 +103,7 @@ class Outcome:
     committed: int = 0
     recorded: int = 0
     replayed: int = 0
+    unrecorded_conflicts: int = 0
     fatal: list[tuple[int, Transaction, FatalOpError, int]] = field(default_factory=list)
 
 
@@ -197,6 +200,7 @@ class _Run:
     replays: _LedgerRun | None = None
     """The request's use of the ledger (ledger hook)."""
     replayed: int = 0
+    unrecorded_conflicts: int = 0
     skipped: dict[int, list[OperationWarning]] = field(default_factory=dict)
     """``CONFLICT_SKIPPED`` warnings of the last successful attempt, by transaction position (conflicts hook)."""
 
@@ -241,6 +245,7 @@ class _Run:
                     outcome.retry_after_ms = result.retry_after_ms
             results.append(result)
         outcome.replayed = self.replayed
+        outcome.unrecorded_conflicts = self.unrecorded_conflicts
         if self.replays is not None:
             self.replays.prune_if_due(self)  # ledger hook
         return outcome
@@ -311,6 +316,7 @@ class _Run:
                 replays.remember(entry)
         if rows and not recorded.committed:  # conflicts hook: the result stands, without its conflict_id
             logger.warning("could not record a conflict", extra={"table": operation.table})
+            self.unrecorded_conflicts += 1
             exc.conflict_id = None
             result = _fatal_result(transaction, exc, op_index)
         return result, int(recorded.errors_row)
@@ -983,6 +989,7 @@ def _conflicting(
         logger.warning(
             "conflicts table not found; a skipped conflict is not recorded", extra={"table": operation.table}
         )
+        run.unrecorded_conflicts += 1
     return OperationWarning(operation_index=op_index, code="CONFLICT_SKIPPED", details=details)
 
 

@@ -68,6 +68,10 @@ def record(outcome: Outcome, operations: int, duration_ms: float, errors_table: 
     if errors_table and outcome.fatal:
         missed = len(outcome.fatal) - outcome.recorded
         metrics.add_metric(name="ErrorsNotRecorded", unit=MetricUnit.Count, value=missed)
+    if outcome.unrecorded_conflicts:
+        metrics.add_metric(name="ConflictsNotRecorded", unit=MetricUnit.Count, value=outcome.unrecorded_conflicts)
+    if outcome.replayed:
+        metrics.add_metric(name="TransactionsReplayed", unit=MetricUnit.Count, value=outcome.replayed)
     codes: dict[str, int] = {}
     for _index, _transaction, error, _op in outcome.fatal:
         codes[error.code.value] = codes.get(error.code.value, 0) + 1
