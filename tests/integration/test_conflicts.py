@@ -33,11 +33,7 @@ def _migrations(dialect: str) -> list[Path]:
 def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
     dialect = request.param
     url = reset_database(dialect, [*_migrations(dialect), FIXTURES / f"shop.{dialect}.sql"], tmp_path)
-    reader = RowReader(url)
-    reader.execute(
-        f"INSERT INTO items (id, owner_id, name, status, quantity) VALUES ('{OTHERS}', '{USERS['U2']}', 'theirs', 'pending', 1)"
-    )
-    reader.close()
+    _insert_item(url, OTHERS, USERS["U2"], "theirs")
     rt = install_runtime(url, FIXTURES / "shop.upload.yaml")
     yield url, rt
     rt.db.discard()
@@ -202,3 +198,64 @@ def test_the_app_marks_its_own_conflict_resolved_without_configuration(shop: tup
     assert resolved.body["results"] == [{"status": "success"}]
     [row] = _conflicts(url)
     assert (int(row["resolved"]), row["reason"]) == (1, "frozen")
+
+
+def _insert_item(url: str, row: str, owner: str, name: str) -> None:
+    columns = "id, owner_id, name, status, quantity"
+    _sql(url, f"INSERT INTO items ({columns}) VALUES ('{row}', '{owner}', '{name}', 'pending', 10)")
+
+
+def _more_items(url: str, *ids: str) -> None:
+    for row in ids:
+        _insert_item(url, row, USERS["U1"], "n")
+
+
+def test_the_rows_of_a_planned_batch_are_read_once_and_each_gets_its_own_delta(
+    shop: tuple[str, Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given three items with quantity 10, and a count of the current-row reads
+    url, rt = shop
+    rows = [f"c0000000-0000-0000-0000-00000000010{i}" for i in range(3)]
+    _more_items(url, *rows)
+    reads: list[int] = []
+    original = rt.db.dialect.select_rows
+    monkeypatch.setattr(rt.db.dialect, "select_rows", lambda *a, **k: reads.append(len(a[3])) or original(*a, **k))
+
+    # When three client transactions each sell some of one item (deltas with old)
+    batch = [_patch(row, {"quantity": 10 - n - 1}, {"quantity": 10}, op_id=n + 1) for n, row in enumerate(rows)]
+    response = call({"batch": batch})
+
+    # Then all succeed, each row got its own delta, and the fast path read the three rows in one statement
+    assert [r["status"] for r in response.body["results"]] == ["success"] * 3
+    reader = RowReader(url)
+    assert [reader.row("items", "id", row, None)["quantity"] for row in rows] == [9, 8, 7]
+    reader.close()
+    assert reads == [3]
+
+
+def test_a_stale_patch_among_grouped_transactions_rejects_only_its_own(shop: tuple[str, Runtime]) -> None:
+    # Given two more items, and the widget renamed on the server
+    url, _ = shop
+    rows = ["c0000000-0000-0000-0000-000000000201", "c0000000-0000-0000-0000-000000000202"]
+    _more_items(url, *rows)
+    _sql(url, f"UPDATE items SET name = 'renamed on server' WHERE id = '{WIDGET}'")
+
+    # When four transactions arrive: two deltas, a stale rename of the widget, then a delta on the widget
+    batch = [
+        _patch(rows[0], {"quantity": 9}, {"quantity": 10}, op_id=1),
+        _patch(rows[1], {"quantity": 9}, {"quantity": 10}, op_id=2),
+        _patch(WIDGET, {"name": "mine"}, {"name": "widget"}, op_id=3),
+        _patch(WIDGET, {"quantity": 8}, {"quantity": 10}, op_id=4),
+    ]
+    response = call({"batch": batch})
+
+    # Then only the stale rename is rejected, as CONFLICT on its own operation; the rest applied
+    results = response.body["results"]
+    assert [r["status"] for r in results] == ["success", "success", "fatal_error", "success"]
+    assert results[2]["failed_operation"]["details"]["reason"] == "stale"
+    reader = RowReader(url)
+    assert reader.row("items", "id", WIDGET, None)["name"] == "renamed on server"
+    assert reader.row("items", "id", WIDGET, None)["quantity"] == 8
+    assert [reader.row("items", "id", row, None)["quantity"] for row in rows] == [9, 9]
+    reader.close()
+    assert len(_conflicts(url)) == 1

@@ -32,7 +32,7 @@ import random
 import time
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -454,7 +454,7 @@ class _Run:
         """One database transaction for the group: batches (or, for a single transaction that fails as
         batches, one statement per operation), then COMMIT. Returns ROW_NOT_FOUND operation indices per
         transaction position."""
-        if self.fast_path and not any(_needs_rows(self.config, tx.transaction) for tx in group):
+        if self.fast_path:
             try:
                 return self._attempt(group, per_operation=False)
             except FatalOpError:
@@ -490,12 +490,16 @@ class _Run:
                         self._check_deadline()
                 else:
                     current = members[0]
-                    found = writes.execute_batch(
-                        conn, db.dialect, [item for _, _, item in members], speculative=batch.speculative
-                    )
-                    for position in found:
-                        tx, index, _ = members[position]
-                        missing.setdefault(tx.position, []).append(index)
+                    parts = _checked_batch(self, conn, members, conflict_rows, skipped)  # conflicts hook
+                    if parts is None:
+                        parts = [[(position, item) for position, (_, _, item) in enumerate(members)]]
+                    for part in parts:
+                        found = writes.execute_batch(
+                            conn, db.dialect, [write for _, write in part], speculative=batch.speculative
+                        )
+                        for position in found:
+                            tx, index, _ = members[part[position][0]]
+                            missing.setdefault(tx.position, []).append(index)
                     self._check_deadline()
             if conflict_rows:  # conflicts hook: skipped conflicts are recorded with the writes
                 current = None
@@ -840,11 +844,6 @@ _RULES: dict[tuple[str, int], tuple[TableSchema, conflicts.TableRules | None]] =
 """Compiled rules per (client table, introspected schema object); ``None``: the schema check failed."""
 
 
-def _needs_rows(config: UploadConfig, transaction: Transaction) -> bool:
-    """Whether an operation of the transaction is on a table with conflicts, deltas or rules."""
-    return any((t := config.tables.get(o.table)) is not None and t.reads_rows for o in transaction.operations)
-
-
 def _table_rules(target: Target) -> conflicts.TableRules:
     """The table's compiled rules; the schema check of DESIGN section 4 runs here, at first use of an
     introspected table: a problem is logged (once per schema) and the table's operations are
@@ -882,25 +881,77 @@ def _server_old(target: Target, old: dict[str, Any] | None) -> dict[str, Any] | 
 def _conflict_check(
     run: _Run, conn: Any, transaction: Transaction, op_index: int, item: Prepared, rows: list[dict[str, Any]]
 ) -> tuple[Prepared | None, OperationWarning | None]:
-    """Check one prepared operation against its current row; give what to write instead.
-
-    The prepared item is never changed (an attempt may be repeated): the write is a copy.
+    """Check one prepared operation against its current row (one locking read); give what to write.
 
     Returns:
-        ``(write, warning)``: ``write`` is the item to execute (with the delta results and the next
-        version in its values, the version the client saw removed), or ``None`` to skip it:
-        ``CONFLICT_SKIPPED`` (``warning`` set, its conflict row appended to ``rows``) or a PATCH
-        that sent only the version (nothing to write).
+        ``(write, warning)`` as :func:`_adjusted` gives them; ``(item, None)`` for a table without
+        conflicts, deltas or rules; ``(None, None)`` for a PATCH that sent only the version.
 
     Raises:
-        FatalOpError: ``CONFLICT`` (``on_conflict: reject``; the conflict row attached), ``INVALID_DATA``
-            ``needs_previous_value``, or the delta result's conversion error.
+        FatalOpError: as :func:`_change_of` and :func:`_adjusted` raise.
     """
-    target, operation = item.target, item.operation
-    rules = _table_rules(target)
+    rules = _table_rules(item.target)
     if not rules.active:
         return item, None
-    names = target.config
+    change, values = _change_of(item, rules)
+    if change is None:
+        return None, None
+    current = _current_rows(run, conn, [item], rules, change.values).get(plan.identity(item.key_value))
+    return _adjusted(run, conn, transaction, op_index, item, rules, change, values, current, rows)
+
+
+def _checked_batch(
+    run: _Run,
+    conn: Any,
+    members: list[tuple[_Tx, int, Prepared]],
+    rows: list[dict[str, Any]],
+    skipped: dict[int, list[OperationWarning]],
+) -> list[list[tuple[int, Prepared]]] | None:
+    """The checks of a planned batch on a table with conflicts, deltas or rules: one locking read of
+    every row of the batch (``select_rows``), then :func:`_adjusted` per operation.
+
+    Returns:
+        ``None`` for a table without them (run the batch as it is); otherwise the writes to run, as
+        sub-batches of ``(position in members, write)`` with the same columns each (deltas change no
+        column set, but a row that gets no new version, or an insert, may differ from the rest).
+        Skipped operations are left out, their warnings added to ``skipped``.
+
+    Raises:
+        FatalOpError: as :func:`_change_of` and :func:`_adjusted` raise (the engine then applies the
+            transaction one operation at a time, which names the operation).
+    """
+    rules = _table_rules(members[0][2].target)
+    if not rules.active:
+        return None
+    changes: list[tuple[int, conflicts.Change, dict[str, Any]]] = []
+    for position, (_, _, item) in enumerate(members):
+        change, values = _change_of(item, rules)
+        if change is not None:
+            changes.append((position, change, values))
+    written = {name: None for _, change, _ in changes for name in change.values}
+    found = _current_rows(run, conn, [members[p][2] for p, _, _ in changes], rules, written) if changes else {}
+    parts: dict[tuple[str, ...], list[tuple[int, Prepared]]] = {}
+    for position, change, values in changes:
+        tx, index, item = members[position]
+        current = found.get(plan.identity(item.key_value))
+        write, warning = _adjusted(run, conn, tx.transaction, index, item, rules, change, values, current, rows)
+        if warning is not None:
+            skipped.setdefault(tx.position, []).append(warning)
+        if write is not None:
+            parts.setdefault(tuple(write.values), []).append((position, write))
+    return list(parts.values())
+
+
+def _change_of(item: Prepared, rules: conflicts.TableRules) -> tuple[conflicts.Change | None, dict[str, Any]]:
+    """The operation as the checks see it, and the values it writes without the version it saw.
+
+    Returns:
+        ``(None, {})`` for a PATCH that sent only the version: nothing to check or write.
+
+    Raises:
+        FatalOpError: ``INVALID_DATA`` ``needs_previous_value`` for a delta without ``old`` (no row read).
+    """
+    target, operation = item.target, item.operation
     old = _server_old(target, operation.old)
     values = dict(item.values)
     seen = None
@@ -910,13 +961,42 @@ def _conflict_check(
     change = conflicts.Change(operation.op, {**values, **dict.fromkeys(item.nulls)}, old, seen)
     missing = conflicts.needs_old(change, rules)
     if missing is not None:
-        column = client_column(names, missing)
+        column = client_column(target.config, missing)
         raise FatalOpError(
             ErrorCode.INVALID_DATA, table=operation.table, column=column, reason=Reason.NEEDS_PREVIOUS_VALUE
         )
     if operation.op == "PATCH" and not values:
-        return None, None  # only the version was sent: nothing to write
-    current = _current_row(run, conn, item, rules, change)
+        return None, {}
+    return change, values
+
+
+def _adjusted(
+    run: _Run,
+    conn: Any,
+    transaction: Transaction,
+    op_index: int,
+    item: Prepared,
+    rules: conflicts.TableRules,
+    change: conflicts.Change,
+    values: dict[str, Any],
+    current: dict[str, Any] | None,
+    rows: list[dict[str, Any]],
+) -> tuple[Prepared | None, OperationWarning | None]:
+    """Rules and detection against the current row, and what to write instead of ``item``.
+
+    The prepared item is never changed (an attempt may be repeated): the write is a copy.
+
+    Returns:
+        ``(write, warning)``: ``write`` is the item to execute (with the delta results and the next
+        version in its values, the version the client saw removed), or ``None`` to skip it with a
+        ``CONFLICT_SKIPPED`` ``warning`` (its conflict row appended to ``rows``).
+
+    Raises:
+        FatalOpError: ``CONFLICT`` (``on_conflict: reject``; the conflict row attached), ``INVALID_DATA``
+            ``needs_previous_value`` (a version check without the version), or a delta result's
+            conversion error.
+    """
+    target, operation, names = item.target, item.operation, item.target.config
     if current is None:
         return replace(item, values=values), None  # an insert, ROW_NOT_FOUND or UNAUTHORIZED: the write says
     try:
@@ -933,24 +1013,25 @@ def _conflict_check(
     return replace(item, values=values), None
 
 
-def _current_row(
-    run: _Run, conn: Any, item: Prepared, rules: conflicts.TableRules, change: conflicts.Change
-) -> dict[str, Any] | None:
-    """The row as the transaction has left it so far, locked as the write locks it (one statement);
-    ``None`` when it does not exist or is someone else's (the write path then reports it)."""
-    schema = item.target.schema
-    wanted = {**rules.columns, **{n: schema.columns[n] for n in change.values}}
-    if item.owner is not None:
-        wanted[item.owner.name] = item.owner
-    found = run.db.dialect.select_rows(conn, schema, item.target.key, [item.key_value], list(wanted.values()), "update")
-    current = found[0][1] if found else None
-    if (
-        current is not None
-        and item.owner is not None
-        and not conflicts.same(current.get(item.owner.name), item.me, item.owner)
-    ):
-        return None
-    return current
+def _current_rows(
+    run: _Run, conn: Any, items: list[Prepared], rules: conflicts.TableRules, written: Mapping[str, Any]
+) -> dict[Any, dict[str, Any]]:
+    """The rows of ``items`` (one table) as the transaction has left them so far, by key identity,
+    locked as the write locks them: one statement (per chunk of the dialect's parameter limit). A row
+    that is someone else's is left out (the write path then reports ``UNAUTHORIZED``)."""
+    first = items[0]
+    schema, key, owner = first.target.schema, first.target.key, first.owner
+    wanted = {**rules.columns, **{n: schema.columns[n] for n in written}}
+    if owner is not None:
+        wanted[owner.name] = owner
+    keys = list({plan.identity(i.key_value): i.key_value for i in items}.values())
+    found = run.db.dialect.select_rows(conn, schema, key, keys, list(wanted.values()), "update")
+    out = {}
+    for value, row in found:
+        if owner is not None and not conflicts.same(row.get(owner.name), first.me, owner):
+            continue
+        out[plan.identity(convert(value, key))] = row
+    return out
 
 
 def _next_version(current: dict[str, Any], version: Column, table: str, names: TableConfig) -> Any:
