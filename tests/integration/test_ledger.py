@@ -157,6 +157,12 @@ def test_a_resend_racing_its_first_attempt_is_answered_from_the_ledger(
         original(self, run)
         if run.db is first_attempt:
             return
+        if run.opened is not None:
+            # The resend keeps its read's transaction for its writes; on SQLite that holds the write
+            # lock, so the first attempt could not commit in between. Let it go, so the race is the
+            # same on every dialect: the first attempt commits after the resend's read.
+            run._rollback(run.opened)
+            run.opened = None
         upload = Transaction((Operation("PATCH", "todos", TODO, {"description": "from device 1"}, 7),), 7)
         outcome = engine.apply_upload(
             engine.Upload([upload], "B", "device-1"),

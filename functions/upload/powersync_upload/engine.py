@@ -201,6 +201,9 @@ class _Run:
     """The request's use of the ledger (ledger hook)."""
     replayed: int = 0
     unrecorded_conflicts: int = 0
+    opened: Any = None
+    """A connection whose transaction the ledger read opened and nothing wrote in yet: the first
+    group's ``_begin`` takes it (ledger hook: saves a ROLLBACK and a BEGIN per request)."""
     skipped: dict[int, list[OperationWarning]] = field(default_factory=dict)
     """``CONFLICT_SKIPPED`` warnings of the last successful attempt, by transaction position (conflicts hook)."""
 
@@ -230,6 +233,9 @@ class _Run:
 
     def finish(self) -> Outcome:
         """The outcome: results in request order, fatal results recorded in the errors table."""
+        if self.opened is not None:  # ledger hook: no group took the ledger read's transaction
+            conn, self.opened = self.opened, None
+            self._rollback(conn)
         transactions = self.upload.transactions
         results: list[TransactionResult] = []
         outcome = Outcome(results=results, committed=self.committed, retry_after_ms=self.retry_after_ms)
@@ -571,6 +577,9 @@ class _Run:
         fails here with a connection error (before any work) is replaced once: that is the liveness
         check. The second try gets only the time that is left."""
         db = self.db
+        if self.opened is not None:  # ledger hook: the ledger read's transaction, still empty
+            conn, self.opened = self.opened, None
+            return conn
         budget = self._budget()
         conn = db.connection(min(10.0, budget))
         try:
@@ -712,8 +721,9 @@ class _LedgerRun:
         return cls(caller.user_id, upload.client_id, config.ledger_days, identities)
 
     def load(self, run: _Run) -> None:
-        """Read the ledger rows of every identity of the request: one statement, in a transaction of
-        its own (also the liveness check of a kept connection). A missing ledger table is logged and
+        """Read the ledger rows of every identity of the request: one statement, as the first of the
+        transaction the first group then writes in (its ``BEGIN`` is the liveness check of a kept
+        connection; no ROLLBACK and BEGIN in between). A missing ledger table is logged and
         the request goes on without the ledger (replays then rely on idempotency, as without
         ``client_id``).
 
@@ -737,7 +747,7 @@ class _LedgerRun:
             logger.error("cannot read the ledger; replays are applied again", extra={"error_number": classified.number})
             self.identities.clear()
             return
-        run._rollback(conn)
+        run.opened = conn  # the first group's writes go in this transaction (nothing was written yet)
         db.mark_used()
         self.known = [e for e in (ledger.from_row(self.user_id, self.client_id, r) for r in rows) if e is not None]
 
