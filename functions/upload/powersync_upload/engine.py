@@ -487,25 +487,11 @@ class _Run:
                 if per_operation or len(members) == 1:
                     for member in members:
                         current = member
-                        tx, index, item = member
-                        write, warning = _conflict_check(self, conn, tx.transaction, index, item, conflict_rows)
-                        if warning is not None:  # conflicts hook: CONFLICT_SKIPPED drops only this write
-                            skipped.setdefault(tx.position, []).append(warning)
-                        if write is not None and writes.execute_one(conn, db.dialect, write):
-                            missing.setdefault(tx.position, []).append(index)
+                        self._execute_one(conn, member, missing, skipped, conflict_rows)
                         self._check_deadline()
                 else:
                     current = members[0]
-                    parts = _checked_batch(self, conn, members, conflict_rows, skipped)  # conflicts hook
-                    if parts is None:
-                        parts = [[(position, item) for position, (_, _, item) in enumerate(members)]]
-                    for part in parts:
-                        found = writes.execute_batch(
-                            conn, db.dialect, [write for _, write in part], speculative=batch.speculative
-                        )
-                        for position in found:
-                            tx, index, _ = members[part[position][0]]
-                            missing.setdefault(tx.position, []).append(index)
+                    self._execute_batch(conn, members, batch.speculative, missing, skipped, conflict_rows)
                     self._check_deadline()
             if conflict_rows:  # conflicts hook: skipped conflicts are recorded with the writes
                 current = None
@@ -533,6 +519,41 @@ class _Run:
         db.mark_used()
         self.skipped = skipped
         return missing
+
+    def _execute_one(
+        self,
+        conn: Any,
+        member: tuple[_Tx, int, Prepared],
+        missing: dict[int, list[int]],
+        skipped: dict[int, list[OperationWarning]],
+        conflict_rows: list[dict[str, Any]],
+    ) -> None:
+        """One operation; ``ROW_NOT_FOUND`` into ``missing``, ``CONFLICT_SKIPPED`` into ``skipped``."""
+        tx, index, item = member
+        write, warning = _conflict_check(self, conn, tx.transaction, index, item, conflict_rows)  # conflicts hook
+        if warning is not None:  # CONFLICT_SKIPPED drops only this write
+            skipped.setdefault(tx.position, []).append(warning)
+        if write is not None and writes.execute_one(conn, self.db.dialect, write):
+            missing.setdefault(tx.position, []).append(index)
+
+    def _execute_batch(
+        self,
+        conn: Any,
+        members: list[tuple[_Tx, int, Prepared]],
+        speculative: bool,
+        missing: dict[int, list[int]],
+        skipped: dict[int, list[OperationWarning]],
+        conflict_rows: list[dict[str, Any]],
+    ) -> None:
+        """One planned batch (after its conflict checks, when its table has any)."""
+        parts = _checked_batch(self, conn, members, conflict_rows, skipped)  # conflicts hook
+        if parts is None:
+            parts = [[(position, item) for position, (_, _, item) in enumerate(members)]]
+        for part in parts:
+            found = writes.execute_batch(conn, self.db.dialect, [write for _, write in part], speculative=speculative)
+            for position in found:
+                tx, index, _ = members[part[position][0]]
+                missing.setdefault(tx.position, []).append(index)
 
     def _with_current_parents(self, conn: Any, steps: list[plan.Step], items: list[Prepared]) -> list[plan.Step]:
         """For deletes in a self-referencing table (two or more in the group), read what each row
