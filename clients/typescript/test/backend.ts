@@ -59,14 +59,15 @@ export interface Backend {
   stop(): Promise<void>;
 }
 
-export async function startBackend(): Promise<Backend> {
+/** Starts `serve`; `env` adds or overrides its environment (e.g. `MAX_BODY_BYTES`). */
+export async function startBackend(env: Record<string, string> = {}): Promise<Backend> {
   const dir = mkdtempSync(join(tmpdir(), 'powersync-upload-client-'));
   const databasePath = join(dir, 'server.sqlite');
-  const env = { ...process.env, PYTHONPATH: join(REPO_ROOT, 'functions', 'upload') };
+  const baseEnv = { ...process.env, PYTHONPATH: join(REPO_ROOT, 'functions', 'upload') };
   const created = spawnSync(
     python(),
     ['-c', 'import sys, pathlib; from powersync_upload.local import create_demo_database as c; c(pathlib.Path(sys.argv[1]))', databasePath],
-    { env, encoding: 'utf8' }
+    { env: baseEnv, encoding: 'utf8' }
   );
   if (created.status !== 0) {
     throw new Error(`could not create the server database with ${python()}: ${created.stderr || created.error}`);
@@ -78,11 +79,12 @@ export async function startBackend(): Promise<Backend> {
   const child: ChildProcess = spawn(python(), ['-m', 'powersync_upload.local', 'serve'], {
     cwd: REPO_ROOT,
     env: {
-      ...env,
+      ...baseEnv,
       PORT: String(port),
       DATABASE_URL: `sqlite:///${databasePath}`,
       JWT_SECRET: secret,
-      POWERTOOLS_LOG_LEVEL: process.env.POWERTOOLS_LOG_LEVEL ?? 'WARNING'
+      POWERTOOLS_LOG_LEVEL: process.env.POWERTOOLS_LOG_LEVEL ?? 'WARNING',
+      ...env
     },
     stdio: ['ignore', 'pipe', 'pipe']
   });

@@ -2,7 +2,9 @@
  * The real PowerSync JS SDK (@powersync/node, no PowerSync Service: connect() is never called) writes
  * locally; PowerSyncUploader.uploadData() uploads its queue to the Python backend's `serve` over HTTP.
  * Checks: the queue drains, the server rows match, rejected transactions reach onRejected with their
- * error codes (and the errors table), and a transaction rolls back as a whole.
+ * error codes (and the errors table), a transaction rolls back as a whole, a 413 for several
+ * transactions is split, and a transaction too large for any request reaches onRejected as TOO_LARGE.
+ * `serve` runs with MAX_BODY_BYTES=8192 so that a few todos make a request too large.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -32,6 +34,8 @@ const AppSchema = new Schema({
   })
 });
 
+const MAX_BODY_BYTES = 8192;
+
 interface Rejection {
   code: string;
   table: unknown;
@@ -45,10 +49,13 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
   let dir: string;
   const rejected: Rejection[] = [];
   const bodies: { transactions: { crud: unknown[] }[]; client_id?: string }[] = [];
+  const statuses: number[] = [];
 
   const countingFetch: FetchLike = async (url, init) => {
     bodies.push(JSON.parse(init.body));
-    return fetch(url, init);
+    const response = await fetch(url, init);
+    statuses.push(response.status);
+    return response;
   };
 
   function uploader(extra: Partial<ConstructorParameters<typeof PowerSyncUploader>[0]> = {}): PowerSyncUploader {
@@ -89,7 +96,7 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
   }
 
   before(async () => {
-    backend = await startBackend();
+    backend = await startBackend({ MAX_BODY_BYTES: String(MAX_BODY_BYTES) });
     dir = mkdtempSync(join(tmpdir(), 'powersync-upload-sdk-'));
     db = new PowerSyncDatabase({
       schema: AppSchema,
@@ -237,5 +244,73 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
 
     assert.equal(await drain(uploader()), 1);
     assert.equal(serverRows('SELECT description FROM todos WHERE id = ?', todo1)[0].description, 'oat milk');
+  });
+
+  /** Writes `count` todos of about 450 bytes each in one client transaction. */
+  async function writeTodos(listId: string, count: number, label: string): Promise<string[]> {
+    const ids = Array.from({ length: count }, () => randomUUID());
+    await db.writeTransaction(async (tx) => {
+      for (const [i, id] of ids.entries()) {
+        await tx.execute('INSERT INTO todos (id, list_id, owner_id, description, completed) VALUES (?, ?, ?, ?, ?)', [
+          id,
+          listId,
+          USER_ID,
+          `${label} ${i} `.padEnd(450, '.'),
+          0
+        ]);
+      }
+    });
+    return ids;
+  }
+
+  it('a 413 for several transactions is split and sent again; everything uploads, nothing is rejected', async (t) => {
+    // Given 12 transactions of 3 todos (about 1.5 kB each): about 18 kB, over serve's 8 kB cap
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push(...(await writeTodos(list1, 3, `split ${i}`)));
+    const before = statuses.length;
+    const rejectedBefore = rejected.length;
+
+    // When the queue is drained
+    try {
+      await drain(uploader({ logger: { error: console.error, warn: () => undefined } }));
+    } catch (error) {
+      t.diagnostic(backend.output());
+      throw error;
+    }
+
+    // Then the server answered 413 at least once, the queue drained, and every row is on the server
+    assert.ok(statuses.slice(before).includes(413), `statuses: ${statuses.slice(before).join(' ')}`);
+    assert.equal(statuses.at(-1), 200);
+    assert.equal(await db.getNextCrudTransaction(), null);
+    assert.equal(rejected.length, rejectedBefore);
+    const placeholders = ids.map(() => '?').join(', ');
+    assert.equal(serverRows(`SELECT id FROM todos WHERE id IN (${placeholders})`, ...ids).length, 36);
+  });
+
+  it('a transaction too large for any request reaches onRejected as TOO_LARGE and the queue goes on', async (t) => {
+    // Given a transaction of 30 todos (about 15 kB, over serve's 8 kB cap on its own), then a small one
+    const hugeIds = await writeTodos(list1, 30, 'huge');
+    const [after] = await writeTodos(list1, 1, 'after the huge one');
+    const rejectedBefore = rejected.length;
+    const errors: string[] = [];
+
+    // When the queue is drained
+    try {
+      await drain(uploader({ logger: { error: (...args: unknown[]) => void errors.push(args.join(' ')), warn: () => undefined } }));
+    } catch (error) {
+      t.diagnostic(backend.output());
+      throw error;
+    }
+
+    // Then the huge transaction went to onRejected as TOO_LARGE (logged), and the small one uploaded
+    assert.deepEqual(
+      rejected.slice(rejectedBefore).map((r) => [r.code, r.ops.length]),
+      [['TOO_LARGE', 30]]
+    );
+    assert.equal(errors.length, 1);
+    assert.match(errors[0], /too large for any request/);
+    assert.equal(await db.getNextCrudTransaction(), null);
+    assert.equal(serverRows('SELECT id FROM todos WHERE id = ?', after).length, 1);
+    assert.equal(serverRows(`SELECT id FROM todos WHERE id IN (${hugeIds.map(() => '?').join(', ')})`, ...hugeIds).length, 0);
   });
 });
