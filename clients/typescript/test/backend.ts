@@ -13,6 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import Database from 'better-sqlite3';
+
 /** clients/typescript (this file runs from clients/typescript/dist/test). */
 export const CLIENT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const REPO_ROOT = join(CLIENT_ROOT, '..', '..');
@@ -54,6 +56,8 @@ export interface Backend {
   databasePath: string;
   secret: string;
   token(sub?: string): string;
+  /** Runs a read-only query on the server's SQLite database. */
+  rows(sql: string, ...params: unknown[]): Record<string, unknown>[];
   /** What the server printed so far (shown when a test fails). */
   output(): string;
   stop(): Promise<void>;
@@ -99,6 +103,14 @@ export async function startBackend(env: Record<string, string> = {}): Promise<Ba
     databasePath,
     secret,
     token: (sub = USER_ID) => signJwt({ sub, iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + 3600 }, secret),
+    rows: (sql, ...params) => {
+      const db = new Database(databasePath, { readonly: true, fileMustExist: true });
+      try {
+        return db.prepare(sql).all(...params) as Record<string, unknown>[];
+      } finally {
+        db.close();
+      }
+    },
     output: () => output,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) {

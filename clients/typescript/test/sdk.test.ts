@@ -14,7 +14,6 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { column, PowerSyncDatabase, Schema, Table } from '@powersync/node';
-import Database from 'better-sqlite3';
 
 import { PowerSyncUploader, UploadError, type CrudTransactionLike, type FatalErrorResult, type FetchLike } from '../src/connector.js';
 import { startBackend, USER_ID, type Backend } from './backend.js';
@@ -86,14 +85,6 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
     return calls;
   }
 
-  function serverRows(sql: string, ...params: unknown[]): Record<string, unknown>[] {
-    const server = new Database(backend.databasePath, { readonly: true, fileMustExist: true });
-    try {
-      return server.prepare(sql).all(...params) as Record<string, unknown>[];
-    } finally {
-      server.close();
-    }
-  }
 
   before(async () => {
     backend = await startBackend({ MAX_BODY_BYTES: String(MAX_BODY_BYTES) });
@@ -151,8 +142,8 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
     assert.equal(bodies[before].client_id, await db.getClientId());
     assert.deepEqual(rejected, []);
 
-    assert.deepEqual(serverRows('SELECT id, owner_id, name FROM lists'), [{ id: list1, owner_id: USER_ID, name: 'Groceries' }]);
-    const todos = serverRows('SELECT * FROM todos');
+    assert.deepEqual(backend.rows('SELECT id, owner_id, name FROM lists'), [{ id: list1, owner_id: USER_ID, name: 'Groceries' }]);
+    const todos = backend.rows('SELECT * FROM todos');
     assert.equal(todos.length, 1, 'todo 2 was deleted');
     const row = todos[0];
     assert.equal(row.id, todo1);
@@ -220,13 +211,13 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
     );
 
     assert.deepEqual(
-      serverRows('SELECT id, name FROM lists ORDER BY name').map((r) => r.name),
+      backend.rows('SELECT id, name FROM lists ORDER BY name').map((r) => r.name),
       ['Groceries', 'Work']
     );
-    assert.deepEqual(serverRows('SELECT id FROM todos WHERE id IN (?, ?)', goodTodoInBadTx, orphan), [], 'rejected transactions left nothing');
-    assert.equal(serverRows('SELECT priority FROM todos WHERE id = ?', todo1)[0].priority, 5);
+    assert.deepEqual(backend.rows('SELECT id FROM todos WHERE id IN (?, ?)', goodTodoInBadTx, orphan), [], 'rejected transactions left nothing');
+    assert.equal(backend.rows('SELECT priority FROM todos WHERE id = ?', todo1)[0].priority, 5);
 
-    const errors = serverRows('SELECT user_id, client_id, table_name, row_id, error_code FROM powersync_upload_errors ORDER BY error_code');
+    const errors = backend.rows('SELECT user_id, client_id, table_name, row_id, error_code FROM powersync_upload_errors ORDER BY error_code');
     const clientId = await db.getClientId();
     assert.deepEqual(errors, [
       { user_id: USER_ID, client_id: clientId, table_name: 'todos', row_id: orphan, error_code: 'FOREIGN_KEY_VIOLATION' },
@@ -243,7 +234,7 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
     assert.notEqual(await db.getNextCrudTransaction(), null, 'still queued');
 
     assert.equal(await drain(uploader()), 1);
-    assert.equal(serverRows('SELECT description FROM todos WHERE id = ?', todo1)[0].description, 'oat milk');
+    assert.equal(backend.rows('SELECT description FROM todos WHERE id = ?', todo1)[0].description, 'oat milk');
   });
 
   /** Writes `count` todos of about 450 bytes each in one client transaction. */
@@ -284,7 +275,7 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
     assert.equal(await db.getNextCrudTransaction(), null);
     assert.equal(rejected.length, rejectedBefore);
     const placeholders = ids.map(() => '?').join(', ');
-    assert.equal(serverRows(`SELECT id FROM todos WHERE id IN (${placeholders})`, ...ids).length, 36);
+    assert.equal(backend.rows(`SELECT id FROM todos WHERE id IN (${placeholders})`, ...ids).length, 36);
   });
 
   it('a transaction too large for any request reaches onRejected as TOO_LARGE and the queue goes on', async (t) => {
@@ -310,7 +301,7 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
     assert.equal(errors.length, 1);
     assert.match(errors[0], /too large for any request/);
     assert.equal(await db.getNextCrudTransaction(), null);
-    assert.equal(serverRows('SELECT id FROM todos WHERE id = ?', after).length, 1);
-    assert.equal(serverRows(`SELECT id FROM todos WHERE id IN (${hugeIds.map(() => '?').join(', ')})`, ...hugeIds).length, 0);
+    assert.equal(backend.rows('SELECT id FROM todos WHERE id = ?', after).length, 1);
+    assert.equal(backend.rows(`SELECT id FROM todos WHERE id IN (${hugeIds.map(() => '?').join(', ')})`, ...hugeIds).length, 0);
   });
 });
