@@ -17,8 +17,8 @@
  * - 503 (and 429): waits `Retry-After` (capped by `maxRetryAfterMs`), then throws.
  * - 401: awaits `refreshCredentials()`, then throws.
  * - 413 (body over the server's cap) for a request of several transactions: it halves the number of
- *   transactions and sends again at once, and lowers its own byte budget below the refused size for
- *   later requests. 413 for a single transaction: that transaction can never upload, and by default
+ *   transactions and sends again at once, and keeps later requests below the refused size (and within
+ *   the size that then passed), so a queue of similar transactions meets one 413, not one per call. 413 for a single transaction: that transaction can never upload, and by default
  *   it is completed and handed to `onRejected` with the code `TOO_LARGE` (after a loud
  *   `logger.error`; the device reverts it at the next checkpoint, like a rejected one), so it does
  *   not block the queue forever; `onTooLarge: 'keep'` keeps it queued instead (and throws).
@@ -40,7 +40,8 @@
  *
  * The types below are structural: `AbstractPowerSyncDatabase`, `CrudTransaction` and `CrudEntry` from
  * `@powersync/web`, `@powersync/react-native` or `@powersync/node` fit them, and this file imports no
- * SDK package.
+ * SDK package at run time (the package's peer dependency `@powersync/common` is the SDK's own, whose
+ * `AbstractPowerSyncDatabase` the package test type-checks against `uploadData()`).
  */
 
 /** The parts of a PowerSync `CrudEntry` that are uploaded. */
