@@ -18,10 +18,11 @@
  * - 401: awaits `refreshCredentials()`, then throws.
  * - 413 (body over the server's cap) for a request of several transactions: it halves the number of
  *   transactions and sends again at once, and keeps later requests below the refused size (and within
- *   the size that then passed), so a queue of similar transactions meets one 413, not one per call. 413 for a single transaction: that transaction can never upload, and by default
- *   it is completed and handed to `onRejected` with the code `TOO_LARGE` (after a loud
- *   `logger.error`; the device reverts it at the next checkpoint, like a rejected one), so it does
- *   not block the queue forever; `onTooLarge: 'keep'` keeps it queued instead (and throws).
+ *   the size that then passed), so a queue of similar transactions meets one 413, not one per call.
+ *   413 for a single transaction: that transaction can never upload, and by default it is completed
+ *   and handed to `onRejected` with the code `TOO_LARGE` (after a loud `logger.error`; the device
+ *   reverts it at the next checkpoint, like a rejected one), so it does not block the queue forever;
+ *   `onTooLarge: 'keep'` keeps it queued instead (and throws).
  * - 400: a connector bug (the server refused the envelope): `logger.error`, then throws (the
  *   transactions stay queued; nothing is dropped silently).
  * - Anything else (other status, network error, timeout, a 2xx body that is not one result per
