@@ -24,7 +24,7 @@ import { join } from 'node:path';
 
 import { column, PowerSyncDatabase, Schema, Table } from '@powersync/node';
 
-import { PowerSyncUploader, type FetchLike, type UploadDatabase } from '../src/connector.js';
+import { PowerSyncUploader, type FetchLike } from '../src/connector.js';
 import { startBackend, USER_ID, type Backend } from '../test/backend.js';
 
 const TRANSACTIONS = Number(process.env.DRAIN_TRANSACTIONS ?? 500);
@@ -96,7 +96,7 @@ function oneTransactionPerRequest(endpoint: string, token: string, doFetch: Fetc
 
 function uploader(endpoint: string, token: string, doFetch: FetchLike): Connector {
   const upload = new PowerSyncUploader({ endpoint, getToken: () => token, fetch: doFetch });
-  return { name: 'PowerSyncUploader (50 per request)', uploadData: (db: Db) => upload.uploadData(db as UploadDatabase) };
+  return { name: 'PowerSyncUploader (50 per request)', uploadData: (db: Db) => upload.uploadData(db) };
 }
 
 interface Figures {
