@@ -27,6 +27,7 @@ for foreign keys, where the model only knows the transaction).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,7 +44,8 @@ from powersync_upload.local import schema_scripts
 from tests.property.counts import record
 from tests.support import USERS, call, install_runtime, reset_database
 
-EXAMPLES = int(__import__("os").environ.get("MODEL_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "200"))
+"""200 in ``make test``; set ``MODEL_EXAMPLES`` for a longer search."""
 CALLER = USERS["U1"]
 DEFAULT_C = "dflt"
 TABLES = ("items", "owned", "kids")
