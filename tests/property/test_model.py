@@ -16,7 +16,9 @@ database default. The model:
 A third table, ``kids``, references ``items`` (``parent_id``, a foreign key the engine introspects):
 the model checks it at the end of each client transaction, as DESIGN.md section 3 promises whatever
 order the operations came in; a transaction that leaves a kid without its parent (or an item deleted
-under its kids) is ``FOREIGN_KEY_VIOLATION``.
+under its kids) is ``FOREIGN_KEY_VIOLATION``, and so is a kid written with a reference to an item that
+neither exists before the transaction nor is PUT in it, even if a later operation changes that
+reference (the engine orders rows, it does not defer the database's checks).
 
 Every example starts from empty tables; each batch is applied twice, planned (the default) and one
 statement per operation (``FAST_PATH=0``): both must give the same results and rows, equal to the
@@ -78,6 +80,7 @@ class Model:
         """Apply one transaction; return the result the handler must give for it."""
         staged = {t: {k: dict(v) for k, v in rows.items()} for t, rows in self.tables.items()}
         warnings = []
+        written_refs: list[Any] = []
         for index, op in enumerate(transaction):
             rows = staged[op["table"]]
             data = {k: v for k, v in (op.get("data") or {}).items() if k != "id"}
@@ -85,6 +88,8 @@ class Model:
                 return {"status": "fatal_error", "code": "INVALID_DATA", "index": index}
             values = {k: (int(v) if k == "b" and v is not None else v) for k, v in data.items() if k != "owner_id"}
             current = rows.get(op["id"])
+            if op["table"] == "kids" and (op["op"] == "PUT" or (op["op"] == "PATCH" and current is not None)):
+                written_refs.append(values.get("parent_id"))
             if op["op"] == "PUT" and op["table"] == "kids":
                 rows[op["id"]] = {"parent_id": values.get("parent_id"), "a": values.get("a")}
             elif op["op"] == "PUT":
@@ -102,9 +107,11 @@ class Model:
                 current.update(values)
             else:
                 rows.pop(op["id"], None)
-        if any(
-            kid["parent_id"] is not None and kid["parent_id"] not in staged["items"] for kid in staged["kids"].values()
-        ):
+        items = staged["items"]
+        dangling = any(k["parent_id"] is not None and k["parent_id"] not in items for k in staged["kids"].values())
+        created = {o["id"] for o in transaction if o["table"] == "items" and o["op"] == "PUT"}
+        referenced = {ref for ref in written_refs if ref is not None}
+        if dangling or not referenced <= set(self.tables["items"]) | created:
             return {"status": "fatal_error", "code": "FOREIGN_KEY_VIOLATION", "index": None}
         self.tables = staged
         return {"status": "success", "warnings": warnings}

@@ -49,7 +49,15 @@ from .contract import (
 from .convert import convert
 from .database import Database
 from .errors import ErrorCode, FatalOpError, Reason, RetryableError
-from .prepare import Prepared, client_column, prepare, self_reference_column, step_of, tables_of
+from .prepare import (
+    Prepared,
+    TableFacts,
+    client_column,
+    prepare,
+    self_reference_column,
+    step_of,
+    tables_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +172,7 @@ class _Tx:
     position: int
     transaction: Transaction
     items: list[tuple[int, Prepared]]
+    steps: list[plan.Step] = field(default_factory=list)
 
 
 class _Stop(Exception):
@@ -195,9 +204,11 @@ class _Run:
                 for tx in prepared:
                     self._apply_group([tx])
                 return
-            steps = [self._steps(tx) for tx in prepared]
+            facts: dict[str, TableFacts] = {}
+            for tx in prepared:
+                tx.steps = [step_of(tx.position, index, item, facts) for index, item in tx.items]
             tables = self._tables(prepared)
-            for bounds in plan.groups([steps[i] for i in range(len(prepared))], tables, MAX_GROUP_STEPS):
+            for bounds in plan.groups([tx.steps for tx in prepared], tables, MAX_GROUP_STEPS):
                 self._apply_group([prepared[i] for i in bounds])
         except _Stop:
             return
@@ -288,9 +299,6 @@ class _Run:
                 raise self._classified(exc, operations[op_index], op_index) from exc
             prepared.append(_Tx(position, transaction, items))
         return prepared
-
-    def _steps(self, tx: _Tx) -> list[plan.Step]:
-        return [step_of(tx.position, index, item) for index, item in tx.items]
 
     def _tables(self, prepared: list[_Tx]) -> plan.Tables:
         schemas = {item.target.schema.name: item.target for tx in prepared for _, item in tx.items}
@@ -383,7 +391,12 @@ class _Run:
         missing: dict[int, list[int]] = {}
         try:
             conn = self._begin()
-            steps = [step_of(tx.position, index, item) for tx, index, item in items]
+            facts: dict[str, TableFacts] = {}
+            steps = [
+                step
+                for tx in group
+                for step in (tx.steps or [step_of(tx.position, index, item, facts) for index, item in tx.items])
+            ]
             steps = self._with_current_parents(conn, steps, [item for _, _, item in items])
             the_plan = plan.plan(steps, self._tables(group))
             for batch in the_plan.batches:
