@@ -12,6 +12,9 @@ Namespace ``PowerSyncUpload`` (``POWERTOOLS_METRICS_NAMESPACE`` overrides), dime
 Only counts, durations and error codes are emitted: never names or values from a request. The local
 commands and the tests turn metrics off (``POWERTOOLS_METRICS_DISABLED``) unless asked for.
 
+Each request ends with one log line named by its outcome (:func:`outcome_message`): "upload applied"
+only when everything committed, never for a 503.
+
 Powertools Metrics is imported on the first upload, not at cold start (it costs ~40 ms of import),
 and :func:`flush` writes the request's metrics when the handler returns.
 """
@@ -22,6 +25,7 @@ import os
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from .contract import RetryableResult
 from .engine import Outcome
 
 if TYPE_CHECKING:
@@ -77,3 +81,22 @@ def record(outcome: Outcome, operations: int, duration_ms: float, errors_table: 
         ) as metric:
             metric.add_dimension(name="service", value="powersync-upload")
             metric.add_dimension(name="ErrorCode", value=code)
+
+
+def outcome_message(outcome: Outcome) -> str:
+    """The request's closing log line, named by what happened (search the logs by it):
+
+    * ``upload applied``: 200, every transaction committed;
+    * ``upload applied with rejections``: 200, some transactions rejected (reverted on the device);
+    * ``upload rejected``: 200, no transaction committed, at least one rejected;
+    * ``upload partly applied, rest to retry``: 200 (shape A) after a retryable failure that stopped
+      the request once something had committed;
+    * ``upload not applied, retry``: 503, nothing kept from the failed part; the client sends again.
+    """
+    if outcome.retry_after_ms is not None:
+        return "upload not applied, retry"
+    if any(isinstance(r, RetryableResult) for r in outcome.results):
+        return "upload partly applied, rest to retry"
+    if outcome.fatal:
+        return "upload rejected" if outcome.committed == 0 else "upload applied with rejections"
+    return "upload applied"
