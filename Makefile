@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SAM_VENV ?= .venv-sam
+# The SAM CLI used by make sam-validate / sam-build and by .github/workflows/deploy.yml (keep both equal:
+# tests/unit/test_build_pins.py checks it).
+SAM_CLI_VERSION := 1.170.0
 export PYTHONPATH := functions/upload
 EVENT ?= events/01-shape-a-two-transactions.json
 
@@ -53,9 +56,9 @@ $(CLIENT_DIR)/node_modules/.installed: $(CLIENT_DIR)/package.json $(CLIENT_DIR)/
 test-client: install $(CLIENT_DIR)/node_modules/.installed  ## the TypeScript connector with the real PowerSync SDK against `serve` (Node 20+)
 	cd $(CLIENT_DIR) && PYTHON="$(abspath $(PY))" npm test
 
-$(SAM_VENV)/.installed:
+$(SAM_VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli
+	$(SAM_VENV)/bin/pip install --quiet "aws-sam-cli==$(SAM_CLI_VERSION)"
 	touch $@
 
 sam-validate: $(SAM_VENV)/.installed

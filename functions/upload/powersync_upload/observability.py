@@ -1,6 +1,8 @@
 """Metrics of applied uploads, as CloudWatch embedded metric format (EMF) through Powertools Metrics.
 
-Namespace ``PowerSyncUpload`` (``POWERTOOLS_METRICS_NAMESPACE`` overrides), dimension ``service``:
+Namespace ``PowerSyncUpload`` (``POWERTOOLS_METRICS_NAMESPACE`` overrides), dimension ``service``
+(``POWERTOOLS_SERVICE_NAME``; deployed, the stack name, so each stack's alarms read its own metrics;
+default ``powersync-upload``):
 
 * ``TransactionsApplied`` (Count): committed transactions;
 * ``TransactionsRejected`` (Count): fatal results, also per ``ErrorCode`` dimension;
@@ -34,11 +36,23 @@ if TYPE_CHECKING:
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "PowerSyncUpload")
 
 
+DEFAULT_SERVICE = "powersync-upload"
+
+
+def service() -> str:
+    """The ``service`` dimension of every metric: ``POWERTOOLS_SERVICE_NAME``, else ``powersync-upload``."""
+    return os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE
+
+
 @lru_cache(maxsize=1)
-def _metrics() -> Metrics:
+def _metrics_for(service_name: str) -> Metrics:
     from aws_lambda_powertools import Metrics
 
-    return Metrics(namespace=NAMESPACE, service="powersync-upload")
+    return Metrics(namespace=NAMESPACE, service=service_name)
+
+
+def _metrics() -> Metrics:
+    return _metrics_for(service())
 
 
 _pending = False
@@ -79,7 +93,7 @@ def record(outcome: Outcome, operations: int, duration_ms: float, errors_table: 
         with single_metric(
             name="TransactionsRejected", unit=MetricUnit.Count, value=count, namespace=NAMESPACE
         ) as metric:
-            metric.add_dimension(name="service", value="powersync-upload")
+            metric.add_dimension(name="service", value=service())
             metric.add_dimension(name="ErrorCode", value=code)
 
 
