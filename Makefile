@@ -32,8 +32,8 @@ serve: install  ## local HTTP server on 127.0.0.1:$${PORT:-3000}
 	$(PY) -m powersync_upload.local serve
 
 lint: install
-	$(PY) -m ruff check functions tests bench
-	$(PY) -m ruff format --check functions tests bench
+	$(PY) -m ruff check functions tests bench layers
+	$(PY) -m ruff format --check functions tests bench layers
 
 typecheck: install
 	$(PY) -m mypy
@@ -62,10 +62,10 @@ $(SAM_VENV)/.installed: Makefile
 	touch $@
 
 sam-validate: $(SAM_VENV)/.installed
-	AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint
 
 sam-build: $(SAM_VENV)/.installed
-	AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam build
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam build
 
 clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache clients/typescript/dist
