@@ -4,7 +4,7 @@ This is the only module that knows HTTP. It checks the body size and the caller'
 the Powertools resolver validate the body against the contract's pydantic models, hands the
 transactions to the engine, and turns the :class:`~powersync_upload.engine.Outcome` into a status:
 200 after COMMIT, 503 with ``Retry-After`` when the client must send again, 400/401/413 for a broken
-envelope, token or size (DESIGN.md section 1).
+envelope, token or size (docs/contract.md, section 1).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _int_token(text: str) -> int | Decimal:
 
 
 def lenient_json(text: str) -> Any:
-    """Parse a body as DESIGN section 2 asks: non-integers as exact ``Decimal``; ``NaN``, ``Infinity``,
+    """Parse a body as docs/contract.md section 2 asks: non-integers as exact ``Decimal``; ``NaN``, ``Infinity``,
     huge integers and numbers beyond float range as tokens, so each is rejected per value later, never
     as a 400.
 
