@@ -54,13 +54,12 @@ def _end_session(dialect: str, url: str, session: int) -> None:
     admin = module.connect(url, 5)
     try:
         cursor = admin.cursor()
-        if dialect == "postgresql":
+        if dialect == "postgresql":  # the dialect's connections are in autocommit mode
             cursor.execute("SELECT pg_terminate_backend(%s)", (session,))
             assert cursor.fetchone()[0] is True
-        else:
+        else:  # KILL in autocommit mode, outside any transaction of the admin session
+            admin.autocommit(True)
             cursor.execute(f"KILL {int(session)}")
-        if dialect != "postgresql":
-            admin.commit()
     finally:
         admin.close()
 
