@@ -41,6 +41,7 @@ from ._sql import (
     run_update,
     select_sql,
     split_by_existence,
+    table_with_constraints,
 )
 
 name = "mysql"
@@ -145,14 +146,32 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
 
 
 def introspect(conn: Any, table: str) -> TableSchema | None:
-    """Read the table's columns from ``information_schema``; ``None`` when it does not exist."""
+    """Read the table's columns, foreign keys and unique indexes from ``information_schema``; ``None``
+    when it does not exist (three round trips, once per container)."""
     schema, _, bare = table.rpartition(".")
     cursor = conn.cursor()
     cursor.execute(_INTROSPECT, (schema or None, bare))
     rows = cursor.fetchall()
     if not rows:
         return None
-    return TableSchema(name=table, columns={row[0]: column_from_catalog(row) for row in rows})
+    columns = {row[0]: column_from_catalog(row) for row in rows}
+    return table_with_constraints(cursor, table, columns, _FOREIGN_KEYS, _UNIQUE, (schema or None, bare))
+
+
+_FOREIGN_KEYS = """
+SELECT k.constraint_name, k.column_name, k.referenced_table_name, k.referenced_column_name, r.delete_rule
+FROM information_schema.key_column_usage k
+JOIN information_schema.referential_constraints r
+  ON r.constraint_schema = k.constraint_schema AND r.constraint_name = k.constraint_name
+ AND r.table_name = k.table_name
+WHERE k.table_schema = COALESCE(%s, DATABASE()) AND k.table_name = %s AND k.referenced_table_name IS NOT NULL
+ORDER BY k.constraint_name, k.ordinal_position
+"""
+_UNIQUE = """
+SELECT index_name, column_name FROM information_schema.statistics
+WHERE table_schema = COALESCE(%s, DATABASE()) AND table_name = %s AND non_unique = 0 AND index_name <> 'PRIMARY'
+ORDER BY index_name, seq_in_index
+"""
 
 
 def to_driver(value: Any, column: Column) -> Any:

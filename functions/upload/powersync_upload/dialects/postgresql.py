@@ -19,11 +19,13 @@ from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
 from . import Lock
 from ._sql import (
     Statements,
+    foreign_keys_from_rows,
     qualified,
     quote_with,
     run_delete,
     run_select_value,
     run_update,
+    unique_from_rows,
     upsert_statement,
 )
 
@@ -110,13 +112,41 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
     return Column(kind=Kind.OTHER, **common)
 
 
+_FOREIGN_KEYS = """
+SELECT c.oid, a.attname, c.confrelid::regclass::text, pa.attname, c.confdeltype
+FROM pg_constraint c
+CROSS JOIN LATERAL unnest(c.conkey, c.confkey) WITH ORDINALITY AS k(child, parent, position)
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.child
+JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attnum = k.parent
+WHERE c.conrelid = to_regclass(%s) AND c.contype = 'f'
+ORDER BY c.oid, k.position
+"""
+_UNIQUE = """
+SELECT i.indexrelid, a.attname
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND NOT i.indisprimary
+ORDER BY i.indexrelid, k.position
+"""
+
+
 def introspect(conn: psycopg.Connection[Any], table: str) -> TableSchema | None:
-    """Read the table's columns from ``information_schema``; ``None`` when it does not exist."""
+    """Read the table's columns from ``information_schema``, its foreign keys and unique indexes from
+    ``pg_constraint``/``pg_index``; ``None`` when it does not exist (three round trips, once per container)."""
     schema, _, bare = table.rpartition(".")
     rows = conn.execute(_INTROSPECT, (schema or None, bare)).fetchall()
     if not rows:
         return None
-    return TableSchema(name=table, columns={row[0]: column_from_catalog(row) for row in rows})
+    regclass = qualified(table, quote_with('"', '"', percent=False))
+    foreign = conn.execute(_FOREIGN_KEYS, (regclass,)).fetchall()
+    unique = conn.execute(_UNIQUE, (regclass,)).fetchall()
+    return TableSchema(
+        name=table,
+        columns={row[0]: column_from_catalog(row) for row in rows},
+        foreign_keys=foreign_keys_from_rows(foreign),
+        unique=unique_from_rows(unique),
+    )
 
 
 def to_driver(value: Any, column: Column) -> Any:

@@ -27,6 +27,7 @@ from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
 from . import Lock
 from ._sql import (
     Statements,
+    foreign_keys_from_rows,
     qualified,
     quote_with,
     run_delete,
@@ -34,6 +35,7 @@ from ._sql import (
     run_select_in,
     run_select_value,
     run_update,
+    unique_from_rows,
     update_sql,
     upsert_statement,
 )
@@ -125,7 +127,19 @@ def introspect(conn: sqlite3.Connection, table: str) -> TableSchema | None:
         row[1]: column_from_declared(row[1], row[2] or "", bool(row[3]), row[4], row[6] if len(row) > 6 else 0)
         for row in rows
     }
-    return TableSchema(name=table, columns=columns)
+    key = [row[1] for row in sorted(rows, key=lambda r: r[5]) if row[5]]
+    foreign = [
+        (r[0], r[3], r[2], r[4] if r[4] is not None else (key[0] if key else None), r[6])
+        for r in conn.execute(f"PRAGMA {prefix}foreign_key_list({quote(bare)})").fetchall()
+    ]
+    unique: list[tuple[Any, Any]] = []
+    for index in conn.execute(f"PRAGMA {prefix}index_list({quote(bare)})").fetchall():
+        if index[2] and index[3] != "pk":
+            info = conn.execute(f"PRAGMA {prefix}index_info({quote(index[1])})").fetchall()
+            unique.extend((index[1], r[2]) for r in sorted(info) if r[2] is not None)
+    return TableSchema(
+        name=table, columns=columns, foreign_keys=foreign_keys_from_rows(foreign), unique=unique_from_rows(unique)
+    )
 
 
 def to_driver(value: Any, column: Column) -> Any:
