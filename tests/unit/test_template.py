@@ -276,10 +276,16 @@ def test_the_connectors_default_byte_budget_fits_lambdas_event_limit_whatever_th
     from powersync_upload.config import Settings
     from powersync_upload.handler import LAMBDA_EVENT_LIMIT
 
-    # Given the connector's default maxRequestBytes
-    match = re.search(r"maxRequestBytes:\s*([\d_]+)", CONNECTOR.read_text(encoding="utf-8"))
+    # Given the connector's default maxRequestBytes (a number, or a constant naming one)
+    source = CONNECTOR.read_text(encoding="utf-8")
+    match = re.search(r"maxRequestBytes:\s*([\w]+)\s*[,}\n]", source)
     assert match, "connector default maxRequestBytes not found"
-    budget = int(match.group(1).replace("_", ""))
+    value = match.group(1)
+    if not value[0].isdigit():
+        constant = re.search(rf"\b{value}\s*(?::\s*\w+\s*)?=\s*([\d_]+)", source)
+        assert constant, f"the value of {value} not found"
+        value = constant.group(1)
+    budget = int(value.replace("_", ""))
     # Then even at JSON escaping's worst (6 bytes per byte, \u0001) plus 64 KiB of headers and claims,
     # its requests fit Lambda's limit and the body cap, so a default batch never meets a 413
     assert 6 * budget + 64 * 1024 < LAMBDA_EVENT_LIMIT
