@@ -56,7 +56,16 @@ from .contract import (
 from .convert import InvalidValue, convert
 from .database import Database
 from .errors import ErrorCode, FatalOpError, Reason, RetryableError
-from .prepare import Prepared, Target, client_column, prepare, self_reference_column, step_of, tables_of
+from .prepare import (
+    Prepared,
+    TableFacts,
+    Target,
+    client_column,
+    prepare,
+    self_reference_column,
+    step_of,
+    tables_of,
+)
 from .schema import Column, TableSchema
 
 logger = logging.getLogger(__name__)
@@ -177,6 +186,7 @@ class _Tx:
     position: int
     transaction: Transaction
     items: list[tuple[int, Prepared]]
+    steps: list[plan.Step] = field(default_factory=list)
 
 
 class _Stop(Exception):
@@ -224,9 +234,11 @@ class _Run:
                 for tx in prepared:
                     self._apply_group([tx])
                 return
-            steps = [self._steps(tx) for tx in prepared]
+            facts: dict[str, TableFacts] = {}
+            for tx in prepared:
+                tx.steps = [step_of(tx.position, index, item, facts) for index, item in tx.items]
             tables = self._tables(prepared)
-            for bounds in plan.groups([steps[i] for i in range(len(prepared))], tables, MAX_GROUP_STEPS):
+            for bounds in plan.groups([tx.steps for tx in prepared], tables, MAX_GROUP_STEPS):
                 self._apply_group([prepared[i] for i in bounds])
         except _Stop:
             return
@@ -365,9 +377,6 @@ class _Run:
             prepared.append(_Tx(position, transaction, items))
         return prepared
 
-    def _steps(self, tx: _Tx) -> list[plan.Step]:
-        return [step_of(tx.position, index, item) for index, item in tx.items]
-
     def _tables(self, prepared: list[_Tx]) -> plan.Tables:
         schemas = {item.target.schema.name: item.target for tx in prepared for _, item in tx.items}
         for tx in prepared:
@@ -479,7 +488,12 @@ class _Run:
         conflict_rows: list[dict[str, Any]] = []
         try:
             conn = self._begin()
-            steps = [step_of(tx.position, index, item) for tx, index, item in items]
+            facts: dict[str, TableFacts] = {}
+            steps = [
+                step
+                for tx in group
+                for step in (tx.steps or [step_of(tx.position, index, item, facts) for index, item in tx.items])
+            ]
             steps = self._with_current_parents(conn, steps, [item for _, _, item in items])
             the_plan = plan.plan(steps, self._tables(group))
             for batch in the_plan.batches:
@@ -594,28 +608,13 @@ class _Run:
         return budget
 
     def _begin(self) -> Any:
-        """A connection with an open transaction. A connection kept from an earlier invocation that
-        fails here with a connection error (before any work) is replaced once: that is the liveness
-        check. The second try gets only the time that is left."""
-        db = self.db
+        """A connection with an open transaction; a kept connection the server closed while idle is
+        replaced once (:meth:`Database.begin`). The first one may be the transaction the ledger read
+        opened (nothing written in it yet)."""
         if self.opened is not None:  # ledger hook: the ledger read's transaction, still empty
             conn, self.opened = self.opened, None
             return conn
-        budget = self._budget()
-        conn = db.connection(min(10.0, budget))
-        try:
-            db.dialect.begin(conn, budget)
-            return conn
-        except Exception as exc:
-            classified = db.dialect.classify(exc)
-            if db.fresh or not (isinstance(classified, RetryableError) and classified.kind == "connection"):
-                raise
-            logger.info("kept connection is dead; reconnecting once")
-            db.discard()
-        budget = self._budget()
-        conn = db.connection(min(10.0, budget))
-        db.dialect.begin(conn, budget)
-        return conn
+        return self.db.begin(self._budget)
 
     def _commit(self, conn: Any, group: list[_Tx]) -> None:
         db = self.db

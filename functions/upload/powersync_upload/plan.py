@@ -211,11 +211,30 @@ def _delete_edges(members: list[tuple[int, Step]], tables: Tables, graph: _Graph
             if not child_ops:
                 continue
             if rule == "restrict":
-                done = graph.barrier(child_ops)
-                for i, _ in parent_deletes:
-                    graph.add(done, i)
+                _children_first(parent, parent_deletes, [(i, s) for i, s in members if i in child_ops], graph)
             else:
                 _queue_order(sorted({i for i, _ in parent_deletes} | child_ops), child_ops, graph)
+
+
+def _children_first(
+    parent: str, deletes: list[tuple[int, Step]], child_ops: list[tuple[int, Step]], graph: _Graph
+) -> None:
+    """NO ACTION/RESTRICT: a parent row is deleted after the transaction's operations on the child
+    table, except those that reference that very row (they need it back: its re-creation, which the
+    reference edges order, comes after the delete)."""
+    referencing: dict[Hashable, set[int]] = {}
+    for i, step in child_ops:
+        for ref_table, row in step.refs:
+            if ref_table == parent:
+                referencing.setdefault(row, set()).add(i)
+    everyone = {i for i, _ in child_ops}
+    shared = graph.barrier(everyone)
+    for d, step in deletes:
+        if step.row in referencing:
+            for i in everyone - referencing[step.row]:
+                graph.add(i, d)
+        else:
+            graph.add(shared, d)
 
 
 def _self_reference(
@@ -351,7 +370,7 @@ def plan(steps: Sequence[Step], tables: Tables) -> Plan:
     if not steps:
         return Plan(())
     graph = _edges(steps, tables)
-    order = _topological(graph)
+    order = list(range(len(steps))) if not any(graph.before) else _topological(graph)
     if order is None:
         return Plan(tuple(Batch(s.table, s.kind, (i,)) for i, s in enumerate(steps)), ordered=False)
     ranks = table_ranks(tables, [s.table for s in steps])

@@ -304,27 +304,50 @@ def self_reference_column(schema: TableSchema) -> Column | None:
     return None
 
 
-def step_of(tx: int, index: int, item: Prepared) -> Step:
-    """What the planner needs of a prepared write (see :class:`powersync_upload.plan.Step`)."""
+@dataclass(frozen=True)
+class TableFacts:
+    """What :func:`step_of` needs of a table, computed once per request: its planner name, its
+    single-column foreign keys and the columns of its unique indexes (case-folded)."""
+
+    name: str
+    foreign_keys: tuple[tuple[str, str], ...]
+    indexed: frozenset[str]
+
+    @classmethod
+    def of(cls, schema: TableSchema) -> TableFacts:
+        """The facts of ``schema``."""
+        indexed = frozenset(c.casefold() for columns in schema.unique for c in columns)
+        return cls(plan_table(schema.name), tuple(_single_column_keys(schema)), indexed)
+
+
+def step_of(tx: int, index: int, item: Prepared, facts: dict[str, TableFacts] | None = None) -> Step:
+    """What the planner needs of a prepared write (see :class:`powersync_upload.plan.Step`).
+
+    Args:
+        facts: a per-request cache of :class:`TableFacts` by server table name.
+    """
     schema = item.target.schema
+    known = facts if facts is not None else {}
+    table = known.get(schema.name)
+    if table is None:
+        table = known[schema.name] = TableFacts.of(schema)
     op = item.operation.op
     refs: list[RowRef] = [(plan_table(ref.parent.schema.name), identity(ref.key_value)) for ref in item.parents]
-    for column, parent in _single_column_keys(schema):
+    for column, parent in table.foreign_keys:
         value = item.values.get(column)
         if value is not None:
             refs.append((parent, identity(value)))
     sets_unique = False
-    if schema.unique and op != "DELETE":
-        indexed = {c.casefold() for columns in schema.unique for c in columns}
-        sets_unique = op == "PUT" or any(name.casefold() in indexed for name in item.values)
+    if table.indexed and op != "DELETE":
+        sets_unique = op == "PUT" or any(name.casefold() in table.indexed for name in item.values)
     return Step(
         tx,
         index,
-        plan_table(schema.name),
+        table.name,
         op,
         identity(item.key_value),
         tuple(item.values) if op != "DELETE" else (),
-        tuple(dict.fromkeys(refs)),
+        tuple(dict.fromkeys(refs)) if len(refs) > 1 else tuple(refs),
         sets_unique,
     )
 

@@ -109,20 +109,20 @@ def execute_batch(conn: Any, dialect: Dialect, items: list[Prepared], *, specula
 
 def _execute_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
     first = run[0][1]
-    target, op, table = first.target, first.operation.op, first.operation.table
+    op = first.operation.op
+    if first.owner is not None and op != "PUT":
+        return _guarded_run(conn, dialect, run)
+    target, table = first.target, first.operation.table
     schema, key = target.schema, target.key
     active = run
     missing: list[int] = []
-    if first.owner is not None and not (op == "PUT" and dialect.guarded_upsert):
+    if first.owner is not None and not dialect.guarded_upsert:
         keys = [p.key_value for _, p in run]
         owners = _lookup(dialect.select_many(conn, schema, key, keys, first.owner, "update"), key)
         for _, prepared in run:
             identity = _identity(prepared.key_value)
             if identity in owners and not same(owners[identity], prepared.me, first.owner):
                 raise FatalOpError(ErrorCode.UNAUTHORIZED, table=table)
-        if op != "PUT":
-            active = [(i, p) for i, p in run if _identity(p.key_value) in owners]
-            missing = [i for i, p in run if _identity(p.key_value) not in owners] if op == "PATCH" else []
     elif op == "PATCH":
         keys = [p.key_value for _, p in run]
         existing = _lookup(dialect.select_many(conn, schema, key, keys, key, "update"), key)
@@ -142,6 +142,35 @@ def _execute_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
     else:
         dialect.delete_many(conn, schema, key, [p.key_value for _, p in active])
     return missing
+
+
+def _guarded_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
+    """PATCH or DELETE on an owned table: the write itself is limited to the caller's rows (one
+    statement); only when it touched fewer rows than sent does one locking read tell missing rows
+    (``ROW_NOT_FOUND`` for a PATCH, nothing for a DELETE) from someone else's (``UNAUTHORIZED``)."""
+    first = run[0][1]
+    target, table, owner = first.target, first.operation.table, first.owner
+    assert owner is not None
+    schema, key = target.schema, target.key
+    guard = (owner, first.me)
+    if first.operation.op == "PATCH":
+        touched = dialect.update_many(conn, schema, key, [(p.key_value, p.values) for _, p in run], guard)
+    else:
+        touched = dialect.delete_many(conn, schema, key, [p.key_value for _, p in run], guard)
+    active, missing = run, []
+    if touched < len(run):
+        keys = [p.key_value for _, p in run]
+        owners = _lookup(dialect.select_many(conn, schema, key, keys, owner, "update"), key)
+        for _, prepared in run:
+            identity = _identity(prepared.key_value)
+            if identity in owners and not same(owners[identity], prepared.me, owner):
+                raise FatalOpError(ErrorCode.UNAUTHORIZED, table=table)
+        active = [(i, p) for i, p in run if _identity(p.key_value) in owners]
+        missing = [i for i, p in run if _identity(p.key_value) not in owners]
+    if first.operation.op == "PATCH":
+        _check_parents(conn, dialect, active, table)
+        return missing
+    return []
 
 
 def _lookup(rows: list[tuple[Any, Any]], key: Column) -> dict[Hashable, Any]:

@@ -98,9 +98,10 @@ def select_in_sql(table: str, key: str, column: str, count: int, ph: str, suffix
     return f"SELECT {key}, {column} FROM {table} WHERE {key} IN ({marks}){(' ' + suffix) if suffix else ''}"
 
 
-def delete_in_sql(table: str, key: str, count: int, ph: str) -> str:
-    """``DELETE FROM table WHERE key IN (?, ...)``."""
-    return f"DELETE FROM {table} WHERE {key} IN ({', '.join(ph for _ in range(count))})"
+def delete_in_sql(table: str, key: str, count: int, ph: str, guard: str | None = None) -> str:
+    """``DELETE FROM table WHERE key IN (?, ...) [AND guard = ?]`` (``guard``: a quoted column)."""
+    condition = f" AND {guard} = {ph}" if guard else ""
+    return f"DELETE FROM {table} WHERE {key} IN ({', '.join(ph for _ in range(count))}){condition}"
 
 
 def insert_values_sql(table: str, columns: Sequence[str], count: int, ph: str) -> str:
@@ -169,13 +170,17 @@ def run_select_in(
     return found
 
 
-def run_delete_in(conn: Any, s: Statements, table: Any, key: Any, key_values: Sequence[Any]) -> int:
-    """``DELETE ... WHERE key IN (...)`` per chunk of keys; returns rows deleted."""
+def run_delete_in(
+    conn: Any, s: Statements, table: Any, key: Any, key_values: Sequence[Any], guard: tuple[Any, Any] | None = None
+) -> int:
+    """``DELETE ... WHERE key IN (...) [AND owner = ?]`` per chunk of keys; returns rows deleted."""
     cursor = conn.cursor()
     deleted = 0
+    column = s.quote(guard[0].name) if guard else None
+    tail = (s.to_driver(guard[1], guard[0]),) if guard else ()
     for part in chunks(key_values, s.chunk):
-        sql = delete_in_sql(qualified(table.name, s.quote), s.quote(key.name), len(part), s.ph)
-        cursor.execute(sql, tuple(s.to_driver(v, key) for v in part))
+        sql = delete_in_sql(qualified(table.name, s.quote), s.quote(key.name), len(part), s.ph, column)
+        cursor.execute(sql, (*(s.to_driver(v, key) for v in part), *tail))
         deleted += int(cursor.rowcount)
     return deleted
 

@@ -35,7 +35,7 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import TABLE as LEDGER_TABLE
 from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, LengthUnit, TableSchema
-from . import PRUNE_ROWS, Lock
+from . import PRUNE_ROWS, Guard, Lock
 from ._sql import (
     STAMP,
     Statements,
@@ -339,8 +339,11 @@ def upsert_many(
     return len(rows)
 
 
-def update_many(conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]) -> int:
-    """One ``UPDATE ... FROM (VALUES ...)`` per 1000 rows; returns rows matched."""
+def update_many(
+    conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], guard: Guard = None
+) -> int:
+    """One ``UPDATE ... FROM (VALUES ...)`` per 1000 rows, ``WHERE t.owner = %s`` with ``guard``;
+    returns rows matched."""
     names = list(rows[0][1])
     cursor = conn.cursor()
     matched = 0
@@ -348,14 +351,18 @@ def update_many(conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any
         sql = values_join_update_sql(
             qualified(table.name, quote), quote(key.name), [quote(n) for n in names], [], len(part)
         )
-        cursor.execute(sql, _row_params(table, key, list(part), names))
+        params = _row_params(table, key, list(part), names)
+        if guard is not None:
+            sql += f" WHERE t.{quote(guard[0].name)} = {PH}"
+            params = (*params, to_driver(guard[1], guard[0]))
+        cursor.execute(sql, params)
         matched += int(cursor.rowcount)
     return matched
 
 
-def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any]) -> int:
-    """``DELETE ... WHERE key IN (...)``."""
-    return run_delete_in(conn, STATEMENTS, table, key, key_values)
+def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None) -> int:
+    """``DELETE ... WHERE key IN (...) [AND owner = %s]``."""
+    return run_delete_in(conn, STATEMENTS, table, key, key_values, guard)
 
 
 # ---- classification ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from psycopg import errors as pg_errors
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Lock
+from . import PRUNE_ROWS, Guard, Lock
 from ._sql import (
     Statements,
     foreign_keys_from_rows,
@@ -241,21 +241,35 @@ def upsert_many(
 
 
 def update_many(
-    conn: psycopg.Connection[Any], table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]
+    conn: psycopg.Connection[Any],
+    table: TableSchema,
+    key: Column,
+    rows: list[tuple[Any, dict[str, Any]]],
+    guard: Guard = None,
 ) -> int:
-    """``UPDATE t SET c = v.c FROM unnest(arrays) AS v(k, c...) WHERE t.key = v.k``."""
+    """``UPDATE t SET c = v.c FROM unnest(arrays) AS v(k, c...) WHERE t.key = v.k [AND t.owner = %s]``."""
     names = list(rows[0][1])
     aliases = ", ".join(["k", *(f"c{i}" for i in range(len(names)))])
     sets = ", ".join(f"{quote(n)} = v.c{i}" for i, n in enumerate(names))
     source = f"{_arrays(table, key, rows, names)} AS v({aliases})"
     sql = f"UPDATE {qualified(table.name, quote)} AS t SET {sets} FROM {source} WHERE t.{quote(key.name)} = v.k"
-    return conn.execute(sql.encode(), _array_params(rows, names)).rowcount
+    params: list[Any] = _array_params(rows, names)
+    if guard is not None:
+        sql += f" AND t.{quote(guard[0].name)} = %s"
+        params.append(guard[1])
+    return conn.execute(sql.encode(), params).rowcount
 
 
-def delete_many(conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_values: list[Any]) -> int:
-    """``DELETE ... WHERE key = ANY(%s)``."""
+def delete_many(
+    conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None
+) -> int:
+    """``DELETE ... WHERE key = ANY(%s) [AND owner = %s]``."""
     sql = f"DELETE FROM {qualified(table.name, quote)} WHERE {quote(key.name)} = ANY(%s)"
-    return conn.execute(sql.encode(), (list(key_values),)).rowcount
+    params: list[Any] = [list(key_values)]
+    if guard is not None:
+        sql += f" AND {quote(guard[0].name)} = %s"
+        params.append(guard[1])
+    return conn.execute(sql.encode(), params).rowcount
 
 
 _CONSTRAINTS = {

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Lock
+from . import PRUNE_ROWS, Guard, Lock
 from ._sql import (
     STAMP,
     Statements,
@@ -228,18 +228,27 @@ def upsert_many(
 
 
 def update_many(
-    conn: sqlite3.Connection, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]
+    conn: sqlite3.Connection,
+    table: TableSchema,
+    key: Column,
+    rows: list[tuple[Any, dict[str, Any]]],
+    guard: Guard = None,
 ) -> int:
-    """``UPDATE ... WHERE key = ?`` through ``executemany``."""
+    """``UPDATE ... WHERE key = ? [AND owner = ?]`` through ``executemany``."""
     names = list(rows[0][1])
     sql = update_sql(qualified(table.name, quote), quote(key.name), [quote(n) for n in names], PH)
-    params = [[to_driver(v[n], table.columns[n]) for n in names] + [to_driver(k, key)] for k, v in rows]
+    tail = [to_driver(guard[1], guard[0])] if guard is not None else []
+    if guard is not None:
+        sql += f" AND {quote(guard[0].name)} = {PH}"
+    params = [[to_driver(v[n], table.columns[n]) for n in names] + [to_driver(k, key), *tail] for k, v in rows]
     return conn.executemany(sql, params).rowcount
 
 
-def delete_many(conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any]) -> int:
-    """``DELETE ... WHERE key IN (...)``."""
-    return run_delete_in(conn, STATEMENTS, table, key, key_values)
+def delete_many(
+    conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None
+) -> int:
+    """``DELETE ... WHERE key IN (...) [AND owner = ?]``."""
+    return run_delete_in(conn, STATEMENTS, table, key, key_values, guard)
 
 
 # Extended result codes: https://www.sqlite.org/rescode.html
