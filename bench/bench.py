@@ -378,6 +378,7 @@ def run_dialect(dialect: str, workloads: list[str], quick: bool) -> dict[str, di
     url = reset_database(dialect, schema_scripts(dialect), Path(tempfile.mkdtemp(prefix="bench-")))
     summary: dict[str, dict[str, Any]] = {}
     nets = [False] if dialect == "sqlite" else [False, True]
+    per_op: dict[tuple[str, bool], Figures] = {}
     if dialect != "sqlite":
         print(f"{dialect}: a round trip through the proxy costs +{proxy_cost_ms(url):.2f} ms here (asked: +1 ms)")
     for via_proxy in nets:
@@ -407,6 +408,12 @@ def run_dialect(dialect: str, workloads: list[str], quick: bool) -> dict[str, di
                 sys.stdout.flush()
                 if not with_client_id and (via_proxy or dialect == "sqlite"):
                     summary[name] = {"speedup": speedup, "statements": figures["fast"].statements}
+                if not with_client_id and "per-op" in figures:
+                    per_op[(name, via_proxy)] = figures["per-op"]
+    loop, slow = per_op.get(("put_1000", False)), per_op.get(("put_1000", True))
+    if loop and slow and slow.statements:
+        added = (slow.p50_ms - loop.p50_ms) / slow.statements
+        print(f"{dialect}: through the proxy the engine paid +{added:.2f} ms per round trip (put_1000 per-op, p50)")
     return summary
 
 
