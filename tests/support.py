@@ -295,8 +295,10 @@ class RowReader:
         return out
 
     def execute(self, sql: str) -> None:
-        """Run ``sql`` in its own transaction and commit it (a change made beside the product)."""
-        cursor = self._cursor(sql)
+        """Run ``sql`` in its own transaction and commit it (a change made beside the product). No
+        parameters: a ``%`` in the statement is literal SQL, never a placeholder."""
+        cursor = self.conn.cursor()
+        cursor.execute(sql)
         cursor.close()
         self.conn.commit()
 
