@@ -9,7 +9,12 @@ Workloads (shape B, fresh UUIDs, the demo ``lists``/``todos`` tables, user U1):
 * ``tx50x20``           50 transactions of 4 such cycles, one request;
 * ``tx100x1``           100 single-PUT transactions, one request (what ``getCrudBatch(100)`` sends);
 * ``put_10000``         1 transaction of 10,000 PUTs of new lists;
-* ``drain_500``         500 single-PUT transactions in 5 requests of 100.
+* ``drain_500``         500 single-PUT transactions in 5 requests of 100;
+* ``patch_old_1000``    1 transaction of 1000 PATCHes of existing todos, each with ``old`` (what a
+                        table with ``trackPrevious`` sends), under the shipped configuration;
+* ``patch_checked_1000`` the same under ``bench/conflicts.yaml`` (todos with ``detect:
+                        previous_values`` and ``deltas: [priority]``), none stale: its statements
+                        per request against ``patch_old_1000``'s are what the checks cost.
 
 Each runs without ``client_id`` and again with one (the ledger's read and write, once it exists),
 in both modes: ``fast`` (the default) and ``per-op`` (``FAST_PATH=0``: one statement per operation,
@@ -81,6 +86,8 @@ from tests.support import (  # noqa: E402
 )
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
+CONFIGS = {"patch_checked_1000": ROOT / "bench" / "conflicts.yaml"}
+"""Workloads that run under another configuration than the shipped one."""
 BASELINE_DEADLINE_S = 300.0
 DELAY_MS = 0.5
 Entry = dict[str, Any]
@@ -168,6 +175,32 @@ def drain_500(tag: str) -> Workload:
     return Workload([], _batches([[_put_list(_new_id(), f"{tag}-{i}")] for i in range(500)], per_request=100))
 
 
+def patch_old_1000(tag: str) -> Workload:
+    """A list and 1000 todos inserted (not timed), then one transaction of 1000 PATCHes of the todos,
+    each with the old values of the columns it changes (none stale)."""
+    list_id, ids = _new_id(), [_new_id() for _ in range(1000)]
+    todos = [
+        {
+            "op": "PUT",
+            "type": "todos",
+            "id": t,
+            "data": {"list_id": list_id, "description": f"{tag}-{i}", "priority": 0},
+        }
+        for i, t in enumerate(ids)
+    ]
+    patches = [
+        {
+            "op": "PATCH",
+            "type": "todos",
+            "id": t,
+            "data": {"description": f"{tag}-{i}-v2", "priority": 1},
+            "old": {"description": f"{tag}-{i}", "priority": 0},
+        }
+        for i, t in enumerate(ids)
+    ]
+    return Workload(_batches([[_put_list(list_id, tag), *todos]]), _batches([patches]))
+
+
 WORKLOADS: dict[str, Callable[[str], Workload]] = {
     "put_1000": lambda tag: put_n(tag, 1000),
     "update_1000": update_1000,
@@ -176,6 +209,8 @@ WORKLOADS: dict[str, Callable[[str], Workload]] = {
     "tx100x1": tx100x1,
     "put_10000": lambda tag: put_n(tag, 10_000),
     "drain_500": drain_500,
+    "patch_old_1000": patch_old_1000,
+    "patch_checked_1000": patch_old_1000,
 }
 HEAVY = {"put_10000"}
 
@@ -312,7 +347,7 @@ def measure(url: str, name: str, *, fast: bool, with_client_id: bool, reps: int,
     if not fast:
         settings["deadline_s"] = BASELINE_DEADLINE_S
     with network(url, via_proxy) as (target, count):
-        rt = install_runtime(target, CONFIG, **settings)
+        rt = install_runtime(target, CONFIGS.get(name, CONFIG), **settings)
         try:
             client_id = f"bench-{uuid.uuid4().hex[:12]}" if with_client_id else None
             send(tx100x1(f"warm-{uuid.uuid4().hex[:8]}").requests[0][:10], client_id)  # connection, schema cache
