@@ -1136,8 +1136,8 @@ def _conflict_row(
         "table_name": conflicts.text_field(operation.table, 128),
         "row_id": conflicts.text_field(operation.id, 255),
         "reason": finding.reason.value,
-        "client_values": json.dumps(client, default=str),
-        "server_values": json.dumps(server, default=str),
+        "client_values": json.dumps(client, default=str, separators=(",", ":")),
+        "server_values": json.dumps(server, default=str, separators=(",", ":")),
         "created_at": datetime.now(UTC).replace(tzinfo=None),
         "resolved": 0,
     }
