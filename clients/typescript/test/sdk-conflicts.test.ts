@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -17,7 +17,7 @@ import { column, PowerSyncDatabase, Schema, Table } from '@powersync/node';
 import Database from 'better-sqlite3';
 
 import { PowerSyncUploader, type FatalErrorResult, type FetchLike } from '../src/connector.js';
-import { startBackend, USER_ID, type Backend } from './backend.js';
+import { closeAll, openClient, startBackend, USER_ID, type Backend } from './backend.js';
 
 const AppSchema = new Schema({
   lists: new Table({ name: column.text, owner_id: column.text }),
@@ -82,18 +82,10 @@ describe('conflicts and replays with the real @powersync/node SDK against `serve
     const config = join(dir, 'upload.yaml');
     writeFileSync(config, CONFIG);
     backend = await startBackend({ UPLOAD_CONFIG: config });
-    db = new PowerSyncDatabase({
-      schema: AppSchema,
-      database: { dbFilename: 'client.sqlite', dbLocation: dir, implementation: { type: 'better-sqlite3' } }
-    });
-    await db.init();
+    db = await openClient(AppSchema, dir);
   });
 
-  after(async () => {
-    await db?.close();
-    await backend?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => closeAll(db, backend, dir));
 
   const list = randomUUID();
   const todo = randomUUID();
