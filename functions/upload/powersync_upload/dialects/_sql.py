@@ -250,7 +250,8 @@ STAMP = Column("decided_at", Kind.TIMESTAMP, fraction_digits=3)
 
 
 def ledger_read_sql(count: int, ph: str) -> str:
-    """The ledger rows of one user and client among ``count`` digests (the identity index's prefix)."""
+    """The ledger rows of one user and client among ``count`` digests: a seek on the identity index,
+    whose first column is the digest."""
     marks = ", ".join(ph for _ in range(count))
     return (
         f"SELECT {', '.join(LEDGER_READ_COLUMNS)} FROM {LEDGER_TABLE} "
