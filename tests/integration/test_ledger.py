@@ -240,3 +240,27 @@ def test_without_the_ledger_table_uploads_still_apply_and_the_gap_is_logged(
     assert [first.body["results"], second.body["results"]] == [[{"status": "success"}]] * 2
     assert _read(url, "todos", TODO)["description"] == "no ledger"
     assert any(r.getMessage() == "cannot read the ledger; replays are applied again" for r in caplog.records)
+
+
+def test_a_transaction_whose_ledger_row_expired_is_applied_again_and_decided_anew(demo: tuple[str, Runtime]) -> None:
+    # Given the ledger row of a transaction decided 30 days ago (ledger_days is 7), not yet pruned
+    url, rt = demo
+    body = {"batch": [_patch("from device 1")], "client_id": "device-1"}
+    transaction = Transaction((Operation("PATCH", "todos", TODO, {"description": "from device 1"}, 7),), 7)
+    ident = ledger.identity(USERS["U1"], "device-1", transaction)
+    assert ident is not None
+    old = ledger.entry(ident, {"status": "success"}, datetime.now(UTC) - timedelta(days=30))
+    conn = rt.db.dialect.connect(url, 5)
+    rt.db.dialect.begin(conn, 5)
+    assert rt.db.dialect.ledger_claim(conn, [old]).claimed
+    rt.db.dialect.commit(conn)
+    conn.close()
+
+    # When the same transaction arrives
+    response = call(body)
+
+    # Then it is applied (the window is over), the expired row is gone and the new decision recorded
+    assert response.body["results"] == [{"status": "success"}]
+    assert _read(url, "todos", TODO)["description"] == "from device 1"
+    assert _read(url, "powersync_upload_ledger") == 1
+    assert call(body).body["results"] == [{"status": "success", "warnings": [{"code": "ALREADY_APPLIED"}]}]

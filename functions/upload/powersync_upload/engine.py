@@ -774,7 +774,13 @@ class _LedgerRun:
             return
         run.opened = conn  # the first group's writes go in this transaction (nothing was written yet)
         db.mark_used()
-        self.known = [e for e in (ledger.from_row(self.user_id, self.client_id, r) for r in rows) if e is not None]
+        known = [e for e in (ledger.from_row(self.user_id, self.client_id, r) for r in rows) if e is not None]
+        cutoff = (_now() - timedelta(days=self.retention_days)).replace(tzinfo=None)
+        if any(e.decided_at < cutoff for e in known):
+            # Pruning is overdue: an expired row would make the new decision's insert a duplicate.
+            db.dialect.ledger_prune(conn, cutoff)
+            known = [e for e in known if e.decided_at >= cutoff]
+        self.known = known
 
     def answer(self, transaction: Transaction) -> TransactionResult | None:
         """The stored answer for a transaction decided before, or ``None`` to apply it."""
