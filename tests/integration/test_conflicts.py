@@ -282,3 +282,20 @@ def test_a_configuration_that_does_not_fit_the_schema_refuses_only_that_table(
     assert items.body["results"][0]["failed_operation"]["error_code"] == "SCHEMA_MISMATCH"
     assert tags.body["results"] == [{"status": "success"}]
     assert any("tables.items.deltas" in str(getattr(r, "problems", "")) for r in caplog.records)
+
+
+def test_a_transaction_that_ships_an_item_and_then_edits_it_is_refused_at_the_edit(shop: tuple[str, Runtime]) -> None:
+    # Given a pending widget
+    url, _ = shop
+
+    # When one transaction packs it, ships it, then renames it
+    steps = [{"status": "packed"}, {"status": "shipped"}, {"name": "renamed after shipping"}]
+    batch = [{**_patch(WIDGET, data, op_id=n + 1), "tx_id": 1} for n, data in enumerate(steps)]
+    response = call({"batch": batch})
+
+    # Then the rename is refused as frozen by the status the transaction itself set; nothing of it stays
+    failed = response.body["results"][0]["failed_operation"]
+    assert (failed["error_code"], failed["operation_index"], failed["details"]["reason"]) == ("CONFLICT", 2, "frozen")
+    reader = RowReader(url)
+    assert reader.row("items", "id", WIDGET, None)["status"] == "pending"
+    reader.close()
