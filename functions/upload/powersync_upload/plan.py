@@ -398,3 +398,64 @@ def plan(steps: Sequence[Step], tables: Tables) -> Plan:
         speculative = first.kind == "PUT" and first.table in tables.unique and len({steps[m].tx for m in members}) > 1
         batches.append(Batch(first.table, first.kind, tuple(members), speculative))
     return Plan(tuple(batches))
+
+
+IndexValues = dict[str, object]
+"""Values of a table's uniquely indexed columns, by column name (a column absent: unknown)."""
+
+
+def transient_collision(
+    transitions: Sequence[tuple[Hashable, IndexValues | None, IndexValues]], indexes: Sequence[tuple[str, ...]]
+) -> bool:
+    """Would writing these rows one at a time, in order, meet a duplicate among the rows themselves?
+
+    A batch statement checks unique indexes in an order of its own (SQL Server at the end of the
+    statement, PostgreSQL and MySQL row by row in the order it happens to visit them), so a batch can
+    succeed where queue order fails (two rows swapping values) or the other way round. When this says
+    True, the batch is written one row per statement, in order, and the database decides exactly as
+    it would in queue order (DESIGN.md section 3: a unique-value swap comes out as queue order would).
+
+    Args:
+        transitions: per row, in order: its identity, the values it holds now (``None`` for a row that
+            does not exist yet) and the values it will hold (columns not written keep theirs).
+        indexes: column sets of the unique indexes (the key's excluded).
+
+    Returns:
+        True when some row's new values equal, on some index, what another row of the batch holds at
+        that moment. NULL never collides; text compares case-insensitively (the safe side).
+    """
+    holders: dict[tuple[int, tuple[object, ...]], set[Hashable]] = {}
+    held: dict[Hashable, IndexValues] = {}
+    for row, old, _ in transitions:
+        if old is not None:
+            held[row] = dict(old)
+            for number, columns in enumerate(indexes):
+                value = _index_tuple(old, columns)
+                if value is not None:
+                    holders.setdefault((number, value), set()).add(row)
+    for row, old, new in transitions:
+        before = held.get(row, old or {})
+        after = {**before, **new}
+        for number, columns in enumerate(indexes):
+            wanted = _index_tuple(after, columns)
+            if wanted is not None and holders.get((number, wanted), set()) - {row}:
+                return True
+        for number, columns in enumerate(indexes):
+            previous, value = _index_tuple(before, columns), _index_tuple(after, columns)
+            if previous is not None:
+                holders.get((number, previous), set()).discard(row)
+            if value is not None:
+                holders.setdefault((number, value), set()).add(row)
+        held[row] = after
+    return False
+
+
+def _index_tuple(values: IndexValues, columns: tuple[str, ...]) -> tuple[object, ...] | None:
+    """The index's values, text case-folded; ``None`` when one is NULL or unknown."""
+    out = []
+    for column in columns:
+        if column not in values or values[column] is None:
+            return None
+        value = values[column]
+        out.append(value.casefold() if isinstance(value, str) else identity(value))
+    return tuple(out)
