@@ -486,7 +486,7 @@ def main() -> int:
         print(
             f"memory at the body cap ({cap['body_mb']:.1f} MB shape B body of {cap['operations']} PATCHes, "
             f"PostgreSQL, fresh process): post-import RSS {cap['import_rss_mb']:.0f} MiB, "
-            f"peak (ru_maxrss) {cap['peak_mb']:.0f} MiB"
+            f"peak (VmHWM) {cap['peak_mb']:.0f} MiB"
         )
     python, samples = memory.measure_import()
     import_ms = statistics.median(samples)

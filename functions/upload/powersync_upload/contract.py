@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import sys
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -70,11 +71,30 @@ class CrudA(_Lenient):
     transaction_id: Int64 | None = Field(default=None, validation_alias=AliasChoices("transaction_id", "tx_id"))
 
 
+_SHARED_FIELDS = ("op", "table", "type")
+"""Fields with few distinct values (the kind, the table name): one string object each, shared by
+every entry, instead of the copy the JSON parser makes per entry (about 100 bytes an entry)."""
+
+
+def _shared(value: Any) -> Any:
+    return sys.intern(value) if type(value) is str else value
+
+
 def _validated_as(model: type[BaseModel], slotted: type[Any], handler: GetCoreSchemaHandler) -> CoreSchema:
     """The pydantic schema of ``slotted``: validated (and documented in OpenAPI) as ``model``, then
-    its fields copied into a ``slotted`` dataclass and the model instance dropped."""
-    fields = operator.attrgetter(*(f.name for f in dataclasses.fields(slotted)))
-    return core_schema.no_info_after_validator_function(lambda m: slotted(*fields(m)), handler.generate_schema(model))
+    its fields copied into a ``slotted`` dataclass (:data:`_SHARED_FIELDS` interned) and the model
+    instance dropped."""
+    names = [f.name for f in dataclasses.fields(slotted)]
+    fields = operator.attrgetter(*names)
+    shared = [index for index, name in enumerate(names) if name in _SHARED_FIELDS]
+
+    def build(validated: BaseModel) -> Any:
+        values = list(fields(validated))
+        for index in shared:
+            values[index] = _shared(values[index])
+        return slotted(*values)
+
+    return core_schema.no_info_after_validator_function(build, handler.generate_schema(model))
 
 
 @dataclass(frozen=True, slots=True)
