@@ -220,6 +220,8 @@ class _Run:
     group's ``_begin`` takes it (ledger hook: saves a ROLLBACK and a BEGIN per request)."""
     skipped: dict[int, list[OperationWarning]] = field(default_factory=dict)
     """``CONFLICT_SKIPPED`` warnings of the last successful attempt, by transaction position (conflicts hook)."""
+    known: writes.Known = field(default_factory=dict)
+    """What the current attempt has written (for the unique-swap check of :func:`writes.row_by_row`)."""
 
     # ---- the request ------------------------------------------------------------------------------
 
@@ -522,6 +524,7 @@ class _Run:
         missing: dict[int, list[int]] = {}
         skipped: dict[int, list[OperationWarning]] = {}
         conflict_rows: list[dict[str, Any]] = []
+        self.known = {}
         try:
             conn = self._begin()
             facts: dict[str, TableFacts] = {}
@@ -583,8 +586,10 @@ class _Run:
         write, warning = _conflict_check(self, conn, tx.transaction, index, item, conflict_rows)  # conflicts hook
         if warning is not None:  # CONFLICT_SKIPPED drops only this write
             skipped.setdefault(tx.position, []).append(warning)
-        if write is not None and writes.execute_one(conn, self.db.dialect, write):
-            missing.setdefault(tx.position, []).append(index)
+        if write is not None:
+            if writes.execute_one(conn, self.db.dialect, write):
+                missing.setdefault(tx.position, []).append(index)
+            writes.remember(self.known, [write])
 
     def _execute_batch(
         self,
@@ -599,11 +604,17 @@ class _Run:
         parts = _checked_batch(self, conn, members, conflict_rows, skipped)  # conflicts hook
         if parts is None:
             parts = [[(position, item) for position, (_, _, item) in enumerate(members)]]
+        dialect = self.db.dialect
         for part in parts:
-            found = writes.execute_batch(conn, self.db.dialect, [write for _, write in part], speculative=speculative)
-            for position in found:
-                tx, index, _ = members[part[position][0]]
-                missing.setdefault(tx.position, []).append(index)
+            batch = [write for _, write in part]
+            swap = writes.row_by_row(conn, dialect, batch, self.known)  # a unique-value swap: queue order decides
+            pieces = [[entry] for entry in part] if swap else [part]
+            for piece in pieces:
+                found = writes.execute_batch(conn, dialect, [write for _, write in piece], speculative=speculative)
+                writes.remember(self.known, [write for _, write in piece])
+                for position in found:
+                    tx, index, _ = members[piece[position][0]]
+                    missing.setdefault(tx.position, []).append(index)
 
     def _with_current_parents(self, conn: Any, steps: list[plan.Step], items: list[Prepared]) -> list[plan.Step]:
         """For deletes in a self-referencing table (two or more in the group), read what each row
