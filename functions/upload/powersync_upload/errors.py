@@ -41,6 +41,7 @@ class Reason(StrEnum):
     FORMAT = "format"
     OUT_OF_RANGE = "out_of_range"
     TOO_LONG = "too_long"
+    ENCODING = "encoding"
 
 
 _SUMMARY: dict[ErrorCode, str] = {
