@@ -899,3 +899,39 @@ class RaisingConnection:
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         self.executed.append(sql)
         raise self.error
+
+
+# Babelfish 4.2's 547 texts, as it sent them for case 039's fixture (PostgreSQL's wording)
+BABELFISH_REFERENCE = (
+    b'update or delete on table "lists" violates foreign key constraint "todos_list_id_fkey" on table "todos"'
+)
+BABELFISH_FK = b'insert or update on table "todos" violates foreign key constraint "todos_list_id_fkey"'
+BABELFISH_CHECK = b'new row for relation "todos" violates check constraint "ck_todos_tags"'
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "constraint"),
+    [
+        (BABELFISH_REFERENCE, ErrorCode.FOREIGN_KEY_VIOLATION, "todos_list_id_fkey"),
+        (BABELFISH_FK, ErrorCode.FOREIGN_KEY_VIOLATION, "todos_list_id_fkey"),
+        (BABELFISH_CHECK, ErrorCode.CHECK_VIOLATION, "ck_todos_tags"),
+    ],
+    ids=["reference", "foreign-key", "check"],
+)
+@pytest.mark.parametrize("catalog", [False, True], ids=["no-catalog", "catalog"])
+def test_babelfish_547_names_the_constraint_not_the_table(
+    text: bytes, code: ErrorCode, constraint: str, catalog: bool
+) -> None:
+    # Given Babelfish's 547, whose first quoted name is a table, with or without the catalog's names
+    mssql.CONSTRAINT_KINDS.clear()
+    if catalog:
+        mssql.introspect(
+            CatalogConnection([catalog_row("id", "int")], [("todos_list_id_fkey", "F"), ("ck_todos_tags", "C")]),
+            "todos",
+        )
+
+    # When classified
+    result = fatal(after_execute(547, text))
+
+    # Then the kind and the constraint are right (not CONSTRAINT_VIOLATION on constraint "lists")
+    assert (result.code, result.constraint) == (code, constraint)

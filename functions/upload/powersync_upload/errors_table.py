@@ -88,14 +88,14 @@ def record(conn: Any, db: Database, table_name: str, raw: dict[str, Any]) -> boo
             values[column.name] = convert(value, column)
         db.dialect.begin(conn, RECORD_TIMEOUT_S)
         db.dialect.upsert(conn, schema, key, convert(str(uuid.uuid4()), key), values, [], None)
-        conn.commit()
+        db.dialect.commit(conn)
         return True
     except (InvalidValue, Exception) as exc:  # noqa: BLE001 - recording must never change the result
         logger.warning(
             "could not record a rejected transaction", extra={"table": table_name, "error_type": type(exc).__name__}
         )
         try:
-            conn.rollback()
+            db.dialect.rollback(conn)
         except Exception:  # noqa: BLE001
             db.discard()
         return False

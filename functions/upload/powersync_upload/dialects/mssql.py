@@ -582,7 +582,8 @@ DATA_ERRORS = {
 _QUOTED = r"""['"]([^'"]+)['"]"""
 _COLUMN = re.compile(r"column " + _QUOTED, re.IGNORECASE)
 _CONSTRAINT = re.compile(r"(?:constraint|unique index) " + _QUOTED, re.IGNORECASE)
-_FIRST_DOUBLE_QUOTED = re.compile(r'"([^"]+)"')
+_DOUBLE_QUOTED = re.compile(r'"([^"]+)"')
+_POSTGRES_CONSTRAINT = re.compile(r'violates (foreign key|check) constraint "([^"]+)"', re.IGNORECASE)
 _KIND_WORD = re.compile(r"\b(FOREIGN KEY|REFERENCE|CHECK)\b")
 _CONFLICT_KINDS = {
     "FOREIGN KEY": ErrorCode.FOREIGN_KEY_VIOLATION,
@@ -613,22 +614,27 @@ def error_number(exc: BaseException) -> tuple[int | None, str]:
 
 
 def conflict_kind(message: str) -> tuple[ErrorCode | None, str | None]:
-    """``(kind, constraint name)`` of a 547 message, in any language of the login.
+    """``(kind, constraint name)`` of a 547 message, in any language of the login and on Babelfish.
 
-    547 reads "The %ls statement conflicted with the %ls constraint "%.*ls". ..." in every
-    translation (German: "Die %1!-Anweisung steht in Konflikt mit der %2!-Einschränkung "%3!". ...",
-    as sys.messages holds it), and the constraint name is its first double-quoted part. The kind comes
-    from the catalog by that name (:data:`CONSTRAINT_KINDS`); failing that, from the kind word
-    before it, which SQL Server inserts untranslated as a parameter (``FOREIGN KEY``, ``REFERENCE``
-    for the referenced side, ``CHECK``).
+    SQL Server's 547 reads "The %ls statement conflicted with the %ls constraint "%.*ls". ..." in
+    every translation (German: "Die %1!-Anweisung steht in Konflikt mit der %2!-Einschränkung "%3!".
+    ...", as sys.messages holds it); Babelfish sends PostgreSQL's text ('update or delete on table
+    "lists" violates foreign key constraint "todos_list_id_fkey" on table "todos"'). In order:
+
+    1. a double-quoted name the catalog knows (:data:`CONSTRAINT_KINDS`) gives name and kind;
+    2. PostgreSQL's "violates foreign key|check constraint "name"" (Babelfish);
+    3. the first double-quoted name, with the kind word before it, which SQL Server inserts
+       untranslated as a parameter (``FOREIGN KEY``, ``REFERENCE`` for the referenced side, ``CHECK``).
     """
-    quoted = _FIRST_DOUBLE_QUOTED.search(message)
-    name = quoted.group(1) if quoted else None
-    kind = CONSTRAINT_KINDS.get(name.casefold()) if name else None
-    if kind is None:
-        words = _KIND_WORD.findall(message[: quoted.start()] if quoted else message)
-        kind = _CONFLICT_KINDS[words[-1]] if words else None
-    return kind, name
+    names = _DOUBLE_QUOTED.findall(message)
+    for name in names:
+        if name.casefold() in CONSTRAINT_KINDS:
+            return CONSTRAINT_KINDS[name.casefold()], name
+    if babelfish := _POSTGRES_CONSTRAINT.search(message):
+        return _CONFLICT_KINDS[babelfish.group(1).upper()], babelfish.group(2)
+    first = _DOUBLE_QUOTED.search(message)
+    words = _KIND_WORD.findall(message[: first.start()] if first else message)
+    return (_CONFLICT_KINDS[words[-1]] if words else None), (names[0] if names else None)
 
 
 BABELFISH_GENERIC = 33557097
