@@ -6,10 +6,10 @@ SAM_VENV ?= .venv-sam
 export PYTHONPATH := functions/upload
 EVENT ?= events/01-shape-a-two-transactions.json
 
-.PHONY: help install demo invoke serve test lint typecheck unit integration conformance actionlint test-client openapi sam-validate sam-build clean bench
+.PHONY: help install demo invoke serve test lint typecheck unit integration conformance actionlint test-client openapi sam-validate sam-build clean bench bench-drain
 
 help:
-	@echo "make demo | invoke EVENT=events/x.json | serve | test | lint | typecheck | actionlint | bench | sam-validate | sam-build"
+	@echo "make demo | invoke EVENT=events/x.json | serve | test | lint | typecheck | actionlint | bench | bench-drain | sam-validate | sam-build"
 
 $(VENV)/.installed: requirements-dev.txt layers/deps/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,7 @@ $(CLIENT_DIR)/node_modules/.installed: $(CLIENT_DIR)/package.json $(CLIENT_DIR)/
 	cd $(CLIENT_DIR) && npm ci
 	touch $@
 
-test-client: install $(CLIENT_DIR)/node_modules/.installed  ## the TypeScript connector with the real PowerSync SDK against `serve` (Node 20+)
+test-client: install $(CLIENT_DIR)/node_modules/.installed  ## the TypeScript connector: unit, real SDK (Node) against `serve`, npm pack + install, headless Chromium (Node 20+)
 	cd $(CLIENT_DIR) && PYTHON="$(abspath $(PY))" npm test
 
 $(SAM_VENV)/.installed:
@@ -65,10 +65,14 @@ sam-build: $(SAM_VENV)/.installed
 	AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam build
 
 clean:
-	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache clients/typescript/dist
+	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache $(CLIENT_DIR)/dist $(CLIENT_DIR)/build $(CLIENT_DIR)/artifacts
 
 openapi: install  ## regenerate openapi.json from the handler's models (a test fails when it is stale)
 	$(PY) -m powersync_upload.openapi
 
-bench: install  ## fast path vs per-operation baseline; prints figures (never asserts)
+bench: install  ## fast path vs per-operation baseline, then the connector's queue drain; prints figures (never asserts)
 	$(PY) bench/bench.py
+	$(MAKE) --no-print-directory bench-drain
+
+bench-drain: install $(CLIENT_DIR)/node_modules/.installed  ## 500 offline transactions drained through a 100 ms round-trip proxy: this connector vs one transaction per request
+	cd $(CLIENT_DIR) && PYTHON="$(abspath $(PY))" npm run --silent bench:drain

@@ -13,13 +13,23 @@ database default. The model:
 * a transaction with a bad value (``b`` not an integer) is rolled back as a whole (``fatal_error``,
   ``INVALID_DATA``) and the next one still runs.
 
-Every example starts from empty tables; the results (status and warnings per transaction) and the
-rows must equal the model's.
+A third table, ``kids``, references ``items`` (``parent_id``, a foreign key the engine introspects):
+the model checks it at the end of each client transaction, as DESIGN.md section 3 promises whatever
+order the operations came in; a transaction that leaves a kid without its parent (or an item deleted
+under its kids) is ``FOREIGN_KEY_VIOLATION``, and so is a kid written with a reference to an item that
+neither exists before the transaction nor is PUT in it, even if a later operation changes that
+reference (the engine orders rows, it does not defer the database's checks).
+
+Every example starts from empty tables; each batch is applied twice, planned (the default) and one
+statement per operation (``FAST_PATH=0``): both must give the same results and rows, equal to the
+model's (the failing operation's index is compared between the two paths, and with the model except
+for foreign keys, where the model only knows the transaction).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,22 +46,25 @@ from powersync_upload.local import schema_scripts
 from tests.property.counts import record
 from tests.support import USERS, call, install_runtime, reset_database
 
-EXAMPLES = 200
+EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "200"))
+"""200 in ``make test``; set ``MODEL_EXAMPLES`` for a longer search."""
 CALLER = USERS["U1"]
 DEFAULT_C = "dflt"
-TABLES = ("items", "owned")
+TABLES = ("items", "owned", "kids")
 IDS = ["r1", "r2", "r3", "R1"]
 CONFIG = """
 tables:
   items: {}
   owned:
     owner: owner_id
+  kids: {}
 """
 DDL = [
     "CREATE TABLE items (id TEXT NOT NULL PRIMARY KEY, a TEXT NULL, b INTEGER NULL,"
     f" c TEXT NULL DEFAULT '{DEFAULT_C}')",
     "CREATE TABLE owned (id TEXT NOT NULL PRIMARY KEY, owner_id TEXT NOT NULL, a TEXT NULL, b INTEGER NULL,"
     f" c TEXT NULL DEFAULT '{DEFAULT_C}')",
+    "CREATE TABLE kids (id TEXT NOT NULL PRIMARY KEY, parent_id TEXT NULL REFERENCES items(id), a TEXT NULL)",
 ]
 
 Row = dict[str, Any]
@@ -67,6 +80,7 @@ class Model:
         """Apply one transaction; return the result the handler must give for it."""
         staged = {t: {k: dict(v) for k, v in rows.items()} for t, rows in self.tables.items()}
         warnings = []
+        written_refs: list[Any] = []
         for index, op in enumerate(transaction):
             rows = staged[op["table"]]
             data = {k: v for k, v in (op.get("data") or {}).items() if k != "id"}
@@ -74,7 +88,11 @@ class Model:
                 return {"status": "fatal_error", "code": "INVALID_DATA", "index": index}
             values = {k: (int(v) if k == "b" and v is not None else v) for k, v in data.items() if k != "owner_id"}
             current = rows.get(op["id"])
-            if op["op"] == "PUT":
+            if op["table"] == "kids" and (op["op"] == "PUT" or (op["op"] == "PATCH" and current is not None)):
+                written_refs.append(values.get("parent_id"))
+            if op["op"] == "PUT" and op["table"] == "kids":
+                rows[op["id"]] = {"parent_id": values.get("parent_id"), "a": values.get("a")}
+            elif op["op"] == "PUT":
                 kept_c = DEFAULT_C if current is None else current["c"]
                 row = {"a": values.get("a"), "b": values.get("b"), "c": values.get("c", kept_c)}
                 if op["table"] == "owned":
@@ -89,6 +107,12 @@ class Model:
                 current.update(values)
             else:
                 rows.pop(op["id"], None)
+        items = staged["items"]
+        dangling = any(k["parent_id"] is not None and k["parent_id"] not in items for k in staged["kids"].values())
+        created = {o["id"] for o in transaction if o["table"] == "items" and o["op"] == "PUT"}
+        referenced = {ref for ref in written_refs if ref is not None}
+        if dangling or not referenced <= set(self.tables["items"]) | created:
+            return {"status": "fatal_error", "code": "FOREIGN_KEY_VIOLATION", "index": None}
         self.tables = staged
         return {"status": "success", "warnings": warnings}
 
@@ -102,6 +126,7 @@ column_values = {
     "b": st.none() | integers | integers.map(str) | st.just("not-a-number"),
     "c": st.none() | texts,
 }
+kid_values = {"parent_id": st.none() | st.sampled_from(IDS[:3]), "a": st.none() | texts}
 
 
 @st.composite
@@ -111,7 +136,7 @@ def operations(draw: st.DrawFn) -> dict[str, Any]:
     op = draw(st.sampled_from(["PUT", "PUT", "PATCH", "PATCH", "DELETE"]))
     out: dict[str, Any] = {"op": op, "table": table, "id": row_id}
     if op != "DELETE":
-        data = draw(st.fixed_dictionaries({}, optional=column_values))
+        data = draw(st.fixed_dictionaries({}, optional=kid_values if table == "kids" else column_values))
         if draw(st.integers(0, 5)) == 0:
             data["id"] = row_id
         if table == "owned" and op == "PUT" and draw(st.booleans()):
@@ -155,10 +180,11 @@ def body_for(shape: str, txs: list[list[dict[str, Any]]]) -> dict[str, Any]:
 class Db:
     path: Path
     rt: Runtime
+    per_operation: Runtime
 
     def clear(self) -> None:
         with sqlite3.connect(self.path) as conn:
-            for table in TABLES:
+            for table in reversed(TABLES):
                 conn.execute(f"DELETE FROM {table}")
 
     def rows(self) -> dict[str, dict[str, Row]]:
@@ -182,8 +208,10 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Db]:
     config = folder / "upload.yaml"
     config.write_text(CONFIG, encoding="utf-8")
     rt = install_runtime(url, config)
-    yield Db(path, rt)
+    per_operation = install_runtime(url, config, fast_path=False)
+    yield Db(path, rt, per_operation)
     rt.db.discard()
+    per_operation.db.discard()
     set_runtime(None)
 
 
@@ -207,22 +235,38 @@ def _record_counts(pytestconfig: pytest.Config) -> Iterator[None]:
 def test_batches_match_the_model(db: Db, txs: list[list[dict[str, Any]]], shape: str) -> None:
     _examples.append(1)
     # Given empty tables and an empty model
-    db.clear()
-    set_runtime(db.rt)
     model = Model()
     expected = [model.apply(tx) for tx in txs]
-    # When the batch is uploaded by the caller
-    response = call(body_for(shape, txs), "U1")
-    # Then each result and every row equal the model's
-    assert response.status == 200, response.body
+    body = body_for(shape, txs)
+    outcomes = []
+    for runtime in (db.rt, db.per_operation):
+        db.clear()
+        set_runtime(runtime)
+        # When the batch is uploaded by the caller, planned and one statement per operation
+        response = call(body, "U1")
+        assert response.status == 200, response.body
+        outcomes.append((_results(response.body["results"]), db.rows()))
+    # Then both paths agree exactly, and each result and every row equal the model's
+    assert outcomes[0] == outcomes[1], json.dumps(body)
+    got, rows = outcomes[0]
+    for result, want in zip(got, expected, strict=True):
+        if want.get("index", 0) is None:
+            result = {**result, "index": None}
+        assert result == want, json.dumps(body)
+    assert rows == model.tables
+    for result in expected:
+        note_event(
+            f"transaction {result['status']} {result.get('code', '')}"
+            + (" with warnings" if result.get("warnings") else "")
+        )
+
+
+def _results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     got = []
-    for result in response.body["results"]:
+    for result in results:
         if result["status"] == "fatal_error":
             failed = result["failed_operation"]
             got.append({"status": "fatal_error", "code": failed["error_code"], "index": failed["operation_index"]})
         else:
             got.append({"status": result["status"], "warnings": result.get("warnings", [])})
-    assert got == expected, json.dumps(body_for(shape, txs))
-    assert db.rows() == model.tables
-    for result in expected:
-        note_event(f"transaction {result['status']}" + (" with warnings" if result.get("warnings") else ""))
+    return got

@@ -863,16 +863,19 @@ def test_without_proxy_mode_pymssql_keeps_its_default_session_settings(monkeypat
 
 
 class CatalogConnection:
-    """A connection double whose cursor answers with one result set, then a second one (nextset)."""
+    """A connection double whose cursor answers its first statement with one result set, then a second
+    one (nextset); later statements (the foreign key and unique index reads) find nothing."""
 
     def __init__(self, first: list[tuple[Any, ...]], second: list[tuple[Any, ...]]) -> None:
-        self.results = [first, second]
+        self.answer = [first, second]
+        self.results: list[list[tuple[Any, ...]]] = []
         self.executed: list[str] = []
 
     def cursor(self) -> CatalogConnection:
         return self
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self.results = self.answer if not self.executed else [[]]
         self.executed.append(sql)
 
     def fetchall(self) -> list[tuple[Any, ...]]:
@@ -935,3 +938,27 @@ def test_babelfish_547_names_the_constraint_not_the_table(
 
     # Then the kind and the constraint are right (not CONSTRAINT_VIOLATION on constraint "lists")
     assert (result.code, result.constraint) == (code, constraint)
+
+
+def test_guarded_batch_writes_type_the_owner_as_its_own_column() -> None:
+    # Given a uniqueidentifier key and an nvarchar owner column (the caller's user id)
+    columns = {
+        "id": mssql.column_from_catalog(catalog_row("id", "uniqueidentifier", 16)),
+        "owner": mssql.column_from_catalog(catalog_row("owner", "nvarchar", 510, collation=DATABASE_COLLATION)),
+        "n": mssql.column_from_catalog(catalog_row("n", "int", 4)),
+    }
+    table, key, guard = TableSchema("dbo.t", columns), columns["id"], (columns["owner"], "user-1")
+    conn = RecordingConnection()
+
+    # When rows are deleted and updated only where the caller owns them
+    mssql.delete_many(conn, table, key, ["k1", "k2"], guard)
+    mssql.update_many(conn, table, key, [("k1", {"n": 1})], guard)
+
+    # Then the owner value is cast to the owner's type, not the key's (a user id is no uniqueidentifier)
+    delete, update = (sql for sql, _ in conn.executed)
+    assert delete == (
+        "DELETE FROM [dbo].[t] WHERE [id] IN (CAST(%s AS uniqueidentifier), CAST(%s AS uniqueidentifier))"
+        " AND [owner] = CAST(%s AS nvarchar(255))"
+    )
+    assert update.endswith(" WHERE t.[owner] = CAST(%s AS nvarchar(255))")
+    assert all(sql.count("%s") == len(params) for sql, params in conn.executed)

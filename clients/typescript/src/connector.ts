@@ -16,8 +16,15 @@
  *   at once for the rest (it only delays when the head of its queue did not move).
  * - 503 (and 429): waits `Retry-After` (capped by `maxRetryAfterMs`), then throws.
  * - 401: awaits `refreshCredentials()`, then throws.
- * - 400 and 413: a connector bug or a transaction too large to ever upload: `logger.error`, then
- *   throws (the transaction stays queued; nothing is dropped silently).
+ * - 413 (body over the server's cap) for a request of several transactions: it halves the number of
+ *   transactions and sends again at once, and keeps later requests below the refused size (and within
+ *   the size that then passed), so a queue of similar transactions meets one 413, not one per call.
+ *   413 for a single transaction: that transaction can never upload, and by default it is completed
+ *   and handed to `onRejected` with the code `TOO_LARGE` (after a loud `logger.error`; the device
+ *   reverts it at the next checkpoint, like a rejected one), so it does not block the queue forever;
+ *   `onTooLarge: 'keep'` keeps it queued instead (and throws).
+ * - 400: a connector bug (the server refused the envelope): `logger.error`, then throws (the
+ *   transactions stay queued; nothing is dropped silently).
  * - Anything else (other status, network error, timeout, a 2xx body that is not one result per
  *   transaction): throws without completing anything.
  *
@@ -34,7 +41,8 @@
  *
  * The types below are structural: `AbstractPowerSyncDatabase`, `CrudTransaction` and `CrudEntry` from
  * `@powersync/web`, `@powersync/react-native` or `@powersync/node` fit them, and this file imports no
- * SDK package.
+ * SDK package at run time (the package's peer dependency `@powersync/common` is the SDK's own, whose
+ * `AbstractPowerSyncDatabase` the package test type-checks against `uploadData()`).
  */
 
 /** The parts of a PowerSync `CrudEntry` that are uploaded. */
@@ -82,7 +90,9 @@ export interface Warning {
 export interface FailedOperation {
   /** `NOT_NULL_VIOLATION`, `UNIQUE_VIOLATION`, `FOREIGN_KEY_VIOLATION`, `CHECK_VIOLATION`,
    * `CONSTRAINT_VIOLATION`, `INVALID_DATA`, `SCHEMA_MISMATCH`, `UNAUTHORIZED`, `CONFLICT` or
-   * `UNCLASSIFIED_ERROR` (README, "The wire contract"). */
+   * `UNCLASSIFIED_ERROR` (README, "The wire contract"), or `TOO_LARGE`: not a server result but
+   * this connector's, for a transaction that alone got HTTP 413 (`details.bytes`: its size in the
+   * request, UTF-8 bytes; `details.status`: 413). */
   error_code: string;
   message: string;
   operation_index: number;
@@ -124,11 +134,18 @@ export interface UploaderOptions {
   onRejected?: (result: FatalErrorResult, transaction: CrudTransactionLike) => void | Promise<void>;
   /** Called after a 401, before throwing: make `getToken()` return a fresh token next time. */
   refreshCredentials?: () => void | Promise<void>;
-  /** Transactions per request, at most the server's `max_transactions` (default 50). Default 20. */
+  /** Transactions per request, at most the server's `max_transactions`. Default 50 (the server's
+   * default). `1` sends one transaction per request. */
   maxTransactionsPerRequest?: number;
   /** Stop adding transactions once the body would exceed this many bytes (a single transaction is
-   * always sent). Keep it under the server's `MAX_BODY_BYTES` (default 5 MB). Default 1,000,000. */
+   * always sent). Keep it under the server's `MAX_BODY_BYTES` (default 5 MB) and the API's own cap.
+   * After a 413 the uploader lowers it below the refused body's size by itself. Default 1,000,000. */
   maxRequestBytes?: number;
+  /** A single transaction that got HTTP 413 (too large for any request): `'reject'` (default)
+   * completes it and hands it to `onRejected` with the code `TOO_LARGE`, so the rest of the queue
+   * uploads; `'keep'` keeps it queued (the queue stays blocked until the server accepts it, e.g.
+   * after `MAX_BODY_BYTES` is raised). Either way it is logged with `logger.error`. */
+  onTooLarge?: 'reject' | 'keep';
   /** Longest wait for `Retry-After` / `retry_after_ms`. Default 60,000 ms. */
   maxRetryAfterMs?: number;
   /** Abort a request after this long (API Gateway HTTP APIs stop at 30 s). Default 40,000 ms. */
@@ -154,11 +171,19 @@ export class UploadError extends Error {
 }
 
 const DEFAULTS = {
-  maxTransactionsPerRequest: 20,
+  maxTransactionsPerRequest: 50,
   maxRequestBytes: 1_000_000,
   maxRetryAfterMs: 60_000,
-  timeoutMs: 40_000
+  timeoutMs: 40_000,
+  onTooLarge: 'reject' as 'reject' | 'keep'
 };
+
+/** One picked transaction with its shape A JSON text (serialised once) and that text's UTF-8 size. */
+interface Picked {
+  transaction: CrudTransactionLike;
+  json: string;
+  bytes: number;
+}
 
 export class PowerSyncUploader {
   private readonly options: UploaderOptions & typeof DEFAULTS;
@@ -174,64 +199,126 @@ export class PowerSyncUploader {
 
   /** Use as (or call from) `PowerSyncBackendConnector.uploadData(database)`. */
   uploadData = async (db: UploadDatabase): Promise<void> => {
-    const transactions = await this.nextTransactions(db);
-    if (transactions.length === 0) return;
-    const body: Record<string, unknown> = { transactions: transactions.map(toShapeA) };
     const clientId = await this.clientId(db);
-    if (clientId) body.client_id = clientId;
+    const picked = await this.nextTransactions(db, clientId);
+    if (picked.length === 0) return;
 
-    const response = await this.post(JSON.stringify(body));
-    const status = response.status;
-    const text = await response.text().catch(() => '');
+    // A 413 for several transactions: halve and send again (one round trip per halving).
+    let count = picked.length;
+    for (;;) {
+      const sent = picked.slice(0, count);
+      const body = requestBody(sent, clientId);
+      const response = await this.post(body);
+      const status = response.status;
+      const text = await response.text().catch(() => '');
 
-    if (status >= 200 && status < 300) {
-      await this.handleResults(transactions, parseResults(text, transactions.length, this.logger));
-      return;
-    }
-    const message = errorMessage(text);
-    if (status === 503 || status === 429) {
-      const waitMs = this.retryAfterMs(response.headers.get('Retry-After'));
-      await sleep(waitMs);
-      throw new UploadError(`upload: HTTP ${status}, retry (${message})`, status, waitMs);
-    }
-    if (status === 401) {
-      try {
-        await this.options.refreshCredentials?.();
-      } catch (error) {
-        this.logger.error('upload: refreshCredentials() failed', error);
+      if (status >= 200 && status < 300) {
+        // After a 413 in this call, this size is known to pass: later requests stay within it.
+        if (count < picked.length) this.learnedMaxBytes = Math.min(this.learnedMaxBytes, utf8Length(body));
+        await this.handleResults(
+          sent.map((p) => p.transaction),
+          parseResults(text, sent.length, this.logger)
+        );
+        return;
       }
-      throw new UploadError(`upload: HTTP 401, credentials refreshed (${message})`, status);
-    }
-    if (status === 400 || status === 413) {
-      this.logger.error(
-        `upload: HTTP ${status} from ${this.options.endpoint}: ${message}. ` +
-          (status === 413
-            ? 'The request is over the server body cap: lower maxRequestBytes; a single transaction this large can never upload.'
-            : 'The server refused the request envelope: this is a connector bug; the transactions stay queued.')
-      );
+      const message = errorMessage(text);
+      if (status === 413) {
+        this.learnedMaxBytes = Math.min(this.learnedMaxBytes, utf8Length(body) - 1);
+        if (count > 1) {
+          this.logger.warn(
+            `upload: HTTP 413 for ${count} transactions (${utf8Length(body)} bytes): sending ${Math.floor(count / 2)}`
+          );
+          count = Math.floor(count / 2);
+          continue;
+        }
+        await this.tooLarge(sent[0], message);
+        return;
+      }
+      if (status === 503 || status === 429) {
+        const waitMs = this.retryAfterMs(response.headers.get('Retry-After'));
+        await sleep(waitMs);
+        throw new UploadError(`upload: HTTP ${status}, retry (${message})`, status, waitMs);
+      }
+      if (status === 401) {
+        try {
+          await this.options.refreshCredentials?.();
+        } catch (error) {
+          this.logger.error('upload: refreshCredentials() failed', error);
+        }
+        throw new UploadError(`upload: HTTP 401, credentials refreshed (${message})`, status);
+      }
+      if (status === 400) {
+        this.logger.error(
+          `upload: HTTP 400 from ${this.options.endpoint}: ${message}. ` +
+            'The server refused the request envelope: this is a connector bug; the transactions stay queued.'
+        );
+      }
       throw new UploadError(`upload: HTTP ${status} (${message})`, status);
     }
-    throw new UploadError(`upload: HTTP ${status} (${message})`, status);
   };
+
+  /** The byte budget learnt from 413 answers: below the smallest refused body, and at most the
+   * size that passed after one (so a queue of similar transactions gets no second 413). */
+  private learnedMaxBytes = Number.POSITIVE_INFINITY;
+
+  /** One transaction got 413 on its own: complete it as TOO_LARGE (default) or keep it queued. */
+  private async tooLarge(picked: Picked, message: string): Promise<void> {
+    const { transaction, bytes } = picked;
+    const what =
+      `upload: transaction ${transaction.transactionId ?? '(no id)'} (${transaction.crud.length} operations, ` +
+      `${bytes} bytes) is too large for any request: HTTP 413 from ${this.options.endpoint} (${message}).`;
+    if (this.options.onTooLarge === 'keep') {
+      this.logger.error(`${what} It stays queued (onTooLarge: 'keep'): nothing after it uploads until the server accepts it.`);
+      throw new UploadError(`upload: HTTP 413 (${message})`, 413);
+    }
+    this.logger.error(
+      `${what} It is completed and handed to onRejected as TOO_LARGE: the device reverts it at the next checkpoint. ` +
+        "Raise the server's body cap or split such writes; onTooLarge: 'keep' keeps it queued instead."
+    );
+    const result: FatalErrorResult = {
+      status: 'fatal_error',
+      requires_client_handling: false,
+      message: `transaction too large for any request (${bytes} bytes; HTTP 413)`,
+      failed_operation: {
+        error_code: 'TOO_LARGE',
+        message: `the request with this transaction alone was over the server's body cap (${message})`,
+        operation_index: 0,
+        op_id: transaction.crud[0]?.clientId ?? null,
+        details: { bytes, status: 413 }
+      }
+    };
+    await this.reject(result, transaction);
+    await transaction.complete();
+  }
+
+  private async reject(result: FatalErrorResult, transaction: CrudTransactionLike): Promise<void> {
+    try {
+      await this.options.onRejected?.(result, transaction);
+    } catch (error) {
+      this.logger.error('upload: onRejected() threw; the rejected transaction is completed anyway', error);
+    }
+  }
 
   private get logger(): Logger {
     return this.options.logger ?? console;
   }
 
-  /** Whole transactions, oldest first: up to maxTransactionsPerRequest and maxRequestBytes. */
-  private async nextTransactions(db: UploadDatabase): Promise<CrudTransactionLike[]> {
-    const { maxTransactionsPerRequest, maxRequestBytes } = this.options;
+  /** Whole transactions, oldest first: up to maxTransactionsPerRequest and the byte budget
+   * (maxRequestBytes, lowered after 413 answers); the first one is always taken. */
+  private async nextTransactions(db: UploadDatabase, clientId: string | undefined): Promise<Picked[]> {
+    const { maxTransactionsPerRequest } = this.options;
+    const maxBytes = Math.min(this.options.maxRequestBytes, this.learnedMaxBytes);
     if (maxTransactionsPerRequest === 1 || typeof db.getCrudTransactions !== 'function') {
       const next = await db.getNextCrudTransaction();
-      return next ? [next] : [];
+      return next ? [pick(next)] : [];
     }
-    const picked: CrudTransactionLike[] = [];
-    let bytes = 0;
+    const picked: Picked[] = [];
+    let bytes = utf8Length(requestBody([], clientId)) - 1; // the body is this plus each one and a comma
     for await (const transaction of db.getCrudTransactions()) {
-      const size = utf8Length(JSON.stringify(toShapeA(transaction))) + 1;
-      if (picked.length > 0 && bytes + size > maxRequestBytes) break;
-      picked.push(transaction);
-      bytes += size;
+      const entry = pick(transaction);
+      if (picked.length > 0 && bytes + entry.bytes + 1 > maxBytes) break;
+      picked.push(entry);
+      bytes += entry.bytes + 1;
       if (picked.length >= maxTransactionsPerRequest) break;
     }
     return picked;
@@ -276,11 +363,7 @@ export class PowerSyncUploader {
       const result = results[done];
       if (result.status === 'success') continue;
       if (result.status === 'fatal_error') {
-        try {
-          await this.options.onRejected?.(result, transactions[done]);
-        } catch (error) {
-          this.logger.error('upload: onRejected() threw; the rejected transaction is completed anyway', error);
-        }
+        await this.reject(result, transactions[done]);
         continue;
       }
       break;
@@ -328,6 +411,17 @@ export function toShapeA(transaction: CrudTransactionLike): Record<string, unkno
       metadata: entry.metadata
     }))
   };
+}
+
+function pick(transaction: CrudTransactionLike): Picked {
+  const json = JSON.stringify(toShapeA(transaction));
+  return { transaction, json, bytes: utf8Length(json) };
+}
+
+/** The shape A body for these transactions (their JSON texts joined, not serialised again). */
+function requestBody(picked: Picked[], clientId: string | undefined): string {
+  const transactions = `{"transactions":[${picked.map((p) => p.json).join(',')}]`;
+  return clientId === undefined ? `${transactions}}` : `${transactions},"client_id":${JSON.stringify(clientId)}}`;
 }
 
 const STATUSES = new Set(['success', 'fatal_error', 'retryable_error', 'not_attempted']);

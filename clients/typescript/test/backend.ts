@@ -13,6 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import Database from 'better-sqlite3';
+
 /** clients/typescript (this file runs from clients/typescript/dist/test). */
 export const CLIENT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const REPO_ROOT = join(CLIENT_ROOT, '..', '..');
@@ -54,19 +56,22 @@ export interface Backend {
   databasePath: string;
   secret: string;
   token(sub?: string): string;
+  /** Runs a read-only query on the server's SQLite database. */
+  rows(sql: string, ...params: unknown[]): Record<string, unknown>[];
   /** What the server printed so far (shown when a test fails). */
   output(): string;
   stop(): Promise<void>;
 }
 
-export async function startBackend(): Promise<Backend> {
+/** Starts `serve`; `env` adds or overrides its environment (e.g. `MAX_BODY_BYTES`). */
+export async function startBackend(env: Record<string, string> = {}): Promise<Backend> {
   const dir = mkdtempSync(join(tmpdir(), 'powersync-upload-client-'));
   const databasePath = join(dir, 'server.sqlite');
-  const env = { ...process.env, PYTHONPATH: join(REPO_ROOT, 'functions', 'upload') };
+  const baseEnv = { ...process.env, PYTHONPATH: join(REPO_ROOT, 'functions', 'upload') };
   const created = spawnSync(
     python(),
     ['-c', 'import sys, pathlib; from powersync_upload.local import create_demo_database as c; c(pathlib.Path(sys.argv[1]))', databasePath],
-    { env, encoding: 'utf8' }
+    { env: baseEnv, encoding: 'utf8' }
   );
   if (created.status !== 0) {
     throw new Error(`could not create the server database with ${python()}: ${created.stderr || created.error}`);
@@ -78,11 +83,12 @@ export async function startBackend(): Promise<Backend> {
   const child: ChildProcess = spawn(python(), ['-m', 'powersync_upload.local', 'serve'], {
     cwd: REPO_ROOT,
     env: {
-      ...env,
+      ...baseEnv,
       PORT: String(port),
       DATABASE_URL: `sqlite:///${databasePath}`,
       JWT_SECRET: secret,
-      POWERTOOLS_LOG_LEVEL: process.env.POWERTOOLS_LOG_LEVEL ?? 'WARNING'
+      POWERTOOLS_LOG_LEVEL: process.env.POWERTOOLS_LOG_LEVEL ?? 'WARNING',
+      ...env
     },
     stdio: ['ignore', 'pipe', 'pipe']
   });
@@ -97,6 +103,14 @@ export async function startBackend(): Promise<Backend> {
     databasePath,
     secret,
     token: (sub = USER_ID) => signJwt({ sub, iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + 3600 }, secret),
+    rows: (sql, ...params) => {
+      const db = new Database(databasePath, { readonly: true, fileMustExist: true });
+      try {
+        return db.prepare(sql).all(...params) as Record<string, unknown>[];
+      } finally {
+        db.close();
+      }
+    },
     output: () => output,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) {

@@ -98,6 +98,19 @@ function stubFetch(status: number, body: unknown, headers: Record<string, string
   return { fetch, calls };
 }
 
+/** A fetch that answers 413 to bodies over `capBytes` and `success` for every transaction otherwise. */
+function cappedFetch(capBytes: number): { fetch: FetchLike; calls: Call[] } {
+  const calls: Call[] = [];
+  const fetch: FetchLike = async (url, init) => {
+    const body = JSON.parse(init.body) as Call['body'];
+    calls.push({ url, headers: init.headers, body });
+    const tooLarge = Buffer.byteLength(init.body) > capBytes;
+    const text = tooLarge ? JSON.stringify({ message: `body over ${capBytes} bytes` }) : JSON.stringify(results(...body.transactions.map(() => success)));
+    return { status: tooLarge ? 413 : 200, headers: { get: () => null }, text: async () => text };
+  };
+  return { fetch, calls };
+}
+
 function results(...items: TransactionResult[]) {
   return { results: items };
 }
@@ -252,17 +265,15 @@ describe('PowerSyncUploader (stub fetch)', () => {
     assert.deepEqual(queue.remaining, [1]);
   });
 
-  for (const status of [400, 413]) {
-    it(`${status}: logs loudly and throws, nothing completed`, async () => {
-      const queue = new FakeQueue([1]);
-      const { fetch } = stubFetch(status, { message: 'batch.0.op: Input should be PUT, PATCH or DELETE' });
-      const logger = recordingLogger();
-      await assert.rejects(make(fetch, { logger }).uploadData(queue.db), (error: unknown) => error instanceof UploadError && error.status === status);
-      assert.equal(logger.errors.length, 1);
-      assert.match(logger.errors[0], new RegExp(`HTTP ${status}.*batch\\.0\\.op`));
-      assert.deepEqual(queue.remaining, [1]);
-    });
-  }
+  it('400: logs loudly and throws, nothing completed', async () => {
+    const queue = new FakeQueue([1]);
+    const { fetch } = stubFetch(400, { message: 'batch.0.op: Input should be PUT, PATCH or DELETE' });
+    const logger = recordingLogger();
+    await assert.rejects(make(fetch, { logger }).uploadData(queue.db), (error: unknown) => error instanceof UploadError && error.status === 400);
+    assert.equal(logger.errors.length, 1);
+    assert.match(logger.errors[0], /HTTP 400.*batch\.0\.op/);
+    assert.deepEqual(queue.remaining, [1]);
+  });
 
   it('other statuses and network errors throw, nothing completed', async () => {
     const queue = new FakeQueue([1]);
@@ -306,5 +317,98 @@ describe('PowerSyncUploader (stub fetch)', () => {
     await make(fetch).uploadData(queue.db);
     assert.equal(calls[0].body.transactions.length, 1);
     assert.deepEqual(queue.remaining, [2]);
+  });
+
+  it('sends up to 50 transactions per request by default', async () => {
+    const queue = new FakeQueue(Array.from({ length: 60 }, () => 1));
+    const { fetch, calls } = cappedFetch(1_000_000);
+    const upload = make(fetch);
+    await upload.uploadData(queue.db);
+    await upload.uploadData(queue.db);
+    assert.deepEqual(
+      calls.map((c) => c.body.transactions.length),
+      [50, 10]
+    );
+    assert.deepEqual(queue.remaining, []);
+  });
+
+  it('413 for several transactions: halves and sends again in the same call, then keeps under the refused size', async () => {
+    // Given 8 transactions of about 500 bytes each and a server that refuses bodies over 1,500 bytes
+    const queue = new FakeQueue([]);
+    for (let i = 1; i <= 8; i++) queue.add(1, i, { name: 'x'.repeat(450) });
+    const { fetch, calls } = cappedFetch(1_500);
+    const upload = make(fetch, { logger: recordingLogger() });
+
+    // When uploadData() is called until the queue is empty
+    let uploads = 0;
+    while (queue.transactions.length > 0 && uploads < 10) {
+      await upload.uploadData(queue.db);
+      uploads++;
+    }
+
+    // Then the first call sent 8, 4, then 2 transactions; later calls send 2 at a time and get no 413
+    assert.deepEqual(
+      calls.map((c) => c.body.transactions.length),
+      [8, 4, 2, 2, 2, 2]
+    );
+    assert.equal(uploads, 4);
+    assert.deepEqual(queue.remaining, []);
+  });
+
+  it('413 for a single transaction: by default it is completed and handed to onRejected as TOO_LARGE, loudly logged', async () => {
+    // Given a huge transaction at the head of the queue, and a small one after it
+    const queue = new FakeQueue([]);
+    queue.add(2, 1, { name: 'x'.repeat(5_000) });
+    queue.add(1, 2);
+    const { fetch, calls } = cappedFetch(2_000);
+    const logger = recordingLogger();
+    const rejected: [FatalErrorResult, CrudTransactionLike][] = [];
+    const upload = make(fetch, { logger, onRejected: (result, transaction) => void rejected.push([result, transaction]) });
+
+    // When uploadData() is called twice
+    await upload.uploadData(queue.db);
+    await upload.uploadData(queue.db);
+
+    // Then the huge one went to onRejected with TOO_LARGE and its size, and the small one uploaded
+    assert.deepEqual(
+      calls.map((c) => c.body.transactions.map((t) => t.transaction_id)),
+      [[1, 2], [1], [2]]
+    );
+    assert.equal(rejected.length, 1);
+    const [result, transaction] = rejected[0];
+    assert.equal(transaction.transactionId, 1);
+    assert.equal(result.status, 'fatal_error');
+    assert.equal(result.failed_operation.error_code, 'TOO_LARGE');
+    assert.equal(result.failed_operation.op_id, 1);
+    assert.ok(Number(result.failed_operation.details?.bytes) > 10_000);
+    assert.deepEqual(queue.remaining, []);
+    assert.equal(logger.errors.length, 1);
+    assert.match(logger.errors[0], /too large for any request.*TOO_LARGE/);
+  });
+
+  it("413 for a single transaction with onTooLarge: 'keep': logged, thrown, and it stays queued", async () => {
+    const queue = new FakeQueue([]);
+    queue.add(1, 1, { name: 'x'.repeat(5_000) });
+    const { fetch } = cappedFetch(2_000);
+    const logger = recordingLogger();
+    const rejected: unknown[] = [];
+    const upload = make(fetch, { logger, onTooLarge: 'keep', onRejected: (r) => void rejected.push(r) });
+    await assert.rejects(upload.uploadData(queue.db), (error: unknown) => error instanceof UploadError && error.status === 413);
+    assert.deepEqual(queue.remaining, [1]);
+    assert.deepEqual(rejected, []);
+    assert.match(logger.errors[0], /too large for any request.*stays queued/);
+  });
+
+  it('413 on the one-transaction path (no getCrudTransactions()): the transaction becomes TOO_LARGE', async () => {
+    const queue = new FakeQueue([], false);
+    queue.add(1, 1, { name: 'x'.repeat(5_000) });
+    queue.add(1, 2);
+    const { fetch, calls } = cappedFetch(2_000);
+    const codes: string[] = [];
+    const upload = make(fetch, { logger: recordingLogger(), onRejected: (r) => void codes.push(r.failed_operation.error_code) });
+    await upload.uploadData(queue.db);
+    assert.deepEqual(codes, ['TOO_LARGE']);
+    assert.deepEqual(queue.remaining, [2]);
+    assert.equal(calls.length, 1);
   });
 });

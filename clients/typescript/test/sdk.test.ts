@@ -2,7 +2,9 @@
  * The real PowerSync JS SDK (@powersync/node, no PowerSync Service: connect() is never called) writes
  * locally; PowerSyncUploader.uploadData() uploads its queue to the Python backend's `serve` over HTTP.
  * Checks: the queue drains, the server rows match, rejected transactions reach onRejected with their
- * error codes (and the errors table), and a transaction rolls back as a whole.
+ * error codes (and the errors table), a transaction rolls back as a whole, a 413 for several
+ * transactions is split, and a transaction too large for any request reaches onRejected as TOO_LARGE.
+ * `serve` runs with MAX_BODY_BYTES=8192 so that a few todos make a request too large.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -12,7 +14,6 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { column, PowerSyncDatabase, Schema, Table } from '@powersync/node';
-import Database from 'better-sqlite3';
 
 import { PowerSyncUploader, UploadError, type CrudTransactionLike, type FatalErrorResult, type FetchLike } from '../src/connector.js';
 import { startBackend, USER_ID, type Backend } from './backend.js';
@@ -32,6 +33,8 @@ const AppSchema = new Schema({
   })
 });
 
+const MAX_BODY_BYTES = 8192;
+
 interface Rejection {
   code: string;
   table: unknown;
@@ -45,10 +48,13 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
   let dir: string;
   const rejected: Rejection[] = [];
   const bodies: { transactions: { crud: unknown[] }[]; client_id?: string }[] = [];
+  const statuses: number[] = [];
 
   const countingFetch: FetchLike = async (url, init) => {
     bodies.push(JSON.parse(init.body));
-    return fetch(url, init);
+    const response = await fetch(url, init);
+    statuses.push(response.status);
+    return response;
   };
 
   function uploader(extra: Partial<ConstructorParameters<typeof PowerSyncUploader>[0]> = {}): PowerSyncUploader {
@@ -79,17 +85,9 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
     return calls;
   }
 
-  function serverRows(sql: string, ...params: unknown[]): Record<string, unknown>[] {
-    const server = new Database(backend.databasePath, { readonly: true, fileMustExist: true });
-    try {
-      return server.prepare(sql).all(...params) as Record<string, unknown>[];
-    } finally {
-      server.close();
-    }
-  }
 
   before(async () => {
-    backend = await startBackend();
+    backend = await startBackend({ MAX_BODY_BYTES: String(MAX_BODY_BYTES) });
     dir = mkdtempSync(join(tmpdir(), 'powersync-upload-sdk-'));
     db = new PowerSyncDatabase({
       schema: AppSchema,
@@ -144,8 +142,8 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
     assert.equal(bodies[before].client_id, await db.getClientId());
     assert.deepEqual(rejected, []);
 
-    assert.deepEqual(serverRows('SELECT id, owner_id, name FROM lists'), [{ id: list1, owner_id: USER_ID, name: 'Groceries' }]);
-    const todos = serverRows('SELECT * FROM todos');
+    assert.deepEqual(backend.rows('SELECT id, owner_id, name FROM lists'), [{ id: list1, owner_id: USER_ID, name: 'Groceries' }]);
+    const todos = backend.rows('SELECT * FROM todos');
     assert.equal(todos.length, 1, 'todo 2 was deleted');
     const row = todos[0];
     assert.equal(row.id, todo1);
@@ -213,13 +211,13 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
     );
 
     assert.deepEqual(
-      serverRows('SELECT id, name FROM lists ORDER BY name').map((r) => r.name),
+      backend.rows('SELECT id, name FROM lists ORDER BY name').map((r) => r.name),
       ['Groceries', 'Work']
     );
-    assert.deepEqual(serverRows('SELECT id FROM todos WHERE id IN (?, ?)', goodTodoInBadTx, orphan), [], 'rejected transactions left nothing');
-    assert.equal(serverRows('SELECT priority FROM todos WHERE id = ?', todo1)[0].priority, 5);
+    assert.deepEqual(backend.rows('SELECT id FROM todos WHERE id IN (?, ?)', goodTodoInBadTx, orphan), [], 'rejected transactions left nothing');
+    assert.equal(backend.rows('SELECT priority FROM todos WHERE id = ?', todo1)[0].priority, 5);
 
-    const errors = serverRows('SELECT user_id, client_id, table_name, row_id, error_code FROM powersync_upload_errors ORDER BY error_code');
+    const errors = backend.rows('SELECT user_id, client_id, table_name, row_id, error_code FROM powersync_upload_errors ORDER BY error_code');
     const clientId = await db.getClientId();
     assert.deepEqual(errors, [
       { user_id: USER_ID, client_id: clientId, table_name: 'todos', row_id: orphan, error_code: 'FOREIGN_KEY_VIOLATION' },
@@ -236,6 +234,74 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
     assert.notEqual(await db.getNextCrudTransaction(), null, 'still queued');
 
     assert.equal(await drain(uploader()), 1);
-    assert.equal(serverRows('SELECT description FROM todos WHERE id = ?', todo1)[0].description, 'oat milk');
+    assert.equal(backend.rows('SELECT description FROM todos WHERE id = ?', todo1)[0].description, 'oat milk');
+  });
+
+  /** Writes `count` todos of about 450 bytes each in one client transaction. */
+  async function writeTodos(listId: string, count: number, label: string): Promise<string[]> {
+    const ids = Array.from({ length: count }, () => randomUUID());
+    await db.writeTransaction(async (tx) => {
+      for (const [i, id] of ids.entries()) {
+        await tx.execute('INSERT INTO todos (id, list_id, owner_id, description, completed) VALUES (?, ?, ?, ?, ?)', [
+          id,
+          listId,
+          USER_ID,
+          `${label} ${i} `.padEnd(450, '.'),
+          0
+        ]);
+      }
+    });
+    return ids;
+  }
+
+  it('a 413 for several transactions is split and sent again; everything uploads, nothing is rejected', async (t) => {
+    // Given 12 transactions of 3 todos (about 1.5 kB each): about 18 kB, over serve's 8 kB cap
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push(...(await writeTodos(list1, 3, `split ${i}`)));
+    const before = statuses.length;
+    const rejectedBefore = rejected.length;
+
+    // When the queue is drained
+    try {
+      await drain(uploader({ logger: { error: console.error, warn: () => undefined } }));
+    } catch (error) {
+      t.diagnostic(backend.output());
+      throw error;
+    }
+
+    // Then the server answered 413 at least once, the queue drained, and every row is on the server
+    assert.ok(statuses.slice(before).includes(413), `statuses: ${statuses.slice(before).join(' ')}`);
+    assert.equal(statuses.at(-1), 200);
+    assert.equal(await db.getNextCrudTransaction(), null);
+    assert.equal(rejected.length, rejectedBefore);
+    const placeholders = ids.map(() => '?').join(', ');
+    assert.equal(backend.rows(`SELECT id FROM todos WHERE id IN (${placeholders})`, ...ids).length, 36);
+  });
+
+  it('a transaction too large for any request reaches onRejected as TOO_LARGE and the queue goes on', async (t) => {
+    // Given a transaction of 30 todos (about 15 kB, over serve's 8 kB cap on its own), then a small one
+    const hugeIds = await writeTodos(list1, 30, 'huge');
+    const [after] = await writeTodos(list1, 1, 'after the huge one');
+    const rejectedBefore = rejected.length;
+    const errors: string[] = [];
+
+    // When the queue is drained
+    try {
+      await drain(uploader({ logger: { error: (...args: unknown[]) => void errors.push(args.join(' ')), warn: () => undefined } }));
+    } catch (error) {
+      t.diagnostic(backend.output());
+      throw error;
+    }
+
+    // Then the huge transaction went to onRejected as TOO_LARGE (logged), and the small one uploaded
+    assert.deepEqual(
+      rejected.slice(rejectedBefore).map((r) => [r.code, r.ops.length]),
+      [['TOO_LARGE', 30]]
+    );
+    assert.equal(errors.length, 1);
+    assert.match(errors[0], /too large for any request/);
+    assert.equal(await db.getNextCrudTransaction(), null);
+    assert.equal(backend.rows('SELECT id FROM todos WHERE id = ?', after).length, 1);
+    assert.equal(backend.rows(`SELECT id FROM todos WHERE id IN (${hugeIds.map(() => '?').join(', ')})`, ...hugeIds).length, 0);
   });
 });

@@ -85,11 +85,35 @@ Plane but none above it (MySQL ``utf8mb3``/``ucs2``): no emoji, no supplementary
 
 
 @dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key of the table, as the catalog declares it.
+
+    Attributes:
+        columns: the referencing columns.
+        parent: the referenced table as the catalog names it (``name`` or ``schema.name``).
+        parent_columns: the referenced columns.
+        on_delete: ``restrict`` (NO ACTION, RESTRICT) or ``cascade`` (CASCADE, SET NULL, SET DEFAULT:
+            a parent delete changes child rows).
+    """
+
+    columns: tuple[str, ...]
+    parent: str
+    parent_columns: tuple[str, ...]
+    on_delete: Literal["restrict", "cascade"] = "restrict"
+
+
+@dataclass(frozen=True)
 class TableSchema:
-    """One server table: its quoted name and its columns by name."""
+    """One server table: its name, its columns by name, its foreign keys and its unique indexes.
+
+    Attributes:
+        unique: column sets of unique indexes and constraints other than the primary key.
+    """
 
     name: str
     columns: dict[str, Column]
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    unique: tuple[tuple[str, ...], ...] = ()
 
     def column(self, name: str) -> Column | None:
         """The column called ``name``; falls back to a case-insensitive match when exactly one fits."""
@@ -98,6 +122,13 @@ class TableSchema:
             return found
         folded = [c for n, c in self.columns.items() if n.casefold() == name.casefold()]
         return folded[0] if len(folded) == 1 else None
+
+
+def on_delete_rule(action: str) -> Literal["restrict", "cascade"]:
+    """A catalog's delete action (``NO ACTION``, ``RESTRICT``, ``CASCADE``, ``SET NULL``, ``SET_NULL``,
+    PostgreSQL's one-letter codes ``a r c n d``...) as the planner needs it."""
+    folded = action.strip().upper().replace("_", " ")
+    return "restrict" if folded in ("NO ACTION", "RESTRICT", "A", "R", "") else "cascade"
 
 
 INT_RANGES: dict[str, tuple[int, int]] = {

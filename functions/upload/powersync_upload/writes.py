@@ -1,30 +1,35 @@
-"""Executing prepared operations inside the open transaction: one at a time, or in runs.
+"""Executing a plan inside the open transaction: a batch as one statement set, or one operation at a time.
 
-A *run* is a sequence of consecutive operations of one kind (PUT, PATCH or DELETE) on one table,
-writing the same columns, with distinct ids; it ends where another table, another kind, another set
-of columns or a repeated id begins, so queue order is kept. A run of several operations costs one
-ownership read, one read per referenced parent table and one write statement (the dialect's
-``*_many`` functions) instead of that many per operation. Where the upsert itself only updates rows
-the caller owns (``guarded_upsert``: PostgreSQL, SQLite), a PUT run skips the ownership read: fewer
-rows written than sent means someone else's row, and the transaction is re-run per operation.
+A batch (:class:`~powersync_upload.plan.Batch`) is operations of one kind on one table, writing the
+same columns, on distinct rows; it costs one ownership read, one read per referenced parent table
+and one write statement (the dialect's ``*_many`` functions) instead of that many per operation.
+Where the upsert itself only updates rows the caller owns (``guarded_upsert``: PostgreSQL, SQLite), a
+PUT batch skips the ownership read: fewer rows written than sent means someone else's row.
 
-Any fatal finding in a run raises :class:`~powersync_upload.errors.FatalOpError`; the engine then
-re-runs the transaction one operation at a time (:func:`execute_one`) to name the failing operation.
+Any fatal finding in a batch raises :class:`~powersync_upload.errors.FatalOpError`; the engine then
+applies the group in smaller parts, down to one statement per operation (:func:`execute_one`) in the
+planner's order, to name the failing operation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any
 
 from .convert import convert
 from .dialects import Dialect
-from .errors import ErrorCode, FatalOpError, RetryableError
+from .errors import ErrorCode, FatalOpError
+from .plan import identity
 from .prepare import ParentRef, Prepared, same
 from .schema import Column
 
 Item = tuple[int, Prepared]
-"""An operation's index in its transaction, and the operation prepared."""
+"""A position (in the batch, or the operation's index in its transaction) and the operation prepared."""
+
+
+class SpeculationFailed(Exception):
+    """A PUT batch of several client transactions on a table with a unique index besides the key met
+    an existing row: the plan assumed inserts only (:attr:`powersync_upload.plan.Batch.speculative`)."""
 
 
 def execute_one(conn: Any, dialect: Dialect, item: Prepared) -> bool:
@@ -72,74 +77,52 @@ def check_parent(ref: ParentRef, found: bool, owner: Any, table: str, user_id: s
 
 
 def _identity(value: Any) -> Hashable:
-    """A key as the database compares it, for set and dict lookups (text case-folded: a collation may
-    treat 'A' and 'a' as the same row; splitting a run there is always safe)."""
-    return value.casefold() if isinstance(value, str) else value
+    """A key as the database compares it (see :func:`powersync_upload.plan.identity`)."""
+    return identity(value)
 
 
-def runs(items: list[Item]) -> list[list[Item]]:
-    """Split prepared operations into runs (see the module docstring), in order."""
-    result: list[list[Item]] = []
-    current: list[Item] = []
-    seen: set[Hashable] = set()
-    shape: tuple[Any, ...] = ()
-    for item in items:
-        prepared = item[1]
-        item_shape = (prepared.target.schema.name, prepared.operation.op, tuple(prepared.values))
-        identity = _identity(prepared.key_value)
-        if current and (item_shape != shape or identity in seen):
-            result.append(current)
-            current, seen = [], set()
-        current.append(item)
-        seen.add(identity)
-        shape = item_shape
-    if current:
-        result.append(current)
-    return result
-
-
-def execute(conn: Any, dialect: Dialect, items: list[Item], remaining: Callable[[], float]) -> list[int]:
-    """Run prepared operations in runs.
+def execute_batch(conn: Any, dialect: Dialect, items: list[Prepared], *, speculative: bool = False) -> list[int]:
+    """Run one batch (see the module docstring).
 
     Args:
-        remaining: seconds left before the request's deadline.
+        items: the batch's operations, in the planner's order.
+        speculative: the batch holds only if no row exists yet (checked with one locking read).
 
     Returns:
-        indices of PATCH operations that found no row (``ROW_NOT_FOUND`` warnings).
+        positions in ``items`` of PATCH operations that found no row (``ROW_NOT_FOUND`` warnings).
 
     Raises:
-        FatalOpError: a run cannot be applied (the engine re-runs the transaction per operation).
-        RetryableError: the deadline is near.
+        FatalOpError: the batch cannot be applied as it is.
+        SpeculationFailed: ``speculative`` and a row exists.
     """
-    missing: list[int] = []
-    for run in runs(items):
-        if len(run) == 1:
-            index, prepared = run[0]
-            if execute_one(conn, dialect, prepared):
-                missing.append(index)
-        else:
-            missing.extend(_execute_run(conn, dialect, run))
-        if remaining() <= 1.0:
-            raise RetryableError("deadline", retry_after_ms=1000)
-    return missing
+    if speculative:
+        first = items[0]
+        found = dialect.select_many(
+            conn, first.target.schema, first.target.key, [p.key_value for p in items], first.target.key, "update"
+        )
+        if found:
+            raise SpeculationFailed
+    if len(items) == 1:
+        return [0] if execute_one(conn, dialect, items[0]) else []
+    return _execute_run(conn, dialect, list(enumerate(items)))
 
 
 def _execute_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
     first = run[0][1]
-    target, op, table = first.target, first.operation.op, first.operation.table
+    op = first.operation.op
+    if first.owner is not None and op != "PUT":
+        return _guarded_run(conn, dialect, run)
+    target, table = first.target, first.operation.table
     schema, key = target.schema, target.key
     active = run
     missing: list[int] = []
-    if first.owner is not None and not (op == "PUT" and dialect.guarded_upsert):
+    if first.owner is not None and not dialect.guarded_upsert:
         keys = [p.key_value for _, p in run]
         owners = _lookup(dialect.select_many(conn, schema, key, keys, first.owner, "update"), key)
         for _, prepared in run:
             identity = _identity(prepared.key_value)
             if identity in owners and not same(owners[identity], prepared.me, first.owner):
                 raise FatalOpError(ErrorCode.UNAUTHORIZED, table=table)
-        if op != "PUT":
-            active = [(i, p) for i, p in run if _identity(p.key_value) in owners]
-            missing = [i for i, p in run if _identity(p.key_value) not in owners] if op == "PATCH" else []
     elif op == "PATCH":
         keys = [p.key_value for _, p in run]
         existing = _lookup(dialect.select_many(conn, schema, key, keys, key, "update"), key)
@@ -159,6 +142,35 @@ def _execute_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
     else:
         dialect.delete_many(conn, schema, key, [p.key_value for _, p in active])
     return missing
+
+
+def _guarded_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
+    """PATCH or DELETE on an owned table: the write itself is limited to the caller's rows (one
+    statement); only when it touched fewer rows than sent does one locking read tell missing rows
+    (``ROW_NOT_FOUND`` for a PATCH, nothing for a DELETE) from someone else's (``UNAUTHORIZED``)."""
+    first = run[0][1]
+    target, table, owner = first.target, first.operation.table, first.owner
+    assert owner is not None
+    schema, key = target.schema, target.key
+    guard = (owner, first.me)
+    if first.operation.op == "PATCH":
+        touched = dialect.update_many(conn, schema, key, [(p.key_value, p.values) for _, p in run], guard)
+    else:
+        touched = dialect.delete_many(conn, schema, key, [p.key_value for _, p in run], guard)
+    active, missing = run, []
+    if touched < len(run):
+        keys = [p.key_value for _, p in run]
+        owners = _lookup(dialect.select_many(conn, schema, key, keys, owner, "update"), key)
+        for _, prepared in run:
+            identity = _identity(prepared.key_value)
+            if identity in owners and not same(owners[identity], prepared.me, owner):
+                raise FatalOpError(ErrorCode.UNAUTHORIZED, table=table)
+        active = [(i, p) for i, p in run if _identity(p.key_value) in owners]
+        missing = [i for i, p in run if _identity(p.key_value) not in owners]
+    if first.operation.op == "PATCH":
+        _check_parents(conn, dialect, active, table)
+        return missing
+    return []
 
 
 def _lookup(rows: list[tuple[Any, Any]], key: Column) -> dict[Hashable, Any]:

@@ -15,6 +15,8 @@ from ..errors import FatalOpError, RetryableError
 from ..schema import Column, TableSchema
 
 Lock = Literal["update", "share"]
+Guard = tuple[Column, Any] | None
+"""A guarded write's condition: (owner column, the caller's value for it), or no condition."""
 
 SCHEMES = {
     "mssql": "mssql",
@@ -109,11 +111,16 @@ class Dialect(Protocol):
             rows written (fewer than ``len(rows)`` when ``guard`` stopped an update).
         """
 
-    def update_many(self, conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]) -> int:
-        """PATCH of several existing rows with distinct keys and the same columns; returns rows matched."""
+    def update_many(
+        self, conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], guard: Guard = None
+    ) -> int:
+        """PATCH of several rows with distinct keys and the same columns, one statement per chunk;
+        ``guard``: only rows whose column equals the value (the caller's own). Returns rows matched."""
 
-    def delete_many(self, conn: Any, table: TableSchema, key: Column, key_values: list[Any]) -> int:
-        """DELETE several rows by key; returns rows deleted."""
+    def delete_many(
+        self, conn: Any, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None
+    ) -> int:
+        """DELETE several rows by key, only where ``guard`` matches when given; returns rows deleted."""
 
     def classify(self, exc: BaseException) -> FatalOpError | RetryableError | None:
         """Map a driver exception to the taxonomy (server names in it); ``None`` if not a driver error."""

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..schema import Column, ForeignKey, TableSchema, on_delete_rule
+
 T = TypeVar("T")
 
 Quote = Callable[[str], str]
@@ -93,9 +95,10 @@ def select_in_sql(table: str, key: str, column: str, count: int, ph: str, suffix
     return f"SELECT {key}, {column} FROM {table} WHERE {key} IN ({marks}){(' ' + suffix) if suffix else ''}"
 
 
-def delete_in_sql(table: str, key: str, count: int, ph: str) -> str:
-    """``DELETE FROM table WHERE key IN (?, ...)``."""
-    return f"DELETE FROM {table} WHERE {key} IN ({', '.join(ph for _ in range(count))})"
+def delete_in_sql(table: str, key: str, count: int, ph: str, guard: str | None = None) -> str:
+    """``DELETE FROM table WHERE key IN (?, ...) [AND guard = ?]`` (``guard``: a quoted column)."""
+    condition = f" AND {guard} = {ph}" if guard else ""
+    return f"DELETE FROM {table} WHERE {key} IN ({', '.join(ph for _ in range(count))}){condition}"
 
 
 def insert_values_sql(table: str, columns: Sequence[str], count: int, ph: str) -> str:
@@ -164,13 +167,17 @@ def run_select_in(
     return found
 
 
-def run_delete_in(conn: Any, s: Statements, table: Any, key: Any, key_values: Sequence[Any]) -> int:
-    """``DELETE ... WHERE key IN (...)`` per chunk of keys; returns rows deleted."""
+def run_delete_in(
+    conn: Any, s: Statements, table: Any, key: Any, key_values: Sequence[Any], guard: tuple[Any, Any] | None = None
+) -> int:
+    """``DELETE ... WHERE key IN (...) [AND owner = ?]`` per chunk of keys; returns rows deleted."""
     cursor = conn.cursor()
     deleted = 0
+    column = s.quote(guard[0].name) if guard else None
+    tail = (s.to_driver(guard[1], guard[0]),) if guard else ()
     for part in chunks(key_values, s.chunk):
-        sql = delete_in_sql(qualified(table.name, s.quote), s.quote(key.name), len(part), s.ph)
-        cursor.execute(sql, tuple(s.to_driver(v, key) for v in part))
+        sql = delete_in_sql(qualified(table.name, s.quote), s.quote(key.name), len(part), s.ph, column)
+        cursor.execute(sql, (*(s.to_driver(v, key) for v in part), *tail))
         deleted += int(cursor.rowcount)
     return deleted
 
@@ -206,3 +213,43 @@ def run_select_value(
     )
     row = cursor.fetchone()
     return (row is not None, row[0] if row is not None else None)
+
+
+def foreign_keys_from_rows(rows: Sequence[Sequence[Any]]) -> tuple[ForeignKey, ...]:
+    """Foreign keys from catalog rows ``(constraint, column, parent table, parent column, delete rule)``
+    ordered by constraint and column position."""
+    found: dict[Any, list[Sequence[Any]]] = {}
+    for row in rows:
+        found.setdefault(row[0], []).append(row)
+    return tuple(
+        ForeignKey(
+            columns=tuple(str(r[1]) for r in members),
+            parent=str(members[0][2]),
+            parent_columns=tuple(str(r[3]) for r in members if r[3] is not None),
+            on_delete=on_delete_rule(str(members[0][4] or "")),
+        )
+        for members in found.values()
+    )
+
+
+def unique_from_rows(rows: Sequence[Sequence[Any]]) -> tuple[tuple[str, ...], ...]:
+    """Unique column sets from catalog rows ``(index, column)`` ordered by index and position."""
+    found: dict[Any, list[str]] = {}
+    for index, column in rows:
+        found.setdefault(index, []).append(str(column))
+    return tuple(tuple(columns) for columns in found.values())
+
+
+def table_with_constraints(
+    cursor: Any, table: str, columns: dict[str, Column], foreign_sql: str, unique_sql: str, params: tuple[Any, ...]
+) -> TableSchema:
+    """A :class:`TableSchema` with the foreign keys and unique indexes read by ``foreign_sql`` (rows as
+    :func:`foreign_keys_from_rows` takes them) and ``unique_sql`` (rows as :func:`unique_from_rows`
+    takes them), both run through a DB-API ``cursor`` with ``params``: two round trips."""
+    cursor.execute(foreign_sql, params)
+    foreign = cursor.fetchall()
+    cursor.execute(unique_sql, params)
+    unique = cursor.fetchall()
+    return TableSchema(
+        name=table, columns=columns, foreign_keys=foreign_keys_from_rows(foreign), unique=unique_from_rows(unique)
+    )

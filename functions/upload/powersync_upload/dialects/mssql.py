@@ -58,17 +58,18 @@ import pymssql
 
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import Lock
+from . import Guard, Lock
 from ._sql import (
     Statements,
     chunks,
+    delete_in_sql,
     qualified,
     quote_with,
     run_delete,
-    run_delete_in,
     run_select_in,
     run_select_value,
     split_by_existence,
+    table_with_constraints,
 )
 
 name = "mssql"
@@ -273,8 +274,9 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
 
 
 def introspect(conn: Any, table: str) -> TableSchema | None:
-    """Read ``sys.columns`` of the user table (``name`` or ``schema.name``) and the names of its
-    constraints (into :data:`CONSTRAINT_KINDS`), in one round trip; ``None`` when it is missing."""
+    """Read ``sys.columns`` of the user table (``name`` or ``schema.name``) with the names of its
+    constraints (into :data:`CONSTRAINT_KINDS`) in one round trip, then its foreign keys and unique
+    indexes (three round trips, once per container); ``None`` when it is missing."""
     name = qualified(table, quote_with("[", "]", percent=False))
     cursor = conn.cursor()
     cursor.execute(_INTROSPECT, (name, name, name, name))
@@ -287,7 +289,28 @@ def introspect(conn: Any, table: str) -> TableSchema | None:
             )
     if not rows:
         return None
-    return TableSchema(name=table, columns={row[0]: column_from_catalog(row) for row in rows})
+    columns = {row[0]: column_from_catalog(row) for row in rows}
+    return table_with_constraints(cursor, table, columns, _FOREIGN_KEYS, _UNIQUE, (name,))
+
+
+_FOREIGN_KEYS = """
+SELECT fk.object_id, pc.name, OBJECT_SCHEMA_NAME(fk.referenced_object_id) + '.' + OBJECT_NAME(fk.referenced_object_id),
+       rc.name, fk.delete_referential_action_desc
+FROM sys.foreign_keys fk
+JOIN sys.foreign_key_columns fkc ON fkc.constraint_object_id = fk.object_id
+JOIN sys.columns pc ON pc.object_id = fkc.parent_object_id AND pc.column_id = fkc.parent_column_id
+JOIN sys.columns rc ON rc.object_id = fkc.referenced_object_id AND rc.column_id = fkc.referenced_column_id
+WHERE fk.parent_object_id = OBJECT_ID(%s, 'U')
+ORDER BY fk.object_id, fkc.constraint_column_id
+"""
+_UNIQUE = """
+SELECT i.index_id, c.name
+FROM sys.indexes i
+JOIN sys.index_columns ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id
+JOIN sys.columns c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
+WHERE i.object_id = OBJECT_ID(%s, 'U') AND i.is_unique = 1 AND i.is_primary_key = 0 AND ic.is_included_column = 0
+ORDER BY i.index_id, ic.key_ordinal
+"""
 
 
 def to_driver(value: Any, column: Column) -> Any:
@@ -497,8 +520,11 @@ def upsert_many(
     return len(rows)
 
 
-def update_many(conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]) -> int:
-    """One ``UPDATE ... FROM (VALUES ...)`` of typed values per 1000 rows; returns rows matched."""
+def update_many(
+    conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], guard: Guard = None
+) -> int:
+    """One ``UPDATE ... FROM (VALUES ...)`` of typed values per 1000 rows, ``WHERE t.owner = CAST(%s AS
+    ...)`` with ``guard``; returns rows matched."""
     names = list(rows[0][1])
     marks = _marks(table, key, names)
     cursor = conn.cursor()
@@ -507,14 +533,29 @@ def update_many(conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any
         sql = values_join_update_sql(
             qualified(table.name, quote), quote(key.name), [quote(n) for n in names], [], len(part), marks
         )
-        cursor.execute(sql, _row_params(table, key, list(part), names))
+        params = _row_params(table, key, list(part), names)
+        if guard is not None:
+            sql += f" WHERE t.{quote(guard[0].name)} = {param_sql(guard[0])}"
+            params = (*params, to_driver(guard[1], guard[0]))
+        cursor.execute(sql, params)
         matched += int(cursor.rowcount)
     return matched
 
 
-def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any]) -> int:
-    """``DELETE ... WHERE key IN (...)``."""
-    return run_delete_in(conn, _statements(key), table, key, key_values)
+def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None) -> int:
+    """``DELETE ... WHERE key IN (CAST(%s AS ...), ...) [AND owner = CAST(%s AS ...)]`` per 1000 keys,
+    each value typed as its own column (:func:`param_sql`); returns rows deleted."""
+    cursor = conn.cursor()
+    deleted = 0
+    for part in chunks(key_values, CHUNK):
+        sql = delete_in_sql(qualified(table.name, quote), quote(key.name), len(part), param_sql(key))
+        params = tuple(to_driver(v, key) for v in part)
+        if guard is not None:
+            sql += f" AND {quote(guard[0].name)} = {param_sql(guard[0])}"
+            params = (*params, to_driver(guard[1], guard[0]))
+        cursor.execute(sql, params)
+        deleted += int(cursor.rowcount)
+    return deleted
 
 
 # ---- classification ------------------------------------------------------------------------------

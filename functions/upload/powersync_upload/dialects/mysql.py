@@ -30,7 +30,7 @@ from pymysql.constants import CLIENT
 
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..schema import BMP_ONLY, FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import Lock
+from . import Guard, Lock
 from ._sql import (
     Statements,
     chunks,
@@ -44,6 +44,7 @@ from ._sql import (
     run_update,
     select_sql,
     split_by_existence,
+    table_with_constraints,
 )
 
 name = "mysql"
@@ -76,13 +77,12 @@ def connect(url: str, timeout_s: float) -> Any:
 
 
 def begin(conn: Any, timeout_s: float) -> None:
-    """Cap lock waits (whole seconds) and statement time for the coming transaction."""
+    """Cap lock waits (whole seconds) and statement time for the coming transaction: one ``SET``, then
+    ``BEGIN`` (two round trips)."""
     lock_s = max(1, min(int(timeout_s), 5))
-    cursor = conn.cursor()
-    cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {lock_s}")
     variable = "max_statement_time" if _is_mariadb(conn) else "max_execution_time"
     value = max(1.0, timeout_s) if variable == "max_statement_time" else max(1000, int(timeout_s * 1000))
-    cursor.execute(f"SET SESSION {variable} = {value}")
+    conn.cursor().execute(f"SET SESSION innodb_lock_wait_timeout = {lock_s}, {variable} = {value}")
     conn.begin()
 
 
@@ -197,14 +197,32 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
 
 
 def introspect(conn: Any, table: str) -> TableSchema | None:
-    """Read the table's columns from ``information_schema``; ``None`` when it does not exist."""
+    """Read the table's columns, foreign keys and unique indexes from ``information_schema``; ``None``
+    when it does not exist (three round trips, once per container)."""
     schema, _, bare = table.rpartition(".")
     cursor = conn.cursor()
     cursor.execute(_INTROSPECT, (schema or None, bare))
     rows = cursor.fetchall()
     if not rows:
         return None
-    return TableSchema(name=table, columns={row[0]: column_from_catalog(row) for row in rows})
+    columns = {row[0]: column_from_catalog(row) for row in rows}
+    return table_with_constraints(cursor, table, columns, _FOREIGN_KEYS, _UNIQUE, (schema or None, bare))
+
+
+_FOREIGN_KEYS = """
+SELECT k.constraint_name, k.column_name, k.referenced_table_name, k.referenced_column_name, r.delete_rule
+FROM information_schema.key_column_usage k
+JOIN information_schema.referential_constraints r
+  ON r.constraint_schema = k.constraint_schema AND r.constraint_name = k.constraint_name
+ AND r.table_name = k.table_name
+WHERE k.table_schema = COALESCE(%s, DATABASE()) AND k.table_name = %s AND k.referenced_table_name IS NOT NULL
+ORDER BY k.constraint_name, k.ordinal_position
+"""
+_UNIQUE = """
+SELECT index_name, column_name FROM information_schema.statistics
+WHERE table_schema = COALESCE(%s, DATABASE()) AND table_name = %s AND non_unique = 0 AND index_name <> 'PRIMARY'
+ORDER BY index_name, seq_in_index
+"""
 
 
 def to_driver(value: Any, column: Column) -> Any:
@@ -271,8 +289,10 @@ def delete(conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
     return run_delete(conn, STATEMENTS, table, key, key_value)
 
 
-CHUNK = 1000
-"""Rows per multi-row statement and keys per IN list."""
+CHUNK = 10000
+"""Rows per multi-row statement and keys per IN list (PyMySQL sends parameters inline, so only
+``max_allowed_packet``, 16 MiB by default on MariaDB and 64 MiB on MySQL 8, bounds a statement; a request
+body is capped below that)."""
 STATEMENTS = Statements(quote, PH, to_driver, CHUNK)
 
 
@@ -315,8 +335,10 @@ def _update_join(
     rows: list[tuple[Any, dict[str, Any]]],
     names: list[str],
     nulls: list[str],
+    guard: Guard = None,
 ) -> int:
-    """``UPDATE t JOIN (SELECT ? AS k, ? AS c1 UNION ALL SELECT ?, ? ...) v ON t.k = v.k SET t.c1 = v.c1``."""
+    """``UPDATE t JOIN (SELECT ? AS k, ? AS c1 UNION ALL SELECT ?, ? ...) v ON t.k = v.k SET t.c1 = v.c1
+    [WHERE t.owner = ?]``."""
     cursor = conn.cursor()
     matched = 0
     aliases = ["k", *(f"c{i}" for i in range(len(names)))]
@@ -332,19 +354,24 @@ def _update_join(
         params = [
             value for k, v in part for value in (to_driver(k, key), *(to_driver(v[n], table.columns[n]) for n in names))
         ]
+        if guard is not None:
+            sql += f" WHERE t.{quote(guard[0].name)} = {PH}"
+            params.append(to_driver(guard[1], guard[0]))
         cursor.execute(sql, params)
         matched += cursor.rowcount
     return matched
 
 
-def update_many(conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]) -> int:
-    """One multi-row ``UPDATE ... JOIN`` per chunk."""
-    return _update_join(conn, table, key, rows, list(rows[0][1]), [])
+def update_many(
+    conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], guard: Guard = None
+) -> int:
+    """One multi-row ``UPDATE ... JOIN`` per chunk, ``WHERE t.owner = ?`` with ``guard``."""
+    return _update_join(conn, table, key, rows, list(rows[0][1]), [], guard)
 
 
-def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any]) -> int:
-    """``DELETE ... WHERE key IN (...)``."""
-    return run_delete_in(conn, STATEMENTS, table, key, key_values)
+def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None) -> int:
+    """``DELETE ... WHERE key IN (...) [AND owner = ?]``."""
+    return run_delete_in(conn, STATEMENTS, table, key, key_values, guard)
 
 
 IN_PROCESS = {1213: "deadlock", 1205: "lock_timeout"}

@@ -16,14 +16,16 @@ from psycopg import errors as pg_errors
 
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import Lock
+from . import Guard, Lock
 from ._sql import (
     Statements,
+    foreign_keys_from_rows,
     qualified,
     quote_with,
     run_delete,
     run_select_value,
     run_update,
+    unique_from_rows,
     upsert_statement,
 )
 
@@ -110,13 +112,41 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
     return Column(kind=Kind.OTHER, **common)
 
 
+_FOREIGN_KEYS = """
+SELECT c.oid, a.attname, c.confrelid::regclass::text, pa.attname, c.confdeltype
+FROM pg_constraint c
+CROSS JOIN LATERAL unnest(c.conkey, c.confkey) WITH ORDINALITY AS k(child, parent, position)
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.child
+JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attnum = k.parent
+WHERE c.conrelid = to_regclass(%s) AND c.contype = 'f'
+ORDER BY c.oid, k.position
+"""
+_UNIQUE = """
+SELECT i.indexrelid, a.attname
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND NOT i.indisprimary
+ORDER BY i.indexrelid, k.position
+"""
+
+
 def introspect(conn: psycopg.Connection[Any], table: str) -> TableSchema | None:
-    """Read the table's columns from ``information_schema``; ``None`` when it does not exist."""
+    """Read the table's columns from ``information_schema``, its foreign keys and unique indexes from
+    ``pg_constraint``/``pg_index``; ``None`` when it does not exist (three round trips, once per container)."""
     schema, _, bare = table.rpartition(".")
     rows = conn.execute(_INTROSPECT, (schema or None, bare)).fetchall()
     if not rows:
         return None
-    return TableSchema(name=table, columns={row[0]: column_from_catalog(row) for row in rows})
+    regclass = qualified(table, quote_with('"', '"', percent=False))
+    foreign = conn.execute(_FOREIGN_KEYS, (regclass,)).fetchall()
+    unique = conn.execute(_UNIQUE, (regclass,)).fetchall()
+    return TableSchema(
+        name=table,
+        columns={row[0]: column_from_catalog(row) for row in rows},
+        foreign_keys=foreign_keys_from_rows(foreign),
+        unique=unique_from_rows(unique),
+    )
 
 
 def to_driver(value: Any, column: Column) -> Any:
@@ -203,21 +233,35 @@ def upsert_many(
 
 
 def update_many(
-    conn: psycopg.Connection[Any], table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]
+    conn: psycopg.Connection[Any],
+    table: TableSchema,
+    key: Column,
+    rows: list[tuple[Any, dict[str, Any]]],
+    guard: Guard = None,
 ) -> int:
-    """``UPDATE t SET c = v.c FROM unnest(arrays) AS v(k, c...) WHERE t.key = v.k``."""
+    """``UPDATE t SET c = v.c FROM unnest(arrays) AS v(k, c...) WHERE t.key = v.k [AND t.owner = %s]``."""
     names = list(rows[0][1])
     aliases = ", ".join(["k", *(f"c{i}" for i in range(len(names)))])
     sets = ", ".join(f"{quote(n)} = v.c{i}" for i, n in enumerate(names))
     source = f"{_arrays(table, key, rows, names)} AS v({aliases})"
     sql = f"UPDATE {qualified(table.name, quote)} AS t SET {sets} FROM {source} WHERE t.{quote(key.name)} = v.k"
-    return conn.execute(sql.encode(), _array_params(rows, names)).rowcount
+    params: list[Any] = _array_params(rows, names)
+    if guard is not None:
+        sql += f" AND t.{quote(guard[0].name)} = %s"
+        params.append(guard[1])
+    return conn.execute(sql.encode(), params).rowcount
 
 
-def delete_many(conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_values: list[Any]) -> int:
-    """``DELETE ... WHERE key = ANY(%s)``."""
+def delete_many(
+    conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None
+) -> int:
+    """``DELETE ... WHERE key = ANY(%s) [AND owner = %s]``."""
     sql = f"DELETE FROM {qualified(table.name, quote)} WHERE {quote(key.name)} = ANY(%s)"
-    return conn.execute(sql.encode(), (list(key_values),)).rowcount
+    params: list[Any] = [list(key_values)]
+    if guard is not None:
+        sql += f" AND {quote(guard[0].name)} = %s"
+        params.append(guard[1])
+    return conn.execute(sql.encode(), params).rowcount
 
 
 _CONSTRAINTS = {

@@ -24,9 +24,10 @@ from urllib.parse import urlsplit
 
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import Lock
+from . import Guard, Lock
 from ._sql import (
     Statements,
+    foreign_keys_from_rows,
     qualified,
     quote_with,
     run_delete,
@@ -34,6 +35,7 @@ from ._sql import (
     run_select_in,
     run_select_value,
     run_update,
+    unique_from_rows,
     update_sql,
     upsert_statement,
 )
@@ -125,7 +127,19 @@ def introspect(conn: sqlite3.Connection, table: str) -> TableSchema | None:
         row[1]: column_from_declared(row[1], row[2] or "", bool(row[3]), row[4], row[6] if len(row) > 6 else 0)
         for row in rows
     }
-    return TableSchema(name=table, columns=columns)
+    key = [row[1] for row in sorted(rows, key=lambda r: r[5]) if row[5]]
+    foreign = [
+        (r[0], r[3], r[2], r[4] if r[4] is not None else (key[0] if key else None), r[6])
+        for r in conn.execute(f"PRAGMA {prefix}foreign_key_list({quote(bare)})").fetchall()
+    ]
+    unique: list[tuple[Any, Any]] = []
+    for index in conn.execute(f"PRAGMA {prefix}index_list({quote(bare)})").fetchall():
+        if index[2] and index[3] != "pk":
+            info = conn.execute(f"PRAGMA {prefix}index_info({quote(index[1])})").fetchall()
+            unique.extend((index[1], r[2]) for r in sorted(info) if r[2] is not None)
+    return TableSchema(
+        name=table, columns=columns, foreign_keys=foreign_keys_from_rows(foreign), unique=unique_from_rows(unique)
+    )
 
 
 def to_driver(value: Any, column: Column) -> Any:
@@ -206,18 +220,27 @@ def upsert_many(
 
 
 def update_many(
-    conn: sqlite3.Connection, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]]
+    conn: sqlite3.Connection,
+    table: TableSchema,
+    key: Column,
+    rows: list[tuple[Any, dict[str, Any]]],
+    guard: Guard = None,
 ) -> int:
-    """``UPDATE ... WHERE key = ?`` through ``executemany``."""
+    """``UPDATE ... WHERE key = ? [AND owner = ?]`` through ``executemany``."""
     names = list(rows[0][1])
     sql = update_sql(qualified(table.name, quote), quote(key.name), [quote(n) for n in names], PH)
-    params = [[to_driver(v[n], table.columns[n]) for n in names] + [to_driver(k, key)] for k, v in rows]
+    tail = [to_driver(guard[1], guard[0])] if guard is not None else []
+    if guard is not None:
+        sql += f" AND {quote(guard[0].name)} = {PH}"
+    params = [[to_driver(v[n], table.columns[n]) for n in names] + [to_driver(k, key), *tail] for k, v in rows]
     return conn.executemany(sql, params).rowcount
 
 
-def delete_many(conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any]) -> int:
-    """``DELETE ... WHERE key IN (...)``."""
-    return run_delete_in(conn, STATEMENTS, table, key, key_values)
+def delete_many(
+    conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None
+) -> int:
+    """``DELETE ... WHERE key IN (...) [AND owner = ?]``."""
+    return run_delete_in(conn, STATEMENTS, table, key, key_values, guard)
 
 
 # Extended result codes: https://www.sqlite.org/rescode.html

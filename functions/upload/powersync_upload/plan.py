@@ -1,0 +1,400 @@
+"""The planner: a group of client transactions becomes ordered batches, one per table, kind and columns.
+
+Pure: it takes :class:`Step` values (what the engine knows of each prepared operation) and
+:class:`Tables` (the foreign keys and unique indexes the schema introspection found, plus the
+configured ``parents``) and returns a :class:`Plan`. It opens no connection, reads no clock and knows
+no SQL. The contract is DESIGN.md section 3, "Order inside a transaction" and group commit.
+
+How it orders. Every step gets a *slot* ``(round, phase, rank, kind)``: phase 0 writes (PUT, then
+PATCH) tables parents first (``rank``), phase 1 deletes children first. Steps that must follow another
+step (an *edge*) go to the first round whose slot comes after it. The edges:
+
+* the same row: queue order, whatever the transaction;
+* a write that references a parent row comes after the writes of that row in its transaction (so a
+  child may be sent before its parent); a parent's delete comes after its transaction's operations
+  on child tables (``ON DELETE NO ACTION``/``RESTRICT``), or keeps queue order with them (``CASCADE``,
+  ``SET NULL``, ``SET DEFAULT``); in a self-referencing table deletes are ordered row by row from the
+  rows' current references (``Step.current_parent``, read by the engine);
+* between client transactions of one group: the same row and references to a row the other
+  transaction writes keep transaction order. What the edges cannot order cheaply ends the group
+  instead (:func:`groups`): a parent-table delete beside an operation on a child table, and, on a
+  table with a unique index besides its key, a delete or a PATCH of indexed columns of a row the
+  transaction did not insert itself. A PUT is planned as an insert; when the database says that a PUT
+  batch of several client transactions on such a table updated an existing row
+  (:attr:`Batch.speculative`), the engine applies the group again in smaller parts, since an update
+  may free a value an earlier transaction's write needed.
+
+A cycle (new rows that reference each other) cannot be ordered: the plan is then queue order, one
+step per batch, and the database's foreign keys decide (``FOREIGN_KEY_VIOLATION``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import uuid
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Kind = Literal["PUT", "PATCH", "DELETE"]
+OnDelete = Literal["restrict", "cascade"]
+"""What a parent delete does to child rows: ``restrict`` (NO ACTION, RESTRICT: children must go
+first) or ``cascade`` (CASCADE, SET NULL, SET DEFAULT: the delete changes child rows, so it keeps
+queue order with the writes to them)."""
+
+RowRef = tuple[str, Hashable]
+"""A row: (server table, key identity as :func:`identity` gives it)."""
+
+
+def identity(value: object) -> Hashable:
+    """A key as the database compares it, for set and dict lookups: text case-folded (a collation may
+    treat 'A' and 'a' as the same row, so treating them as one is always the safe side); UUIDs by
+    their canonical lower-case text."""
+    if isinstance(value, str):
+        return value.casefold()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Step:
+    """One prepared operation as the planner sees it.
+
+    Attributes:
+        tx: position of its client transaction in the group (0-based).
+        index: position of the operation in its client transaction.
+        table: the server table.
+        kind: PUT, PATCH or DELETE.
+        row: the row's key identity.
+        columns: the columns written (PUT and PATCH), in order: a batch shares them.
+        refs: parent rows the written values reference (single-column foreign keys and ``parents``).
+        sets_unique: the write sets a column of a unique index other than the key (PUT always does on
+            such a table).
+        current_parent: DELETE in a self-referencing table: the row its reference currently points to.
+    """
+
+    tx: int
+    index: int
+    table: str
+    kind: Kind
+    row: Hashable
+    columns: tuple[str, ...] = ()
+    refs: tuple[RowRef, ...] = ()
+    sets_unique: bool = False
+    current_parent: Hashable | None = None
+
+
+@dataclass(frozen=True)
+class Tables:
+    """What the planner knows of the tables.
+
+    Attributes:
+        parents: child table -> (parent table, what a parent delete does), from the introspected
+            foreign keys and the configured ``parents`` (a table may reference itself).
+        unique: tables that have a unique index other than the key.
+    """
+
+    parents: dict[str, tuple[tuple[str, OnDelete], ...]] = field(default_factory=dict)
+    unique: frozenset[str] = frozenset()
+
+    def children(self, table: str) -> list[tuple[str, OnDelete]]:
+        """Tables referencing ``table`` (itself included when it references itself), with the rule."""
+        return [(child, rule) for child, refs in self.parents.items() for parent, rule in refs if parent == table]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Steps that run as one statement: one table, one kind, the same columns, distinct rows.
+
+    Attributes:
+        steps: positions in the planner's input, in the order the rows must be written.
+        speculative: a PUT batch of several client transactions on a table with a unique index: the
+            plan holds only if every row is an insert (the engine checks it).
+    """
+
+    table: str
+    kind: Kind
+    steps: tuple[int, ...]
+    speculative: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Ordered batches; ``ordered`` is False when a cycle forced queue order."""
+
+    batches: tuple[Batch, ...]
+    ordered: bool = True
+
+    def sequence(self) -> list[int]:
+        """Every step once, in the planner's order (the one-statement-per-operation fallback)."""
+        return [i for batch in self.batches for i in batch.steps]
+
+
+_KIND_ORDER = {"PUT": 0, "PATCH": 1, "DELETE": 0}
+
+
+def table_ranks(tables: Tables, names: Sequence[str]) -> dict[str, int]:
+    """Parents before children (self-references ignored; tables in a cycle keep first-seen order)."""
+    pending = list(dict.fromkeys(names))
+    ranks: dict[str, int] = {}
+    while pending:
+        for name in pending:
+            parents = [p for p, _ in tables.parents.get(name, ()) if p != name and p in pending]
+            if not parents:
+                break
+        else:
+            name = pending[0]  # a cycle between tables: the foreign keys decide at execution
+        ranks[name] = len(ranks)
+        pending.remove(name)
+    return ranks
+
+
+class _Graph:
+    """Edges between steps, plus zero-width barrier nodes (a barrier stands for "all of these steps"
+    so that a table-level rule costs one edge per step instead of one per pair)."""
+
+    def __init__(self, count: int) -> None:
+        self.steps = count
+        self.before: list[set[int]] = [set() for _ in range(count)]
+
+    def barrier(self, members: set[int]) -> int:
+        self.before.append(set(members))
+        return len(self.before) - 1
+
+    def add(self, a: int, b: int) -> None:
+        if a != b:
+            self.before[b].add(a)
+
+
+def _edges(steps: Sequence[Step], tables: Tables) -> _Graph:
+    """The ordering constraints of one group (see the module docstring)."""
+    graph = _Graph(len(steps))
+    by_row: dict[RowRef, list[int]] = {}
+    for i, step in enumerate(steps):
+        by_row.setdefault((step.table, step.row), []).append(i)
+    for rows in by_row.values():
+        for a, b in itertools.pairwise(rows):
+            graph.add(a, b)
+    for b, step in enumerate(steps):
+        for parent in step.refs:
+            for a in by_row.get(parent, ()):
+                other = steps[a]
+                if other.tx == step.tx:
+                    if other.kind != "DELETE":
+                        graph.add(a, b)  # the parent's writes first, wherever the client put them
+                elif other.tx < step.tx:
+                    graph.add(a, b)
+                else:
+                    graph.add(b, a)
+    by_tx: dict[int, list[int]] = {}
+    for i, step in enumerate(steps):
+        by_tx.setdefault(step.tx, []).append(i)
+    for members in by_tx.values():
+        _delete_edges([(i, steps[i]) for i in members], tables, graph)
+    return graph
+
+
+def _delete_edges(members: list[tuple[int, Step]], tables: Tables, graph: _Graph) -> None:
+    """Within one client transaction: a parent table's deletes against the operations on its child
+    tables (NO ACTION/RESTRICT: children first; CASCADE/SET NULL: queue order), and row by row in a
+    self-referencing table."""
+    deleted = {step.table for _, step in members if step.kind == "DELETE"}
+    for parent in deleted:
+        parent_deletes = [(i, s) for i, s in members if s.table == parent and s.kind == "DELETE"]
+        for child, rule in tables.children(parent):
+            if child == parent:
+                _self_reference(parent, parent_deletes, members, graph)
+                continue
+            child_ops = {i for i, s in members if s.table == child}
+            if not child_ops:
+                continue
+            if rule == "restrict":
+                _children_first(parent, parent_deletes, [(i, s) for i, s in members if i in child_ops], graph)
+            else:
+                _queue_order(sorted({i for i, _ in parent_deletes} | child_ops), child_ops, graph)
+
+
+def _children_first(
+    parent: str, deletes: list[tuple[int, Step]], child_ops: list[tuple[int, Step]], graph: _Graph
+) -> None:
+    """NO ACTION/RESTRICT: a parent row is deleted after the transaction's operations on the child
+    table, except those that reference that very row (they need it back: its re-creation, which the
+    reference edges order, comes after the delete)."""
+    referencing: dict[Hashable, set[int]] = {}
+    for i, step in child_ops:
+        for ref_table, row in step.refs:
+            if ref_table == parent:
+                referencing.setdefault(row, set()).add(i)
+    everyone = {i for i, _ in child_ops}
+    shared = graph.barrier(everyone)
+    for d, step in deletes:
+        if step.row in referencing:
+            for i in everyone - referencing[step.row]:
+                graph.add(i, d)
+        else:
+            graph.add(shared, d)
+
+
+def _self_reference(
+    table: str, deletes: list[tuple[int, Step]], members: list[tuple[int, Step]], graph: _Graph
+) -> None:
+    """A row is deleted after the rows that currently reference it, and after the writes that make a
+    row reference it."""
+    by_row = {s.row: i for i, s in deletes}
+    for i, step in deletes:
+        if step.current_parent is not None and step.current_parent in by_row:
+            graph.add(i, by_row[step.current_parent])
+    for i, step in members:
+        if step.kind != "DELETE":
+            for ref_table, row in step.refs:
+                if ref_table == table and row in by_row:
+                    graph.add(i, by_row[row])
+
+
+def _queue_order(positions: list[int], child_ops: set[int], graph: _Graph) -> None:
+    """Keep queue order between two classes of steps (parent deletes, child-table operations) with a
+    barrier per switch of class: O(n) edges."""
+    last_barrier: dict[bool, int | None] = {True: None, False: None}
+    pending: dict[bool, set[int]] = {True: set(), False: set()}
+    for i in positions:
+        is_child = i in child_ops
+        other = not is_child
+        if pending[other]:
+            members = set(pending[other])
+            previous = last_barrier[other]
+            if previous is not None:
+                members.add(previous)
+            last_barrier[other] = graph.barrier(members)
+            pending[other] = set()
+        previous = last_barrier[other]
+        if previous is not None:
+            graph.add(previous, i)
+        pending[is_child].add(i)
+
+
+def groups(transactions: Sequence[Sequence[Step]], tables: Tables, max_steps: int = 1000) -> list[range]:
+    """Split consecutive client transactions into groups that may share one database transaction.
+
+    A transaction starts a new group when, together with the group so far, a later transaction's
+    write could change an earlier one's outcome in a way the per-step edges do not order: a delete
+    in a parent table and an operation on one of its child tables, or, on a table with a unique index
+    besides the key, a delete or a PATCH of indexed columns of a row the transaction did not insert
+    itself. A group also ends at ``max_steps`` steps (a single larger transaction is a group alone).
+
+    Returns:
+        ranges of transaction positions, covering ``transactions`` in order.
+    """
+    result: list[range] = []
+    start, count = 0, 0
+    deleted: set[str] = set()
+    touched: set[str] = set()
+    setters: set[str] = set()
+    for position, transaction in enumerate(transactions):
+        t_deleted = {s.table for s in transaction if s.kind == "DELETE"}
+        t_touched = {s.table for s in transaction}
+        t_setters = {s.table for s in transaction if s.kind != "DELETE" and s.sets_unique}
+        t_frees = _frees_unique(transaction, tables)
+        linked = any(child in touched for parent in t_deleted for child, _ in tables.children(parent)) or any(
+            child in t_touched for parent in deleted for child, _ in tables.children(parent)
+        )
+        linked = linked or bool(t_frees & setters)
+        if position > start and (linked or count + len(transaction) > max_steps):
+            result.append(range(start, position))
+            start, count = position, 0
+            deleted, touched, setters = set(), set(), set()
+        deleted |= t_deleted
+        touched |= t_touched
+        setters |= t_setters
+        count += len(transaction)
+    if transactions:
+        result.append(range(start, len(transactions)))
+    return result
+
+
+def _frees_unique(transaction: Sequence[Step], tables: Tables) -> set[str]:
+    """Tables with a unique index where the transaction may free an indexed value of a row it did not
+    insert itself (a delete, or a PATCH of indexed columns)."""
+    inserted: set[RowRef] = set()
+    seen: set[RowRef] = set()
+    frees: set[str] = set()
+    for step in transaction:
+        ref = (step.table, step.row)
+        if ref not in seen and step.kind == "PUT":
+            inserted.add(ref)
+        seen.add(ref)
+        frees_value = step.kind == "DELETE" or (step.kind == "PATCH" and step.sets_unique)
+        if frees_value and step.table in tables.unique and ref not in inserted:
+            frees.add(step.table)
+    return frees
+
+
+def _slot_key(step: Step, rank: int) -> tuple[int, int, int]:
+    if step.kind == "DELETE":
+        return (1, -rank, 0)
+    return (0, rank, _KIND_ORDER[step.kind])
+
+
+def _topological(graph: _Graph) -> list[int] | None:
+    """Kahn's algorithm over steps and barriers, queue order among the ready steps; ``None`` on a cycle."""
+    total = len(graph.before)
+    after: list[list[int]] = [[] for _ in range(total)]
+    waiting = [len(b) for b in graph.before]
+    for b, preds in enumerate(graph.before):
+        for a in preds:
+            after[a].append(b)
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        a = heapq.heappop(ready)
+        order.append(a)
+        for b in after[a]:
+            waiting[b] -= 1
+            if waiting[b] == 0:
+                heapq.heappush(ready, b)
+    return order if len(order) == total else None
+
+
+Slot = tuple[int, int, int, int]
+
+
+def plan(steps: Sequence[Step], tables: Tables) -> Plan:
+    """Order the steps of one group (queue order: transaction by transaction, operation by operation)
+    into batches.
+
+    Returns:
+        the batches in execution order; every step is in exactly one batch.
+    """
+    if not steps:
+        return Plan(())
+    graph = _edges(steps, tables)
+    order = list(range(len(steps))) if not any(graph.before) else _topological(graph)
+    if order is None:
+        return Plan(tuple(Batch(s.table, s.kind, (i,)) for i, s in enumerate(steps)), ordered=False)
+    ranks = table_ranks(tables, [s.table for s in steps])
+    slots: list[Slot] = [(0, 0, 0, 0)] * len(graph.before)
+    for b in order:
+        if b >= graph.steps:  # a barrier sits at the latest of its members
+            slots[b] = max((slots[a] for a in graph.before[b]), default=(0, 0, 0, 0))
+            continue
+        step = steps[b]
+        key = _slot_key(step, ranks[step.table])
+        round_ = 0
+        for a in graph.before[b]:
+            other = slots[a]
+            round_ = max(round_, other[0] if key > other[1:] else other[0] + 1)
+        slots[b] = (round_, *key)
+    buckets: dict[tuple[object, ...], list[int]] = {}
+    for b in order:
+        if b < graph.steps:
+            step = steps[b]
+            buckets.setdefault((*slots[b], step.table, step.columns), []).append(b)
+    batches = []
+    for bucket in sorted(buckets, key=lambda k: (k[:4], buckets[k][0])):
+        members = buckets[bucket]
+        first = steps[members[0]]
+        speculative = first.kind == "PUT" and first.table in tables.unique and len({steps[m].tx for m in members}) > 1
+        batches.append(Batch(first.table, first.kind, tuple(members), speculative))
+    return Plan(tuple(batches))
