@@ -533,13 +533,17 @@ def update_many(
         sql = values_join_update_sql(
             qualified(table.name, quote), quote(key.name), [quote(n) for n in names], [], len(part), marks
         )
-        params = _row_params(table, key, list(part), names)
-        if guard is not None:
-            sql += f" WHERE t.{quote(guard[0].name)} = {param_sql(guard[0])}"
-            params = (*params, to_driver(guard[1], guard[0]))
-        cursor.execute(sql, params)
+        cursor.execute(*_guarded(sql, _row_params(table, key, list(part), names), guard, " WHERE t."))
         matched += int(cursor.rowcount)
     return matched
+
+
+def _guarded(sql: str, params: tuple[Any, ...], guard: Guard, joint: str) -> tuple[str, tuple[Any, ...]]:
+    """``sql`` and ``params`` restricted to the guard's owner (``joint`` + ``owner = CAST(%s AS ...)``)."""
+    if guard is None:
+        return sql, params
+    column, value = guard
+    return f"{sql}{joint}{quote(column.name)} = {param_sql(column)}", (*params, to_driver(value, column))
 
 
 def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None) -> int:
@@ -549,11 +553,7 @@ def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any
     deleted = 0
     for part in chunks(key_values, CHUNK):
         sql = delete_in_sql(qualified(table.name, quote), quote(key.name), len(part), param_sql(key))
-        params = tuple(to_driver(v, key) for v in part)
-        if guard is not None:
-            sql += f" AND {quote(guard[0].name)} = {param_sql(guard[0])}"
-            params = (*params, to_driver(guard[1], guard[0]))
-        cursor.execute(sql, params)
+        cursor.execute(*_guarded(sql, tuple(to_driver(v, key) for v in part), guard, " AND "))
         deleted += int(cursor.rowcount)
     return deleted
 
