@@ -145,6 +145,18 @@ def test_real_refused_connection_is_a_retryable_connection_failure(connect: Any)
     assert (result.kind, result.number) == ("connection", 20009)
 
 
+def test_refused_connect_after_an_earlier_login_is_a_connection_failure() -> None:
+    # Given what pymssql raised for a refused connect in a process that had logged in before: the
+    # number is the stale 5703 of that login ("Changed language setting"), the text DB-Lib's 20009
+    text = (
+        b"Changed language setting to 'us_english'DB-Lib error message 20009, severity 9:\n"
+        b"Unable to connect: TDS server is unavailable or does not exist (127.0.0.1)\n"
+        b"Net-Lib error during Connection refused (111)\n"
+    )
+    # When classified / Then it is a retryable connection failure, not UNCLASSIFIED_ERROR
+    assert retryable(after_connect(5703, text)).kind == "connection"
+
+
 def test_driver_error_without_a_number_is_a_retryable_connection_failure() -> None:
     # Given pymssql's InterfaceError on a closed connection (no SQL Server number)
     # When / Then it is a retryable connection failure

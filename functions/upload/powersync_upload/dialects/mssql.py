@@ -560,6 +560,11 @@ def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any
 
 # ---- classification ------------------------------------------------------------------------------
 
+LOGIN_INFO = (5701, 5703, 5704)
+"""Informational messages of every successful login (changed database context, language, character
+set). pymssql reports the last message number it saw, so a later failed connect (DB-Lib 20009) can
+arrive under one of these: a connection failure."""
+
 IN_PROCESS = {1205: "deadlock", 1222: "lock_timeout", 3960: "snapshot_conflict"}
 """Retried in process: deadlock victim, lock request timeout, snapshot isolation update conflict."""
 
@@ -707,7 +712,7 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
     if not isinstance(exc, driver_errors):
         return None
     number, message = error_number(exc)
-    if number is None or 20000 <= number <= 20099:
+    if number is None or 20000 <= number <= 20099 or number in LOGIN_INFO:
         return RetryableError("connection", number=number)  # DB-Lib: connection lost, refused or timed out
     if number in IN_PROCESS:
         return RetryableError(IN_PROCESS[number], in_process=True, number=number)
