@@ -153,8 +153,9 @@ def test_refused_connect_after_an_earlier_login_is_a_connection_failure() -> Non
         b"Unable to connect: TDS server is unavailable or does not exist (127.0.0.1)\n"
         b"Net-Lib error during Connection refused (111)\n"
     )
-    # When classified / Then it is a retryable connection failure, not UNCLASSIFIED_ERROR
-    assert retryable(after_connect(5703, text)).kind == "connection"
+    # When classified / Then it is a retryable connection failure under DB-Lib's number, not UNCLASSIFIED_ERROR
+    result = retryable(after_connect(5703, text))
+    assert (result.kind, result.number) == ("connection", 20009)
 
 
 def test_driver_error_without_a_number_is_a_retryable_connection_failure() -> None:

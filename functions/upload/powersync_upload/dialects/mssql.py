@@ -565,6 +565,8 @@ LOGIN_INFO = (5701, 5703, 5704)
 set). pymssql reports the last message number it saw, so a later failed connect (DB-Lib 20009) can
 arrive under one of these: a connection failure."""
 
+_DB_LIB = re.compile(r"DB-Lib error message (\d+)")
+
 IN_PROCESS = {1205: "deadlock", 1222: "lock_timeout", 3960: "snapshot_conflict"}
 """Retried in process: deadlock victim, lock request timeout, snapshot isolation update conflict."""
 
@@ -712,6 +714,8 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
     if not isinstance(exc, driver_errors):
         return None
     number, message = error_number(exc)
+    if number in LOGIN_INFO and (db_lib := _DB_LIB.search(message)):
+        number = int(db_lib.group(1))  # FreeTDS's own (client-side, English) text names the real one
     if number is None or 20000 <= number <= 20099 or number in LOGIN_INFO:
         return RetryableError("connection", number=number)  # DB-Lib: connection lost, refused or timed out
     if number in IN_PROCESS:
