@@ -27,8 +27,9 @@
   number, and a rollback after SQL Server already rolled back (3903) cannot happen, in any language.
 * Statements end after the query timeout set once at connect with ``pymssql.connect(timeout=...)``
   (the documented parameter; pymssql applies it through FreeTDS ``dbsettime``, which is
-  process-global: one connection per container) as DB-Lib 20003, retryable, the connection then
-  discarded. Lock waits end earlier, after ``SET LOCK_TIMEOUT`` (error 1222, retried in process),
+  process-global: one connection per container) as DB-Lib 20003, or 20047 once FreeTDS has
+  closed the timed-out connection (seen on Babelfish): retryable, the connection then discarded.
+  Lock waits end earlier, after ``SET LOCK_TIMEOUT`` (error 1222, retried in process),
   except in RDS Proxy mode (:func:`proxy_mode`), which changes no session state at all.
 * Babelfish for Aurora PostgreSQL (``@@VERSION`` starts with "Babelfish", :func:`is_babelfish`)
   speaks the same protocol and numbers; its differences are handled here: an unmapped PostgreSQL
