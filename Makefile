@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SAM_VENV ?= .venv-sam
+# The SAM CLI used by make sam-validate / sam-build and by .github/workflows/deploy.yml (keep both equal:
+# tests/unit/test_build_pins.py checks it).
+SAM_CLI_VERSION := 1.170.0
 export PYTHONPATH := functions/upload
 EVENT ?= events/01-shape-a-two-transactions.json
 
-.PHONY: help install demo invoke serve test lint typecheck unit integration conformance actionlint test-client openapi sam-validate sam-build clean bench bench-drain
+.PHONY: help install demo invoke serve test lint typecheck unit integration conformance test-next actionlint test-client openapi sam-validate sam-build clean bench bench-memory bench-drain
 
 help:
-	@echo "make demo | invoke EVENT=events/x.json | serve | test | lint | typecheck | actionlint | bench | bench-drain | sam-validate | sam-build"
+	@echo "make demo | invoke EVENT=events/x.json | serve | test | unit | integration | conformance | test-next | lint | typecheck | actionlint | bench | bench-memory | bench-drain | sam-validate | sam-build"
 
 $(VENV)/.installed: requirements-dev.txt layers/deps/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +32,8 @@ serve: install  ## local HTTP server on 127.0.0.1:$${PORT:-3000}
 	$(PY) -m powersync_upload.local serve
 
 lint: install
-	$(PY) -m ruff check functions tests bench
-	$(PY) -m ruff format --check functions tests bench
+	$(PY) -m ruff check functions tests bench layers
+	$(PY) -m ruff format --check functions tests bench layers
 
 typecheck: install
 	$(PY) -m mypy
@@ -44,6 +47,20 @@ test: lint typecheck  ## the README's test command: lint, types, unit, integrati
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory test-client
 
+unit: install  ## unit and property tests: no database server (SQLite files at most)
+	$(PY) -m pytest -q tests/unit tests/property
+
+integration: install  ## the handler against real databases, fault injection, limits, security
+	$(PY) -m pytest -q tests/integration tests/security
+
+conformance: install  ## the shared cases (../shared/cases) on every dialect here, both modes
+	$(PY) -m pytest -q tests/conformance
+
+NEXT_CASES ?= $(abspath $(CURDIR)/../shared/cases/next)
+
+test-next: install  ## the cases of open issues (../shared/cases/next), exactly as `make conformance` runs the shared ones
+	SHARED_CASES="$(NEXT_CASES)" $(PY) -m pytest -q tests/conformance
+
 CLIENT_DIR := clients/typescript
 
 $(CLIENT_DIR)/node_modules/.installed: $(CLIENT_DIR)/package.json $(CLIENT_DIR)/package-lock.json
@@ -53,16 +70,16 @@ $(CLIENT_DIR)/node_modules/.installed: $(CLIENT_DIR)/package.json $(CLIENT_DIR)/
 test-client: install $(CLIENT_DIR)/node_modules/.installed  ## the TypeScript connector: unit, real SDK (Node) against `serve`, npm pack + install, headless Chromium (Node 20+)
 	cd $(CLIENT_DIR) && PYTHON="$(abspath $(PY))" npm test
 
-$(SAM_VENV)/.installed:
+$(SAM_VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli
+	$(SAM_VENV)/bin/pip install --quiet "aws-sam-cli==$(SAM_CLI_VERSION)"
 	touch $@
 
 sam-validate: $(SAM_VENV)/.installed
-	AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint
 
 sam-build: $(SAM_VENV)/.installed
-	AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam build
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam build
 
 clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache $(CLIENT_DIR)/dist $(CLIENT_DIR)/build $(CLIENT_DIR)/artifacts
@@ -70,9 +87,20 @@ clean:
 openapi: install  ## regenerate openapi.json from the handler's models (a test fails when it is stale)
 	$(PY) -m powersync_upload.openapi
 
-bench: install  ## fast path vs per-operation baseline, then the connector's queue drain; prints figures (never asserts)
-	$(PY) bench/bench.py
+# The import time and the memory at the body cap are measured with the Lambda runtime's Python (3.12)
+# and the layer's requirements; without a python3.12 here they fall back to $(PY) (said in the output).
+PYTHON312 ?= $(firstword $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))
+BENCH_VENV := .local/venv312
+
+$(BENCH_VENV)/.installed: layers/deps/requirements.txt
+	$(if $(PYTHON312),$(PYTHON312) -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install --quiet -r $< && touch $@,@echo "no python3.12: the import time is measured with $(PY)")
+
+bench: install $(BENCH_VENV)/.installed  ## planned vs per-operation, loopback and +1 ms per round trip, then the connector's queue drain; prints figures (never asserts). BENCH_ARGS=--quick
+	$(PY) bench/bench.py $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-drain
+
+bench-memory: install $(BENCH_VENV)/.installed  ## peak RSS at the body cap (PostgreSQL) and the import time of app
+	$(PY) bench/memory.py
 
 bench-drain: install $(CLIENT_DIR)/node_modules/.installed  ## 500 offline transactions drained through a 100 ms round-trip proxy: this connector vs one transaction per request
 	cd $(CLIENT_DIR) && PYTHON="$(abspath $(PY))" npm run --silent bench:drain

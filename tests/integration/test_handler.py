@@ -335,3 +335,14 @@ def test_metrics_are_emitted_as_emf_without_names_or_values(
     assert any(d.get("ErrorCode") == "NOT_NULL_VIOLATION" for d in documents)
     assert "OperationsPerRequest" in merged and "ApplyDurationMs" in merged
     assert all(secret not in json.dumps(d) for d in documents)
+
+
+def test_the_garbage_collector_runs_again_after_a_request(demo_db: tuple[str, str, Runtime]) -> None:
+    # Given the collector enabled, as in a fresh Lambda container
+    import gc
+
+    assert gc.isenabled()
+    # When a request is handled (it pauses the collector while it runs)
+    assert call({"batch": [_put_list()]}).status == 200
+    # Then the collector is enabled again for the time between requests
+    assert gc.isenabled()

@@ -2,8 +2,10 @@
 and the introspected schema.
 
 A Lambda container handles one request at a time, so one connection per container is enough. It is not
-pinged: the engine's first statement of a request (``begin``) is the liveness check, and a kept
-connection that fails there is replaced once, before any work. Credentials come
+pinged: the first statement of a transaction (:meth:`Database.begin`) is the liveness check, and a kept
+connection that the server closed while it sat idle (``pg_terminate_backend``, an idle-session timeout,
+a failover, a NAT or proxy idle cut) fails there and is replaced once, before anything of the
+transaction was sent, within the time the request has left. Credentials come
 from ``DATABASE_URL`` or, deployed, from a Secrets Manager secret in the RDS secret JSON shape
 (``{"engine", "host", "port", "username", "password", "dbname"}``), cached by Powertools Parameters
 and fetched again once after a login failure (a rotated password).
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote as urlquote
@@ -24,6 +27,14 @@ from .errors import RetryableError
 from .schema import SchemaCache, TableSchema
 
 logger = logging.getLogger(__name__)
+
+LOST_CONNECTION_KINDS = frozenset({"connection", "admin_shutdown", "crash_shutdown"})
+"""Retryable kinds (:class:`RetryableError`) that mean the server closed the session: the kept
+connection is dead, not the database busy. PostgreSQL's ``pg_terminate_backend`` is 57P01
+``admin_shutdown``; SQL Server's KILL and DB-Lib's lost-connection errors are ``connection``."""
+LOST_CONNECTION_STATES = frozenset({"57P05"})
+"""SQLSTATEs of a closed session that the dialect does not class as retryable: PostgreSQL 14+'s
+``idle_session_timeout`` (57P05, "terminating connection due to idle-session timeout")."""
 
 _SECRET_ENGINES = {
     "sqlserver": "mssql",
@@ -117,6 +128,49 @@ class Database:
             self._conn = self._connect(timeout_s)
             self.fresh = True
         return self._conn
+
+    def begin(self, budget: Callable[[], float]) -> Any:
+        """A connection with an open transaction. A connection kept from an earlier invocation that
+        fails this first statement because the server closed it while idle is replaced once: nothing of
+        the transaction was sent yet, so the second try is safe. Each try gets only the time left.
+
+        Args:
+            budget: seconds the request may still spend (called before each try); it raises
+                :class:`RetryableError` ("deadline") when too little is left.
+
+        Returns:
+            the connection, inside a transaction opened with ``dialect.begin``.
+
+        Raises:
+            RetryableError: no connection within the budget, or the deadline came first.
+            Exception: the driver's error from ``begin`` on a fresh connection, or one that is not a
+                lost connection (the caller classifies it).
+        """
+        seconds = budget()
+        conn = self.connection(min(10.0, seconds))
+        try:
+            self.dialect.begin(conn, seconds)
+            return conn
+        except Exception as exc:
+            if self.fresh or not self.is_lost_connection(exc):
+                raise
+            number = getattr(self.dialect.classify(exc), "number", None)
+            logger.info(
+                "kept connection was closed by the server; reconnecting once",
+                extra={"error_type": type(exc).__name__, "error_number": number},
+            )
+            self.discard()
+        seconds = budget()
+        conn = self.connection(min(10.0, seconds))
+        self.dialect.begin(conn, seconds)
+        return conn
+
+    def is_lost_connection(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the server closed the session (see :data:`LOST_CONNECTION_KINDS`)."""
+        classified = self.dialect.classify(exc)
+        if isinstance(classified, RetryableError):
+            return classified.kind in LOST_CONNECTION_KINDS
+        return classified is not None and getattr(classified, "number", None) in LOST_CONNECTION_STATES
 
     def mark_used(self) -> None:
         """The kept connection has served a transaction: it is no longer ``fresh``."""

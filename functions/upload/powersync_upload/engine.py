@@ -474,25 +474,9 @@ class _Run:
         return budget
 
     def _begin(self) -> Any:
-        """A connection with an open transaction. A connection kept from an earlier invocation that
-        fails here with a connection error (before any work) is replaced once: that is the liveness
-        check. The second try gets only the time that is left."""
-        db = self.db
-        budget = self._budget()
-        conn = db.connection(min(10.0, budget))
-        try:
-            db.dialect.begin(conn, budget)
-            return conn
-        except Exception as exc:
-            classified = db.dialect.classify(exc)
-            if db.fresh or not (isinstance(classified, RetryableError) and classified.kind == "connection"):
-                raise
-            logger.info("kept connection is dead; reconnecting once")
-            db.discard()
-        budget = self._budget()
-        conn = db.connection(min(10.0, budget))
-        db.dialect.begin(conn, budget)
-        return conn
+        """A connection with an open transaction; a kept connection the server closed while idle is
+        replaced once (:meth:`Database.begin`)."""
+        return self.db.begin(self._budget)
 
     def _commit(self, conn: Any, group: list[_Tx]) -> None:
         db = self.db

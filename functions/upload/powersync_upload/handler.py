@@ -4,12 +4,13 @@ This is the only module that knows HTTP. It checks the body size and the caller'
 the Powertools resolver validate the body against the contract's pydantic models, hands the
 transactions to the engine, and turns the :class:`~powersync_upload.engine.Outcome` into a status:
 200 after COMMIT, 503 with ``Retry-After`` when the client must send again, 400/401/413 for a broken
-envelope, token or size (DESIGN.md section 1).
+envelope, token or size (docs/contract.md, section 1).
 """
 
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import math
 import time
@@ -37,6 +38,17 @@ copy_config_to_registered_loggers(source_logger=logger, include={"powersync_uplo
 
 UPLOAD_PATH = "/api/data"
 LAMBDA_MARGIN_S = 2.0
+"""Seconds kept back from the Lambda timeout to answer before the runtime kills the invocation."""
+LAMBDA_EVENT_LIMIT = 6_291_456
+"""Lambda's synchronous invocation payload limit (6 MB), for the whole event as JSON: headers,
+authorizer claims and the body after JSON escaping (or base64, x4/3). API Gateway answers a larger
+event itself: the function never sees it. :func:`event_size` applies the same limit here, so ``serve``
+and ``invoke`` refuse what AWS would."""
+MAX_REQUEST_AGE_S = 900.0
+"""A ``requestContext.timeEpoch`` older than Lambda's longest timeout (or in the future by more
+than :data:`CLOCK_SKEW_S`) is not a live request's (a replayed event file): the deadline then
+counts from the handler's start."""
+CLOCK_SKEW_S = 5.0
 
 
 def _int_token(text: str) -> int | Decimal:
@@ -46,7 +58,7 @@ def _int_token(text: str) -> int | Decimal:
 
 
 def lenient_json(text: str) -> Any:
-    """Parse a body as DESIGN section 2 asks: non-integers as exact ``Decimal``; ``NaN``, ``Infinity``,
+    """Parse a body as docs/contract.md section 2 asks: non-integers as exact ``Decimal``; ``NaN``, ``Infinity``,
     huge integers and numbers beyond float range as tokens, so each is rejected per value later, never
     as a 400.
 
@@ -183,6 +195,9 @@ def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
     """Apply a PowerSync upload: shape A (reference write API) or shape B (``CrudEntry.toJSON()`` list)."""
     rt: Runtime = app.context["runtime"]
     parsed = to_upload(body, rt.config.max_transactions)
+    # Powertools caches the parsed JSON on the event; the operations now hold what is needed of it.
+    # Free it before the engine runs: at the body cap it is the largest object of the request.
+    vars(app.current_event).pop("json_body", None)
     if not parsed.transactions:
         return _json_response(200, UploadResponse(results=[]).to_json())
     started = time.perf_counter()
@@ -218,13 +233,14 @@ def _log_outcome(shape: str, outcome: Outcome) -> None:
             },
         )
     logger.info(
-        "upload applied",
+        observability.outcome_message(outcome),
         extra={
             "shape": shape,
             "transactions": len(outcome.results),
             "committed": outcome.committed,
+            "rejected": len(outcome.fatal),
             "recorded_errors": outcome.recorded,
-            "status": 503 if outcome.retry_after_ms else 200,
+            "status": 503 if outcome.retry_after_ms is not None else 200,
         },
     )
 
@@ -256,8 +272,60 @@ def _body_size(event: dict[str, Any]) -> int:
     return len(body.encode("utf-8", "surrogatepass"))
 
 
-def _request_deadline(settings: Settings, context: Any) -> Deadline:
-    seconds = settings.deadline_s
+def event_size(event: dict[str, Any]) -> int:
+    """The event's size in bytes as Lambda counts it against :data:`LAMBDA_EVENT_LIMIT`: the event
+    as compact JSON, UTF-8 (the body JSON-escaped, or base64 as it arrived). A body whose escaped
+    form cannot reach the limit (6 bytes per byte at most, ``\\u0001``) is not serialized."""
+    body = event.get("body") or ""
+    rest = {k: v for k, v in event.items() if k != "body"}
+    rest_size = len(json.dumps(rest, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8"))
+    raw = len(body) if event.get("isBase64Encoded") else len(body.encode("utf-8", "surrogatepass"))
+    if rest_size + 6 * raw + 16 < LAMBDA_EVENT_LIMIT:
+        return rest_size + raw + len(',"body":""')
+    escaped = json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return rest_size + len(escaped) + len(',"body":')
+
+
+def too_large(event: dict[str, Any], max_body_bytes: int) -> str | None:
+    """The 413 message naming the limit the request breaks, or ``None`` when it fits both.
+
+    Args:
+        event: the API Gateway payload v2 event, body as it arrived (base64 or text).
+        max_body_bytes: ``MAX_BODY_BYTES``, the decoded body's cap.
+    """
+    body = _body_size(event)
+    if body > max_body_bytes:
+        return (
+            f"request body is {body} bytes, over MAX_BODY_BYTES ({max_body_bytes}): send smaller batches "
+            "(fewer transactions per request)"
+        )
+    size = event_size(event)
+    if size > LAMBDA_EVENT_LIMIT:
+        return (
+            f"request is {size} bytes as a Lambda event (headers plus the body after JSON escaping or base64), "
+            f"over Lambda's {LAMBDA_EVENT_LIMIT}-byte invocation payload limit: send smaller batches "
+            "(fewer transactions per request)"
+        )
+    return None
+
+
+def _request_age_s(event: dict[str, Any]) -> float:
+    """Seconds since API Gateway received the request (``requestContext.timeEpoch``, ms), so the
+    deadline includes a cold start; 0 when the timestamp is missing or not plausible."""
+    epoch_ms = (event.get("requestContext") or {}).get("timeEpoch")
+    if not isinstance(epoch_ms, int | float) or isinstance(epoch_ms, bool):
+        return 0.0
+    age = time.time() - epoch_ms / 1000
+    if age < -CLOCK_SKEW_S or age > MAX_REQUEST_AGE_S:
+        return 0.0
+    return max(0.0, age)
+
+
+def request_deadline(settings: Settings, event: dict[str, Any], context: Any) -> Deadline:
+    """When this request must have answered: ``DEADLINE_S`` after API Gateway received it (its
+    ``timeEpoch``: a cold start in a VPC counts), and :data:`LAMBDA_MARGIN_S` before the Lambda
+    timeout, whichever comes first; at least 0.5 s, so a late request still answers a clean 503."""
+    seconds = settings.deadline_s - _request_age_s(event)
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
     if callable(remaining_ms):
         seconds = min(seconds, remaining_ms() / 1000 - LAMBDA_MARGIN_S)
@@ -271,19 +339,38 @@ def _is_upload(event: dict[str, Any]) -> bool:
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """API Gateway HTTP API (payload format 2.0) entry point."""
+    """API Gateway HTTP API (payload format 2.0) entry point.
+
+    The cyclic garbage collector is paused while a request runs (and what the imports built is frozen
+    out of its reach once): a 10,000-operation body allocates hundreds of thousands of objects, and
+    the collector's passes over them cost about 40% of the request's time, while almost everything a
+    request allocates is freed by reference counting. It runs again, and collects, between requests.
+    """
+    global _frozen
+    if not _frozen:
+        gc.freeze()
+        _frozen = True
+    paused = gc.isenabled()
+    gc.disable()
     try:
         return _handle(event, context)
     finally:
+        if paused:
+            gc.enable()
         observability.flush()
+
+
+_frozen = False
 
 
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rt = runtime()
-    app.append_context(runtime=rt, deadline=_request_deadline(rt.settings, context))
+    app.append_context(runtime=rt, deadline=request_deadline(rt.settings, event, context))
     if _is_upload(event):
-        if _body_size(event) > rt.settings.max_body_bytes:
-            return _plain_response(413, f"body over {rt.settings.max_body_bytes} bytes: send smaller batches")
+        oversize = too_large(event, rt.settings.max_body_bytes)
+        if oversize is not None:
+            logger.info("request too large", extra={"body_bytes": _body_size(event)})
+            return _plain_response(413, oversize)
         decoded = _text_body(event)
         if decoded is None:
             return _plain_response(400, "request body is not UTF-8 JSON (send it uncompressed)")

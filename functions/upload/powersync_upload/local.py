@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import errno
 import json
 import os
 import sqlite3
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEMO_DB = PROJECT_ROOT / ".local" / "demo.sqlite"
@@ -265,21 +267,73 @@ class LocalServer(ThreadingHTTPServer):
     daemon_threads = True
 
 
+def database_label(url: str) -> str:
+    """The database a URL points at, for a person to read: scheme, user, host, port and database,
+    never the password (``postgresql://postgres@127.0.0.1:5432/app``; SQLite: the file)."""
+    if url.startswith("sqlite:"):
+        return f"SQLite {url.removeprefix('sqlite:///') or url}"
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
+
+
+def _database_in_use(settings: Any) -> str:
+    if settings.database_url:
+        return f"{database_label(settings.database_url)} (DATABASE_URL)"
+    if settings.db_secret_id:
+        return f"the Secrets Manager secret {settings.db_secret_id} (DB_SECRET_ID), read on the first upload"
+    return f"SQLite {settings.local_sqlite} (the demo database; set DATABASE_URL for another)"
+
+
 def serve(port: int) -> int:
-    """Serve the handler on 127.0.0.1:``port`` until interrupted."""
+    """Serve the handler on 127.0.0.1:``port`` until interrupted.
+
+    The settings and ``UPLOAD_CONFIG`` are loaded before listening, as a cold start would: a mistake
+    stops ``serve`` with the message naming the key, instead of a server that answers nothing.
+
+    Returns:
+        0 after Ctrl-C; 2 when the configuration is invalid or the port is taken (the message says
+        what to do).
+    """
     _use_local_database(fresh=False)
     os.environ["AUTH_MODE"] = "handler"
+    development_token = None
     if not any(os.environ.get(k) for k in ("JWT_SECRET", "JWT_JWKS_URL", "JWT_JWKS_FILE")):
         os.environ["JWT_SECRET"] = DEV_SECRET
         import jwt
 
-        token = jwt.encode(
+        development_token = jwt.encode(
             {"sub": "11111111-1111-1111-1111-111111111111", "exp": int(time.time()) + 86400},
             DEV_SECRET,
             algorithm="HS256",
         )
-        print(f"JWT_SECRET not set: using a development secret. A token for user 1111...1111, valid 24 h:\n{token}")
-    server = LocalServer(("127.0.0.1", port), _Handler)
+    from .config import ConfigError
+    from .handler import runtime
+
+    try:
+        rt = runtime()
+    except ConfigError as exc:
+        print(f"serve: configuration error, not started: {exc}", file=sys.stderr)
+        return 2
+    try:
+        server = LocalServer(("127.0.0.1", port), _Handler)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"serve: port {port} on 127.0.0.1 is already in use (another `make serve`?). Stop that process, "
+            f"or pick another port: PORT={port + 1} make serve",
+            file=sys.stderr,
+        )
+        return 2
+    if development_token is not None:
+        print(
+            "JWT_SECRET not set: using a development secret. A token for user 1111...1111, valid 24 h:\n"
+            + development_token
+        )
+    print(f"database: {_database_in_use(rt.settings)}")
+    print(f"upload configuration: {rt.settings.upload_config}")
     print(
         f"serving POST http://127.0.0.1:{port}/api/data, GET /health and GET {OPENAPI_PATH} (Ctrl-C to stop)",
         flush=True,

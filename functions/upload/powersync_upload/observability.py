@@ -1,6 +1,8 @@
 """Metrics of applied uploads, as CloudWatch embedded metric format (EMF) through Powertools Metrics.
 
-Namespace ``PowerSyncUpload`` (``POWERTOOLS_METRICS_NAMESPACE`` overrides), dimension ``service``:
+Namespace ``PowerSyncUpload`` (``POWERTOOLS_METRICS_NAMESPACE`` overrides), dimension ``service``
+(``POWERTOOLS_SERVICE_NAME``; deployed, the stack name, so each stack's alarms read its own metrics;
+default ``powersync-upload``):
 
 * ``TransactionsApplied`` (Count): committed transactions;
 * ``TransactionsRejected`` (Count): fatal results, also per ``ErrorCode`` dimension;
@@ -12,6 +14,9 @@ Namespace ``PowerSyncUpload`` (``POWERTOOLS_METRICS_NAMESPACE`` overrides), dime
 Only counts, durations and error codes are emitted: never names or values from a request. The local
 commands and the tests turn metrics off (``POWERTOOLS_METRICS_DISABLED``) unless asked for.
 
+Each request ends with one log line named by its outcome (:func:`outcome_message`): "upload applied"
+only when everything committed, never for a 503.
+
 Powertools Metrics is imported on the first upload, not at cold start (it costs ~40 ms of import),
 and :func:`flush` writes the request's metrics when the handler returns.
 """
@@ -22,6 +27,7 @@ import os
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from .contract import RetryableResult
 from .engine import Outcome
 
 if TYPE_CHECKING:
@@ -30,11 +36,23 @@ if TYPE_CHECKING:
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "PowerSyncUpload")
 
 
+DEFAULT_SERVICE = "powersync-upload"
+
+
+def service() -> str:
+    """The ``service`` dimension of every metric: ``POWERTOOLS_SERVICE_NAME``, else ``powersync-upload``."""
+    return os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE
+
+
 @lru_cache(maxsize=1)
-def _metrics() -> Metrics:
+def _metrics_for(service_name: str) -> Metrics:
     from aws_lambda_powertools import Metrics
 
-    return Metrics(namespace=NAMESPACE, service="powersync-upload")
+    return Metrics(namespace=NAMESPACE, service=service_name)
+
+
+def _metrics() -> Metrics:
+    return _metrics_for(service())
 
 
 _pending = False
@@ -75,5 +93,24 @@ def record(outcome: Outcome, operations: int, duration_ms: float, errors_table: 
         with single_metric(
             name="TransactionsRejected", unit=MetricUnit.Count, value=count, namespace=NAMESPACE
         ) as metric:
-            metric.add_dimension(name="service", value="powersync-upload")
+            metric.add_dimension(name="service", value=service())
             metric.add_dimension(name="ErrorCode", value=code)
+
+
+def outcome_message(outcome: Outcome) -> str:
+    """The request's closing log line, named by what happened (search the logs by it):
+
+    * ``upload applied``: 200, every transaction committed;
+    * ``upload applied with rejections``: 200, some transactions rejected (reverted on the device);
+    * ``upload rejected``: 200, no transaction committed, at least one rejected;
+    * ``upload partly applied, rest to retry``: 200 (shape A) after a retryable failure that stopped
+      the request once something had committed;
+    * ``upload not applied, retry``: 503, nothing kept from the failed part; the client sends again.
+    """
+    if outcome.retry_after_ms is not None:
+        return "upload not applied, retry"
+    if any(isinstance(r, RetryableResult) for r in outcome.results):
+        return "upload partly applied, rest to retry"
+    if outcome.fatal:
+        return "upload rejected" if outcome.committed == 0 else "upload applied with rejections"
+    return "upload applied"

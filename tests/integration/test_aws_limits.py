@@ -1,0 +1,157 @@
+"""What API Gateway and Lambda enforce, enforced the same way by the handler: the 6 MB invocation
+payload limit on the whole event (so ``serve`` refuses what AWS would), ``MAX_BODY_BYTES`` on the
+body, and a deadline counted from when API Gateway received the request (``timeEpoch``), so a cold
+start is inside it. Real SQLite database, real handler, events as API Gateway builds them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from powersync_upload.handler import LAMBDA_EVENT_LIMIT, Runtime, event_size, lambda_handler, set_runtime
+from powersync_upload.local import LocalContext, schema_scripts
+from tests.support import ROOT, RowReader, authorization, event, install_runtime, reset_database
+
+CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
+LIST = "a0000000-0000-4000-8000-000000000001"
+
+
+@pytest.fixture
+def sqlite_rt(tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
+    url = reset_database("sqlite", schema_scripts("sqlite"), tmp_path)
+    rt = install_runtime(url, CONFIG, max_body_bytes=10 * 1024 * 1024)
+    yield url, rt
+    rt.db.discard()
+    set_runtime(None)
+
+
+def _invoke(payload: dict[str, Any]) -> tuple[int, Any]:
+    out = lambda_handler(payload, LocalContext())  # type: ignore[arg-type]
+    return int(out["statusCode"]), json.loads(out["body"])
+
+
+def _quote_heavy_event(target_event_bytes: int) -> dict[str, Any]:
+    """A valid upload whose event, as compact JSON, is exactly ``target_event_bytes``: one list whose
+    ``name`` is padded with double quotes (each becomes two bytes, ``\\"``, inside the event)."""
+    template = {"batch": [{"op": "PUT", "type": "lists", "id": LIST, "tx_id": 1, "data": {"name": "PAD"}}]}
+    base = event(json.dumps(template), authorization("U1"))
+    empty = _compact_size({**base, "body": json.dumps(template).replace("PAD", "")})
+    room = target_event_bytes - empty
+    quotes, odd = divmod(room, 4)  # '"' is '\\"' in the body and '\\\\\\"' in the event: 4 bytes
+    padding = '"' * quotes + "x" * odd
+    body = json.dumps(template).replace("PAD", json.dumps(padding)[1:-1])
+    return {**base, "body": body}
+
+
+def _compact_size(payload: dict[str, Any]) -> int:
+    return len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def test_an_event_exactly_at_lambdas_limit_reaches_the_upload(sqlite_rt: tuple[str, Runtime], tmp_path: Path) -> None:
+    # Given an event file of exactly 6,291,456 bytes (a quote-heavy body of about 3 MB)
+    path = tmp_path / "at-limit.json"
+    path.write_text(json.dumps(_quote_heavy_event(LAMBDA_EVENT_LIMIT), ensure_ascii=False, separators=(",", ":")))
+    assert path.stat().st_size == LAMBDA_EVENT_LIMIT
+    loaded = json.loads(path.read_text())
+    assert event_size(loaded) == LAMBDA_EVENT_LIMIT
+    # When it is invoked
+    status, body = _invoke(loaded)
+    # Then it is not refused for its size: the upload is applied (or rejected per value), not 413
+    assert status == 200, body
+    assert len(body["results"]) == 1
+
+
+def test_one_byte_over_lambdas_limit_is_413_naming_that_limit(sqlite_rt: tuple[str, Runtime]) -> None:
+    url, _ = sqlite_rt
+    # Given the same upload one byte larger as an event, its body well under MAX_BODY_BYTES (10 MiB here)
+    over = _quote_heavy_event(LAMBDA_EVENT_LIMIT + 1)
+    assert len(over["body"].encode()) < 4 * 1024 * 1024
+    # When it is invoked
+    status, body = _invoke(over)
+    # Then it is 413, the message names Lambda's limit, and nothing was written
+    assert status == 413
+    assert "6291456-byte invocation payload limit" in body["message"]
+    assert "send smaller batches" in body["message"]
+    reader = RowReader(url)
+    try:
+        assert reader.count("lists") == 0
+    finally:
+        reader.close()
+
+
+def test_a_base64_body_counts_as_base64_in_the_event(sqlite_rt: tuple[str, Runtime]) -> None:
+    # Given a 4.9 MB upload that arrives base64-encoded (about 6.5 MB inside the event)
+    todos = [
+        {"op": "PUT", "type": "lists", "id": LIST, "tx_id": 1, "data": {"name": "n" * 4_900_000}},
+    ]
+    text = json.dumps({"batch": todos})
+    payload = {
+        **event(text, authorization("U1")),
+        "body": base64.b64encode(text.encode()).decode(),
+        "isBase64Encoded": True,
+    }
+    # When it is invoked
+    status, body = _invoke(payload)
+    # Then Lambda's limit applies to the encoded size: 413
+    assert status == 413
+    assert "invocation payload limit" in body["message"]
+
+
+def test_a_body_over_max_body_bytes_is_413_naming_max_body_bytes(sqlite_rt: tuple[str, Runtime]) -> None:
+    _, rt = sqlite_rt
+    # Given MAX_BODY_BYTES of 4096 and a 5000-byte body
+    rt.settings = rt.settings.model_copy(update={"max_body_bytes": 4096})
+    text = json.dumps({"batch": [{"op": "PUT", "type": "lists", "id": LIST, "data": {"name": "x" * 4900}}]})
+    # When it is invoked
+    status, body = _invoke(event(text, authorization("U1")))
+    # Then the 413 names MAX_BODY_BYTES and the body's size
+    assert status == 413
+    assert f"request body is {len(text)} bytes, over MAX_BODY_BYTES (4096)" in body["message"]
+
+
+def test_a_request_whose_deadline_passed_during_a_cold_start_is_503_and_writes_nothing(
+    sqlite_rt: tuple[str, Runtime],
+) -> None:
+    url, rt = sqlite_rt
+    # Given a 5 s deadline and a request API Gateway received 4.9 s ago (a slow cold start)
+    rt.settings = rt.settings.model_copy(update={"deadline_s": 5.0})
+    text = json.dumps({"batch": [{"op": "PUT", "type": "lists", "id": LIST, "data": {"name": "late"}}]})
+    late = event(text, authorization("U1"))
+    late["requestContext"]["timeEpoch"] = int((time.time() - 4.9) * 1000)
+    # When it reaches the handler
+    started = time.monotonic()
+    status, body = _invoke(late)
+    # Then it answers retry at once (the API would stop waiting soon) and writes nothing
+    assert status == 503
+    assert body["results"][0]["status"] == "retryable_error"
+    assert time.monotonic() - started < 2
+    reader = RowReader(url)
+    try:
+        assert reader.count("lists") == 0
+    finally:
+        reader.close()
+
+
+def test_a_replayed_event_file_with_an_old_time_epoch_counts_from_the_handlers_start(
+    sqlite_rt: tuple[str, Runtime],
+) -> None:
+    url, _ = sqlite_rt
+    # Given an event file saved days ago (its timeEpoch is not a live request's)
+    text = json.dumps({"batch": [{"op": "PUT", "type": "lists", "id": LIST, "data": {"name": "replayed"}}]})
+    replayed = event(text, authorization("U1"))
+    replayed["requestContext"]["timeEpoch"] = int((time.time() - 3 * 86400) * 1000)
+    # When it is invoked
+    status, _ = _invoke(replayed)
+    # Then it is applied
+    assert status == 200
+    reader = RowReader(url)
+    try:
+        assert reader.row("lists", "id", LIST, None)["name"] == "replayed"  # type: ignore[index]
+    finally:
+        reader.close()
