@@ -975,3 +975,39 @@ def test_guarded_batch_writes_type_the_owner_as_its_own_column() -> None:
     )
     assert update.endswith(" WHERE t.[owner] = CAST(%s AS nvarchar(255))")
     assert all(sql.count("%s") == len(params) for sql, params in conn.executed)
+
+
+class FoundConnection(RecordingConnection):
+    """A recording connection whose first read finds ``found`` (key, owner) rows."""
+
+    def __init__(self, found: list[tuple[Any, ...]]) -> None:
+        super().__init__()
+        self.found = found
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        rows, self.found = self.found, []
+        return rows
+
+
+def test_batch_put_checks_the_owner_in_its_locking_read_and_skips_someone_elses_row() -> None:
+    # Given two existing rows, one of them someone else's (an owned table: guarded_upsert)
+    columns = {
+        "id": mssql.column_from_catalog(catalog_row("id", "uniqueidentifier", 16)),
+        "owner": mssql.column_from_catalog(catalog_row("owner", "nvarchar", 510, collation=DATABASE_COLLATION)),
+    }
+    table, key = TableSchema("dbo.t", columns), columns["id"]
+    mine, theirs = "a0000000-0000-0000-0000-000000000001", "a0000000-0000-0000-0000-000000000002"
+    conn = FoundConnection([(mine.upper(), "U1"), (theirs, "U2")])
+
+    # When U1 PUTs both in one batch
+    written = mssql.upsert_many(
+        conn, table, key, [(mine, {"owner": "u1"}), (theirs, {"owner": "U1"})], [], columns["owner"]
+    )
+
+    # Then one read (of key and owner, locking) decides, only U1's row is updated, and the count says so
+    assert mssql.guarded_upsert is True
+    read, update = (sql for sql, _ in conn.executed)
+    assert read.startswith("SELECT [id], [owner] FROM [dbo].[t] WITH (UPDLOCK, HOLDLOCK) WHERE [id] IN")
+    assert update.count("(CAST(%s AS uniqueidentifier), CAST(%s AS nvarchar(255)))") == 1
+    assert conn.executed[1][1] == (mine, "u1")
+    assert written == 1

@@ -74,7 +74,7 @@ from ._sql import (
 )
 
 name = "mssql"
-guarded_upsert = False
+guarded_upsert = True
 PH = "%s"
 quote = quote_with("[", "]", percent=True)
 
@@ -503,14 +503,25 @@ def upsert_many(
     *,
     only_new: bool = False,
 ) -> int:
-    """Existing rows (read with UPDLOCK, HOLDLOCK) are updated with one ``UPDATE ... FROM (VALUES ...)``,
-    the others inserted with one multi-row INSERT, per 1000 rows; every value typed (:func:`param_sql`).
-    ``guard`` is not needed: the read holds the key ranges until COMMIT. ``only_new``: nothing is
-    written when a row exists."""
-    found = select_many(conn, table, key, [k for k, _ in rows], key, "update")
+    """One locking read (``UPDLOCK, HOLDLOCK``, of the key and the ``guard`` column) splits the rows:
+    existing rows whose guard matches are updated with one ``UPDATE ... FROM (VALUES ...)``, new rows
+    inserted with one multi-row INSERT, per 1000 rows, every value typed (:func:`param_sql`); existing
+    rows whose guard differs (someone else's) are left alone and not counted. The read holds the key
+    ranges until COMMIT (on Babelfish, which ignores the hints, a concurrent insert fails with 2627
+    instead). ``only_new``: nothing is written when a row exists."""
+    found = select_many(conn, table, key, [k for k, _ in rows], guard or key, "update")
     present, absent = split_by_existence(rows, found, lambda k: to_driver(k, key))
     if only_new and present:
         return 0
+    refused = 0
+    if guard is not None and present:
+        owners = {_folded(to_driver(k, key)): _folded(to_driver(v, guard)) for k, v in found}
+        allowed = [
+            (k, v)
+            for k, v in present
+            if owners.get(_folded(to_driver(k, key))) == _folded(to_driver(v[guard.name], guard))
+        ]
+        refused, present = len(present) - len(allowed), allowed
     names = list(rows[0][1])
     table_sql, key_sql = qualified(table.name, quote), quote(key.name)
     quoted, quoted_nulls = [quote(n) for n in names], [quote(n) for n in nulls]
@@ -523,7 +534,12 @@ def upsert_many(
     for part in chunks(absent, CHUNK):
         sql = insert_values_sql(table_sql, [key_sql, *quoted], len(part), marks)
         cursor.execute(sql, _row_params(table, key, list(part), names))
-    return len(rows)
+    return len(rows) - refused
+
+
+def _folded(value: Any) -> Any:
+    """Keys and owners compared as the default collations and uniqueidentifier do: case-insensitively."""
+    return str(value).casefold() if isinstance(value, (str, uuid.UUID)) else value
 
 
 def update_many(
