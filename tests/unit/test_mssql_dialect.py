@@ -158,6 +158,17 @@ def test_refused_connect_after_an_earlier_login_is_a_connection_failure() -> Non
     assert (result.kind, result.number) == ("connection", 20009)
 
 
+def test_connection_failure_is_reported_under_the_newest_db_lib_number() -> None:
+    # Given a refused connect reported under an earlier dead connection's 20047, with FreeTDS's lines
+    # for both in the text, oldest first
+    text = (
+        b"DB-Lib error message 20047, severity 9:\nDBPROCESS is dead or not enabled\n"
+        b"DB-Lib error message 20009, severity 9:\nUnable to connect: TDS server is unavailable or does not exist\n"
+    )
+    # When classified / Then the number is the newest, 20009
+    assert retryable(after_connect(20047, text)).number == 20009
+
+
 def test_driver_error_without_a_number_is_a_retryable_connection_failure() -> None:
     # Given pymssql's InterfaceError on a closed connection (no SQL Server number)
     # When / Then it is a retryable connection failure

@@ -736,9 +736,11 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
     if not isinstance(exc, driver_errors):
         return None
     number, message = error_number(exc)
-    if number in LOGIN_INFO and (db_lib := _DB_LIB.search(message)):
-        number = int(db_lib.group(1))  # FreeTDS's own (client-side, English) text names the real one
     if number is None or 20000 <= number <= 20099 or number in LOGIN_INFO:
+        # pymssql reports the last number it saw, which can be stale (an earlier login's 5703, an earlier
+        # dead connection's 20047); FreeTDS's own (client-side, English) lines name the current one last
+        db_lib = _DB_LIB.findall(message)
+        number = int(db_lib[-1]) if db_lib else number
         return RetryableError("connection", number=number)  # DB-Lib: connection lost, refused or timed out
     if number in IN_PROCESS:
         return RetryableError(IN_PROCESS[number], in_process=True, number=number)
