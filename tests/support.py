@@ -129,6 +129,20 @@ def _ensure_pg_database(url: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def _mssql_drop_statements(cursor: Any) -> list[str]:
+    """``ALTER TABLE ... DROP CONSTRAINT`` for every foreign key, then ``DROP TABLE`` for every user table."""
+    cursor.execute(
+        "SELECT QUOTENAME(s.name) + N'.' + QUOTENAME(t.name), QUOTENAME(f.name) FROM sys.foreign_keys f"
+        " JOIN sys.tables t ON f.parent_object_id = t.object_id JOIN sys.schemas s ON t.schema_id = s.schema_id"
+    )
+    statements = [f"ALTER TABLE {table} DROP CONSTRAINT {fk}" for table, fk in cursor.fetchall()]
+    cursor.execute(
+        "SELECT QUOTENAME(s.name) + N'.' + QUOTENAME(t.name) FROM sys.tables t"
+        " JOIN sys.schemas s ON t.schema_id = s.schema_id WHERE t.is_ms_shipped = 0"
+    )
+    return statements + [f"DROP TABLE {table}" for (table,) in cursor.fetchall()]
+
+
 def reset_database(dialect: str, scripts: list[Path], tmp_path: Path) -> str:
     """Empty the test database of ``dialect``, run ``scripts`` into it, and return its URL."""
     if dialect == "sqlite":
@@ -179,16 +193,10 @@ def reset_database(dialect: str, scripts: list[Path], tmp_path: Path) -> str:
         conn = db.dialect.connect(MSSQL_URL, 10)
         try:
             cursor = conn.cursor()
-            cursor.execute(
-                "DECLARE @sql nvarchar(max) = N'';"
-                "SELECT @sql += N'ALTER TABLE ' + QUOTENAME(s.name) + N'.' + QUOTENAME(t.name) + N' DROP CONSTRAINT '"
-                " + QUOTENAME(f.name) + N';' FROM sys.foreign_keys f"
-                " JOIN sys.tables t ON f.parent_object_id = t.object_id"
-                " JOIN sys.schemas s ON t.schema_id = s.schema_id;"
-                "SELECT @sql += N'DROP TABLE ' + QUOTENAME(s.name) + N'.' + QUOTENAME(t.name) + N';'"
-                " FROM sys.tables t JOIN sys.schemas s ON t.schema_id = s.schema_id WHERE t.is_ms_shipped = 0;"
-                "EXEC sp_executesql @sql;"
-            )
+            # One statement per object: `SELECT @sql += ... FROM` is documented as unreliable (on Babelfish
+            # it keeps only the last row, so a reset dropped one table)
+            for statement in _mssql_drop_statements(cursor):
+                cursor.execute(statement)
             for script in scripts:
                 cursor.execute(script.read_text(encoding="utf-8"))
             conn.commit()

@@ -29,7 +29,9 @@ from tests.support import (
 
 
 def _cases() -> list[Any]:
-    params = []
+    params: list[Any] = []
+    if not SHARED_CASES.is_dir():
+        return params  # the run's dialect summary says "conformance: not run, no cases at ..."
     files = sorted(SHARED_CASES.glob("[0-9]*.json"))
     assert files, f"no shared cases found in {SHARED_CASES}"
     for path in files:

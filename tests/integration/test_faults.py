@@ -86,11 +86,13 @@ def _lock_row(dialect: str, conn: Any, list_id: str) -> None:
     sql = {
         "postgresql": "SELECT 1 FROM lists WHERE id = %s FOR UPDATE",
         "mysql": "SELECT 1 FROM lists WHERE id = %s FOR UPDATE",
-        "mssql": "SELECT 1 FROM dbo.lists WITH (UPDLOCK, HOLDLOCK) WHERE id = %s",
+        # an exclusive row lock, not a locking read: Babelfish accepts and ignores lock hints
+        "mssql": "UPDATE dbo.lists SET name = name WHERE id = %s",
     }[dialect]
     cursor = conn.cursor()
     cursor.execute(sql, (list_id,))
-    cursor.fetchall()
+    if dialect != "mssql":
+        cursor.fetchall()
 
 
 def _session_id(dialect: str, conn: Any) -> int:
@@ -103,6 +105,12 @@ def _session_id(dialect: str, conn: Any) -> int:
     return value
 
 
+def _babelfish(conn: Any) -> bool:
+    from powersync_upload.dialects import mssql
+
+    return mssql.is_babelfish(conn)
+
+
 def _is_waiting(dialect: str, admin: Any, session: int) -> bool:
     sql = {
         "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
@@ -110,6 +118,8 @@ def _is_waiting(dialect: str, admin: Any, session: int) -> bool:
         " AND trx_state = 'LOCK WAIT'",
         "mssql": "SELECT count(*) FROM sys.dm_exec_requests WHERE session_id = %s AND blocking_session_id <> 0",
     }[dialect]
+    if dialect == "mssql" and _babelfish(admin):  # no sys.dm_exec_requests there
+        sql = "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'"
     cursor = admin.cursor()
     cursor.execute(sql, (session,))
     waiting = int(cursor.fetchone()[0]) > 0

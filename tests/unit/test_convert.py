@@ -11,7 +11,7 @@ import pytest
 
 from powersync_upload.convert import InvalidValue, convert
 from powersync_upload.errors import Reason
-from powersync_upload.schema import FLOAT32_MAX, INT_RANGES, Column, Kind
+from powersync_upload.schema import BMP_ONLY, FLOAT32_MAX, INT_RANGES, Column, Kind
 
 SMALLINT = Column("n", Kind.INTEGER, int_range=INT_RANGES["smallint"])
 BIGINT = Column("n", Kind.INTEGER, int_range=INT_RANGES["bigint"])
@@ -408,3 +408,33 @@ def test_digits_other_than_ascii_are_not_numbers_or_times(value: str, column: Co
     # Then it is refused, not read as the number Python's int() would make of it
     with pytest.raises(InvalidValue):
         convert(value, column)
+
+
+def test_text_a_column_character_set_cannot_hold_is_rejected_as_encoding() -> None:
+    # Given a column storing Windows-1252 (SQL Server code page 1252, MySQL latin1)
+    column = Column("code", Kind.TEXT, max_length=10, encoding="cp1252")
+
+    # When text outside it is converted / Then it is INVALID_DATA encoding, never '?'
+    with pytest.raises(InvalidValue) as caught:
+        convert("漢字", column)
+    assert caught.value.reason is Reason.ENCODING
+
+
+def test_byte_lengths_are_counted_in_the_column_character_set() -> None:
+    # Given varchar(3) counted in bytes of cp1252, where é and € take one byte each (UTF-8: 2 and 3)
+    column = Column("code", Kind.TEXT, max_length=3, length_unit="bytes", encoding="cp1252")
+
+    # When three such characters are converted / Then they fit; four do not
+    assert convert("é€a", column) == "é€a"
+    with pytest.raises(InvalidValue) as caught:
+        convert("é€ab", column)
+    assert caught.value.reason is Reason.TOO_LONG
+
+
+def test_bmp_only_columns_refuse_supplementary_characters() -> None:
+    # Given a MySQL utf8mb3 column / When an emoji is converted / Then encoding; other text passes
+    column = Column("code", Kind.TEXT, encoding=BMP_ONLY)
+    with pytest.raises(InvalidValue) as caught:
+        convert("😀", column)
+    assert caught.value.reason is Reason.ENCODING
+    assert convert("漢字", column) == "漢字"

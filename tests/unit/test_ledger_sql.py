@@ -85,8 +85,10 @@ def test_a_duplicate_identity_rolls_back_and_answers_the_stored_row_never_a_uniq
     # When the transaction is claimed
     claim = mssql.ledger_claim(conn, [ENTRY])
 
-    # Then: INSERT, ROLLBACK, the read, ROLLBACK (the read's implicit transaction); the stored row returned
-    assert [c[0].split(" ")[0] for c in conn.calls] == ["INSERT", "ROLLBACK", "SELECT", "ROLLBACK"]
+    # Then: INSERT, ROLLBACK, the read, ROLLBACK (each rollback guarded: IF @@TRANCOUNT > 0 ROLLBACK TRAN);
+    # the stored row returned
+    assert [c[0].split(" ")[0] for c in conn.calls] == ["INSERT", "IF", "SELECT", "IF"]
+    assert all("ROLLBACK" in c[0] for c in conn.calls if c[0].startswith("IF"))
     assert claim == ledger.Claim(claimed=False, stored=(stored,))
 
 

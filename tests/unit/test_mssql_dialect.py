@@ -9,6 +9,7 @@ import pymssql
 import pytest
 from pymssql import _mssql
 
+from powersync_upload.convert import InvalidValue, convert
 from powersync_upload.dialects import mssql
 from powersync_upload.errors import ErrorCode, FatalOpError, Reason, RetryableError
 from powersync_upload.schema import Column, Kind, TableSchema
@@ -142,6 +143,30 @@ def test_real_refused_connection_is_a_retryable_connection_failure(connect: Any)
 
     # Then it is DB-Lib 20009, a retryable connection failure
     assert (result.kind, result.number) == ("connection", 20009)
+
+
+def test_refused_connect_after_an_earlier_login_is_a_connection_failure() -> None:
+    # Given what pymssql raised for a refused connect in a process that had logged in before: the
+    # number is the stale 5703 of that login ("Changed language setting"), the text DB-Lib's 20009
+    text = (
+        b"Changed language setting to 'us_english'DB-Lib error message 20009, severity 9:\n"
+        b"Unable to connect: TDS server is unavailable or does not exist (127.0.0.1)\n"
+        b"Net-Lib error during Connection refused (111)\n"
+    )
+    # When classified / Then it is a retryable connection failure under DB-Lib's number, not UNCLASSIFIED_ERROR
+    result = retryable(after_connect(5703, text))
+    assert (result.kind, result.number) == ("connection", 20009)
+
+
+def test_connection_failure_is_reported_under_the_newest_db_lib_number() -> None:
+    # Given a refused connect reported under an earlier dead connection's 20047, with FreeTDS's lines
+    # for both in the text, oldest first
+    text = (
+        b"DB-Lib error message 20047, severity 9:\nDBPROCESS is dead or not enabled\n"
+        b"DB-Lib error message 20009, severity 9:\nUnable to connect: TDS server is unavailable or does not exist\n"
+    )
+    # When classified / Then the number is the newest, 20009
+    assert retryable(after_connect(20047, text)).number == 20009
 
 
 def test_driver_error_without_a_number_is_a_retryable_connection_failure() -> None:
@@ -356,6 +381,14 @@ class RecordingConnection:
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         self.executed.append((sql, params))
 
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return []
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return None
+
+    rowcount = 1
+
 
 def test_upsert_passes_one_parameter_per_placeholder_in_order() -> None:
     # Given a table and a PUT of two values and one NULL
@@ -393,7 +426,8 @@ def test_connect_args_from_a_full_url() -> None:
     # When turned into pymssql.connect arguments
     args = mssql.connect_args(url, timeout_s=7.9)
 
-    # Then every part is decoded and passed through; autocommit is off; timeouts are whole seconds
+    # Then every part is decoded and passed through; pymssql's autocommit is on (the dialect issues
+    # BEGIN/COMMIT itself); timeouts are whole seconds
     assert args["server"] == "db.example.com"
     assert args["port"] == "14330"
     assert args["user"] == "app@corp"
@@ -401,7 +435,7 @@ def test_connect_args_from_a_full_url() -> None:
     assert args["database"] == "appdb"
     assert args["encryption"] == "require"
     assert args["appname"] == "svc"
-    assert args["autocommit"] is False
+    assert args["autocommit"] is True
     assert (args["login_timeout"], args["timeout"]) == (7, 7)
 
 
@@ -423,6 +457,8 @@ def test_connect_args_decodes_a_percent_encoded_database_name() -> None:
 
 # ---- catalog -------------------------------------------------------------------------------------
 
+DATABASE_COLLATION = "SQL_Latin1_General_CP1_CI_AS"
+
 
 def catalog_row(
     name: str,
@@ -436,8 +472,11 @@ def catalog_row(
     computed: bool = False,
     default: bool = False,
     collation: str = "",
+    code_page: int | None = None,
+    database_collation: str = DATABASE_COLLATION,
 ) -> tuple[Any, ...]:
-    """One row of mssql._INTROSPECT (sys.columns: max_length in bytes, -1 for max)."""
+    """One row of mssql._INTROSPECT (sys.columns: max_length in bytes, -1 for max; the collation's
+    code page; the database's default collation)."""
     return (
         name,
         type_name,
@@ -449,6 +488,8 @@ def catalog_row(
         int(computed),
         int(default),
         collation,
+        code_page,
+        database_collation,
     )
 
 
@@ -547,3 +588,437 @@ def test_nullability_and_default_are_read() -> None:
     assert column.nullable is False
     assert column.has_default is True
     assert column.writable is True
+
+
+# ---- issue 9: what a real T-SQL engine showed ------------------------------------------------------
+
+# 547 and 3903 as a login with another default language receives them. German 547 is the sys.messages
+# template "Die %1!-Anweisung steht in Konflikt mit der %2!-Einschränkung "%3!". Der Konflikt trat in
+# der "%4!"-Datenbank, Tabelle "%5!"%6!%7!%8! auf." (language_id 1031) filled in as SQL Server fills it:
+# the kind and ", column '...'" are parameters and stay untranslated.
+FK_INSERT_DE = 'Die INSERT-Anweisung steht in Konflikt mit der FOREIGN KEY-Einschränkung "FK_todos_lists". Der Konflikt trat in der "d"-Datenbank, Tabelle "dbo.lists", column \'id\' auf.'.encode()  # noqa: E501
+FK_DELETE_DE = 'Die DELETE-Anweisung steht in Konflikt mit der REFERENCE-Einschränkung "FK_todos_lists". Der Konflikt trat in der "d"-Datenbank, Tabelle "dbo.todos", column \'list_id\' auf.'.encode()  # noqa: E501
+CHECK_DE = 'Die INSERT-Anweisung steht in Konflikt mit der CHECK-Einschränkung "CK_todos_priority". Der Konflikt trat in der "d"-Datenbank, Tabelle "dbo.todos", column \'priority\' auf.'.encode()  # noqa: E501
+FK_INSERT_FR = 'L\'instruction INSERT est en conflit avec la contrainte FOREIGN KEY "FK_todos_lists". Le conflit s\'est produit dans la base de données "d", table "dbo.lists", column \'id\'.'.encode()  # noqa: E501
+CHECK_FR = 'L\'instruction UPDATE est en conflit avec la contrainte CHECK "CK_todos_priority". Le conflit s\'est produit dans la base de données "d", table "dbo.todos", column \'priority\'.'.encode()  # noqa: E501
+NO_BEGIN_DE = b"Die ROLLBACK TRANSACTION-Anforderung hat keine entsprechende BEGIN TRANSACTION."
+NO_BEGIN_FR = "La requête ROLLBACK TRANSACTION n'a pas de BEGIN TRANSACTION correspondante.".encode()
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "constraint"),
+    [
+        (FK_INSERT_DE, ErrorCode.FOREIGN_KEY_VIOLATION, "FK_todos_lists"),
+        (FK_DELETE_DE, ErrorCode.FOREIGN_KEY_VIOLATION, "FK_todos_lists"),
+        (CHECK_DE, ErrorCode.CHECK_VIOLATION, "CK_todos_priority"),
+        (FK_INSERT_FR, ErrorCode.FOREIGN_KEY_VIOLATION, "FK_todos_lists"),
+        (CHECK_FR, ErrorCode.CHECK_VIOLATION, "CK_todos_priority"),
+    ],
+    ids=["de-fk-insert", "de-reference-delete", "de-check", "fr-fk-insert", "fr-check"],
+)
+def test_547_kind_and_constraint_do_not_depend_on_the_login_language(
+    raised: Any, text: bytes, code: ErrorCode, constraint: str
+) -> None:
+    # Given a 547 in German or French, for a constraint the catalog has not named to the dialect
+    mssql.CONSTRAINT_KINDS.clear()
+
+    # When classified
+    result = fatal(raised(547, text))
+
+    # Then the kind and the constraint are those of the English message
+    assert (result.code, result.constraint) == (code, constraint)
+
+
+def test_547_kind_comes_from_the_catalog_by_constraint_name() -> None:
+    # Given the catalog said CK_odd is a CHECK constraint (introspection reads sys.check_constraints)
+    conn = CatalogConnection([catalog_row("id", "int")], [("CK_odd", "C"), ("FK_todos_lists", "F")])
+    mssql.introspect(conn, "dbo.todos")
+    # and a 547 whose text carries no kind word the dialect knows (a future wording, any language)
+    text = b'Konflikt mit "CK_odd" in Tabelle "dbo.todos", column \'priority\'.'
+
+    # When classified
+    result = fatal(after_execute(547, text))
+
+    # Then the catalog's kind is used
+    assert (result.code, result.constraint) == (ErrorCode.CHECK_VIOLATION, "CK_odd")
+
+
+@pytest.mark.parametrize("text", [NO_BEGIN_DE, NO_BEGIN_FR], ids=["de", "fr"])
+@pytest.mark.parametrize("shape", ["execute", "_mssql"])
+def test_3903_on_rollback_means_nothing_to_roll_back_in_any_language(text: bytes, shape: str) -> None:
+    # Given a server that already rolled the transaction back answers the rollback with a localized 3903
+    conn = RaisingConnection(SHAPES[shape](3903, text))
+
+    # When the dialect rolls back / Then it returns normally: there was nothing to roll back
+    mssql.rollback(conn)
+    assert conn.executed == [mssql.ROLLBACK_SQL]
+
+
+def test_rollback_raises_other_errors() -> None:
+    # Given the rollback fails because the connection is gone (DB-Lib 20006)
+    conn = RaisingConnection(after_execute(20006, b"Write to the server failed"))
+
+    # When the dialect rolls back / Then the error reaches the engine
+    with pytest.raises(pymssql.Error):
+        mssql.rollback(conn)
+
+
+def test_rollback_only_rolls_back_an_open_transaction() -> None:
+    # Given any connection / When rolled back / Then the statement is guarded by @@TRANCOUNT (no 3903)
+    conn = RecordingConnection()
+    mssql.rollback(conn)
+    assert conn.executed == [("IF @@TRANCOUNT > 0 ROLLBACK TRAN", ())]
+
+
+def test_varchar_under_a_latin1_collation_holds_code_page_1252_counted_in_bytes() -> None:
+    # Given varchar(10) under SQL_Latin1_General_CP1_CI_AS (code page 1252), the database default
+    column = mssql.column_from_catalog(catalog_row("code", "varchar", 10, collation=DATABASE_COLLATION, code_page=1252))
+
+    # When read / Then it holds cp1252, counted in bytes, and needs no COLLATE (it is the default)
+    assert (column.encoding, column.max_length, column.length_unit, column.collation) == ("cp1252", 10, "bytes", "")
+
+
+def test_text_outside_a_varchar_code_page_is_invalid_data_encoding() -> None:
+    # Given the introspected varchar(10) of case 040 (code page 1252)
+    column = mssql.column_from_catalog(catalog_row("code", "varchar", 10, collation=DATABASE_COLLATION, code_page=1252))
+
+    # When Chinese text is converted for it / Then it is refused (SQL Server would store '??')
+    with pytest.raises(InvalidValue) as caught:
+        convert("漢字", column)
+    assert caught.value.reason is Reason.ENCODING
+    # And text of the code page is accepted, its length counted in cp1252 bytes
+    assert convert("café €", column) == "café €"
+
+
+def test_double_byte_code_page_counts_its_own_bytes() -> None:
+    # Given varchar(4) under a Japanese collation (code page 932: a kanji takes 2 bytes)
+    column = mssql.column_from_catalog(catalog_row("k", "varchar", 4, collation="Japanese_CI_AS", code_page=932))
+
+    # When converted / Then two kanji fit and three are too long (a CAST would cut them silently)
+    assert convert("漢字", column) == "漢字"
+    with pytest.raises(InvalidValue) as caught:
+        convert("漢字字", column)
+    assert caught.value.reason is Reason.TOO_LONG
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        catalog_row("s", "varchar", 20, collation="Latin1_General_100_CI_AS_SC_UTF8", code_page=65001),
+        catalog_row("s", "nvarchar", 20, collation=DATABASE_COLLATION, code_page=1252),
+    ],
+    ids=["varchar-utf8", "nvarchar"],
+)
+def test_utf8_collations_and_nvarchar_hold_any_text(row: tuple[Any, ...]) -> None:
+    # Given a UTF-8 varchar or an nvarchar / When read / Then no character set limits it
+    column = mssql.column_from_catalog(row)
+    assert column.encoding is None
+    assert convert("漢字 😀", column) == "漢字 😀"
+
+
+def varchar_table() -> tuple[TableSchema, Column]:
+    """The errors table's shape: ``id varchar(36)`` key (default collation), a datetime2(3)."""
+    columns = {
+        "id": mssql.column_from_catalog(catalog_row("id", "varchar", 36, collation=DATABASE_COLLATION, code_page=1252)),
+        "at": mssql.column_from_catalog(catalog_row("at", "datetime2", 8, 27, 3)),
+        "zone": mssql.column_from_catalog(catalog_row("zone", "datetimeoffset", 10, 34, 7)),
+        "note": mssql.column_from_catalog(catalog_row("note", "nvarchar", 200, collation=DATABASE_COLLATION)),
+    }
+    return TableSchema("dbo.t", columns), columns["id"]
+
+
+def test_varchar_key_is_compared_as_varchar_so_the_index_is_sought() -> None:
+    # Given a table with a varchar(36) key
+    table, key = varchar_table()
+    conn = RecordingConnection()
+
+    # When a row is read for update, upserted, updated and deleted
+    mssql.select_value(conn, table, key, "k1", key, "update")
+    mssql.upsert(conn, table, key, "k1", {"note": "n"}, [], None)
+    mssql.update(conn, table, key, "k1", {"note": "n"})
+    mssql.delete(conn, table, key, "k1")
+
+    # Then the key is never compared with an N'...' literal (which converts the column: a scan and a
+    # range lock on the whole table): each key placeholder is a CAST to the key's own type
+    select, upsert, update, delete = (sql for sql, _ in conn.executed)
+    assert select == "SELECT [id] FROM [dbo].[t] WITH (UPDLOCK, HOLDLOCK) WHERE [id] = CAST(%s AS varchar(36))"
+    assert upsert == (
+        "UPDATE [dbo].[t] WITH (UPDLOCK, SERIALIZABLE) SET [note] = CAST(%s AS nvarchar(100)) "
+        "WHERE [id] = CAST(%s AS varchar(36)); IF @@ROWCOUNT = 0 INSERT INTO [dbo].[t] ([id], [note]) "
+        "VALUES (CAST(%s AS varchar(36)), CAST(%s AS nvarchar(100)))"
+    )
+    assert update == "UPDATE [dbo].[t] SET [note] = CAST(%s AS nvarchar(100)) WHERE [id] = CAST(%s AS varchar(36))"
+    assert delete == "DELETE FROM [dbo].[t] WHERE [id] = CAST(%s AS varchar(36))"
+    assert all(sql.count("%s") == len(params) for sql, params in conn.executed)
+
+
+def test_varchar_of_another_collation_converts_under_its_own_code_page() -> None:
+    # Given a Greek varchar column in a database whose default collation is Latin-1
+    row = catalog_row("name", "varchar", 20, collation="Greek_CI_AS", code_page=1253)
+    column = mssql.column_from_catalog(row)
+
+    # When its placeholder is built
+    # Then the N'...' text is converted to varchar under the column's collation, not the database's
+    # (which would turn Greek letters into '?' before they reach the column)
+    assert column.encoding == "cp1253"
+    assert mssql.param_sql(column) == "CAST(CAST(%s AS nvarchar(max)) COLLATE Greek_CI_AS AS varchar(20))"
+
+
+def test_batch_values_are_typed_so_an_all_null_column_is_not_int() -> None:
+    # Given two existing rows whose datetime2 and datetimeoffset values are NULL in every row
+    table, key = varchar_table()
+    conn = RecordingConnection()
+    rows = [("k1", {"at": None, "zone": None}), ("k2", {"at": None, "zone": None})]
+
+    # When they are updated as one batch
+    mssql.update_many(conn, table, key, rows)
+
+    # Then every VALUES cell is cast to its column's type (an untyped all-NULL column is int: error 206)
+    ((sql, params),) = conn.executed
+    row = "(CAST(%s AS varchar(36)), CAST(%s AS datetime2(3)), CAST(%s AS datetimeoffset(7)))"
+    assert f"(VALUES {row}, {row}) AS v(k, c0, c1)" in sql
+    assert params == ("k1", None, None, "k2", None, None)
+
+
+def test_batch_insert_values_are_typed() -> None:
+    # Given two new rows (no row is found by the locking read)
+    table, key = varchar_table()
+    conn = RecordingConnection()
+
+    # When they are upserted as one batch
+    mssql.upsert_many(conn, table, key, [("k1", {"zone": None}), ("k2", {"zone": None})], [], None)
+
+    # Then the multi-row INSERT casts each value to its column's type
+    insert = conn.executed[-1][0]
+    row = "(CAST(%s AS varchar(36)), CAST(%s AS datetimeoffset(7)))"
+    assert insert == f"INSERT INTO [dbo].[t] ([id], [zone]) VALUES {row}, {row}"
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "in_process"),
+    [
+        (b"canceling statement due to lock timeout", "lock_timeout", True),
+        (b"deadlock detected", "deadlock", True),
+        (b"could not serialize access due to concurrent update", "serialization_failure", True),
+        (b"canceling statement due to statement timeout", "statement_timeout", False),
+    ],
+)
+def test_babelfish_generic_error_is_retryable_by_its_postgresql_text(
+    raised: Any, text: bytes, kind: str, in_process: bool
+) -> None:
+    # Given Babelfish's generic 33557097 carrying a PostgreSQL lock, deadlock or timeout message
+    # When classified
+    result = retryable(raised(33557097, text))
+
+    # Then it is retryable (a lock wait past the timeout must not drop a valid transaction)
+    assert (result.kind, result.in_process, result.number) == (kind, in_process, 33557097)
+
+
+def test_babelfish_generic_error_with_another_text_is_unclassified() -> None:
+    # Given 33557097 for something else / When classified / Then fatal, with the number kept
+    result = fatal(after_execute(33557097, b"function foo(integer) does not exist"))
+    assert (result.code, result.number) == (ErrorCode.UNCLASSIFIED_ERROR, 33557097)
+
+
+def test_babelfish_unique_index_violation_is_2627_unique_violation() -> None:
+    # Given Babelfish's 2627 for a unique index (it reports 2627, not 2601) in PostgreSQL's wording
+    text = b'duplicate key value violates unique constraint "ux_lists_owner_namelists1a2b3c4d"'
+
+    # When classified / Then UNIQUE_VIOLATION (for a PUT the engine retries once, as an update: the
+    # ignored lock hints let a concurrent first insert of the same key through to the insert)
+    result = fatal(after_execute(2627, text))
+    assert (result.code, result.constraint) == (ErrorCode.UNIQUE_VIOLATION, "ux_lists_owner_namelists1a2b3c4d")
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"), [("Babelfish for Aurora PostgreSQL ...", True), ("Microsoft SQL Server 2022", False)]
+)
+def test_babelfish_is_detected_by_its_version_string(version: str, expected: bool) -> None:
+    # Given a server answering @@VERSION / When asked / Then Babelfish is recognised
+    conn = CatalogConnection([(version,)], [])
+    assert mssql.is_babelfish(conn) is expected
+
+
+def test_begin_sets_a_lock_timeout_without_reaching_into_the_driver_connection() -> None:
+    # Given a connection that is only a DB-API connection (as a counting wrapper is: no pymssql `_conn`)
+    conn = RecordingConnection()
+
+    # When a transaction begins with 30 s left
+    mssql.begin(conn, 30.0)
+
+    # Then one batch caps lock waits at 5 s and opens the transaction; nothing else is touched
+    assert conn.executed == [("SET LOCK_TIMEOUT 5000; BEGIN TRAN", ())]
+
+
+def test_commit_is_an_explicit_statement() -> None:
+    # Given a connection / When committed / Then COMMIT TRAN runs as a statement (its error number survives)
+    conn = RecordingConnection()
+    mssql.commit(conn)
+    assert conn.executed == [("COMMIT TRAN", ())]
+
+
+def test_proxy_mode_from_the_url_changes_no_session_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given RDS Proxy mode chosen in the URL
+    monkeypatch.delenv("DB_PROXY", raising=False)
+    url = "mssql://u:p@proxy.example.com/appdb?proxy=1"
+
+    # When connect arguments and the transaction start are built
+    args = mssql.connect_args(url, 10)
+
+    # Then pymssql sends none of its default SET statements, and a transaction starts without SET
+    assert args["conn_properties"] == ""
+    assert mssql.proxy_mode(url)
+    assert mssql.begin_sql(10, proxied=True) == "BEGIN TRAN"
+
+
+def test_proxy_mode_from_the_environment_without_a_database_sends_no_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given DB_PROXY=1 and a URL without a database
+    monkeypatch.setenv("DB_PROXY", "1")
+
+    # When connect arguments are built / Then no database is selected (no USE: the login's default)
+    args = mssql.connect_args("mssql://u:p@proxy.example.com", 10)
+    assert (args["database"], args["conn_properties"]) == ("", "")
+
+
+def test_without_proxy_mode_pymssql_keeps_its_default_session_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given no proxy setting / When connect arguments are built / Then pymssql's defaults apply
+    monkeypatch.delenv("DB_PROXY", raising=False)
+    assert "conn_properties" not in mssql.connect_args("mssql://u:p@db/appdb", 10)
+
+
+class CatalogConnection:
+    """A connection double whose cursor answers its first statement with one result set, then a second
+    one (nextset); later statements (the foreign key and unique index reads) find nothing."""
+
+    def __init__(self, first: list[tuple[Any, ...]], second: list[tuple[Any, ...]]) -> None:
+        self.answer = [first, second]
+        self.results: list[list[tuple[Any, ...]]] = []
+        self.executed: list[str] = []
+
+    def cursor(self) -> CatalogConnection:
+        return self
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self.results = self.answer if not self.executed else [[]]
+        self.executed.append(sql)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.results[0]
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.results[0][0] if self.results[0] else None
+
+    def nextset(self) -> bool:
+        self.results.pop(0)
+        return bool(self.results)
+
+
+class RaisingConnection:
+    """A connection double whose every statement fails with ``error`` (recording the SQL)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.executed: list[str] = []
+
+    def cursor(self) -> RaisingConnection:
+        return self
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self.executed.append(sql)
+        raise self.error
+
+
+# Babelfish 4.2's 547 texts, as it sent them for case 039's fixture (PostgreSQL's wording)
+BABELFISH_REFERENCE = (
+    b'update or delete on table "lists" violates foreign key constraint "todos_list_id_fkey" on table "todos"'
+)
+BABELFISH_FK = b'insert or update on table "todos" violates foreign key constraint "todos_list_id_fkey"'
+BABELFISH_CHECK = b'new row for relation "todos" violates check constraint "ck_todos_tags"'
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "constraint"),
+    [
+        (BABELFISH_REFERENCE, ErrorCode.FOREIGN_KEY_VIOLATION, "todos_list_id_fkey"),
+        (BABELFISH_FK, ErrorCode.FOREIGN_KEY_VIOLATION, "todos_list_id_fkey"),
+        (BABELFISH_CHECK, ErrorCode.CHECK_VIOLATION, "ck_todos_tags"),
+    ],
+    ids=["reference", "foreign-key", "check"],
+)
+@pytest.mark.parametrize("catalog", [False, True], ids=["no-catalog", "catalog"])
+def test_babelfish_547_names_the_constraint_not_the_table(
+    text: bytes, code: ErrorCode, constraint: str, catalog: bool
+) -> None:
+    # Given Babelfish's 547, whose first quoted name is a table, with or without the catalog's names
+    mssql.CONSTRAINT_KINDS.clear()
+    if catalog:
+        mssql.introspect(
+            CatalogConnection([catalog_row("id", "int")], [("todos_list_id_fkey", "F"), ("ck_todos_tags", "C")]),
+            "todos",
+        )
+
+    # When classified
+    result = fatal(after_execute(547, text))
+
+    # Then the kind and the constraint are right (not CONSTRAINT_VIOLATION on constraint "lists")
+    assert (result.code, result.constraint) == (code, constraint)
+
+
+def test_guarded_batch_writes_type_the_owner_as_its_own_column() -> None:
+    # Given a uniqueidentifier key and an nvarchar owner column (the caller's user id)
+    columns = {
+        "id": mssql.column_from_catalog(catalog_row("id", "uniqueidentifier", 16)),
+        "owner": mssql.column_from_catalog(catalog_row("owner", "nvarchar", 510, collation=DATABASE_COLLATION)),
+        "n": mssql.column_from_catalog(catalog_row("n", "int", 4)),
+    }
+    table, key, guard = TableSchema("dbo.t", columns), columns["id"], (columns["owner"], "user-1")
+    conn = RecordingConnection()
+
+    # When rows are deleted and updated only where the caller owns them
+    mssql.delete_many(conn, table, key, ["k1", "k2"], guard)
+    mssql.update_many(conn, table, key, [("k1", {"n": 1})], guard)
+
+    # Then the owner value is cast to the owner's type, not the key's (a user id is no uniqueidentifier)
+    delete, update = (sql for sql, _ in conn.executed)
+    assert delete == (
+        "DELETE FROM [dbo].[t] WHERE [id] IN (CAST(%s AS uniqueidentifier), CAST(%s AS uniqueidentifier))"
+        " AND [owner] = CAST(%s AS nvarchar(255))"
+    )
+    assert update.endswith(" WHERE t.[owner] = CAST(%s AS nvarchar(255))")
+    assert all(sql.count("%s") == len(params) for sql, params in conn.executed)
+
+
+class FoundConnection(RecordingConnection):
+    """A recording connection whose first read finds ``found`` (key, owner) rows."""
+
+    def __init__(self, found: list[tuple[Any, ...]]) -> None:
+        super().__init__()
+        self.found = found
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        rows, self.found = self.found, []
+        return rows
+
+
+def test_batch_put_checks_the_owner_in_its_locking_read_and_skips_someone_elses_row() -> None:
+    # Given two existing rows, one of them someone else's (an owned table: guarded_upsert)
+    columns = {
+        "id": mssql.column_from_catalog(catalog_row("id", "uniqueidentifier", 16)),
+        "owner": mssql.column_from_catalog(catalog_row("owner", "nvarchar", 510, collation=DATABASE_COLLATION)),
+    }
+    table, key = TableSchema("dbo.t", columns), columns["id"]
+    mine, theirs = "a0000000-0000-0000-0000-000000000001", "a0000000-0000-0000-0000-000000000002"
+    conn = FoundConnection([(mine.upper(), "U1"), (theirs, "U2")])
+
+    # When U1 PUTs both in one batch
+    written = mssql.upsert_many(
+        conn, table, key, [(mine, {"owner": "u1"}), (theirs, {"owner": "U1"})], [], columns["owner"]
+    )
+
+    # Then one read (of key and owner, locking) decides, only U1's row is updated, and the count says so
+    assert mssql.guarded_upsert is True
+    read, update = (sql for sql, _ in conn.executed)
+    assert read.startswith("SELECT [id], [owner] FROM [dbo].[t] WITH (UPDLOCK, HOLDLOCK) WHERE [id] IN")
+    assert update.count("(CAST(%s AS uniqueidentifier), CAST(%s AS nvarchar(255)))") == 1
+    assert conn.executed[1][1] == (mine, "u1")
+    assert written == 1

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pymysql
 import pytest
 
+from powersync_upload.convert import InvalidValue, convert
 from powersync_upload.dialects import mysql
 from powersync_upload.errors import ErrorCode, FatalOpError, Reason, RetryableError
-from powersync_upload.schema import Kind
+from powersync_upload.schema import BMP_ONLY, Column, Kind
 
 
 def server_error(number: int, message: str) -> pymysql.err.MySQLError:
@@ -128,3 +129,49 @@ def test_connect_args_parse_the_url() -> None:
 
 def test_quote_doubles_backticks_and_percent() -> None:
     assert mysql.quote("a`b%c") == "`a``b%%c`"
+
+
+def text_column(charset: str | None, length: int = 10) -> Column:
+    """A varchar(length) column of ``charset`` as information_schema.columns reports it."""
+    return mysql.column_from_catalog(
+        ("code", "varchar", f"varchar({length})", "YES", None, "", length, None, None, None, charset)
+    )
+
+
+@pytest.mark.parametrize(
+    ("charset", "encoding"),
+    [("latin1", "cp1252"), ("utf8mb3", BMP_ONLY), ("utf8", BMP_ONLY), ("ascii", "ascii"), ("utf8mb4", None)],
+)
+def test_text_columns_carry_their_character_set(charset: str, encoding: str | None) -> None:
+    # Given a varchar column of a character set / When read from the catalog / Then its codec is known
+    assert text_column(charset).encoding == encoding
+
+
+def test_text_outside_a_latin1_column_is_invalid_data_encoding() -> None:
+    # Given case 040's introspected varchar(10) CHARACTER SET latin1
+    column = text_column("latin1")
+
+    # When Chinese text is converted for it / Then it is refused; Western European text fits
+    with pytest.raises(InvalidValue) as caught:
+        convert("漢字", column)
+    assert caught.value.reason is Reason.ENCODING
+    assert convert("Grüße €", column) == "Grüße €"
+
+
+def test_utf8mb3_refuses_characters_outside_the_basic_multilingual_plane() -> None:
+    # Given a utf8mb3 column (MySQL's old "utf8")
+    column = text_column("utf8mb3", 20)
+
+    # When text with an emoji is converted / Then it is refused; CJK of the BMP fits
+    with pytest.raises(InvalidValue) as caught:
+        convert("ok 😀", column)
+    assert caught.value.reason is Reason.ENCODING
+    assert convert("漢字", column) == "漢字"
+
+
+def test_an_unknown_character_set_admits_only_ascii() -> None:
+    # Given a character set the dialect has no codec for / When read / Then only ASCII is accepted
+    column = text_column("armscii8")
+    assert convert("plain", column) == "plain"
+    with pytest.raises(InvalidValue):
+        convert("é", column)

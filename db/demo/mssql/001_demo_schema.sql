@@ -6,7 +6,9 @@ CREATE TABLE dbo.lists (
   name nvarchar(100) NOT NULL,
   created_at datetime2(3) NOT NULL DEFAULT SYSUTCDATETIME()
 );
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_lists_owner_name')
+-- The guard names the table by object id: index names are only unique per table, and Babelfish stores
+-- the declared name with the table name and a hash appended (hence the prefix match).
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.lists', N'U') AND name LIKE N'ux[_]lists[_]owner[_]name%')
 CREATE UNIQUE INDEX ux_lists_owner_name ON dbo.lists(owner_id, name);
 IF OBJECT_ID(N'dbo.todos', N'U') IS NULL
 CREATE TABLE dbo.todos (

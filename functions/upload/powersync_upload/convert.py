@@ -12,7 +12,10 @@ The rules are those of DESIGN.md section 3 ("Values"):
   half-up to the column's scale (as SQL Server and PostgreSQL do) and checked against its precision;
 * naive timestamps are UTC; offsets are converted to UTC for columns without a zone and kept where
   the type has one; fractional seconds are rounded to the column's precision;
-* UUID columns take canonical 8-4-4-4-12 text in either case.
+* UUID columns take canonical 8-4-4-4-12 text in either case;
+* text a column's character set cannot hold (``Column.encoding``: a SQL Server code page, a MySQL
+  ``latin1`` or ``utf8mb3`` column) is rejected with reason ``encoding``: the database would store
+  ``?`` in its place without an error.
 
 A value that breaks a rule raises :class:`InvalidValue` with a :class:`~powersync_upload.errors.Reason`.
 """
@@ -28,7 +31,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any
 
 from .errors import Reason
-from .schema import Column, Kind
+from .schema import BMP_ONLY, Column, Kind
 
 
 class InvalidValue(Exception):
@@ -113,6 +116,8 @@ def _checked_text(text: str, column: Column) -> str:
         raise InvalidValue(Reason.FORMAT) from exc
     if "\x00" in text:
         raise InvalidValue(Reason.FORMAT)
+    if column.encoding is not None:
+        encoded = _encoded(text, column.encoding)
     if column.max_length is not None:
         if column.length_unit == "utf16":
             length = len(text.encode("utf-16-le", "surrogatepass")) // 2
@@ -123,6 +128,19 @@ def _checked_text(text: str, column: Column) -> str:
         if length > column.max_length:
             raise InvalidValue(Reason.TOO_LONG)
     return text
+
+
+def _encoded(text: str, encoding: str) -> bytes:
+    """``text`` in the column's character set (UTF-8 for :data:`BMP_ONLY`); INVALID_DATA ``encoding``
+    when a character has no place in it."""
+    if encoding == BMP_ONLY:
+        if any(ord(char) > 0xFFFF for char in text):
+            raise InvalidValue(Reason.ENCODING)
+        return text.encode("utf-8")
+    try:
+        return text.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise InvalidValue(Reason.ENCODING) from exc
 
 
 def _to_text(value: Any, column: Column) -> str:

@@ -43,6 +43,7 @@ class Reason(StrEnum):
     TOO_LONG = "too_long"
     NEEDS_PREVIOUS_VALUE = "needs_previous_value"
     """A delta column or a version check needs ``old`` (or the version in ``data``) and did not get it."""
+    ENCODING = "encoding"
 
 
 class ConflictReason(StrEnum):

@@ -49,7 +49,13 @@ class Column:
         writable: False for identity, computed and generated columns.
         max_length: maximum length of text in ``length_unit`` units, ``None`` when unbounded.
         length_unit: ``chars`` (code points), ``utf16`` (UTF-16 code units, SQL Server ``nvarchar``)
-            or ``bytes`` (UTF-8 bytes).
+            or ``bytes`` (bytes in ``encoding``, UTF-8 when it is ``None``).
+        encoding: the character set a text column stores, as a Python codec name (``cp1252`` for
+            SQL Server code page 1252 and MySQL ``latin1``), :data:`BMP_ONLY` for MySQL ``utf8mb3``,
+            or ``None`` when the column can hold any text (``nvarchar``, UTF-8 collations,
+            ``utf8mb4``). Text outside it is INVALID_DATA ``encoding``, never stored as ``?``.
+        collation: the column's collation when a dialect must name it in SQL text (SQL Server
+            ``varchar`` whose collation is not the database default), else empty.
         int_range: inclusive (min, max) for integer kinds.
         precision, scale: for decimals, total and fractional digits.
         fraction_digits: fractional-second digits kept by time and timestamp kinds.
@@ -69,6 +75,13 @@ class Column:
     scale: int | None = None
     fraction_digits: int = 6
     float_max: float | None = None
+    encoding: str | None = None
+    collation: str = ""
+
+
+BMP_ONLY = "bmp"
+""":attr:`Column.encoding` of a character set that holds every character of the Basic Multilingual
+Plane but none above it (MySQL ``utf8mb3``/``ucs2``): no emoji, no supplementary CJK."""
 
 
 @dataclass(frozen=True)

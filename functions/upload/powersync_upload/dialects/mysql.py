@@ -7,6 +7,9 @@
   a duplicate-key error or a deadlock, both of which the engine retries.
 * Every session runs with a strict ``sql_mode`` (no silent truncation or '' for missing values), UTC
   ``time_zone`` and ``utf8mb4``.
+* Text columns carry their character set (``information_schema.columns.character_set_name``):
+  text a ``latin1`` (cp1252), ``ascii`` or ``utf8mb3`` (no characters above U+FFFF) column cannot
+  hold is INVALID_DATA ``encoding`` before any SQL runs.
 * Each transaction caps lock waits (``innodb_lock_wait_timeout``, whole seconds) and statement time
   (MariaDB ``max_statement_time``; MySQL ``max_execution_time``, which only limits SELECT).
 * MariaDB's ``JSON`` is ``LONGTEXT`` with a ``json_valid`` CHECK: it is introspected as text, and bad
@@ -30,7 +33,7 @@ from pymysql.constants import CLIENT
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import TABLE as LEDGER_TABLE
 from ..ledger import Claim, Entry
-from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
+from ..schema import BMP_ONLY, FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
 from . import PRUNE_ROWS, Guard, Lock
 from ._sql import (
     STAMP,
@@ -118,7 +121,7 @@ def _is_mariadb(conn: Any) -> bool:
 
 _INTROSPECT = """
 SELECT column_name, data_type, column_type, is_nullable, column_default, extra,
-       character_maximum_length, numeric_precision, numeric_scale, datetime_precision
+       character_maximum_length, numeric_precision, numeric_scale, datetime_precision, character_set_name
 FROM information_schema.columns
 WHERE table_schema = COALESCE(%s, DATABASE()) AND table_name = %s
 ORDER BY ordinal_position
@@ -127,9 +130,58 @@ ORDER BY ordinal_position
 _INTS = {"tinyint": "tinyint", "smallint": "smallint", "mediumint": "mediumint", "int": "int", "bigint": "bigint"}
 
 
+CHARSET_CODECS: dict[str, str | None] = {
+    "utf8mb4": None,
+    "utf16": None,
+    "utf16le": None,
+    "utf32": None,
+    "gb18030": None,
+    "binary": None,
+    "utf8": BMP_ONLY,
+    "utf8mb3": BMP_ONLY,
+    "ucs2": BMP_ONLY,
+    "latin1": "cp1252",  # MySQL's latin1 is Windows-1252
+    "ascii": "ascii",
+    "latin2": "iso8859_2",
+    "latin5": "iso8859_9",
+    "latin7": "iso8859_13",
+    "greek": "iso8859_7",
+    "hebrew": "iso8859_8",
+    "cp1250": "cp1250",
+    "cp1251": "cp1251",
+    "cp1256": "cp1256",
+    "cp1257": "cp1257",
+    "cp850": "cp850",
+    "cp852": "cp852",
+    "cp866": "cp866",
+    "koi8r": "koi8_r",
+    "koi8u": "koi8_u",
+    "macroman": "mac_roman",
+    "tis620": "tis_620",
+    "sjis": "shift_jis",
+    "cp932": "cp932",
+    "ujis": "euc_jp",
+    "eucjpms": "euc_jp",
+    "gbk": "gbk",
+    "gb2312": "gb2312",
+    "big5": "big5",
+    "euckr": "euc_kr",
+}
+"""MySQL/MariaDB character set -> Python codec (:data:`BMP_ONLY`: no characters above U+FFFF; ``None``:
+any text). A character set missing here maps to ``ascii``, which refuses what it cannot prove fits."""
+
+
+def codec_for(charset: str | None) -> str | None:
+    """The :attr:`Column.encoding` of a column in ``charset`` (``None`` for non-text columns)."""
+    if not charset:
+        return None
+    return CHARSET_CODECS.get(str(charset).lower(), "ascii")
+
+
 def column_from_catalog(row: tuple[Any, ...]) -> Column:
     """A :class:`Column` from one ``information_schema.columns`` row of :data:`_INTROSPECT`."""
-    col, data_type, column_type, nullable, default, extra, max_len, precision, scale, dt_precision = row
+    col, data_type, column_type, nullable, default, extra, max_len, precision, scale, dt_precision = row[:10]
+    charset = row[10] if len(row) > 10 else None
     data_type, column_type, extra = str(data_type).lower(), str(column_type).lower(), str(extra or "").lower()
     common: dict[str, Any] = {
         "name": col,
@@ -159,7 +211,7 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
     if data_type == "json":
         return Column(kind=Kind.JSON, **common)
     if data_type in ("varchar", "char", "text", "tinytext", "mediumtext", "longtext"):
-        return Column(kind=Kind.TEXT, max_length=max_len, **common)
+        return Column(kind=Kind.TEXT, max_length=max_len, encoding=codec_for(charset), **common)
     return Column(kind=Kind.OTHER, **common)
 
 
