@@ -7,7 +7,9 @@
   (:mod:`tests.chaos.devices`), behaving as the PowerSync SDK: several whole transactions per request
   (shape B), complete them on 2xx, send the same entries again after a 503, a timeout or a connection
   error, refresh the token on 401. On top of the proxy's faults a device now and then loses a 200 it
-  was sent (the answer is dropped: a resend follows) and sends an expired token.
+  was sent (the answer is dropped: a resend follows), gives up on a request after a fraction of a
+  second (its resend may reach another worker while the first attempt still runs) and sends an
+  expired token.
 * **The checker**, once every queue drained: the ledger's ``seq`` gives the commit order; each device's
   transactions applied exactly once in that order by a model must give the rows in the database:
   each device's lists, todos and journal rows (its own, written by it alone) equal its model's; every
@@ -80,6 +82,8 @@ class Options:
         rates: the proxy's fault rates.
         lost_response: share of 200 answers a device drops (then resends the same entries).
         expired_token: share of requests sent with an expired token (401, refresh, resend).
+        client_timeout: share of requests a device gives up on after 0.01 to 0.15 s (a timeout: the
+            same entries go again, perhaps to another worker while the first attempt still runs).
     """
 
     dialect: str
@@ -90,6 +94,7 @@ class Options:
     rates: Rates = Rates()  # noqa: RUF009 - frozen dataclass
     lost_response: float = 0.03
     expired_token: float = 0.02
+    client_timeout: float = 0.03
 
 
 @dataclass
@@ -196,7 +201,7 @@ def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> Non
 # ---- devices ----------------------------------------------------------------------------------------
 
 
-def _post(base: str, token: str, body: dict[str, Any]) -> tuple[int, Any]:
+def _post(base: str, token: str, body: dict[str, Any], timeout_s: float = HTTP_TIMEOUT_S) -> tuple[int, Any]:
     request = urllib.request.Request(
         f"{base}/api/data",
         data=json.dumps(body).encode("utf-8"),
@@ -204,7 +209,7 @@ def _post(base: str, token: str, body: dict[str, Any]) -> tuple[int, Any]:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         payload = exc.read()
@@ -229,8 +234,12 @@ def run_device(device: Device, bases: list[str], options: Options, stop_adding: 
         if rng.random() < options.expired_token:
             token = support.token(device.user_id, expired=True)
             device.counts["expired_token"] += 1
+        timeout_s = HTTP_TIMEOUT_S
+        if rng.random() < options.client_timeout:  # gives up early: the resend races the first attempt
+            timeout_s = rng.uniform(0.01, 0.15)
+            device.counts["client_timeout"] += 1
         try:
-            status, payload = _post(rng.choice(bases), token, body)
+            status, payload = _post(rng.choice(bases), token, body, timeout_s)
         except (OSError, ValueError) as exc:  # timeout, reset, refused, a torn body: send the same again
             device.counts["connection_error"] += 1
             device.errors[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
@@ -555,6 +564,7 @@ def run(options: Options, workdir: Path) -> Outcome:
             **{f"proxy_{k}": v for k, v in injected.items()},
             "lost_response": totals["lost_response"],
             "expired_token": totals["expired_token"],
+            "client_timeout": totals["client_timeout"],
         },
         "connection_errors": totals["connection_error"],
         "connection_error_kinds": dict(sum((d.errors for d in devices), Counter()).most_common(4)),
