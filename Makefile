@@ -9,10 +9,10 @@ SAM_CLI_VERSION := 1.170.0
 export PYTHONPATH := functions/upload
 EVENT ?= events/01-shape-a-two-transactions.json
 
-.PHONY: help install demo invoke serve test lint typecheck unit integration conformance test-next actionlint test-client openapi sam-validate sam-build clean bench bench-drain chaos
+.PHONY: help install demo invoke serve test lint typecheck unit integration conformance test-next actionlint test-client openapi sam-validate sam-build clean bench bench-memory bench-drain chaos
 
 help:
-	@echo "make demo | invoke EVENT=events/x.json | serve | test | unit | integration | conformance | test-next | lint | typecheck | actionlint | bench | bench-drain | chaos SEED= DURATION= | sam-validate | sam-build"
+	@echo "make demo | invoke EVENT=events/x.json | serve | test | unit | integration | conformance | test-next | lint | typecheck | actionlint | bench | bench-memory | bench-drain | chaos SEED= DURATION= | sam-validate | sam-build"
 
 $(VENV)/.installed: requirements-dev.txt layers/deps/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -97,9 +97,20 @@ clean:
 openapi: install  ## regenerate openapi.json from the handler's models (a test fails when it is stale)
 	$(PY) -m powersync_upload.openapi
 
-bench: install  ## fast path vs per-operation baseline, then the connector's queue drain; prints figures (never asserts)
-	$(PY) bench/bench.py
+# The import time and the memory at the body cap are measured with the Lambda runtime's Python (3.12)
+# and the layer's requirements; without a python3.12 here they fall back to $(PY) (said in the output).
+PYTHON312 ?= $(firstword $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))
+BENCH_VENV := .local/venv312
+
+$(BENCH_VENV)/.installed: layers/deps/requirements.txt
+	$(if $(PYTHON312),$(PYTHON312) -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install --quiet -r $< && touch $@,@echo "no python3.12: the import time is measured with $(PY)")
+
+bench: install $(BENCH_VENV)/.installed  ## planned vs per-operation, loopback and +1 ms per round trip, then the connector's queue drain; prints figures (never asserts). BENCH_ARGS=--quick
+	$(PY) bench/bench.py $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-drain
+
+bench-memory: install $(BENCH_VENV)/.installed  ## peak RSS at the body cap (PostgreSQL) and the import time of app
+	$(PY) bench/memory.py
 
 bench-drain: install $(CLIENT_DIR)/node_modules/.installed  ## 500 offline transactions drained through a 100 ms round-trip proxy: this connector vs one transaction per request
 	cd $(CLIENT_DIR) && PYTHON="$(abspath $(PY))" npm run --silent bench:drain

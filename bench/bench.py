@@ -1,319 +1,505 @@
-"""Benchmark: the fast path against the per-operation baseline, through the real Lambda handler.
+"""Benchmark: the planned (fast) path against the per-operation baseline, through the real handler.
 
-For each dialect (SQLite and PostgreSQL always, MariaDB/MySQL when reachable, SQL Server when
-``MSSQL_URL`` is set), each scenario and each batch size (1, 10, 100, 1000 operations, sent as ONE
-client transaction in shape B), it runs the same requests in both modes and prints:
+Workloads (shape B, fresh UUIDs, the demo ``lists``/``todos`` tables, user U1):
 
-* ops/s      operations applied per second of request time;
-* trips      database round trips per request, counted at the driver (every ``execute``,
-             ``executemany``, ``commit`` and ``rollback`` on the connection; psycopg runs in autocommit
-             mode with explicit BEGIN/COMMIT, so it adds no hidden round trip);
-* p50, p95   request latency in milliseconds;
-* alloc      peak Python allocation during one request (tracemalloc), in KiB;
-* speedup    fast ops/s divided by per-op ops/s.
+* ``put_1000``          1 transaction of 1000 PUTs of new lists;
+* ``update_1000``       1 transaction of 1000 PUTs of existing lists (inserted first, not timed);
+* ``interleaved_1000``  1 transaction of 200 cycles [PUT list L {name}, PUT todo T {list_id: L,
+                        description}, PATCH T {completed}, PATCH L {name}, DELETE T];
+* ``tx50x20``           50 transactions of 4 such cycles, one request;
+* ``tx100x1``           100 single-PUT transactions, one request (what ``getCrudBatch(100)`` sends);
+* ``put_10000``         1 transaction of 10,000 PUTs of new lists;
+* ``drain_500``         500 single-PUT transactions in 5 requests of 100;
+* ``patch_old_1000``    1 transaction of 1000 PATCHes of existing todos, each with ``old`` (what a
+                        table with ``trackPrevious`` sends), under the shipped configuration;
+* ``patch_checked_1000`` the same under ``bench/conflicts.yaml`` (todos with ``detect:
+                        previous_values`` and ``deltas: [priority]``), none stale: its statements
+                        per request against ``patch_old_1000``'s are what the checks cost.
 
-Scenarios: ``put`` is N PUTs of new rows into ``lists`` (an owner table); ``mixed`` is N operations
-over ``lists`` and ``todos`` in blocks, as a device produces them: 10% PUT lists, 40% PUT todos (each
-referencing a list), 30% PATCH todos, 20% DELETE todos.
+Each runs without ``client_id`` and again with one (the ledger's read and write, once it exists),
+in both modes: ``fast`` (the default) and ``per-op`` (``FAST_PATH=0``: one statement per operation,
+one database transaction per client transaction), the per-op runs with the deadline lifted
+(``DEADLINE_S=300``) so that 10,000 operations through the proxy can finish. Each runs on loopback
+and through ``bench/proxy.py``, which adds 0.5 ms per chunk and direction (a round trip costs 1 ms
+more, as a Lambda in a VPC pays to reach RDS). PostgreSQL and MariaDB/MySQL run on both; SQLite on
+loopback only (no wire); SQL Server on both whenever ``MSSQL_URL`` is set.
 
-The last lines measure the peak resident memory (RSS) of a fresh process that runs the 1000-operation
-PostgreSQL batches, and the handler's import time (``python -X importtime -c "import app"``), and print
-the summary line. Nothing here asserts anything: these are figures to compare run to run.
+Per line: ops/s (operations applied per second of request time), p50/p95 request latency (ms),
+statements per request (round trips counted at the proxy; SQLite: driver calls), the peak RSS of the
+benchmark process during the workload (MiB; the high-water mark is reset before each workload), and
+the speedup (fast ops/s / per-op ops/s, same network, dialect and ``client_id``). Then the memory
+figures of ``bench/memory.py`` (a fresh process at the body cap) and the import time of ``app``, and
+``summary`` lines: ``speedup_<workload>_1ms=`` (through the proxy, without ``client_id``),
+``statements_<workload>=`` (fast path, per request), ``peak_mb_cap=``, ``import_ms=``; the last line
+is PostgreSQL's. Nothing here asserts anything: these are figures to compare run to run.
 
-Usage: ``make bench`` (or ``python bench/bench.py [--quick]``).
+Usage: ``make bench`` (or ``python bench/bench.py [--quick] [--dialects postgresql,mysql]
+[--workloads put_1000,...]``). ``--quick`` (or ``BENCH_QUICK=1``) runs fewer repetitions, and skips
+the per-op baselines of ``put_10000`` and of the ``client_id`` lines: on two busy cores the run then
+takes about 2 minutes instead of 15 (the full run spends most of them waiting on the per-op
+baselines through the proxy: ``put_10000`` alone is 20,000 to 30,000 round trips).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "functions" / "upload"), str(ROOT)]
+# not this script's folder (``bench`` must be the package bench/, not this file), but the function and the root
+sys.path[:] = [str(ROOT / "functions" / "upload"), str(ROOT)] + [
+    p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
+]
 os.environ.setdefault("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/powersync_upload_bench")
 os.environ.setdefault("MYSQL_URL", "mysql://root@127.0.0.1:3306/powersync_upload_bench")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
+from bench import memory  # noqa: E402
 from powersync_upload import dialects  # noqa: E402
 from powersync_upload.handler import lambda_handler, set_runtime  # noqa: E402
 from powersync_upload.local import LocalContext, schema_scripts  # noqa: E402
-from tests.support import MSSQL_URL, MYSQL_URL, authorization, event, install_runtime, reset_database  # noqa: E402
+from tests.support import (  # noqa: E402
+    DEFAULT_PORTS,
+    MSSQL_URL,
+    MYSQL_URL,
+    POSTGRES_URL,
+    authorization,
+    counting_round_trips,
+    event,
+    install_runtime,
+    reset_database,
+)
 
-SIZES = (1, 10, 100, 1000)
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
+CONFIGS = {"patch_checked_1000": ROOT / "bench" / "conflicts.yaml"}
+"""Workloads that run under another configuration than the shipped one."""
+BASELINE_DEADLINE_S = 300.0
+DELAY_MS = 0.5
+Entry = dict[str, Any]
 
 
-class Counter:
-    """Counts driver calls that cost a round trip."""
-
-    def __init__(self) -> None:
-        self.calls = 0
+# ---- workloads -----------------------------------------------------------------------------------
 
 
-class _CountingCursor:
-    def __init__(self, cursor: Any, counter: Counter) -> None:
-        self._cursor, self._counter = cursor, counter
+@dataclass
+class Workload:
+    """One repetition of a workload: requests sent first and not timed, then the timed requests."""
 
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        self._counter.calls += 1
-        return self._cursor.execute(*args, **kwargs)
+    setup: list[list[Entry]]
+    requests: list[list[Entry]]
 
-    def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        self._counter.calls += 1
-        return self._cursor.executemany(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
+    @property
+    def operations(self) -> int:
+        """Operations in the timed requests."""
+        return sum(len(batch) for batch in self.requests)
 
 
-class _CountingConnection:
-    def __init__(self, conn: Any, counter: Counter) -> None:
-        self._conn, self._counter = conn, counter
-
-    def cursor(self, *args: Any, **kwargs: Any) -> _CountingCursor:
-        return _CountingCursor(self._conn.cursor(*args, **kwargs), self._counter)
-
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        self._counter.calls += 1
-        return self._conn.execute(*args, **kwargs)
-
-    def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        self._counter.calls += 1
-        return self._conn.executemany(*args, **kwargs)
-
-    def commit(self) -> None:
-        self._counter.calls += 1
-        self._conn.commit()
-
-    def rollback(self) -> None:
-        self._counter.calls += 1
-        self._conn.rollback()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
+def _new_id() -> str:
+    return str(uuid.uuid4())
 
 
-@contextmanager
-def counting(dialect: str, counter: Counter) -> Iterator[None]:
-    """Wrap every connection the dialect opens so its round trips are counted."""
-    module: Any = dialects.load(dialect)
-    original = module.connect
-    module.connect = lambda url, timeout_s: _CountingConnection(original(url, timeout_s), counter)
-    try:
-        yield
-    finally:
-        module.connect = original
+def _put_list(list_id: str, name: str) -> Entry:
+    return {"op": "PUT", "type": "lists", "id": list_id, "data": {"name": name}}
 
 
-def put_batch(size: int, tag: str) -> list[dict[str, Any]]:
-    """N PUTs of new lists, one transaction."""
+def _cycle(tag: str) -> list[Entry]:
+    list_id, todo_id = _new_id(), _new_id()
     return [
-        {"op_id": i, "op": "PUT", "type": "lists", "id": str(uuid.uuid4()), "tx_id": 1, "data": {"name": f"{tag}-{i}"}}
-        for i in range(size)
+        _put_list(list_id, f"{tag}-a"),
+        {"op": "PUT", "type": "todos", "id": todo_id, "data": {"list_id": list_id, "description": tag}},
+        {"op": "PATCH", "type": "todos", "id": todo_id, "data": {"completed": True}},
+        {"op": "PATCH", "type": "lists", "id": list_id, "data": {"name": f"{tag}-b"}},
+        {"op": "DELETE", "type": "todos", "id": todo_id},
     ]
 
 
-def mixed_batch(size: int, tag: str) -> list[dict[str, Any]]:
-    """N operations over lists and todos in blocks (see the module docstring), one transaction."""
-    if size < 10:
-        lists = [str(uuid.uuid4())]
-        entries = [{"op": "PUT", "type": "lists", "id": lists[0], "data": {"name": f"{tag}-l"}}]
-        todos = [str(uuid.uuid4()) for _ in range(size - 1)]
-        entries += [
-            {"op": "PUT", "type": "todos", "id": t, "data": {"list_id": lists[0], "description": "d"}} for t in todos
-        ]
-    else:
-        n_lists, n_put, n_patch = size // 10, size * 4 // 10, size * 3 // 10
-        n_delete = size - n_lists - n_put - n_patch
-        lists = [str(uuid.uuid4()) for _ in range(n_lists)]
-        todos = [str(uuid.uuid4()) for _ in range(n_put)]
-        entries = [
-            {"op": "PUT", "type": "lists", "id": lst, "data": {"name": f"{tag}-{i}"}} for i, lst in enumerate(lists)
-        ]
-        entries += [
-            {
-                "op": "PUT",
-                "type": "todos",
-                "id": t,
-                "data": {"list_id": lists[i % n_lists], "description": f"todo {i}", "completed": 0, "priority": i % 5},
-            }
-            for i, t in enumerate(todos)
-        ]
-        entries += [{"op": "PATCH", "type": "todos", "id": t, "data": {"completed": 1}} for t in todos[:n_patch]]
-        entries += [{"op": "DELETE", "type": "todos", "id": t} for t in todos[n_put - n_delete :]]
-    for i, entry in enumerate(entries):
-        entry.update(op_id=i, tx_id=1)
-    return entries
+def _batches(transactions: list[list[Entry]], per_request: int | None = None) -> list[list[Entry]]:
+    """Number op_ids and tx_ids in queue order and cut the queue into requests of ``per_request``
+    transactions (all in one request when ``None``)."""
+    op_id = 0
+    numbered: list[list[Entry]] = []
+    for tx_id, transaction in enumerate(transactions, start=1):
+        for entry in transaction:
+            op_id += 1
+            entry.update(op_id=op_id, tx_id=tx_id)
+        numbered.append(transaction)
+    size = per_request or len(numbered)
+    return [[e for tx in numbered[start : start + size] for e in tx] for start in range(0, len(numbered), size)]
 
 
-SCENARIOS = {"put": put_batch, "mixed": mixed_batch}
+def put_n(tag: str, n: int) -> Workload:
+    """One transaction of ``n`` PUTs of new lists."""
+    return Workload([], _batches([[_put_list(_new_id(), f"{tag}-{i}") for i in range(n)]]))
 
 
-def reps_for(size: int, quick: bool) -> int:
-    base = {1: 40, 10: 30, 100: 15, 1000: 5}[size]
-    return max(2, base // 4) if quick else base
+def update_1000(tag: str) -> Workload:
+    """1000 lists inserted (not timed), then one transaction of 1000 PUTs replacing them."""
+    ids = [_new_id() for _ in range(1000)]
+    setup = _batches([[_put_list(list_id, f"{tag}-{i}") for i, list_id in enumerate(ids)]])
+    timed = _batches([[_put_list(list_id, f"{tag}-{i}-v2") for i, list_id in enumerate(ids)]])
+    return Workload(setup, timed)
 
 
-def measure(dialect: str, url: str, scenario: str, size: int, fast: bool, reps: int) -> dict[str, float]:
-    """Run ``reps`` requests; return ops/s, round trips per request, p50/p95 ms and peak KiB."""
-    counter = Counter()
-    with counting(dialect, counter):
-        rt = install_runtime(url, CONFIG, fast_path=fast, deadline_s=120)
+def interleaved_1000(tag: str) -> Workload:
+    """One transaction of 200 interleaved cycles over lists and todos (1000 operations)."""
+    return Workload([], _batches([[e for i in range(200) for e in _cycle(f"{tag}-{i}")]]))
+
+
+def tx50x20(tag: str) -> Workload:
+    """50 transactions of 4 cycles (20 operations each), one request."""
+    return Workload([], _batches([[e for c in range(4) for e in _cycle(f"{tag}-{t}-{c}")] for t in range(50)]))
+
+
+def tx100x1(tag: str) -> Workload:
+    """100 single-PUT transactions, one request."""
+    return Workload([], _batches([[_put_list(_new_id(), f"{tag}-{i}")] for i in range(100)]))
+
+
+def drain_500(tag: str) -> Workload:
+    """500 single-PUT transactions, sent as 5 requests of 100 (a device draining its queue)."""
+    return Workload([], _batches([[_put_list(_new_id(), f"{tag}-{i}")] for i in range(500)], per_request=100))
+
+
+def patch_old_1000(tag: str) -> Workload:
+    """A list and 1000 todos inserted (not timed), then one transaction of 1000 PATCHes of the todos,
+    each with the old values of the columns it changes (none stale)."""
+    list_id, ids = _new_id(), [_new_id() for _ in range(1000)]
+    todos = [
+        {
+            "op": "PUT",
+            "type": "todos",
+            "id": t,
+            "data": {"list_id": list_id, "description": f"{tag}-{i}", "priority": 0},
+        }
+        for i, t in enumerate(ids)
+    ]
+    patches = [
+        {
+            "op": "PATCH",
+            "type": "todos",
+            "id": t,
+            "data": {"description": f"{tag}-{i}-v2", "priority": 1},
+            "old": {"description": f"{tag}-{i}", "priority": 0},
+        }
+        for i, t in enumerate(ids)
+    ]
+    return Workload(_batches([[_put_list(list_id, tag), *todos]]), _batches([patches]))
+
+
+WORKLOADS: dict[str, Callable[[str], Workload]] = {
+    "put_1000": lambda tag: put_n(tag, 1000),
+    "update_1000": update_1000,
+    "interleaved_1000": interleaved_1000,
+    "tx50x20": tx50x20,
+    "tx100x1": tx100x1,
+    "put_10000": lambda tag: put_n(tag, 10_000),
+    "drain_500": drain_500,
+    "patch_old_1000": patch_old_1000,
+    "patch_checked_1000": patch_old_1000,
+}
+HEAVY = {"put_10000"}
+
+
+def repetitions(workload: str, fast: bool, quick: bool) -> int:
+    """Repetitions of a workload: fewer for the slow per-op baseline and the 10,000-operation one."""
+    if workload in HEAVY:
+        return (2 if fast else 1) if quick else (3 if fast else 1)
+    if quick:
+        return 2 if fast else 1
+    return 5 if fast else 2
+
+
+# ---- the delay proxy, as its own process ---------------------------------------------------------
+
+
+class ProxyProcess:
+    """``bench/proxy.py`` in a child process (so its event loop never waits for this process's GIL);
+    :meth:`round_trips` asks it for its count."""
+
+    def __init__(self, url: str, delay_ms: float) -> None:
+        parts = urlsplit(url)
+        name = dialects.dialect_name(url)
+        target = f"{parts.hostname or '127.0.0.1'}:{parts.port or DEFAULT_PORTS[name]}"
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "proxy.py"), "--target", target, "--delay-ms", str(delay_ms)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        port = int(self.process.stdout.readline().split()[1])
+        userinfo = parts.netloc.rpartition("@")[0]
+        self.url = parts._replace(netloc=(f"{userinfo}@" if userinfo else "") + f"127.0.0.1:{port}").geturl()
+
+    def round_trips(self) -> int:
+        """Round trips through the proxy so far."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("count\n")
+        self.process.stdin.flush()
+        return int(self.process.stdout.readline())
+
+    def close(self) -> None:
+        """End the proxy process."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(10)
+
+
+@contextmanager
+def network(url: str, via_proxy: bool) -> Iterator[tuple[str, Callable[[], int] | None]]:
+    """The URL to connect to and a round-trip counter: through the delay proxy, or loopback (SQLite
+    counts its driver calls; a server database on loopback is not counted)."""
+    if via_proxy:
+        proxy = ProxyProcess(url, DELAY_MS)
         try:
-            latencies, trips = [], []
-            call(scenario, size, "warm")  # connection and schema cache, as in a warm Lambda
-            for rep in range(reps):
-                body = json.dumps({"batch": SCENARIOS[scenario](size, f"{scenario}-{size}-{fast}-{rep}-{_nonce()}")})
-                before = counter.calls
-                started = time.perf_counter()
-                send(body)
-                latencies.append(time.perf_counter() - started)
-                trips.append(counter.calls - before)
-            # one more request, not timed, for the allocation peak (tracemalloc slows Python down)
-            body = json.dumps({"batch": SCENARIOS[scenario](size, f"{scenario}-{size}-{fast}-alloc-{_nonce()}")})
-            tracemalloc.start()
-            send(body)
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
+            yield proxy.url, proxy.round_trips
         finally:
-            rt.db.discard()
-            set_runtime(None)
-    latencies.sort()
-    return {
-        "ops_s": size * len(latencies) / sum(latencies),
-        "trips": statistics.median(trips),
-        "p50": statistics.median(latencies) * 1000,
-        "p95": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))] * 1000,
-        "alloc_kib": peak / 1024,
-    }
+            proxy.close()
+    elif dialects.dialect_name(url) == "sqlite":
+        with counting_round_trips(url) as counter:
+            yield counter.url, lambda: counter.count
+    else:
+        yield url, None
 
 
-def _nonce() -> str:
-    return uuid.uuid4().hex[:8]
+def proxy_cost_ms(url: str) -> float:
+    """What one round trip through the proxy really adds here, in ms (the median of 200 trivial
+    queries through it minus the median without it): the 1 ms asked for, plus scheduling delay."""
+    from powersync_upload.database import Database
+
+    def median_ms(target: str) -> float:
+        db = Database.from_url(target)
+        conn = db.dialect.connect(target, 10)
+        cursor = conn.cursor()
+        samples = []
+        for _ in range(200):
+            started = time.perf_counter()
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+            samples.append((time.perf_counter() - started) * 1000)
+        conn.close()
+        return statistics.median(samples)
+
+    with network(url, True) as (proxied, _count):
+        return median_ms(proxied) - median_ms(url)
 
 
-def send(body: str) -> None:
+# ---- measuring -----------------------------------------------------------------------------------
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's RSS high-water mark (Linux ``clear_refs``), so a workload's peak is its own."""
+    with contextlib.suppress(OSError):  # not Linux, or not allowed: the peak is the process's so far
+        Path("/proc/self/clear_refs").write_text("5", encoding="ascii")
+
+
+def peak_rss_mb() -> float:
+    """This process's RSS high-water mark (``VmHWM``), in MiB."""
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def send(batch: list[Entry], client_id: str | None) -> None:
     """One request through the handler; anything but 200 with every transaction a success stops the run."""
-    out = lambda_handler(event(body, authorization("U1")), LocalContext(timeout_s=300))  # type: ignore[arg-type]
+    body: dict[str, Any] = {"batch": batch}
+    if client_id is not None:
+        body["client_id"] = client_id
+    context = LocalContext(timeout_s=BASELINE_DEADLINE_S + 10)
+    out = lambda_handler(event(json.dumps(body), authorization("U1")), context)  # type: ignore[arg-type]
     results = json.loads(out["body"]).get("results") if out.get("body") else None
     if out["statusCode"] != 200 or not results or any(r["status"] != "success" for r in results):
         raise RuntimeError(f"benchmark request failed: HTTP {out['statusCode']}: {str(results)[:300]}")
 
 
-def call(scenario: str, size: int, tag: str) -> None:
-    send(json.dumps({"batch": SCENARIOS[scenario](min(size, 10), f"{tag}-{_nonce()}")}))
+@dataclass
+class Figures:
+    """One line of the table."""
+
+    ops_s: float
+    p50_ms: float
+    p95_ms: float
+    statements: float | None
+    peak_mb: float
 
 
-def available() -> list[str]:
-    names = ["sqlite", "postgresql"]
-    try:
-        dialects.load("mysql").connect(MYSQL_URL.rsplit("/", 1)[0] + "/", 2).close()
-        names.append("mysql")
-    except Exception:  # noqa: BLE001 - MariaDB is optional for the benchmark
-        print("(MariaDB/MySQL not reachable: skipped)")
+def measure(url: str, name: str, *, fast: bool, with_client_id: bool, reps: int, via_proxy: bool) -> Figures:
+    """Run ``reps`` repetitions of workload ``name`` in one mode and return its figures."""
+    settings: dict[str, Any] = {"fast_path": fast}
+    if not fast:
+        settings["deadline_s"] = BASELINE_DEADLINE_S
+    with network(url, via_proxy) as (target, count):
+        rt = install_runtime(target, CONFIGS.get(name, CONFIG), **settings)
+        try:
+            client_id = f"bench-{uuid.uuid4().hex[:12]}" if with_client_id else None
+            send(tx100x1(f"warm-{uuid.uuid4().hex[:8]}").requests[0][:10], client_id)  # connection, schema cache
+            latencies: list[float] = []
+            statements: list[int] = []
+            operations = 0
+            reset_peak_rss()
+            for _ in range(reps):
+                workload = WORKLOADS[name](f"{name}-{uuid.uuid4().hex[:10]}")
+                client_id = f"bench-{uuid.uuid4().hex[:12]}" if with_client_id else None
+                for batch in workload.setup:
+                    send(batch, None)
+                operations += workload.operations
+                for batch in workload.requests:
+                    before = count() if count else 0
+                    started = time.perf_counter()
+                    send(batch, client_id)
+                    latencies.append(time.perf_counter() - started)
+                    if count:
+                        statements.append(count() - before)
+            peak = peak_rss_mb()
+        finally:
+            rt.db.discard()
+            set_runtime(None)
+    latencies.sort()
+    return Figures(
+        ops_s=operations / sum(latencies),
+        p50_ms=statistics.median(latencies) * 1000,
+        p95_ms=latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))] * 1000,
+        statements=statistics.median(statements) if statements else None,
+        peak_mb=peak,
+    )
+
+
+def available(wanted: list[str] | None) -> list[str]:
+    """The dialects to run: PostgreSQL and SQLite always, MariaDB/MySQL when reachable, SQL Server
+    when ``MSSQL_URL`` is set."""
+    names = ["postgresql", "mysql", "sqlite"]
     if MSSQL_URL:
         names.append("mssql")
+    if wanted:
+        names = [n for n in names if n in wanted]
+    if "mysql" in names:
+        try:
+            dialects.load("mysql").connect(MYSQL_URL.rsplit("/", 1)[0] + "/", 2).close()
+        except Exception:  # noqa: BLE001 - MariaDB is optional for the benchmark
+            print("(MariaDB/MySQL not reachable: skipped)")
+            names.remove("mysql")
     return names
 
 
-def peak_rss_mb() -> float:
-    """Peak RSS of a fresh process running the 1000-operation PostgreSQL batches (both scenarios)."""
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench.py"), "--rss-child"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    kib = int(re.findall(r"^RSS (\d+)$", out.stdout, re.MULTILINE)[-1])
-    return kib / 1024
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
-def import_ms() -> float:
-    """Cumulative import time of the Lambda entry module ``app`` (median of 5 fresh processes)."""
-    samples = []
-    for _ in range(5):
-        out = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", "import app"],
-            cwd=ROOT / "functions" / "upload",
-            capture_output=True,
-            text=True,
-            check=True,
-            env={k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)},
-        )
-        line = [row for row in out.stderr.splitlines() if row.rstrip().endswith("| app")][-1]
-        samples.append(int(line.split("|")[1]) / 1000)
-    return statistics.median(samples)
+HEADER = (
+    f"{'dialect':<11}{'net':<6}{'workload':<18}{'cid':<4}{'mode':<7}{'ops/s':>9}{'p50 ms':>9}{'p95 ms':>9}"
+    f"{'stmts':>7}{'peak MiB':>9}{'speedup':>9}"
+)
 
 
-def rss_child() -> None:
-    """Run the 1000-operation PostgreSQL batches, then print this process's peak RSS (KiB)."""
-    import resource
+def run_dialect(dialect: str, workloads: list[str], quick: bool) -> dict[str, dict[str, Any]]:
+    """Every workload on ``dialect``; returns the summary figures of its proxy (or loopback) runs."""
+    url = reset_database(dialect, schema_scripts(dialect), Path(tempfile.mkdtemp(prefix="bench-")))
+    summary: dict[str, dict[str, Any]] = {}
+    nets = [False] if dialect == "sqlite" else [False, True]
+    per_op: dict[tuple[str, bool], Figures] = {}
+    if dialect != "sqlite":
+        print(f"{dialect}: a round trip through the proxy costs +{proxy_cost_ms(url):.2f} ms here (asked: +1 ms)")
+    for via_proxy in nets:
+        net = "1ms" if via_proxy else "loop"
+        for name in workloads:
+            for with_client_id in (False, True):
+                skip_baseline = quick and (name in HEAVY or with_client_id)
+                modes = ["fast"] if skip_baseline else ["per-op", "fast"]
+                figures = {
+                    mode: measure(
+                        url,
+                        name,
+                        fast=mode == "fast",
+                        with_client_id=with_client_id,
+                        reps=repetitions(name, mode == "fast", quick),
+                        via_proxy=via_proxy,
+                    )
+                    for mode in modes
+                }
+                speedup = figures["fast"].ops_s / figures["per-op"].ops_s if "per-op" in figures else None
+                for mode, f in figures.items():
+                    print(
+                        f"{dialect:<11}{net:<6}{name:<18}{'yes' if with_client_id else 'no':<4}{mode:<7}"
+                        f"{f.ops_s:>9.0f}{f.p50_ms:>9.1f}{f.p95_ms:>9.1f}{_fmt(f.statements, '.0f'):>7}"
+                        f"{f.peak_mb:>9.0f}" + (f"{_fmt(speedup, '.1f'):>8}x" if mode == "fast" else "")
+                    )
+                sys.stdout.flush()
+                if not with_client_id and (via_proxy or dialect == "sqlite"):
+                    summary[name] = {"speedup": speedup, "statements": figures["fast"].statements}
+                if not with_client_id and "per-op" in figures:
+                    per_op[(name, via_proxy)] = figures["per-op"]
+    loop, slow = per_op.get(("put_1000", False)), per_op.get(("put_1000", True))
+    if loop and slow and slow.statements:
+        added = (slow.p50_ms - loop.p50_ms) / slow.statements
+        print(f"{dialect}: through the proxy the engine paid +{added:.2f} ms per round trip (put_1000 per-op, p50)")
+    return summary
 
-    url = reset_database("postgresql", schema_scripts("postgresql"), Path(tempfile.mkdtemp(prefix="bench-")))
-    for scenario in SCENARIOS:
-        measure("postgresql", url, scenario, 1000, True, 2)
-    print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+def summary_line(label: str, figures: dict[str, dict[str, Any]], peak_mb: float | None, import_ms: float) -> str:
+    """``summary`` and its key=value pairs."""
+    suffix = "1ms" if label != "summary_sqlite" else "loop"
+    parts = [label]
+    for name, values in figures.items():
+        parts.append(f"speedup_{name}_{suffix}={_fmt(values['speedup'], '.1f')}")
+    for name, values in figures.items():
+        parts.append(f"statements_{name}={_fmt(values['statements'], '.0f')}")
+    parts += [f"peak_mb_cap={_fmt(peak_mb, '.0f')}", f"import_ms={import_ms:.0f}"]
+    return " ".join(parts)
 
 
 def main() -> int:
+    """Run the benchmark and print its figures (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
+    parser.add_argument("--dialects", help="comma-separated subset of postgresql,mysql,sqlite,mssql")
+    parser.add_argument("--workloads", help=f"comma-separated subset of {','.join(WORKLOADS)}")
     args = parser.parse_args()
-    if args.rss_child:
-        rss_child()
-        return 0
-    figures: dict[tuple[str, str, int], dict[str, dict[str, float]]] = {}
-    header = (
-        f"{'dialect':<11}{'scenario':<8}{'ops':>6}  {'mode':<7}{'ops/s':>10}{'trips':>7}{'p50 ms':>9}{'p95 ms':>9}"
-        f"{'alloc KiB':>11}{'speedup':>9}"
-    )
-    print(header)
-    print("-" * len(header))
-    for dialect in available():
-        url = reset_database(dialect, schema_scripts(dialect), Path(tempfile.mkdtemp(prefix="bench-")))
-        for scenario in SCENARIOS:
-            for size in SIZES:
-                reps = reps_for(size, args.quick)
-                result = {
-                    mode: measure(dialect, url, scenario, size, mode == "fast", reps) for mode in ("per-op", "fast")
-                }
-                figures[(dialect, scenario, size)] = result
-                speedup = result["fast"]["ops_s"] / result["per-op"]["ops_s"]
-                for mode in ("per-op", "fast"):
-                    r = result[mode]
-                    print(
-                        f"{dialect:<11}{scenario:<8}{size:>6}  {mode:<7}{r['ops_s']:>10.0f}{r['trips']:>7.0f}"
-                        f"{r['p50']:>9.1f}{r['p95']:>9.1f}{r['alloc_kib']:>11.0f}"
-                        + (f"{speedup:>8.1f}x" if mode == "fast" else "")
-                    )
-        sys.stdout.flush()
-    rss = peak_rss_mb()
-    imp = import_ms()
-    put, mixed = figures[("postgresql", "put", 1000)], figures[("postgresql", "mixed", 1000)]
-    print(f"peak RSS of a process running the 1000-operation PostgreSQL batches: {rss:.0f} MB")
-    print(f"handler import (python -X importtime -c 'import app', median of 5): {imp:.0f} ms")
+    workloads = args.workloads.split(",") if args.workloads else list(WORKLOADS)
+    names = available(args.dialects.split(",") if args.dialects else None)
     print(
-        f"summary speedup_put_1000={put['fast']['ops_s'] / put['per-op']['ops_s']:.1f} "
-        f"round_trips_put_1000={put['fast']['trips']:.0f} "
-        f"speedup_mixed_1000={mixed['fast']['ops_s'] / mixed['per-op']['ops_s']:.1f} "
-        f"peak_mb_1000={rss:.0f} import_ms={imp:.0f}"
+        f"per-op baseline: FAST_PATH=0 with DEADLINE_S={BASELINE_DEADLINE_S:.0f}; proxy: +{DELAY_MS} ms per chunk "
+        f"and direction; {'quick run' if args.quick else 'full run'}"
     )
+    print(HEADER)
+    print("-" * len(HEADER))
+    summaries = {dialect: run_dialect(dialect, workloads, args.quick) for dialect in names}
+    cap = memory.measure_cap(POSTGRES_URL) if "postgresql" in names else None
+    if cap is not None:
+        print(
+            f"memory at the body cap ({cap['body_mb']:.1f} MB shape B body of {cap['operations']} PATCHes, "
+            f"PostgreSQL, fresh process): post-import RSS {cap['import_rss_mb']:.0f} MiB, "
+            f"peak (VmHWM) {cap['peak_mb']:.0f} MiB"
+        )
+    python, samples = memory.measure_import()
+    import_ms = statistics.median(samples)
+    _, floor = memory.measure_import(statement=memory.FLOOR_IMPORTS)
+    print(
+        f"import app ({python}, .pyc precompiled, median of {len(samples)} fresh processes): {import_ms:.0f} ms; "
+        f"the Powertools and pydantic modules it uses, alone: {statistics.median(floor):.0f} ms"
+    )
+    peak = cap["peak_mb"] if cap is not None else None
+    for dialect in [d for d in names if d != "postgresql"]:
+        print(summary_line(f"summary_{dialect}", summaries[dialect], peak, import_ms))
+    if "postgresql" in summaries:
+        print(summary_line("summary", summaries["postgresql"], peak, import_ms))
     return 0
 
 

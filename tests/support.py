@@ -11,7 +11,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -19,6 +19,7 @@ from datetime import time as dtime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -294,8 +295,10 @@ class RowReader:
         return out
 
     def execute(self, sql: str) -> None:
-        """Run ``sql`` in its own transaction and commit it (a change made beside the product)."""
-        cursor = self._cursor(sql)
+        """Run ``sql`` in its own transaction and commit it (a change made beside the product). No
+        parameters: a ``%`` in the statement is literal SQL, never a placeholder."""
+        cursor = self.conn.cursor()
+        cursor.execute(sql)
         cursor.close()
         self.conn.commit()
 
@@ -306,6 +309,89 @@ class RowReader:
         value = int(cursor.fetchone()[0])
         self.conn.rollback()
         return value
+
+
+# ---- counting round trips ------------------------------------------------------------------------
+
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+class DriverCallCounter:
+    """A DB-API connection that counts the driver calls that cost a round trip on a server database:
+    ``execute``, ``executemany``, ``executescript``, ``commit`` and ``rollback`` (on the connection or
+    on its cursors). For SQLite, which has no wire to count at.
+
+    Everything else is forwarded to the wrapped connection, reads and writes alike; the wrapper's own
+    two attributes have names no driver uses (an attribute named like the driver's own, e.g.
+    pymssql's ``_conn``, would hide it).
+    """
+
+    __slots__ = ("_counted_calls", "_counted_target")
+
+    _COUNTED = frozenset({"execute", "executemany", "executescript", "commit", "rollback"})
+
+    def __init__(self, target: Any, calls: list[int]) -> None:
+        object.__setattr__(self, "_counted_target", target)
+        object.__setattr__(self, "_counted_calls", calls)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._counted_target, name)
+        if name == "cursor":
+            return lambda *args, **kwargs: DriverCallCounter(value(*args, **kwargs), self._counted_calls)
+        if name in self._COUNTED:
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                self._counted_calls[0] += 1
+                return value(*args, **kwargs)
+
+            return counted
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._counted_target, name, value)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._counted_target)
+
+
+@dataclass
+class RoundTrips:
+    """What :func:`counting_round_trips` yields: the URL to use and the count so far."""
+
+    url: str
+    _read: Callable[[], int]
+
+    @property
+    def count(self) -> int:
+        """Round trips since counting started (all connections to ``url``)."""
+        return self._read()
+
+
+@contextmanager
+def counting_round_trips(url: str) -> Iterator[RoundTrips]:
+    """Count the round trips made to the database at ``url``.
+
+    Server databases are counted on the wire, through :class:`bench.proxy.DelayProxy` without delay
+    (a turn of the conversation is one round trip, however the driver batches or pipelines): connect
+    to the yielded ``url``. SQLite is counted at the driver (:class:`DriverCallCounter` around every
+    connection the dialect opens while the block runs); its ``url`` is unchanged.
+    """
+    name = dialects.dialect_name(url)
+    if name == "sqlite":
+        calls = [0]
+        module: Any = dialects.load("sqlite")
+        original = module.connect
+        module.connect = lambda target, timeout_s: DriverCallCounter(original(target, timeout_s), calls)
+        try:
+            yield RoundTrips(url, lambda: calls[0])
+        finally:
+            module.connect = original
+        return
+    from bench.proxy import DelayProxy
+
+    parts = urlsplit(url)
+    with DelayProxy(parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORTS[name], delay_s=0) as proxy:
+        yield RoundTrips(proxy.url(url), lambda: proxy.round_trips)
 
 
 # ---- the local HTTP server ------------------------------------------------------------------------

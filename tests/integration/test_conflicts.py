@@ -259,3 +259,43 @@ def test_a_stale_patch_among_grouped_transactions_rejects_only_its_own(shop: tup
     assert [reader.row("items", "id", row, None)["quantity"] for row in rows] == [9, 9]
     reader.close()
     assert len(_conflicts(url)) == 1
+
+
+def test_a_configuration_that_does_not_fit_the_schema_refuses_only_that_table(
+    shop: tuple[str, Runtime], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a delta on a text column (valid YAML; only the schema shows the mistake)
+    url, rt = shop
+    config = tmp_path / "upload.yaml"
+    config.write_text(
+        "tables:\n  items:\n    owner: owner_id\n    deltas: [name]\n  tags:\n    owner: owner_id\n", encoding="utf-8"
+    )
+    rt.db.discard()
+    install_runtime(url, config)
+
+    # When an item and a tag are written
+    with caplog.at_level(logging.ERROR):
+        items = call({"batch": [_patch(WIDGET, {"name": "x"}, {"name": "widget"})]})
+        tags = call({"batch": [_patch(TAG, {"label": "green"}, table="tags")]})
+
+    # Then the item is SCHEMA_MISMATCH, the problem is logged naming the key, and tags still work
+    assert items.body["results"][0]["failed_operation"]["error_code"] == "SCHEMA_MISMATCH"
+    assert tags.body["results"] == [{"status": "success"}]
+    assert any("tables.items.deltas" in str(getattr(r, "problems", "")) for r in caplog.records)
+
+
+def test_a_transaction_that_ships_an_item_and_then_edits_it_is_refused_at_the_edit(shop: tuple[str, Runtime]) -> None:
+    # Given a pending widget
+    url, _ = shop
+
+    # When one transaction packs it, ships it, then renames it
+    steps = [{"status": "packed"}, {"status": "shipped"}, {"name": "renamed after shipping"}]
+    batch = [{**_patch(WIDGET, data, op_id=n + 1), "tx_id": 1} for n, data in enumerate(steps)]
+    response = call({"batch": batch})
+
+    # Then the rename is refused as frozen by the status the transaction itself set; nothing of it stays
+    failed = response.body["results"][0]["failed_operation"]
+    assert (failed["error_code"], failed["operation_index"], failed["details"]["reason"]) == ("CONFLICT", 2, "frozen")
+    reader = RowReader(url)
+    assert reader.row("items", "id", WIDGET, None)["status"] == "pending"
+    reader.close()

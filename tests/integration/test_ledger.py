@@ -7,6 +7,7 @@ uses a second, real connection (a second :class:`~powersync_upload.database.Data
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -219,3 +220,47 @@ def test_the_ledger_claim_reports_a_duplicate_with_the_stored_row_and_pruning_ke
     assert [ledger.from_row("u", "c", row) for row in again.stored] == [recent]
     assert pruned == 1
     assert _read(url, "powersync_upload_ledger") == 1
+
+
+def test_without_the_ledger_table_uploads_still_apply_and_the_gap_is_logged(
+    demo: tuple[str, Runtime], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a database where the ledger migration was not run
+    url, _ = demo
+    reader = RowReader(url)
+    reader.execute("DROP TABLE powersync_upload_ledger")
+    reader.close()
+
+    # When a transaction is sent with a client id, twice
+    body = {"batch": [_patch("no ledger")], "client_id": "device-1"}
+    with caplog.at_level(logging.ERROR):
+        first, second = call(body), call(body)
+
+    # Then both are applied (replays rely on idempotency, never a 5xx) and the missing ledger is logged
+    assert [first.body["results"], second.body["results"]] == [[{"status": "success"}]] * 2
+    assert _read(url, "todos", TODO)["description"] == "no ledger"
+    assert any(r.getMessage() == "cannot read the ledger; replays are applied again" for r in caplog.records)
+
+
+def test_a_transaction_whose_ledger_row_expired_is_applied_again_and_decided_anew(demo: tuple[str, Runtime]) -> None:
+    # Given the ledger row of a transaction decided 30 days ago (ledger_days is 7), not yet pruned
+    url, rt = demo
+    body = {"batch": [_patch("from device 1")], "client_id": "device-1"}
+    transaction = Transaction((Operation("PATCH", "todos", TODO, {"description": "from device 1"}, 7),), 7)
+    ident = ledger.identity(USERS["U1"], "device-1", transaction)
+    assert ident is not None
+    old = ledger.entry(ident, {"status": "success"}, datetime.now(UTC) - timedelta(days=30))
+    conn = rt.db.dialect.connect(url, 5)
+    rt.db.dialect.begin(conn, 5)
+    assert rt.db.dialect.ledger_claim(conn, [old]).claimed
+    rt.db.dialect.commit(conn)
+    conn.close()
+
+    # When the same transaction arrives
+    response = call(body)
+
+    # Then it is applied (the window is over), the expired row is gone and the new decision recorded
+    assert response.body["results"] == [{"status": "success"}]
+    assert _read(url, "todos", TODO)["description"] == "from device 1"
+    assert _read(url, "powersync_upload_ledger") == 1
+    assert call(body).body["results"] == [{"status": "success", "warnings": [{"code": "ALREADY_APPLIED"}]}]

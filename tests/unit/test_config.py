@@ -235,6 +235,17 @@ def test_ledger_days_must_be_a_positive_number_of_days(tmp_path: Path, days: str
         load_upload_config(path)
 
 
+def test_the_conflicts_table_is_writable_without_configuration_resolved_only(tmp_path: Path) -> None:
+    # Given a file that does not mention the conflicts table, and one that configures it itself
+    implicit = load_upload_config(write(tmp_path, "tables:\n  t: {}\n"))
+    own = load_upload_config(write(tmp_path, "tables:\n  powersync_upload_conflicts: {owner: user_id}\n"))
+
+    # When / Then the first lets users write only `resolved` on their own rows; the second keeps its own
+    table = implicit.tables["powersync_upload_conflicts"]
+    assert (table.owner, table.columns, table.reads_rows) == ("user_id", ["resolved"], False)
+    assert own.tables["powersync_upload_conflicts"].columns is None
+
+
 def _items_schema() -> TableSchema:
     columns = [
         Column("id", Kind.UUID),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from powersync_upload.plan import Step, Tables, groups, plan
+from powersync_upload.plan import Step, Tables, groups, plan, transient_collision
 
 TODO = Tables(parents={"todos": (("lists", "restrict"),)}, unique=frozenset({"lists"}))
 CASCADE = Tables(parents={"todos": (("lists", "cascade"),)})
@@ -154,3 +154,34 @@ def test_new_rows_that_reference_each_other_fall_back_to_queue_order() -> None:
 def test_every_step_is_planned_exactly_once() -> None:
     steps = [put_list(0, "l"), put_todo(0, "t", "l", 1), Step(0, 2, "lists", "DELETE", "l")]
     assert sorted(plan(steps, TODO).sequence()) == [0, 1, 2]
+
+
+def test_a_swap_of_unique_values_between_two_rows_is_a_transient_collision() -> None:
+    # Given A holds "x" and B holds "y", and the batch sets A to "y", then B to "x"
+    transitions = [("A", {"name": "x"}, {"name": "y"}), ("B", {"name": "y"}, {"name": "x"})]
+    # Then written one at a time in that order, A would meet B's "y": the batch must go row by row
+    assert transient_collision(transitions, [("name",)])
+
+
+def test_a_swap_through_a_temporary_value_is_a_collision_only_where_queue_order_meets_one() -> None:
+    # Given A "x" -> "tmp" and B "y" -> "x": in order, A frees "x" before B takes it
+    ordered = [("A", {"name": "x"}, {"name": "tmp"}), ("B", {"name": "y"}, {"name": "x"})]
+    assert not transient_collision(ordered, [("name",)])
+    # And the other order meets A still holding "x"
+    assert transient_collision(list(reversed(ordered)), [("name",)])
+
+
+def test_new_rows_with_distinct_values_and_nulls_never_collide() -> None:
+    transitions = [("A", None, {"name": "a"}), ("B", None, {"name": None}), ("C", None, {"name": None})]
+    assert not transient_collision(transitions, [("name",)])
+
+
+def test_multi_column_indexes_compare_all_their_columns_case_insensitively() -> None:
+    # Given (owner, name) unique, B taking A's name under another owner, then C taking it under A's owner
+    transitions = [
+        ("A", {"owner": "u1", "name": "Milk"}, {"name": "milk"}),
+        ("B", {"owner": "u2", "name": "b"}, {"name": "MILK"}),
+    ]
+    assert not transient_collision(transitions, [("owner", "name")])
+    transitions.append(("C", {"owner": "u1", "name": "c"}, {"name": "mIlk"}))
+    assert transient_collision(transitions, [("owner", "name")])

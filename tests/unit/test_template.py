@@ -291,3 +291,11 @@ def test_the_connectors_default_byte_budget_fits_lambdas_event_limit_whatever_th
     assert 6 * budget + 64 * 1024 < LAMBDA_EVENT_LIMIT
     assert budget < Settings().max_body_bytes
     assert budget < int(PARAMETERS["MaxBodyBytes"]["Default"])
+
+
+def test_the_smallest_memory_allowed_holds_a_request_at_the_body_cap() -> None:
+    # Given the peak RSS measured by `make bench-memory` for a body at the cap (4.5 MiB of PATCHes): ~110 MiB
+    measured_peak_mib = 110
+    # Then the template refuses a memory size that leaves less than 30 MiB above it
+    memory = PARAMETERS["MemorySize"]
+    assert memory["MinValue"] >= measured_peak_mib + 30

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { PowerSyncDatabase, type Schema } from '@powersync/node';
 import Database from 'better-sqlite3';
 
 /** clients/typescript (this file runs from clients/typescript/dist/test). */
@@ -141,4 +142,21 @@ export async function startBackend(env: Record<string, string> = {}): Promise<Ba
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/** A real SDK client database (better-sqlite3) in `dir`, initialized; no PowerSync Service. */
+export async function openClient(schema: Schema, dir: string): Promise<PowerSyncDatabase> {
+  const db = new PowerSyncDatabase({
+    schema,
+    database: { dbFilename: 'client.sqlite', dbLocation: dir, implementation: { type: 'better-sqlite3' } }
+  });
+  await db.init();
+  return db;
+}
+
+/** Closes what a test opened: the client database, the backend, the temporary folder. */
+export async function closeAll(db: PowerSyncDatabase | undefined, backend: Backend | undefined, dir: string | undefined): Promise<void> {
+  await db?.close();
+  await backend?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 }

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,7 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { column, PowerSyncDatabase, Schema, Table } from '@powersync/node';
 
 import { PowerSyncUploader, UploadError, type CrudTransactionLike, type FatalErrorResult, type FetchLike } from '../src/connector.js';
-import { startBackend, USER_ID, type Backend } from './backend.js';
+import { closeAll, openClient, startBackend, USER_ID, type Backend } from './backend.js';
 
 const AppSchema = new Schema({
   lists: new Table({ name: column.text, owner_id: column.text, created_at: column.text }),
@@ -89,18 +89,10 @@ describe('PowerSyncUploader with the real @powersync/node SDK against `serve`', 
   before(async () => {
     backend = await startBackend({ MAX_BODY_BYTES: String(MAX_BODY_BYTES) });
     dir = mkdtempSync(join(tmpdir(), 'powersync-upload-sdk-'));
-    db = new PowerSyncDatabase({
-      schema: AppSchema,
-      database: { dbFilename: 'client.sqlite', dbLocation: dir, implementation: { type: 'better-sqlite3' } }
-    });
-    await db.init();
+    db = await openClient(AppSchema, dir);
   });
 
-  after(async () => {
-    await db?.close();
-    await backend?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => closeAll(db, backend, dir));
 
   const list1 = randomUUID();
   const todo1 = randomUUID();

@@ -10,10 +10,10 @@ BEGIN
     client_id nvarchar(255) COLLATE Latin1_General_100_BIN2 NOT NULL,
     first_op_id bigint NOT NULL,
     last_op_id bigint NOT NULL,
-    digest char(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
+    digest nchar(64) COLLATE Latin1_General_100_BIN2 NOT NULL,  -- nchar: pymssql sends N'...', the seek needs no conversion
     result nvarchar(max) NOT NULL,
     decided_at datetime2(3) NOT NULL,
-    CONSTRAINT uq_powersync_upload_ledger_identity UNIQUE (user_id, client_id, digest, first_op_id, last_op_id)
+    CONSTRAINT uq_powersync_upload_ledger_identity UNIQUE (digest, user_id, client_id, first_op_id, last_op_id)
   );
   CREATE INDEX ix_powersync_upload_ledger_decided ON dbo.powersync_upload_ledger(decided_at);
 END

@@ -11,6 +11,6 @@ CREATE TABLE IF NOT EXISTS powersync_upload_ledger (
   digest char(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   result mediumtext NOT NULL,
   decided_at datetime(3) NOT NULL,
-  UNIQUE KEY uq_powersync_upload_ledger_identity (user_id, client_id, digest, first_op_id, last_op_id),
+  UNIQUE KEY uq_powersync_upload_ledger_identity (digest, user_id, client_id, first_op_id, last_op_id),
   KEY ix_powersync_upload_ledger_decided (decided_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

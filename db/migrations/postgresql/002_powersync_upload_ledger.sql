@@ -13,6 +13,6 @@ CREATE TABLE IF NOT EXISTS powersync_upload_ledger (
   digest char(64) NOT NULL,                -- SHA-256 (hex) of the transaction's canonical JSON
   result text NOT NULL,                    -- the result JSON answered for it (names and codes, no values)
   decided_at timestamp(3) NOT NULL,        -- UTC
-  CONSTRAINT uq_powersync_upload_ledger_identity UNIQUE (user_id, client_id, digest, first_op_id, last_op_id)
+  CONSTRAINT uq_powersync_upload_ledger_identity UNIQUE (digest, user_id, client_id, first_op_id, last_op_id)
 );
 CREATE INDEX IF NOT EXISTS ix_powersync_upload_ledger_decided ON powersync_upload_ledger(decided_at);

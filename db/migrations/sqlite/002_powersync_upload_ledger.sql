@@ -11,6 +11,6 @@ CREATE TABLE IF NOT EXISTS powersync_upload_ledger (
   digest CHAR(64) NOT NULL,
   result TEXT NOT NULL,
   decided_at DATETIME NOT NULL,
-  CONSTRAINT uq_powersync_upload_ledger_identity UNIQUE (user_id, client_id, digest, first_op_id, last_op_id)
+  CONSTRAINT uq_powersync_upload_ledger_identity UNIQUE (digest, user_id, client_id, first_op_id, last_op_id)
 );
 CREATE INDEX IF NOT EXISTS ix_powersync_upload_ledger_decided ON powersync_upload_ledger(decided_at);

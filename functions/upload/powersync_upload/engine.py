@@ -105,6 +105,8 @@ class Outcome:
         replayed: transactions answered from the ledger instead of being applied again.
         unrecorded_conflicts: conflicts that could not be stored in ``powersync_upload_conflicts``
             (their results stand, without ``conflict_id``).
+        config_problems: configuration problems found against the schema in this request (a delta
+            column that is not numeric, a rule on an unknown column...): logged, the table refused.
     """
 
     results: list[TransactionResult]
@@ -113,6 +115,7 @@ class Outcome:
     recorded: int = 0
     replayed: int = 0
     unrecorded_conflicts: int = 0
+    config_problems: int = 0
     fatal: list[tuple[int, Transaction, FatalOpError, int]] = field(default_factory=list)
 
 
@@ -211,6 +214,7 @@ class _Run:
     """The request's use of the ledger (ledger hook)."""
     replayed: int = 0
     unrecorded_conflicts: int = 0
+    config_problems: int = 0
     opened: Any = None
     """A connection whose transaction the ledger read opened and nothing wrote in yet: the first
     group's ``_begin`` takes it (ledger hook: saves a ROLLBACK and a BEGIN per request)."""
@@ -264,6 +268,7 @@ class _Run:
             results.append(result)
         outcome.replayed = self.replayed
         outcome.unrecorded_conflicts = self.unrecorded_conflicts
+        outcome.config_problems = self.config_problems
         if self.replays is not None:
             self.replays.prune_if_due(self)  # ledger hook
         return outcome
@@ -769,7 +774,13 @@ class _LedgerRun:
             return
         run.opened = conn  # the first group's writes go in this transaction (nothing was written yet)
         db.mark_used()
-        self.known = [e for e in (ledger.from_row(self.user_id, self.client_id, r) for r in rows) if e is not None]
+        known = [e for e in (ledger.from_row(self.user_id, self.client_id, r) for r in rows) if e is not None]
+        cutoff = (_now() - timedelta(days=self.retention_days)).replace(tzinfo=None)
+        if any(e.decided_at < cutoff for e in known):
+            # Pruning is overdue: an expired row would make the new decision's insert a duplicate.
+            db.dialect.ledger_prune(conn, cutoff)
+            known = [e for e in known if e.decided_at >= cutoff]
+        self.known = known
 
     def answer(self, transaction: Transaction) -> TransactionResult | None:
         """The stored answer for a transaction decided before, or ``None`` to apply it."""
@@ -870,30 +881,31 @@ class _LedgerRun:
 # writes (deltas and the version computed on that locked row), raises ``CONFLICT``, or skips the
 # operation with a ``CONFLICT_SKIPPED`` warning. Transactions touching such a table take this path.
 
-_RULES: dict[tuple[str, int], tuple[TableSchema, conflicts.TableRules | None]] = {}
-"""Compiled rules per (client table, introspected schema object); ``None``: the schema check failed."""
+_RULES: dict[str, tuple[TableSchema, TableConfig, conflicts.TableRules | None]] = {}
+"""Compiled rules per client table, for the schema object and configuration they were compiled from;
+``None``: the schema check failed."""
 
 
-def _table_rules(target: Target) -> conflicts.TableRules:
-    """The table's compiled rules; the schema check of DESIGN section 4 runs here, at first use of an
-    introspected table: a problem is logged (once per schema) and the table's operations are
-    ``SCHEMA_MISMATCH``."""
+def _table_rules(run: _Run, target: Target) -> conflicts.TableRules:
+    """The table's compiled rules. The schema check of DESIGN.md section 4 runs here, at first use of
+    an introspected table (again after a schema refresh): a problem is logged and counted (once per
+    schema), and the table's operations are then ``SCHEMA_MISMATCH``."""
     table = target.config
     if not table.reads_rows:
         return conflicts.NO_RULES
-    cache_key = (target.client_table, id(target.schema))
-    cached = _RULES.get(cache_key)
-    if cached is None or cached[0] is not target.schema:
+    cached = _RULES.get(target.client_table)
+    if cached is None or cached[0] is not target.schema or cached[1] is not table:
         problems = schema_problems(target.client_table, table, target.schema)
         if problems:
+            run.config_problems += len(problems)
             logger.error(
                 "configuration does not fit the table", extra={"table": target.client_table, "problems": problems}
             )
         compiled = None if problems else conflicts.compile_rules(table, target.schema)
-        cached = _RULES[cache_key] = (target.schema, compiled)
-    if cached[1] is None:
+        cached = _RULES[target.client_table] = (target.schema, table, compiled)
+    if cached[2] is None:
         raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=target.client_table)
-    return cached[1]
+    return cached[2]
 
 
 def _server_old(target: Target, old: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -920,7 +932,7 @@ def _conflict_check(
     Raises:
         FatalOpError: as :func:`_change_of` and :func:`_adjusted` raise.
     """
-    rules = _table_rules(item.target)
+    rules = _table_rules(run, item.target)
     if not rules.active:
         return item, None
     change, values = _change_of(item, rules)
@@ -950,7 +962,7 @@ def _checked_batch(
         FatalOpError: as :func:`_change_of` and :func:`_adjusted` raise (the engine then applies the
             transaction one operation at a time, which names the operation).
     """
-    rules = _table_rules(members[0][2].target)
+    rules = _table_rules(run, members[0][2].target)
     if not rules.active:
         return None
     changes: list[tuple[int, conflicts.Change, dict[str, Any]]] = []
@@ -1130,8 +1142,8 @@ def _conflict_row(
         "table_name": conflicts.text_field(operation.table, 128),
         "row_id": conflicts.text_field(operation.id, 255),
         "reason": finding.reason.value,
-        "client_values": json.dumps(client, default=str),
-        "server_values": json.dumps(server, default=str),
+        "client_values": json.dumps(client, default=str, separators=(",", ":")),
+        "server_values": json.dumps(server, default=str, separators=(",", ":")),
         "created_at": datetime.now(UTC).replace(tzinfo=None),
         "resolved": 0,
     }

@@ -195,6 +195,9 @@ def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
     """Apply a PowerSync upload: shape A (reference write API) or shape B (``CrudEntry.toJSON()`` list)."""
     rt: Runtime = app.context["runtime"]
     parsed = to_upload(body, rt.config.max_transactions)
+    # Powertools caches the parsed JSON on the event; the operations now hold what is needed of it.
+    # Free it before the engine runs: at the body cap it is the largest object of the request.
+    vars(app.current_event).pop("json_body", None)
     if not parsed.transactions:
         return _json_response(200, UploadResponse(results=[]).to_json())
     started = time.perf_counter()

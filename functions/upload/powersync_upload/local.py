@@ -116,7 +116,12 @@ def _print_rows() -> None:
     if os.environ.get("DATABASE_URL"):
         return
     with sqlite3.connect(DEMO_DB) as conn:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
         for table in tables:
             cursor = conn.execute(f'SELECT * FROM "{table}" ORDER BY 1')
             names = [d[0] for d in cursor.description]

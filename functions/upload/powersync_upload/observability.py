@@ -88,6 +88,8 @@ def record(outcome: Outcome, operations: int, duration_ms: float, errors_table: 
         metrics.add_metric(name="ErrorsNotRecorded", unit=MetricUnit.Count, value=missed)
     if outcome.unrecorded_conflicts:
         metrics.add_metric(name="ConflictsNotRecorded", unit=MetricUnit.Count, value=outcome.unrecorded_conflicts)
+    if outcome.config_problems:
+        metrics.add_metric(name="ConfigurationProblems", unit=MetricUnit.Count, value=outcome.config_problems)
     if outcome.replayed:
         metrics.add_metric(name="TransactionsReplayed", unit=MetricUnit.Count, value=outcome.replayed)
     codes: dict[str, int] = {}

@@ -58,7 +58,7 @@ def identity(value: object) -> Hashable:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """One prepared operation as the planner sees it.
 
@@ -274,6 +274,39 @@ def _queue_order(positions: list[int], child_ops: set[int], graph: _Graph) -> No
         pending[is_child].add(i)
 
 
+@dataclass
+class Grouping:
+    """Forms groups of consecutive client transactions one transaction at a time (see :func:`groups`),
+    so the engine can apply a group as soon as it is complete and keep only that group in memory."""
+
+    tables: Tables
+    max_steps: int = 1000
+    _count: int = 0
+    _deleted: set[str] = field(default_factory=set)
+    _touched: set[str] = field(default_factory=set)
+    _setters: set[str] = field(default_factory=set)
+
+    def starts_group(self, transaction: Sequence[Step]) -> bool:
+        """Add the next transaction; True when it starts a new group (the one before is complete)."""
+        tables = self.tables
+        deleted = {s.table for s in transaction if s.kind == "DELETE"}
+        touched = {s.table for s in transaction}
+        setters = {s.table for s in transaction if s.kind != "DELETE" and s.sets_unique}
+        linked = any(child in self._touched for parent in deleted for child, _ in tables.children(parent)) or any(
+            child in touched for parent in self._deleted for child, _ in tables.children(parent)
+        )
+        linked = linked or bool(_frees_unique(transaction, tables) & self._setters)
+        new = self._count > 0 and (linked or self._count + len(transaction) > self.max_steps)
+        if new:
+            self._count = 0
+            self._deleted, self._touched, self._setters = set(), set(), set()
+        self._deleted |= deleted
+        self._touched |= touched
+        self._setters |= setters
+        self._count += max(1, len(transaction))
+        return new
+
+
 def groups(transactions: Sequence[Sequence[Step]], tables: Tables, max_steps: int = 1000) -> list[range]:
     """Split consecutive client transactions into groups that may share one database transaction.
 
@@ -286,28 +319,13 @@ def groups(transactions: Sequence[Sequence[Step]], tables: Tables, max_steps: in
     Returns:
         ranges of transaction positions, covering ``transactions`` in order.
     """
+    grouping = Grouping(tables, max_steps)
     result: list[range] = []
-    start, count = 0, 0
-    deleted: set[str] = set()
-    touched: set[str] = set()
-    setters: set[str] = set()
+    start = 0
     for position, transaction in enumerate(transactions):
-        t_deleted = {s.table for s in transaction if s.kind == "DELETE"}
-        t_touched = {s.table for s in transaction}
-        t_setters = {s.table for s in transaction if s.kind != "DELETE" and s.sets_unique}
-        t_frees = _frees_unique(transaction, tables)
-        linked = any(child in touched for parent in t_deleted for child, _ in tables.children(parent)) or any(
-            child in t_touched for parent in deleted for child, _ in tables.children(parent)
-        )
-        linked = linked or bool(t_frees & setters)
-        if position > start and (linked or count + len(transaction) > max_steps):
+        if grouping.starts_group(transaction) and position > start:
             result.append(range(start, position))
-            start, count = position, 0
-            deleted, touched, setters = set(), set(), set()
-        deleted |= t_deleted
-        touched |= t_touched
-        setters |= t_setters
-        count += len(transaction)
+            start = position
     if transactions:
         result.append(range(start, len(transactions)))
     return result
@@ -398,3 +416,64 @@ def plan(steps: Sequence[Step], tables: Tables) -> Plan:
         speculative = first.kind == "PUT" and first.table in tables.unique and len({steps[m].tx for m in members}) > 1
         batches.append(Batch(first.table, first.kind, tuple(members), speculative))
     return Plan(tuple(batches))
+
+
+IndexValues = dict[str, object]
+"""Values of a table's uniquely indexed columns, by column name (a column absent: unknown)."""
+
+
+def transient_collision(
+    transitions: Sequence[tuple[Hashable, IndexValues | None, IndexValues]], indexes: Sequence[tuple[str, ...]]
+) -> bool:
+    """Would writing these rows one at a time, in order, meet a duplicate among the rows themselves?
+
+    A batch statement checks unique indexes in an order of its own (SQL Server at the end of the
+    statement, PostgreSQL and MySQL row by row in the order it happens to visit them), so a batch can
+    succeed where queue order fails (two rows swapping values) or the other way round. When this says
+    True, the batch is written one row per statement, in order, and the database decides exactly as
+    it would in queue order (DESIGN.md section 3: a unique-value swap comes out as queue order would).
+
+    Args:
+        transitions: per row, in order: its identity, the values it holds now (``None`` for a row that
+            does not exist yet) and the values it will hold (columns not written keep theirs).
+        indexes: column sets of the unique indexes (the key's excluded).
+
+    Returns:
+        True when some row's new values equal, on some index, what another row of the batch holds at
+        that moment. NULL never collides; text compares case-insensitively (the safe side).
+    """
+    holders: dict[tuple[int, tuple[object, ...]], set[Hashable]] = {}
+    held: dict[Hashable, IndexValues] = {}
+    for row, old, _ in transitions:
+        if old is not None:
+            held[row] = dict(old)
+            for number, columns in enumerate(indexes):
+                value = _index_tuple(old, columns)
+                if value is not None:
+                    holders.setdefault((number, value), set()).add(row)
+    for row, old, new in transitions:
+        before = held.get(row, old or {})
+        after = {**before, **new}
+        for number, columns in enumerate(indexes):
+            wanted = _index_tuple(after, columns)
+            if wanted is not None and holders.get((number, wanted), set()) - {row}:
+                return True
+        for number, columns in enumerate(indexes):
+            previous, value = _index_tuple(before, columns), _index_tuple(after, columns)
+            if previous is not None:
+                holders.get((number, previous), set()).discard(row)
+            if value is not None:
+                holders.setdefault((number, value), set()).add(row)
+        held[row] = after
+    return False
+
+
+def _index_tuple(values: IndexValues, columns: tuple[str, ...]) -> tuple[object, ...] | None:
+    """The index's values, text case-folded; ``None`` when one is NULL or unknown."""
+    out = []
+    for column in columns:
+        if column not in values or values[column] is None:
+            return None
+        value = values[column]
+        out.append(value.casefold() if isinstance(value, str) else identity(value))
+    return tuple(out)

@@ -35,7 +35,7 @@ class Target:
     key: Column
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParentRef:
     """A written reference to a configured parent table (DESIGN section 3, ``parents``).
 
@@ -54,7 +54,7 @@ class ParentRef:
     owned: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Prepared:
     """One operation ready to run.
 

@@ -86,7 +86,8 @@ def execute_batch(conn: Any, dialect: Dialect, items: list[Prepared], *, specula
 
     Args:
         items: the batch's operations, in the planner's order.
-        speculative: the batch holds only if no row exists yet (checked with one locking read).
+        speculative: a PUT batch that holds only if no row exists yet: written as inserts only
+            (``upsert_many(only_new=True)``), no extra statement.
 
     Returns:
         positions in ``items`` of PATCH operations that found no row (``ROW_NOT_FOUND`` warnings).
@@ -95,19 +96,12 @@ def execute_batch(conn: Any, dialect: Dialect, items: list[Prepared], *, specula
         FatalOpError: the batch cannot be applied as it is.
         SpeculationFailed: ``speculative`` and a row exists.
     """
-    if speculative:
-        first = items[0]
-        found = dialect.select_many(
-            conn, first.target.schema, first.target.key, [p.key_value for p in items], first.target.key, "update"
-        )
-        if found:
-            raise SpeculationFailed
-    if len(items) == 1:
+    if len(items) == 1 and not speculative:
         return [0] if execute_one(conn, dialect, items[0]) else []
-    return _execute_run(conn, dialect, list(enumerate(items)))
+    return _execute_run(conn, dialect, list(enumerate(items)), speculative)
 
 
-def _execute_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
+def _execute_run(conn: Any, dialect: Dialect, run: list[Item], speculative: bool = False) -> list[int]:
     first = run[0][1]
     op = first.operation.op
     if first.owner is not None and op != "PUT":
@@ -119,6 +113,8 @@ def _execute_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
     if first.owner is not None and not dialect.guarded_upsert:
         keys = [p.key_value for _, p in run]
         owners = _lookup(dialect.select_many(conn, schema, key, keys, first.owner, "update"), key)
+        if speculative and owners:
+            raise SpeculationFailed
         for _, prepared in run:
             identity = _identity(prepared.key_value)
             if identity in owners and not same(owners[identity], prepared.me, first.owner):
@@ -134,7 +130,9 @@ def _execute_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
         return missing
     rows = [(p.key_value, p.values) for _, p in active]
     if op == "PUT":
-        written = dialect.upsert_many(conn, schema, key, rows, first.nulls, first.owner)
+        written = dialect.upsert_many(conn, schema, key, rows, first.nulls, first.owner, only_new=speculative)
+        if speculative and written < len(rows):
+            raise SpeculationFailed
         if first.owner is not None and written < len(rows):
             raise FatalOpError(ErrorCode.UNAUTHORIZED, table=table)  # a row someone else inserted meanwhile
     elif op == "PATCH":

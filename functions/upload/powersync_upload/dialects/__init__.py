@@ -109,9 +109,13 @@ class Dialect(Protocol):
         rows: list[tuple[Any, dict[str, Any]]],
         nulls: list[str],
         guard: Column | None,
+        *,
+        only_new: bool = False,
     ) -> int:
         """PUT of several rows with distinct keys and the same columns: ``rows`` is ``(key, values)``;
-        ``guard``: update only rows whose ``guard`` column equals the row's value for it.
+        ``guard``: update only rows whose ``guard`` column equals the row's value for it. ``only_new``:
+        insert only; when some row exists, fewer rows than sent are written (maybe none) and the
+        caller rolls the transaction back.
 
         Returns:
             rows written (fewer than ``len(rows)`` when ``guard`` stopped an update).

@@ -69,13 +69,15 @@ def on_conflict_upsert_sql(
     guard: str | None,
     excluded: str = "excluded",
     source: str | None = None,
+    do_nothing: bool = False,
 ) -> str:
     """PostgreSQL/SQLite ``INSERT ... ON CONFLICT (key) DO UPDATE``: only a key collision updates.
 
     Parameters: the key, then ``columns`` in order (one row of placeholders), unless ``source`` gives
     the rows another way (``SELECT * FROM unnest(...)``). ``nulls`` are set to NULL on update;
     ``guard`` (a quoted column) restricts the update to rows where it equals the inserted value, so a
-    row that another user inserted meanwhile is left alone (0 rows written).
+    row that another user inserted meanwhile is left alone (0 rows written). ``do_nothing``: insert only,
+    leaving every existing row alone (the written count then says how many were new).
     """
     names = [key, *columns]
     sets = [f"{c} = {excluded}.{c}" for c in columns] + [f"{c} = NULL" for c in nulls]
@@ -83,6 +85,8 @@ def on_conflict_upsert_sql(
         sets = [f"{key} = {excluded}.{key}"]
     where = f" WHERE {table}.{guard} = {excluded}.{guard}" if guard else ""
     rows = source or f"VALUES ({', '.join(ph for _ in names)})"
+    if do_nothing:
+        return f"INSERT INTO {table} ({', '.join(names)}) {rows} ON CONFLICT ({key}) DO NOTHING"
     return f"INSERT INTO {table} ({', '.join(names)}) {rows} ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)}{where}"
 
 
@@ -193,6 +197,7 @@ def upsert_statement(
     nulls: Sequence[str],
     guard: Any | None,
     source: str | None = None,
+    do_nothing: bool = False,
 ) -> str:
     """:func:`on_conflict_upsert_sql` with every name quoted by the dialect (``guard``: a column or None)."""
     return on_conflict_upsert_sql(
@@ -203,6 +208,7 @@ def upsert_statement(
         s.ph,
         s.quote(guard.name) if guard is not None else None,
         source=source,
+        do_nothing=do_nothing,
     )
 
 
@@ -244,7 +250,8 @@ STAMP = Column("decided_at", Kind.TIMESTAMP, fraction_digits=3)
 
 
 def ledger_read_sql(count: int, ph: str) -> str:
-    """The ledger rows of one user and client among ``count`` digests (the identity index's prefix)."""
+    """The ledger rows of one user and client among ``count`` digests: a seek on the identity index,
+    whose first column is the digest."""
     marks = ", ".join(ph for _ in range(count))
     return (
         f"SELECT {', '.join(LEDGER_READ_COLUMNS)} FROM {LEDGER_TABLE} "

@@ -319,12 +319,16 @@ def upsert_many(
     rows: list[tuple[Any, dict[str, Any]]],
     nulls: list[str],
     guard: Column | None,
+    *,
+    only_new: bool = False,
 ) -> int:
     """Existing rows (read with UPDLOCK, HOLDLOCK) are updated with one ``UPDATE ... FROM (VALUES ...)``,
     the others inserted with one multi-row INSERT, per 1000 rows. ``guard`` is not needed: the read
-    holds the key ranges until COMMIT."""
+    holds the key ranges until COMMIT. ``only_new``: nothing is written when a row exists."""
     found = select_many(conn, table, key, [k for k, _ in rows], key, "update")
     present, absent = split_by_existence(rows, found, lambda k: to_driver(k, key))
+    if only_new and present:
+        return 0
     names = list(rows[0][1])
     table_sql, key_sql = qualified(table.name, quote), quote(key.name)
     quoted, quoted_nulls = [quote(n) for n in names], [quote(n) for n in nulls]

@@ -54,7 +54,7 @@ from ._sql import (
 )
 
 name = "mysql"
-guarded_upsert = False
+guarded_upsert = True
 PH = "%s"
 quote = quote_with("`", "`", percent=True)
 SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
@@ -83,13 +83,22 @@ def connect(url: str, timeout_s: float) -> Any:
 
 
 def begin(conn: Any, timeout_s: float) -> None:
-    """Cap lock waits (whole seconds) and statement time for the coming transaction: one ``SET``, then
-    ``BEGIN`` (two round trips)."""
+    """Cap lock waits (whole seconds, at most 5) and statement time (whole seconds) for the coming
+    transaction, then ``BEGIN``. The ``SET`` is sent only when the caps differ from what this session
+    already has (a warm container's next request usually needs the same): one or two round trips."""
     lock_s = max(1, min(int(timeout_s), 5))
+    whole_s = max(1, int(timeout_s))
     variable = "max_statement_time" if _is_mariadb(conn) else "max_execution_time"
-    value = max(1.0, timeout_s) if variable == "max_statement_time" else max(1000, int(timeout_s * 1000))
-    conn.cursor().execute(f"SET SESSION innodb_lock_wait_timeout = {lock_s}, {variable} = {value}")
+    value = whole_s if variable == "max_statement_time" else whole_s * 1000
+    wanted = f"SET SESSION innodb_lock_wait_timeout = {lock_s}, {variable} = {value}"
+    if getattr(conn, _SESSION_CAPS, None) != wanted:
+        conn.cursor().execute(wanted)
+        setattr(conn, _SESSION_CAPS, wanted)
     conn.begin()
+
+
+_SESSION_CAPS = "_powersync_session_caps"
+"""Attribute of a PyMySQL connection holding the last caps ``begin`` set on its session."""
 
 
 def commit(conn: Any) -> None:
@@ -267,11 +276,28 @@ def upsert_many(
     rows: list[tuple[Any, dict[str, Any]]],
     nulls: list[str],
     guard: Column | None,
+    *,
+    only_new: bool = False,
 ) -> int:
-    """Rows that exist (read ``FOR UPDATE``) are updated with one multi-row UPDATE ... JOIN, the others
-    inserted with one multi-row INSERT; never ``ON DUPLICATE KEY UPDATE`` (see the module docstring)."""
-    found = select_many(conn, table, key, [k for k, _ in rows], key, "update")
+    """One locking read (``FOR UPDATE``, of the key and the ``guard`` column) splits the rows: existing
+    rows whose guard matches are updated with one multi-row UPDATE ... JOIN, new rows inserted with one
+    multi-row INSERT, per chunk; existing rows whose guard differs (someone else's) are left alone and
+    not counted. Never ``ON DUPLICATE KEY UPDATE`` (see the module docstring). ``only_new``: nothing is
+    written when a row exists."""
+    checked = guard or key
+    found = select_many(conn, table, key, [k for k, _ in rows], checked, "update")
     present, absent = split_by_existence(rows, found, lambda k: to_driver(k, key))
+    if only_new and present:
+        return 0
+    refused = 0
+    if guard is not None and present:
+        owners = {_folded(to_driver(k, key)): _folded(v) for k, v in found}
+
+        def mine(row: tuple[Any, dict[str, Any]]) -> bool:
+            return bool(owners.get(_folded(to_driver(row[0], key))) == _folded(to_driver(row[1][guard.name], guard)))
+
+        allowed = [row for row in present if mine(row)]
+        refused, present = len(present) - len(allowed), allowed
     names = list(rows[0][1])
     if present and (names or nulls):
         _update_join(conn, table, key, present, names, nulls)
@@ -282,7 +308,12 @@ def upsert_many(
             value for k, v in part for value in (to_driver(k, key), *(to_driver(v[n], table.columns[n]) for n in names))
         ]
         cursor.execute(insert_values_sql(qualified(table.name, quote), columns, len(part), PH), params)
-    return len(rows)
+    return len(rows) - refused
+
+
+def _folded(value: Any) -> Any:
+    """Text compared as the default collations and UUID columns do: case-insensitively."""
+    return str(value).casefold() if isinstance(value, (str, uuid.UUID)) else value
 
 
 def _update_join(

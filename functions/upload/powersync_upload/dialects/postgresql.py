@@ -231,12 +231,14 @@ def upsert_many(
     rows: list[tuple[Any, dict[str, Any]]],
     nulls: list[str],
     guard: Column | None,
+    *,
+    only_new: bool = False,
 ) -> int:
-    """``INSERT ... SELECT * FROM unnest(arrays) ON CONFLICT (key) DO UPDATE``: one statement, one
-    parameter per column whatever the number of rows."""
+    """``INSERT ... SELECT * FROM unnest(arrays) ON CONFLICT (key) DO UPDATE`` (``DO NOTHING`` with
+    ``only_new``): one statement, one parameter per column whatever the number of rows."""
     names = list(rows[0][1])
     source = f"SELECT * FROM {_arrays(table, key, rows, names)}"
-    sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard, source=source)
+    sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard, source=source, do_nothing=only_new)
     return conn.execute(sql.encode(), _array_params(rows, names)).rowcount
 
 

@@ -219,10 +219,13 @@ def upsert_many(
     rows: list[tuple[Any, dict[str, Any]]],
     nulls: list[str],
     guard: Column | None,
+    *,
+    only_new: bool = False,
 ) -> int:
-    """The single-row upsert through ``executemany``: one prepared statement, no network."""
+    """The single-row upsert (``DO NOTHING`` with ``only_new``) through ``executemany``: one prepared
+    statement, no network."""
     names = list(rows[0][1])
-    sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard)
+    sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard, do_nothing=only_new)
     params = [[to_driver(k, key)] + [to_driver(v[n], table.columns[n]) for n in names] for k, v in rows]
     return conn.executemany(sql, params).rowcount
 

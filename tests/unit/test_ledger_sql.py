@@ -1,0 +1,134 @@
+"""The ledger's and the conflicts table's statements as the dialects send them (no database).
+
+These tests check statement text, parameters and the order of driver calls, with a recording
+connection and, for SQL Server, a real pymssql exception object for the duplicate key (2627). They
+do not stand in for a SQL Server: the integration tests run the same functions on real databases.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pymssql
+import pytest
+
+from powersync_upload import ledger
+from powersync_upload.dialects import PRUNE_ROWS, _sql, mssql, mysql
+
+ENTRY = ledger.entry(ledger.Identity("u1", "c1", 5, 9, "d" * 64), {"status": "success"}, datetime(2026, 12, 1, 12))
+
+
+class Recording:
+    """A DB-API connection double: records calls; ``fail`` raises once from the first INSERT."""
+
+    def __init__(self, fail: BaseException | None = None, rows: list[tuple[Any, ...]] | None = None) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.fail = fail
+        self.rows = rows or []
+        self.rowcount = 0
+
+    def cursor(self) -> Recording:
+        return self
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self.calls.append((sql, params))
+        if self.fail is not None and sql.startswith("INSERT"):
+            fail, self.fail = self.fail, None
+            raise fail
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+    def rollback(self) -> None:
+        self.calls.append(("ROLLBACK", None))
+
+
+def test_the_ledger_read_is_one_seek_on_user_client_and_digests() -> None:
+    # Given a request with three identities, two of them with the same digest
+    conn = Recording()
+
+    # When its ledger rows are read
+    mssql.ledger_read(conn, "u1", "c1", ["a" * 64, "b" * 64, "a" * 64])
+
+    # Then one statement asks for the distinct digests of that user and client
+    ((sql, params),) = conn.calls
+    assert sql == (
+        "SELECT first_op_id, last_op_id, digest, result, decided_at FROM powersync_upload_ledger "
+        "WHERE user_id = %s AND client_id = %s AND digest IN (%s, %s)"
+    )
+    assert params == ("u1", "c1", "a" * 64, "b" * 64)
+
+
+def test_the_ledger_claim_is_one_insert_of_every_row_with_its_result_and_time() -> None:
+    # Given two decided transactions
+    other = ledger.entry(ledger.Identity("u1", "c1", 10, 10, "e" * 64), {"status": "fatal_error"}, ENTRY.decided_at)
+    conn = Recording()
+
+    # When they are claimed
+    claim = mssql.ledger_claim(conn, [ENTRY, other])
+
+    # Then one INSERT carries both rows (7 parameters each) and the claim holds
+    ((sql, params),) = conn.calls
+    assert sql.startswith("INSERT INTO powersync_upload_ledger (user_id, client_id, first_op_id, last_op_id, digest, ")
+    assert len(params) == 14 == sql.count("%s")
+    assert params[:7] == ("u1", "c1", 5, 9, "d" * 64, '{"status":"success"}', "2026-12-01T12:00:00.000")
+    assert claim == ledger.CLAIMED
+
+
+def test_a_duplicate_identity_rolls_back_and_answers_the_stored_row_never_a_unique_violation() -> None:
+    # Given the insert fails with SQL Server's duplicate key error, and the read then finds the row
+    stored = (5, 9, "d" * 64, '{"status":"success"}', ENTRY.decided_at)
+    duplicate = pymssql.exceptions.IntegrityError(2627, b"Violation of UNIQUE KEY constraint 'uq'. (secret)")
+    conn = Recording(fail=duplicate, rows=[stored])
+
+    # When the transaction is claimed
+    claim = mssql.ledger_claim(conn, [ENTRY])
+
+    # Then: INSERT, ROLLBACK, the read, ROLLBACK (the read's implicit transaction); the stored row returned
+    assert [c[0].split(" ")[0] for c in conn.calls] == ["INSERT", "ROLLBACK", "SELECT", "ROLLBACK"]
+    assert claim == ledger.Claim(claimed=False, stored=(stored,))
+
+
+def test_another_error_on_the_ledger_insert_is_raised_for_the_engine_to_classify() -> None:
+    # Given the insert fails with a deadlock (1205)
+    conn = Recording(fail=pymssql.exceptions.OperationalError(1205, b"deadlock"))
+
+    # When / Then the error propagates and nothing was rolled back here
+    with pytest.raises(pymssql.exceptions.OperationalError) as caught:
+        mssql.ledger_claim(conn, [ENTRY])
+    assert caught.value.args[0] == 1205
+    assert [c for c in conn.calls if c[0] == "ROLLBACK"] == []
+
+
+def test_pruning_deletes_at_most_a_bounded_number_of_old_rows() -> None:
+    # Given a cutoff / When each dialect's prune statement is built / Then it is bounded and oldest-first
+    cutoff = datetime(2026, 11, 24)
+    conn = Recording()
+    mssql.ledger_prune(conn, cutoff)
+    mysql.ledger_prune(conn, cutoff)
+    assert conn.calls[0] == (
+        f"DELETE TOP ({PRUNE_ROWS}) FROM powersync_upload_ledger WHERE decided_at < %s",
+        ("2026-11-24T00:00:00.000",),
+    )
+    assert conn.calls[1][0].endswith(f"WHERE decided_at < %s ORDER BY seq LIMIT {PRUNE_ROWS}")
+    assert _sql.prune_in_sql("?", 3) == (
+        "DELETE FROM powersync_upload_ledger WHERE seq IN "
+        "(SELECT seq FROM powersync_upload_ledger WHERE decided_at < ? ORDER BY seq LIMIT 3)"
+    )
+
+
+def test_a_conflict_row_is_inserted_with_every_column_and_resolved_0() -> None:
+    # Given a conflict row without `resolved`
+    row = {name: f"v-{name}" for name in _sql.CONFLICT_COLUMNS if name not in ("resolved", "created_at")}
+    row["created_at"] = datetime(2026, 12, 1, 12, 0, 0, 123000)
+    conn = Recording()
+
+    # When it is inserted
+    mssql.conflicts_insert(conn, [row])
+
+    # Then one INSERT names the twelve columns; created_at as millisecond text; resolved 0
+    ((sql, params),) = conn.calls
+    assert sql.startswith("INSERT INTO powersync_upload_conflicts (id, user_id, client_id, transaction_id, op_id, ")
+    assert len(params) == len(_sql.CONFLICT_COLUMNS) == 12
+    assert params[-2:] == ("2026-12-01T12:00:00.123", 0)
