@@ -11,7 +11,8 @@ sends may, at random, suffer one fault:
   the server commits, the client never learns it (the outcome is unknown to it).
 
 PostgreSQL's ``COMMIT`` (a simple query, psycopg's ``commit()``) and MySQL's (``COM_QUERY``, PyMySQL's)
-both carry the ASCII text ``COMMIT``; the campaign's values never do. The database servers themselves
+both carry the ASCII text ``COMMIT``, SQL Server's batches the UTF-16 one; the campaign's values never
+do. The database servers themselves
 are never touched. The random source is one :class:`random.Random` per connection, seeded from the
 proxy's seed and the connection's number, so a run's faults depend only on the seed and on the order
 in which connections arrive.
@@ -36,7 +37,8 @@ from dataclasses import dataclass
 
 CHUNK = 256 * 1024
 KINDS = ("latency", "stall", "reset", "commit_close")
-_ENDS = (b"COMMIT", b"ROLLBACK")
+_COMMITS = (b"COMMIT", "COMMIT".encode("utf-16-le"))  # SQL Server's batches are UTF-16
+_ENDS = (*_COMMITS, b"ROLLBACK", "ROLLBACK".encode("utf-16-le"))
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ class FaultProxy:
             if chunks > self.handshake_chunks:
                 rates = self.rates
                 draw = rng.random()
-                if b"COMMIT" in data and draw < rates.commit_close:
+                if any(word in data for word in _COMMITS) and draw < rates.commit_close:
                     self._count("commit_close")
                     server_writer.write(data)
                     await server_writer.drain()
