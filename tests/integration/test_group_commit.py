@@ -140,3 +140,58 @@ def test_a_retryable_failure_in_a_later_group_keeps_the_earlier_groups_committed
     assert [r["status"] for r in response.body["results"]] == ["success", "success", "retryable_error"]
     assert _count(url, "lists") == 1
     assert _count(url, "todos") == 1
+
+
+def _patch_list(list_id: str, name: str) -> dict[str, Any]:
+    return {"op_id": 1, "op": "PATCH", "type": "lists", "id": list_id, "tx_id": 1, "data": {"name": name}}
+
+
+def _two_lists(url: str) -> tuple[str, str]:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    assert call({"batch": [_put_list(1, first, "x"), _put_list(2, second, "y")]}).status == 200
+    return first, second
+
+
+def _names(url: str, *ids: str) -> list[str]:
+    reader = RowReader(url)
+    try:
+        return [reader.row("lists", "id", i, {"name": ""})["name"] for i in ids]  # type: ignore[index]
+    finally:
+        reader.close()
+
+
+def test_a_swap_of_unique_names_fails_where_queue_order_fails(demo: tuple[str, Runtime]) -> None:
+    # Given lists "x" and "y" of one owner (name unique per owner)
+    url, _ = demo
+    first, second = _two_lists(url)
+    # When one transaction renames the first to "y", then the second to "x"
+    response = call({"batch": [_patch_list(first, "y"), _patch_list(second, "x")]})
+    # Then, as in queue order, the first rename meets "y" still taken: fatal at operation 0, nothing changed
+    result = response.body["results"][0]
+    assert result["status"] == "fatal_error"
+    assert result["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
+    assert result["failed_operation"]["operation_index"] == 0
+    assert _names(url, first, second) == ["x", "y"]
+
+
+def test_a_swap_of_unique_names_through_a_temporary_name_succeeds(demo: tuple[str, Runtime]) -> None:
+    url, _ = demo
+    first, second = _two_lists(url)
+    batch = [_patch_list(first, "tmp"), _patch_list(second, "x"), _patch_list(first, "y")]
+    assert call({"batch": batch}).body["results"] == [{"status": "success"}]
+    assert _names(url, first, second) == ["y", "x"]
+
+
+def test_taking_a_name_before_its_holder_gives_it_up_fails_as_in_queue_order(demo: tuple[str, Runtime]) -> None:
+    # Given lists "x" (created first) and "y"
+    url, _ = demo
+    first, second = _two_lists(url)
+    # When one transaction renames the second to "x" and only then the first (holding "x") to "w"
+    response = call({"batch": [_patch_list(second, "x"), _patch_list(first, "w")]})
+    # Then, as in queue order, the first rename meets "x" still taken, whatever order a batch statement
+    # would visit the rows in (PostgreSQL visits the first list first and would succeed)
+    result = response.body["results"][0]
+    assert result["status"] == "fatal_error"
+    assert result["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
+    assert result["failed_operation"]["operation_index"] == 0
+    assert _names(url, first, second) == ["x", "y"]

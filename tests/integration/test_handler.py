@@ -112,6 +112,29 @@ def test_shape_a_stop_leaves_the_rest_not_attempted(demo_db: tuple[str, str, Run
     assert _rows(url, "lists", LIST) is None
 
 
+def test_shape_a_stop_after_a_value_that_cannot_be_converted_keeps_the_transactions_before_it(
+    demo_db: tuple[str, str, Runtime],
+) -> None:
+    # Given on_fatal_error: stop, and three transactions of which the second has a value no column takes
+    _, url, rt = demo_db
+    rt.config = rt.config.model_copy(update={"on_fatal_error": "stop"})
+    second, third = "a0000000-0000-4000-8000-000000000002", "a0000000-0000-4000-8000-000000000003"
+    body = {
+        "transactions": [
+            {"crud": [{"op": "PUT", "table": "lists", "id": LIST, "op_data": {"name": "first"}}]},
+            {"crud": [{"op": "PUT", "table": "lists", "id": second, "op_data": {"name": "x" * 101}}]},
+            {"crud": [{"op": "PUT", "table": "lists", "id": third, "op_data": {"name": "third"}}]},
+        ]
+    }
+    # When they are sent together (the second fails before any SQL runs)
+    response = call(body)
+    # Then the first is committed, the second is fatal and the third not attempted
+    assert response.status == 200
+    assert [r["status"] for r in response.body["results"]] == ["success", "fatal_error", "not_attempted"]
+    assert _rows(url, "lists", LIST) is not None
+    assert _rows(url, "lists", third) is None
+
+
 def test_shape_b_continues_after_fatal_even_with_stop(demo_db: tuple[str, str, Runtime]) -> None:
     _, _, rt = demo_db
     rt.config = rt.config.model_copy(update={"on_fatal_error": "stop"})

@@ -32,7 +32,7 @@ import random
 import time
 import traceback
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -220,6 +220,8 @@ class _Run:
     group's ``_begin`` takes it (ledger hook: saves a ROLLBACK and a BEGIN per request)."""
     skipped: dict[int, list[OperationWarning]] = field(default_factory=dict)
     """``CONFLICT_SKIPPED`` warnings of the last successful attempt, by transaction position (conflicts hook)."""
+    known: writes.Known = field(default_factory=dict)
+    """What the current attempt has written (for the unique-swap check of :func:`writes.row_by_row`)."""
 
     # ---- the request ------------------------------------------------------------------------------
 
@@ -232,20 +234,46 @@ class _Run:
             if answered is not None:
                 self.results[position] = answered
                 self.replayed += 1
-        prepared = self._prepare_all()
         try:
             if not self.fast_path:
-                for tx in prepared:
-                    self._apply_group([tx])
+                for tx in self._prepared():
+                    if tx is not None:
+                        self._apply_group([tx])
+                    elif self._stopping():
+                        return
                 return
-            facts: dict[str, TableFacts] = {}
-            for tx in prepared:
-                tx.steps = [step_of(tx.position, index, item, facts) for index, item in tx.items]
-            tables = self._tables(prepared)
-            for bounds in plan.groups([tx.steps for tx in prepared], tables, MAX_GROUP_STEPS):
-                self._apply_group([prepared[i] for i in bounds])
+            self._apply_streamed()
         except _Stop:
             return
+
+    def _apply_streamed(self) -> None:
+        """Prepare transaction by transaction and apply each group as soon as the next transaction
+        starts a new one, so only one group's prepared operations are held at a time (a body at the
+        cap holds tens of thousands)."""
+        facts: dict[str, TableFacts] = {}
+        targets: dict[str, Target] = {}
+        grouping = plan.Grouping(plan.Tables(), MAX_GROUP_STEPS)
+        group: list[_Tx] = []
+        for tx in self._prepared():
+            if tx is None:  # decided fatal while preparing
+                if self._stopping():
+                    break
+                continue
+            tx.steps = [step_of(tx.position, index, item, facts) for index, item in tx.items]
+            if _learn_targets(tx, targets):
+                grouping.tables = tables_of(list(targets.values()), self.config)
+            if grouping.starts_group(tx.steps) and group:
+                self._apply_group(group)
+                group = []
+            group.append(tx)
+        if group:
+            self._apply_group(group)
+        if self._stopping():
+            raise _Stop
+
+    def _stopping(self) -> bool:
+        """Shape A with ``on_fatal_error: stop`` after a fatal result: nothing more is attempted."""
+        return bool(self.fatal) and self.config.on_fatal_error == "stop" and self.upload.shape == "A"
 
     def finish(self) -> Outcome:
         """The outcome: results in request order, fatal results recorded in the errors table."""
@@ -288,12 +316,16 @@ class _Run:
             self.retry_after_ms = exc.retry_after_ms
 
     def _decide_fatal(self, position: int, exc: FatalOpError, op_index: int) -> None:
+        """A fatal result; under shape A ``stop`` nothing after it is attempted (raises ``_Stop``)."""
+        self._note_fatal(position, exc, op_index)
+        if self._stopping():
+            raise _Stop
+
+    def _note_fatal(self, position: int, exc: FatalOpError, op_index: int) -> None:
         transaction = self.upload.transactions[position]
         exc.conflict_id = exc.conflict_row["id"] if exc.conflict_row is not None else None  # conflicts hook
         self.results[position] = _fatal_result(transaction, exc, op_index)
         self.fatal[position] = (exc, op_index)
-        if self.config.on_fatal_error == "stop" and self.upload.shape == "A":
-            raise _Stop
 
     def _record(
         self, transaction: Transaction, exc: FatalOpError, op_index: int, result: FatalResult
@@ -346,9 +378,9 @@ class _Run:
 
     # ---- preparation ------------------------------------------------------------------------------
 
-    def _prepare_all(self) -> list[_Tx]:
-        """Prepare every transaction; one that cannot be prepared is decided fatal here (no SQL ran)."""
-        prepared: list[_Tx] = []
+    def _prepared(self) -> Iterator[_Tx | None]:
+        """Prepare the transactions one by one, in order; one that cannot be prepared is decided fatal
+        here (no SQL ran) and yields ``None``. Transactions answered from the ledger are skipped."""
         conn: Any = None
         limit = self.config.limits.max_operations_per_transaction
         for position, transaction in enumerate(self.upload.transactions):
@@ -359,7 +391,8 @@ class _Run:
                 error = FatalOpError(
                     ErrorCode.INVALID_DATA, reason=Reason.TOO_LONG, limit="max_operations_per_transaction"
                 )
-                self._decide_fatal(position, error, limit)
+                self._note_fatal(position, error, limit)
+                yield None
                 continue
             if conn is None and operations:
                 conn = self.db.connection(min(10.0, self._budget()))
@@ -373,14 +406,14 @@ class _Run:
                         items.append((op_index, item))
             except FatalOpError as exc:
                 exc.operation_index = op_index
-                self._decide_fatal(position, exc, op_index)
+                self._note_fatal(position, exc, op_index)
+                yield None
                 continue
             except RetryableError:
                 raise
             except Exception as exc:
                 raise self._classified(exc, operations[op_index], op_index) from exc
-            prepared.append(_Tx(position, transaction, items))
-        return prepared
+            yield _Tx(position, transaction, items)
 
     def _tables(self, prepared: list[_Tx]) -> plan.Tables:
         schemas = {item.target.schema.name: item.target for tx in prepared for _, item in tx.items}
@@ -491,6 +524,7 @@ class _Run:
         missing: dict[int, list[int]] = {}
         skipped: dict[int, list[OperationWarning]] = {}
         conflict_rows: list[dict[str, Any]] = []
+        self.known = {}
         try:
             conn = self._begin()
             facts: dict[str, TableFacts] = {}
@@ -552,8 +586,10 @@ class _Run:
         write, warning = _conflict_check(self, conn, tx.transaction, index, item, conflict_rows)  # conflicts hook
         if warning is not None:  # CONFLICT_SKIPPED drops only this write
             skipped.setdefault(tx.position, []).append(warning)
-        if write is not None and writes.execute_one(conn, self.db.dialect, write):
-            missing.setdefault(tx.position, []).append(index)
+        if write is not None:
+            if writes.execute_one(conn, self.db.dialect, write):
+                missing.setdefault(tx.position, []).append(index)
+            writes.remember(self.known, [write])
 
     def _execute_batch(
         self,
@@ -568,11 +604,17 @@ class _Run:
         parts = _checked_batch(self, conn, members, conflict_rows, skipped)  # conflicts hook
         if parts is None:
             parts = [[(position, item) for position, (_, _, item) in enumerate(members)]]
+        dialect = self.db.dialect
         for part in parts:
-            found = writes.execute_batch(conn, self.db.dialect, [write for _, write in part], speculative=speculative)
-            for position in found:
-                tx, index, _ = members[part[position][0]]
-                missing.setdefault(tx.position, []).append(index)
+            batch = [write for _, write in part]
+            swap = writes.row_by_row(conn, dialect, batch, self.known)  # a unique-value swap: queue order decides
+            pieces = [[entry] for entry in part] if swap else [part]
+            for piece in pieces:
+                found = writes.execute_batch(conn, dialect, [write for _, write in piece], speculative=speculative)
+                writes.remember(self.known, [write for _, write in piece])
+                for position in found:
+                    tx, index, _ = members[piece[position][0]]
+                    missing.setdefault(tx.position, []).append(index)
 
     def _with_current_parents(self, conn: Any, steps: list[plan.Step], items: list[Prepared]) -> list[plan.Step]:
         """For deletes in a self-referencing table (two or more in the group), read what each row
@@ -1147,3 +1189,14 @@ def _conflict_row(
         "created_at": datetime.now(UTC).replace(tzinfo=None),
         "resolved": 0,
     }
+
+
+def _learn_targets(tx: _Tx, targets: dict[str, Target]) -> bool:
+    """Add the tables ``tx`` writes or references to ``targets``; True when one was new."""
+    new = False
+    for _, item in tx.items:
+        for target in (item.target, *(ref.parent for ref in item.parents)):
+            if target.schema.name not in targets:
+                targets[target.schema.name] = target
+                new = True
+    return new

@@ -16,15 +16,20 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from .convert import convert
+from .convert import InvalidValue, convert
 from .dialects import Dialect
 from .errors import ErrorCode, FatalOpError
-from .plan import identity
+from .plan import identity, transient_collision
 from .prepare import ParentRef, Prepared, same
 from .schema import Column
 
 Item = tuple[int, Prepared]
 """A position (in the batch, or the operation's index in its transaction) and the operation prepared."""
+
+
+Known = dict[tuple[str, Hashable], dict[str, Any]]
+"""Values an attempt has written so far, per (server table, row identity): server column -> value
+(columns whose value is not known, such as a database default kept by a PUT, are absent)."""
 
 
 class SpeculationFailed(Exception):
@@ -190,3 +195,63 @@ def _check_parents(conn: Any, dialect: Dialect, run: list[Item], table: str) -> 
         for prepared, ref in pairs:
             identity = _identity(ref.key_value)
             check_parent(ref, identity in found, found.get(identity), table, prepared.user_id)
+
+
+def row_by_row(conn: Any, dialect: Dialect, items: list[Prepared], known: Known) -> bool:
+    """Whether a PATCH batch must be written one row per statement, in order, so that unique indexes
+    meet the rows as queue order would (a swap of unique values between rows; DESIGN.md section 3).
+
+    Only on dialects whose batch statements visit rows in their own order (``ordered_batches`` False),
+    for a PATCH of two or more rows that sets a column of a unique index besides the key. The rows'
+    current values come from ``known`` (what this attempt wrote) or from one locking read of the
+    others (``select_rows``, the lock the write takes anyway).
+    """
+    first = items[0]
+    schema, key = first.target.schema, first.target.key
+    if dialect.ordered_batches or len(items) < 2 or first.operation.op != "PATCH" or not schema.unique:
+        return False
+    indexed = {name for columns in schema.unique for name in columns}
+    if not indexed & set(first.values):
+        return False
+    columns = [schema.columns[name] for name in sorted(indexed) if name in schema.columns]
+    held: dict[Hashable, dict[str, Any]] = {}
+    unknown: list[Prepared] = []
+    for item in items:
+        row = identity(item.key_value)
+        have = known.get((schema.name, row))
+        if have is not None and all(c.name in have for c in columns):
+            held[row] = {c.name: have[c.name] for c in columns}
+        else:
+            unknown.append(item)
+    if unknown:
+        found = dialect.select_rows(conn, schema, key, [i.key_value for i in unknown], columns, "update")
+        for found_key, values in found:
+            held[identity(convert(found_key, key))] = {n: _comparable(v, schema.columns[n]) for n, v in values.items()}
+    transitions = [
+        (row, held[row], {n: v for n, v in item.values.items() if n in indexed})
+        for item in items
+        if (row := identity(item.key_value)) in held
+    ]
+    return transient_collision(transitions, schema.unique)
+
+
+def _comparable(value: Any, column: Column) -> Any:
+    """A value read back, converted as a client value for that column is (so both compare alike)."""
+    try:
+        return convert(value, column)
+    except InvalidValue:
+        return value
+
+
+def remember(known: Known, items: list[Prepared]) -> None:
+    """Note what a batch (or one operation) just wrote, for :func:`row_by_row`."""
+    for item in items:
+        where = (item.target.schema.name, identity(item.key_value))
+        op = item.operation.op
+        if op == "PUT":
+            known[where] = {**dict.fromkeys(item.nulls), **item.values}
+        elif op == "PATCH":
+            if where in known:
+                known[where].update(item.values)
+        else:
+            known.pop(where, None)

@@ -46,6 +46,10 @@ class Dialect(Protocol):
 
     name: str
     guarded_upsert: bool
+    ordered_batches: bool
+    """True when ``update_many`` writes its rows one at a time in the given order (SQLite's
+    ``executemany``), so a batch meets unique indexes exactly as queue order would; elsewhere a batch
+    statement visits rows in an order of its own, and the engine checks for unique-value swaps first."""
     """True when ``upsert_many`` honours ``guard`` atomically (the written count then tells whether a
     row belonged to someone else), so a PUT run needs no ownership read first."""
 

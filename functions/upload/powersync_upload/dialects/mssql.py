@@ -58,6 +58,7 @@ from ._sql import (
 
 name = "mssql"
 guarded_upsert = False
+ordered_batches = False
 PH = "%s"
 quote = quote_with("[", "]", percent=True)
 

@@ -55,6 +55,7 @@ from ._sql import (
 
 name = "mysql"
 guarded_upsert = True
+ordered_batches = False
 PH = "%s"
 quote = quote_with("`", "`", percent=True)
 SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"

@@ -39,6 +39,7 @@ from ._sql import (
 
 name = "postgresql"
 guarded_upsert = True
+ordered_batches = False
 PH = "%s"
 quote = quote_with('"', '"', percent=True)
 

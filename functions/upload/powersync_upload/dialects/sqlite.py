@@ -50,6 +50,7 @@ from ._sql import (
 
 name = "sqlite"
 guarded_upsert = True
+ordered_batches = True
 PH = "?"
 quote = quote_with('"', '"', percent=False)
 
