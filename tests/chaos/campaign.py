@@ -393,8 +393,10 @@ def check(url: str, devices: list[Device]) -> Verdict:
                     )
                 if errors[(device.client_id, tx.number)] != (0 if unrecorded else 1):
                     verdict.bad("duplicated", f"{where}: {errors[(device.client_id, tx.number)]} errors-table rows")
-        _compare_own(url, device, model, verdict)
-    _compare_shared(url, committed, verdict)
+        if not device.queue:  # an undrained transaction may or may not have committed: no exact model
+            _compare_own(url, device, model, verdict)
+    if not any(d.queue for d in devices):
+        _compare_shared(url, committed, verdict)
     return verdict
 
 

@@ -71,6 +71,8 @@ class FaultProxy:
         rates: fault probabilities per client chunk.
         stall_s: how long a ``stall`` holds a chunk, in seconds (choose it above the deadline).
         handshake_chunks: client chunks of each connection left alone (the login).
+        resets: a script on top of the rates: connection number (from 1) -> a text; that connection's
+            first client chunk holding it (e.g. ``b"BEGIN"``) is dropped with a reset of both sides.
     """
 
     def __init__(
@@ -82,12 +84,14 @@ class FaultProxy:
         rates: Rates = Rates(),
         stall_s: float = 4.0,
         handshake_chunks: int = 4,
+        resets: dict[int, bytes] | None = None,
     ) -> None:
         self.target = (target_host, target_port)
         self.seed = seed
         self.rates = rates
         self.stall_s = stall_s
         self.handshake_chunks = handshake_chunks
+        self.resets = dict(resets or {})
         self.port = 0
         self.faults: Counter[str] = Counter()
         self.connections = 0
@@ -167,7 +171,7 @@ class FaultProxy:
             return
         back = asyncio.ensure_future(_pump(server_reader, client_writer))
         try:
-            await self._forward(rng, client_reader, client_writer, server_writer)
+            await self._forward(rng, client_reader, client_writer, server_writer, self.resets.get(number))
         finally:
             back.cancel()
             _close(server_writer)
@@ -179,8 +183,9 @@ class FaultProxy:
         client_reader: asyncio.StreamReader,
         client_writer: asyncio.StreamWriter,
         server_writer: asyncio.StreamWriter,
+        reset_at: bytes | None,
     ) -> None:
-        """Client to server, chunk by chunk, with the faults drawn for each."""
+        """Client to server, chunk by chunk, with the faults drawn for each (or scripted)."""
         chunks = 0
         in_transaction = False
         while True:
@@ -188,6 +193,11 @@ class FaultProxy:
             if not data:
                 return
             chunks += 1
+            if reset_at is not None and reset_at in data:
+                self._count("reset")
+                _reset(client_writer)
+                _reset(server_writer)
+                return
             ends = any(word in data for word in _ENDS)
             if chunks > self.handshake_chunks:
                 rates = self.rates
