@@ -369,3 +369,73 @@ def test_the_garbage_collector_runs_again_after_a_request(demo_db: tuple[str, st
     assert call({"batch": [_put_list()]}).status == 200
     # Then the collector is enabled again for the time between requests
     assert gc.isenabled()
+
+
+def test_nan_inside_a_json_value_is_invalid_data_for_its_transaction_only(demo_db: tuple[str, str, Runtime]) -> None:
+    # Given a list, then a body whose first todo's tags hold NaN (accepted as a token, never as JSON)
+    _, url, _ = demo_db
+    assert call({"batch": [_put_list()]}).status == 200
+
+    def todo(row: str, tx: int, tags: str) -> str:
+        data = f'{{"list_id": "{LIST}", "description": "d", "tags": {tags}}}'
+        return f'{{"op": "PUT", "type": "todos", "id": "{row}", "tx_id": {tx}, "data": {data}}}'
+
+    second_todo = "b0000000-0000-4000-8000-000000000002"
+    raw = f'{{"batch": [{todo(TODO, 1, "[NaN, 1]")}, {todo(second_todo, 2, "[1]")}]}}'
+    # When it is sent
+    response = call(None, raw=raw)
+    # Then that transaction alone is INVALID_DATA naming the column, and the next one is applied
+    assert response.status == 200
+    first, second = response.body["results"]
+    assert first["failed_operation"]["error_code"] == "INVALID_DATA"
+    assert first["failed_operation"]["details"]["column"] == "tags"
+    assert second == {"status": "success"}
+    assert _rows(url, "todos", TODO) is None
+
+
+def test_an_errors_table_created_after_the_first_rejection_records_the_next_ones(tmp_path: Path) -> None:
+    # Given a SQLite demo database whose errors table is missing when the first rejection comes
+    import sqlite3
+
+    url = reset_database("sqlite", schema_scripts("sqlite"), tmp_path)
+    path = url.removeprefix("sqlite:///")
+    migration = schema_scripts("sqlite")[0].read_text(encoding="utf-8")
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE powersync_upload_errors")
+    rt = install_runtime(url, CONFIG)
+    now = [1000.0]
+    rt.db.schema.clock = lambda: now[0]
+    try:
+        bad = {"op": "PUT", "type": "lists", "id": LIST, "tx_id": 1, "data": {}}
+        assert call({"batch": [bad]}).body["results"][0]["status"] == "fatal_error"
+        # When the table is created (a migration) and, a minute later, another transaction is rejected
+        with sqlite3.connect(path) as conn:
+            conn.executescript(migration)
+        now[0] += 61
+        assert call({"batch": [bad]}).body["results"][0]["status"] == "fatal_error"
+        # Then that rejection is recorded: the missing table was not remembered for good
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM powersync_upload_errors").fetchone()[0] == 1
+    finally:
+        rt.db.discard()
+        set_runtime(None)
+
+
+def test_mariadb_demo_ids_that_differ_only_by_accent_or_case_are_different_rows(tmp_path: Path) -> None:
+    # Given the shipped MariaDB/MySQL demo schema (text ids)
+    url = reset_database("mysql", schema_scripts("mysql"), tmp_path)
+    rt = install_runtime(url, CONFIG)
+    try:
+        # When lists "abc", "ábc" and "ABC" are PUT
+        batch = [_put_list(name=f"list {i}", list_id=n) for i, n in enumerate(("abc", "\u00e1bc", "ABC"))]
+        response = call({"batch": [{**e, "tx_id": i} for i, e in enumerate(batch)]})
+        # Then each is a row of its own, stored as sent (the device has three)
+        assert [r["status"] for r in response.body["results"]] == ["success"] * 3
+        reader = RowReader(url)
+        try:
+            assert reader.count("lists") == 3
+        finally:
+            reader.close()
+    finally:
+        rt.db.discard()
+        set_runtime(None)

@@ -96,3 +96,20 @@ def test_forty_parallel_clients_are_all_answered(tmp_path: Path) -> None:
         assert answers == [200] * 200
         with sqlite3.connect(database) as conn:
             assert conn.execute("SELECT COUNT(*) FROM lists").fetchone()[0] == 200
+
+
+def test_a_body_announced_over_the_lambda_limit_is_413_before_it_is_read(tmp_path: Path) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    with running_serve(tmp_path) as (base, _database):
+        # Given a request that announces a body of a terabyte and sends two bytes
+        address = urlsplit(base)
+        with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /api/data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 999999999999\r\n\r\n{}"
+            )
+            # Then serve answers 413 at once instead of trying to read (or hold) it
+            reply = sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.0 413") or reply.startswith(b"HTTP/1.1 413")

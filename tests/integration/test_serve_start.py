@@ -93,3 +93,18 @@ def test_the_database_label_never_shows_the_password() -> None:
     label = database_label("postgresql://app:s3cret@db.internal:5432/app")
     # Then user, host, port and database are named, the password is not
     assert label == "postgresql://app@db.internal:5432/app"
+
+
+def test_a_port_that_is_no_port_number_stops_serve_with_a_message(tmp_path: Path) -> None:
+    # Given PORT=abc / When serve starts / Then it exits 2 naming the setting, without a traceback
+    result = _serve({"PORT": "abc"}, tmp_path)
+    assert result.returncode == 2
+    assert "PORT='abc'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_database_url_of_an_unknown_kind_stops_serve_with_a_message(tmp_path: Path) -> None:
+    # Given DATABASE_URL=foo://bar / When serve starts / Then it exits 2 naming the schemes it knows
+    result = _serve({"DATABASE_URL": "foo://bar", "PORT": str(_free_port())}, tmp_path)
+    assert result.returncode == 2
+    assert "unsupported database URL scheme 'foo'" in result.stderr

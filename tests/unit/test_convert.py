@@ -391,3 +391,20 @@ def test_time_rounding_never_wraps_past_midnight() -> None:
 def test_time_refuses_impossible_times(value: str) -> None:
     # Given a time column / When an impossible time arrives / Then format
     assert reason_of(value, TIME_3) is Reason.FORMAT
+
+
+@pytest.mark.parametrize(
+    ("value", "column"),
+    [
+        ("\u0663", Column(name="n", kind=Kind.INTEGER)),  # Arabic-Indic three
+        ("\uff11\uff12", Column(name="n", kind=Kind.INTEGER)),  # fullwidth twelve
+        ("\uff12.\uff15", Column(name="n", kind=Kind.DECIMAL, precision=5, scale=2)),
+        ("\uff12\uff10\uff12\uff16-12-01T10:00:00Z", Column(name="t", kind=Kind.TIMESTAMP, fraction_digits=3)),
+        ("\uff11\uff10:00", Column(name="t", kind=Kind.TIME)),
+    ],
+)
+def test_digits_other_than_ascii_are_not_numbers_or_times(value: str, column: Column) -> None:
+    # Given a numeric or time column and text whose digits are not 0-9
+    # Then it is refused, not read as the number Python's int() would make of it
+    with pytest.raises(InvalidValue):
+        convert(value, column)

@@ -311,3 +311,19 @@ def test_upsert_updates_in_place_and_the_owner_guard_protects_other_users_rows(t
     assert rows[GROCERIES] == "Food"
     assert rows[private] == "Private"
     assert todo.execute("SELECT count(*) FROM todos WHERE list_id = ?", (GROCERIES,)).fetchone() == (2,)
+
+
+def test_a_database_file_replaced_under_an_open_connection_is_retryable_on_a_new_connection(tmp_path: Path) -> None:
+    # Given a connection whose database file is then renamed away (as `make demo` recreates the file
+    # that `make serve` has open)
+    conn = sqlite3.connect(tmp_path / "a.sqlite", isolation_level=None)
+    conn.execute("CREATE TABLE t (a INTEGER)")
+    (tmp_path / "a.sqlite").rename(tmp_path / "b.sqlite")
+    # When it writes
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        conn.execute("INSERT INTO t VALUES (1)")
+    conn.close()
+    # Then the error (SQLITE_READONLY_DBMOVED) is a connection problem: answer 503, open the file again
+    classified = sqlite.classify(caught.value)
+    assert isinstance(classified, RetryableError)
+    assert classified.kind == "connection"

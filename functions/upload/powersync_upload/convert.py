@@ -39,14 +39,17 @@ class InvalidValue(Exception):
         super().__init__(reason.value)
 
 
-_NUMERIC_TEXT = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+# re.ASCII: \d is 0-9 only (Python's \d also takes Arabic-Indic, fullwidth... digits, which no database
+# column parses the same way).
+_NUMERIC_TEXT = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$", re.ASCII)
 _UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _TIMESTAMP_TEXT = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})"
     r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,12}))?)?)?"
-    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
+    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$",
+    re.ASCII,
 )
-_TIME_TEXT = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,12}))?)?$")
+_TIME_TEXT = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,12}))?)?$", re.ASCII)
 _WIDE = Context(prec=1000)
 _MAX_EXPONENT = 1000  # digits before the point we are willing to look at
 

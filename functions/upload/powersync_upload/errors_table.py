@@ -85,8 +85,10 @@ def _errors_values(
     conn: Any, db: Database, table_name: str, raw: dict[str, Any]
 ) -> tuple[Any, Any, dict[str, Any]] | None:
     schema = db.table(conn, table_name)
+    if schema is None and db.refresh_table(conn, table_name):  # created since (at most one look a minute)
+        schema = db.table(conn, table_name)
     if schema is None:
-        logger.warning("errors table not found; rejected transactions are not recorded", extra={"table": table_name})
+        logger.warning("could not record a rejected transaction: errors table not found", extra={"table": table_name})
         return None
     key = schema.column("id")
     if key is None:

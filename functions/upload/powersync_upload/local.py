@@ -207,6 +207,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._reply(400, b'{"message": "invalid Content-Length"}')
             return
+        from .handler import LAMBDA_EVENT_LIMIT  # loaded by serve() already
+
+        if length > LAMBDA_EVENT_LIMIT:  # never read it: Lambda would refuse such an event whole
+            self._reply(413, b'{"message": "request body over the 6291456-byte Lambda invocation limit"}')
+            return
         body = self.rfile.read(length) if length else b""
         if self.command == "GET" and self.path.partition("?")[0] == OPENAPI_PATH:
             self._send_openapi()
@@ -314,11 +319,14 @@ def serve(port: int) -> int:
             algorithm="HS256",
         )
     from .config import ConfigError
+    from .dialects import dialect_name
     from .handler import runtime
 
     try:
         rt = runtime()
-    except ConfigError as exc:
+        if rt.settings.database_url:
+            dialect_name(rt.settings.database_url)
+    except (ConfigError, ValueError) as exc:
         print(f"serve: configuration error, not started: {exc}", file=sys.stderr)
         return 2
     try:
@@ -365,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         return demo()
     if args.command == "invoke":
         return invoke_file(args.event)
-    return serve(int(os.environ.get("PORT", "3000")))
+    port = os.environ.get("PORT", "3000")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        print(f"serve: PORT={port!r} is not a TCP port number (1-65535)", file=sys.stderr)
+        return 2
+    return serve(int(port))
 
 
 if __name__ == "__main__":

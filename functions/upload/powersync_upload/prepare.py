@@ -143,7 +143,10 @@ def _too_long(name: str, raw: Any, limits: Limits, table: str) -> None:
     if isinstance(raw, str):
         too_long = len(raw) > limits.max_text_chars
     elif isinstance(raw, (list, dict)):
-        too_long = len(json_text(raw)) > limits.max_json_chars
+        try:
+            too_long = len(json_text(raw)) > limits.max_json_chars
+        except InvalidValue as exc:  # NaN or Infinity inside: not JSON, rejected for this value only
+            raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=exc.reason) from exc
     else:
         return
     if too_long:

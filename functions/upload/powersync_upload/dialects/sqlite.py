@@ -263,6 +263,7 @@ _CONSTRAINT_CODES = {
     787: ErrorCode.FOREIGN_KEY_VIOLATION,  # SQLITE_CONSTRAINT_FOREIGNKEY
     275: ErrorCode.CHECK_VIOLATION,  # SQLITE_CONSTRAINT_CHECK
 }
+_REOPEN = {1032}  # SQLITE_READONLY_DBMOVED: the database file was deleted or renamed (make demo under serve)
 _RETRYABLE_PRIMARY = {5: "busy", 6: "locked", 10: "io_error", 13: "disk_full", 14: "cannot_open"}
 _NOT_NULL_COLUMN = re.compile(r"NOT NULL constraint failed: (?:[^.\s]+\.)?(\S+)")
 _NAMED_CHECK = re.compile(r"CHECK constraint failed: (\w+)$")
@@ -285,6 +286,8 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
             return FatalOpError(kind, column=column, constraint=constraint, number=code)
         if code & 0xFF == 19:  # other SQLITE_CONSTRAINT_*
             return FatalOpError(ErrorCode.CONSTRAINT_VIOLATION, number=code)
+        if code in _REOPEN:  # the file was replaced under the open connection: open it again
+            return RetryableError("connection", number=code)
         if code & 0xFF in _RETRYABLE_PRIMARY:
             return RetryableError(_RETRYABLE_PRIMARY[code & 0xFF], in_process=code & 0xFF in (5, 6), number=code)
         if code & 0xFF == 20:  # SQLITE_MISMATCH
