@@ -9,10 +9,10 @@ SAM_CLI_VERSION := 1.170.0
 export PYTHONPATH := functions/upload
 EVENT ?= events/01-shape-a-two-transactions.json
 
-.PHONY: help install demo invoke serve test lint typecheck unit integration conformance test-next actionlint test-client openapi sam-validate sam-build clean bench bench-memory bench-drain
+.PHONY: help install demo invoke serve test lint typecheck unit integration conformance test-next actionlint test-client openapi sam-validate sam-build clean bench bench-memory bench-drain chaos
 
 help:
-	@echo "make demo | invoke EVENT=events/x.json | serve | test | unit | integration | conformance | test-next | lint | typecheck | actionlint | bench | bench-memory | bench-drain | sam-validate | sam-build"
+	@echo "make demo | invoke EVENT=events/x.json | serve | test | unit | integration | conformance | test-next | lint | typecheck | actionlint | bench | bench-memory | bench-drain | chaos SEED= DURATION= | sam-validate | sam-build"
 
 $(VENV)/.installed: requirements-dev.txt layers/deps/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,16 @@ sam-validate: $(SAM_VENV)/.installed
 
 sam-build: $(SAM_VENV)/.installed
 	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam build
+
+SEED ?= 1
+DURATION ?= 600
+DEVICES ?= 20
+WORKERS ?= 4
+DIALECT ?=
+
+chaos: install  ## a long fault campaign per dialect (tests/chaos): make chaos SEED=7 DURATION=600 [DEVICES= WORKERS= DIALECT=]
+	$(PY) -m tests.chaos.campaign --seed $(SEED) --duration $(DURATION) --devices $(DEVICES) --workers $(WORKERS) \
+		$(if $(DIALECT),--dialect $(DIALECT))
 
 clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache $(CLIENT_DIR)/dist $(CLIENT_DIR)/build $(CLIENT_DIR)/artifacts

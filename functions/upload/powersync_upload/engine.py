@@ -800,7 +800,12 @@ class _LedgerRun:
         if not self.identities or self.client_id is None:
             return
         db = run.db
-        conn = run._begin()
+        try:
+            conn = run._begin()
+        except RetryableError:
+            raise
+        except Exception as exc:  # a BEGIN that failed on a fresh connection: classified, the connection dropped
+            raise run._unexpected(exc) from exc
         try:
             digests = [i.digest for i in self.identities.values()]
             rows = db.dialect.ledger_read(conn, self.user_id, self.client_id, digests)
