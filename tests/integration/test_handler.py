@@ -439,3 +439,21 @@ def test_mariadb_demo_ids_that_differ_only_by_accent_or_case_are_different_rows(
     finally:
         rt.db.discard()
         set_runtime(None)
+
+
+def test_an_unexpected_error_in_our_code_answers_503_not_500(
+    demo_db: tuple[str, str, Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a bug somewhere below the handler (here: the engine raising a plain exception)
+    from powersync_upload import handler
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug, with a value: s3cr3t")
+
+    monkeypatch.setattr(handler, "apply_upload", broken)
+    # When an upload arrives
+    response = call({"batch": [_put_list()]})
+    # Then the client is told to retry (the upload stays queued), with no text of the error
+    assert response.status == 503
+    assert response.headers.get("Retry-After") == "5"
+    assert "s3cr3t" not in json.dumps(response.body)

@@ -14,6 +14,7 @@ import gc
 import json
 import math
 import time
+import traceback
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
@@ -354,6 +355,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     gc.disable()
     try:
         return _handle(event, context)
+    except Exception as exc:  # noqa: BLE001 - last resort: a bug of ours must not become a 500 that the SDK
+        # treats like any failure but a client cannot tell from a rejection; 503 keeps the upload queued
+        logger.error(
+            "unexpected error in the handler; answering 503",
+            extra={"error_type": type(exc).__name__, "stack": "".join(traceback.format_tb(exc.__traceback__))},
+        )
+        return _plain_response(503, "temporary failure; retry", {"Retry-After": "5"})
     finally:
         if paused:
             gc.enable()
