@@ -413,6 +413,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_healthy(base: str, process: Any, log_path: Path, timeout_s: float) -> None:
+    """Poll ``base``/health until it answers 200; raise with the end of the server's log when the
+    process exits or ``timeout_s`` seconds pass first."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+                raise RuntimeError(f"serve at {base} did not start:\n{output}") from None
+            time.sleep(0.1)
+
+
 @contextmanager
 def running_serve(directory: Path) -> Iterator[tuple[str, Path]]:
     """``python -m powersync_upload.local serve`` on a free port against a fresh SQLite demo database
@@ -420,7 +438,6 @@ def running_serve(directory: Path) -> Iterator[tuple[str, Path]]:
     import sqlite3
     import subprocess
     import sys
-    import urllib.request
 
     from powersync_upload.local import schema_scripts
 
@@ -450,18 +467,8 @@ def running_serve(directory: Path) -> Iterator[tuple[str, Path]]:
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        log.flush()
-                        output = log_path.read_text(encoding="utf-8")[-2000:]
-                        raise RuntimeError(f"serve did not start:\n{output}") from None
-                    time.sleep(0.1)
+            log.flush()
+            wait_healthy(base, process, log_path, 20)
             yield base, path
         finally:
             process.terminate()

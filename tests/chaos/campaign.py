@@ -169,7 +169,7 @@ def workers(url: str, count: int, logs: Path) -> Iterator[list[str]]:
             )
             bases.append(f"http://127.0.0.1:{port}")
         for n, base in enumerate(bases):
-            _wait_healthy(base, processes[n], logs / f"worker-{n}.log")
+            support.wait_healthy(base, processes[n], logs / f"worker-{n}.log", 30)
         yield bases
         for n, process in enumerate(processes):
             if process.poll() is not None:
@@ -183,19 +183,6 @@ def workers(url: str, count: int, logs: Path) -> Iterator[list[str]]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker {base} did not start:\n{log.read_text(errors='replace')[-2000:]}") from None
-            time.sleep(0.1)
 
 
 # ---- devices ----------------------------------------------------------------------------------------
