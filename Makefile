@@ -99,7 +99,8 @@ openapi: install  ## regenerate openapi.json from the handler's models (a test f
 
 # The import time and the memory at the body cap are measured with the Lambda runtime's Python (3.12)
 # and the layer's requirements; without a python3.12 here they fall back to $(PY) (said in the output).
-PYTHON312 ?= $(firstword $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))
+# pyenv's versions first: its python3.12 shim exists on PATH but fails when 3.12 is not the active version.
+PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12))
 BENCH_VENV := .local/venv312
 
 $(BENCH_VENV)/.installed: layers/deps/requirements.txt
