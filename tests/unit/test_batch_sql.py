@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from powersync_upload.dialects import _sql, mssql
+from powersync_upload.schema import Column, Kind, TableSchema
 
 
 def test_sql_server_batch_update_and_insert_text() -> None:
-    update = mssql.values_join_update_sql("[dbo].[t]", "[id]", ["[a]", "[b]"], ["[c]"], 2)
-    assert update == (
-        "UPDATE t SET t.[a] = v.c0, t.[b] = v.c1, t.[c] = NULL FROM [dbo].[t] AS t WITH (UPDLOCK) "
-        "JOIN (VALUES (%s, %s, %s), (%s, %s, %s)) AS v(k, c0, c1) ON t.[id] = v.k"
+    # Given a table with an int key and two int columns
+    columns = {n: Column(n, Kind.INTEGER, type_name="int") for n in ("id", "a", "b", "c")}
+    table, key = TableSchema("dbo.t", columns), columns["id"]
+
+    # When the batch update (c set to NULL) and insert are built
+    update = mssql.update_rows_shape(table, key, ["a", "b"], ["c"], None)
+    insert = mssql.insert_rows_shape(table, key, ["a"])
+
+    # Then both shred one JSON parameter, whatever the number of rows
+    assert update.statement == (
+        "UPDATE t SET t.[a] = j.c1, t.[b] = j.c2, t.[c] = NULL FROM [dbo].[t] AS t WITH (UPDLOCK) "
+        "JOIN OPENJSON(@rows) WITH (c0 int '$[0]', c1 int '$[1]', c2 int '$[2]') AS j ON t.[id] = j.c0"
     )
-    insert = _sql.insert_values_sql("[dbo].[t]", ["[id]", "[a]"], 2, "%s")
-    assert insert == "INSERT INTO [dbo].[t] ([id], [a]) VALUES (%s, %s), (%s, %s)"
+    assert insert.statement == (
+        "INSERT INTO [dbo].[t] ([id], [a]) SELECT j.c0, j.c1 "
+        "FROM OPENJSON(@rows) WITH (c0 int '$[0]', c1 int '$[1]') AS j"
+    )
+    assert update.params == insert.params == (("@rows", "nvarchar(max)"),)
+    insert_sql = _sql.insert_values_sql("[dbo].[t]", ["[id]", "[a]"], 2, "%s")
+    assert insert_sql == "INSERT INTO [dbo].[t] ([id], [a]) VALUES (%s, %s), (%s, %s)"
 
 
 def test_split_by_existence_compares_keys_case_insensitively() -> None:

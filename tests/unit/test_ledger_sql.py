@@ -7,6 +7,7 @@ do not stand in for a SQL Server: the integration tests run the same functions o
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from powersync_upload import ledger
 from powersync_upload.dialects import PRUNE_ROWS, _sql, mssql, mysql
+from tests.unit.test_mssql_dialect import unwrap
 
 ENTRY = ledger.entry(ledger.Identity("u1", "c1", 5, 9, "d" * 64), {"status": "success"}, datetime(2026, 12, 1, 12))
 
@@ -33,7 +35,7 @@ class Recording:
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         self.calls.append((sql, params))
-        if self.fail is not None and sql.startswith("INSERT"):
+        if self.fail is not None and "INSERT" in sql.split(" FROM ")[0]:
             fail, self.fail = self.fail, None
             raise fail
 
@@ -51,13 +53,14 @@ def test_the_ledger_read_is_one_seek_on_user_client_and_digests() -> None:
     # When its ledger rows are read
     mssql.ledger_read(conn, "u1", "c1", ["a" * 64, "b" * 64, "a" * 64])
 
-    # Then one statement asks for the distinct digests of that user and client
+    # Then one statement asks for the distinct digests of that user and client (one JSON parameter)
     ((sql, params),) = conn.calls
-    assert sql == (
+    assert unwrap(sql)[0] == (
         "SELECT first_op_id, last_op_id, digest, result, decided_at FROM powersync_upload_ledger "
-        "WHERE user_id = %s AND client_id = %s AND digest IN (%s, %s)"
+        "WHERE user_id = @user AND client_id = @client AND digest IN "
+        "(SELECT j.c0 FROM OPENJSON(@rows) WITH (c0 nchar(64) '$[0]') AS j)"
     )
-    assert params == ("u1", "c1", "a" * 64, "b" * 64)
+    assert params == ("u1", "c1", json.dumps([["a" * 64], ["b" * 64]]))
 
 
 def test_the_ledger_claim_is_one_insert_of_every_row_with_its_result_and_time() -> None:
@@ -68,11 +71,13 @@ def test_the_ledger_claim_is_one_insert_of_every_row_with_its_result_and_time() 
     # When they are claimed
     claim = mssql.ledger_claim(conn, [ENTRY, other])
 
-    # Then one INSERT carries both rows (7 parameters each) and the claim holds
+    # Then one INSERT carries both rows (7 cells each, one JSON parameter) and the claim holds
     ((sql, params),) = conn.calls
-    assert sql.startswith("INSERT INTO powersync_upload_ledger (user_id, client_id, first_op_id, last_op_id, digest, ")
-    assert len(params) == 14 == sql.count("%s")
-    assert params[:7] == ("u1", "c1", 5, 9, "d" * 64, '{"status":"success"}', "2026-12-01T12:00:00.000")
+    statement = unwrap(sql)[0]
+    assert statement.startswith("INSERT INTO powersync_upload_ledger (user_id, client_id, first_op_id, last_op_id, ")
+    rows = json.loads(params[0])
+    assert len(rows) == 2
+    assert rows[0] == ["u1", "c1", 5, 9, "d" * 64, '{"status":"success"}', "2026-12-01T12:00:00.000"]
     assert claim == ledger.CLAIMED
 
 
@@ -87,7 +92,8 @@ def test_a_duplicate_identity_rolls_back_and_answers_the_stored_row_never_a_uniq
 
     # Then: INSERT, ROLLBACK, the read, ROLLBACK (each rollback guarded: IF @@TRANCOUNT > 0 ROLLBACK TRAN);
     # the stored row returned
-    assert [c[0].split(" ")[0] for c in conn.calls] == ["INSERT", "IF", "SELECT", "IF"]
+    kinds = [unwrap(c[0])[0].split(" ")[0] if c[0].startswith("EXEC") else c[0].split(" ")[0] for c in conn.calls]
+    assert kinds == ["INSERT", "IF", "SELECT", "IF"]
     assert all("ROLLBACK" in c[0] for c in conn.calls if c[0].startswith("IF"))
     assert claim == ledger.Claim(claimed=False, stored=(stored,))
 
@@ -109,10 +115,11 @@ def test_pruning_deletes_at_most_a_bounded_number_of_old_rows() -> None:
     conn = Recording()
     mssql.ledger_prune(conn, cutoff)
     mysql.ledger_prune(conn, cutoff)
-    assert conn.calls[0] == (
-        f"DELETE TOP ({PRUNE_ROWS}) FROM powersync_upload_ledger WHERE decided_at < %s",
-        ("2026-11-24T00:00:00.000",),
+    assert unwrap(conn.calls[0][0]) == (
+        f"DELETE TOP ({PRUNE_ROWS}) FROM powersync_upload_ledger WHERE decided_at < @before",
+        "@before datetime2(3)",
     )
+    assert conn.calls[0][1] == ("2026-11-24T00:00:00.000",)
     assert conn.calls[1][0].endswith(f"WHERE decided_at < %s ORDER BY seq LIMIT {PRUNE_ROWS}")
     assert _sql.prune_in_sql("?", 3) == (
         "DELETE FROM powersync_upload_ledger WHERE seq IN "
@@ -131,6 +138,10 @@ def test_a_conflict_row_is_inserted_with_every_column_and_resolved_0() -> None:
 
     # Then one INSERT names the twelve columns; created_at as millisecond text; resolved 0
     ((sql, params),) = conn.calls
-    assert sql.startswith("INSERT INTO powersync_upload_conflicts (id, user_id, client_id, transaction_id, op_id, ")
-    assert len(params) == len(_sql.CONFLICT_COLUMNS) == 12
-    assert params[-2:] == ("2026-12-01T12:00:00.123", 0)
+    statement = unwrap(sql)[0]
+    assert statement.startswith(
+        "INSERT INTO powersync_upload_conflicts (id, user_id, client_id, transaction_id, op_id, "
+    )
+    (cells,) = json.loads(params[0])
+    assert len(cells) == len(_sql.CONFLICT_COLUMNS) == 12
+    assert cells[-2:] == ["2026-12-01T12:00:00.123", 0]

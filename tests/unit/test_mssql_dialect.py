@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -345,30 +347,6 @@ def test_quote_doubles_closing_bracket_and_percent(name: str, quoted: str) -> No
     assert mssql.quote(name) == quoted
 
 
-def test_upsert_sql_updates_with_a_key_range_lock_then_inserts() -> None:
-    # Given a PUT writing name and setting note to NULL
-    # When its SQL is built
-    sql = mssql.upsert_sql("[dbo].[lists]", "[id]", ["[name]"], ["[note]"])
-
-    # Then it is UPDATE WITH (UPDLOCK, SERIALIZABLE) ... IF @@ROWCOUNT = 0 INSERT, no MERGE
-    assert sql == (
-        "UPDATE [dbo].[lists] WITH (UPDLOCK, SERIALIZABLE) SET [name] = %s, [note] = NULL WHERE [id] = %s; "
-        "IF @@ROWCOUNT = 0 INSERT INTO [dbo].[lists] ([id], [name]) VALUES (%s, %s)"
-    )
-    assert "MERGE" not in sql
-
-
-def test_upsert_sql_with_nothing_to_update_inserts_only_when_missing() -> None:
-    # Given a PUT of a row with only its key / When its SQL is built
-    sql = mssql.upsert_sql("[lists]", "[id]", [], [])
-
-    # Then an existing row is left alone and a missing one is inserted under a key-range lock
-    assert sql == (
-        "IF NOT EXISTS (SELECT 1 FROM [lists] WITH (UPDLOCK, SERIALIZABLE) WHERE [id] = %s) "
-        "INSERT INTO [lists] ([id]) VALUES (%s)"
-    )
-
-
 class RecordingConnection:
     """A DB-API connection double that records what the dialect executes."""
 
@@ -388,26 +366,6 @@ class RecordingConnection:
         return None
 
     rowcount = 1
-
-
-def test_upsert_passes_one_parameter_per_placeholder_in_order() -> None:
-    # Given a table and a PUT of two values and one NULL
-    columns = {
-        "id": Column("id", Kind.TEXT),
-        "name": Column("name", Kind.TEXT),
-        "amount": Column("amount", Kind.DECIMAL, precision=10, scale=2),
-        "note": Column("note", Kind.TEXT),
-    }
-    table = TableSchema("dbo.lists", columns)
-    conn = RecordingConnection()
-
-    # When the dialect runs the upsert
-    mssql.upsert(conn, table, columns["id"], "L1", {"name": "a", "amount": Decimal("2.50")}, ["note"], None)
-
-    # Then the parameters match the placeholders: UPDATE values, key; INSERT key, values
-    ((sql, params),) = conn.executed
-    assert sql.count("%s") == len(params)
-    assert params == ("a", "2.50", "L1", "L1", "a", "2.50")
 
 
 def test_decimals_go_to_the_driver_as_exact_fixed_point_text() -> None:
@@ -727,73 +685,6 @@ def varchar_table() -> tuple[TableSchema, Column]:
     return TableSchema("dbo.t", columns), columns["id"]
 
 
-def test_varchar_key_is_compared_as_varchar_so_the_index_is_sought() -> None:
-    # Given a table with a varchar(36) key
-    table, key = varchar_table()
-    conn = RecordingConnection()
-
-    # When a row is read for update, upserted, updated and deleted
-    mssql.select_value(conn, table, key, "k1", key, "update")
-    mssql.upsert(conn, table, key, "k1", {"note": "n"}, [], None)
-    mssql.update(conn, table, key, "k1", {"note": "n"})
-    mssql.delete(conn, table, key, "k1")
-
-    # Then the key is never compared with an N'...' literal (which converts the column: a scan and a
-    # range lock on the whole table): each key placeholder is a CAST to the key's own type
-    select, upsert, update, delete = (sql for sql, _ in conn.executed)
-    assert select == "SELECT [id] FROM [dbo].[t] WITH (UPDLOCK, HOLDLOCK) WHERE [id] = CAST(%s AS varchar(36))"
-    assert upsert == (
-        "UPDATE [dbo].[t] WITH (UPDLOCK, SERIALIZABLE) SET [note] = CAST(%s AS nvarchar(100)) "
-        "WHERE [id] = CAST(%s AS varchar(36)); IF @@ROWCOUNT = 0 INSERT INTO [dbo].[t] ([id], [note]) "
-        "VALUES (CAST(%s AS varchar(36)), CAST(%s AS nvarchar(100)))"
-    )
-    assert update == "UPDATE [dbo].[t] SET [note] = CAST(%s AS nvarchar(100)) WHERE [id] = CAST(%s AS varchar(36))"
-    assert delete == "DELETE FROM [dbo].[t] WHERE [id] = CAST(%s AS varchar(36))"
-    assert all(sql.count("%s") == len(params) for sql, params in conn.executed)
-
-
-def test_varchar_of_another_collation_converts_under_its_own_code_page() -> None:
-    # Given a Greek varchar column in a database whose default collation is Latin-1
-    row = catalog_row("name", "varchar", 20, collation="Greek_CI_AS", code_page=1253)
-    column = mssql.column_from_catalog(row)
-
-    # When its placeholder is built
-    # Then the N'...' text is converted to varchar under the column's collation, not the database's
-    # (which would turn Greek letters into '?' before they reach the column)
-    assert column.encoding == "cp1253"
-    assert mssql.param_sql(column) == "CAST(CAST(%s AS nvarchar(max)) COLLATE Greek_CI_AS AS varchar(20))"
-
-
-def test_batch_values_are_typed_so_an_all_null_column_is_not_int() -> None:
-    # Given two existing rows whose datetime2 and datetimeoffset values are NULL in every row
-    table, key = varchar_table()
-    conn = RecordingConnection()
-    rows = [("k1", {"at": None, "zone": None}), ("k2", {"at": None, "zone": None})]
-
-    # When they are updated as one batch
-    mssql.update_many(conn, table, key, rows)
-
-    # Then every VALUES cell is cast to its column's type (an untyped all-NULL column is int: error 206)
-    ((sql, params),) = conn.executed
-    row = "(CAST(%s AS varchar(36)), CAST(%s AS datetime2(3)), CAST(%s AS datetimeoffset(7)))"
-    assert f"(VALUES {row}, {row}) AS v(k, c0, c1)" in sql
-    assert params == ("k1", None, None, "k2", None, None)
-
-
-def test_batch_insert_values_are_typed() -> None:
-    # Given two new rows (no row is found by the locking read)
-    table, key = varchar_table()
-    conn = RecordingConnection()
-
-    # When they are upserted as one batch
-    mssql.upsert_many(conn, table, key, [("k1", {"zone": None}), ("k2", {"zone": None})], [], None)
-
-    # Then the multi-row INSERT casts each value to its column's type
-    insert = conn.executed[-1][0]
-    row = "(CAST(%s AS varchar(36)), CAST(%s AS datetimeoffset(7)))"
-    assert insert == f"INSERT INTO [dbo].[t] ([id], [zone]) VALUES {row}, {row}"
-
-
 @pytest.mark.parametrize(
     ("text", "kind", "in_process"),
     [
@@ -964,30 +855,6 @@ def test_babelfish_547_names_the_constraint_not_the_table(
     assert (result.code, result.constraint) == (code, constraint)
 
 
-def test_guarded_batch_writes_type_the_owner_as_its_own_column() -> None:
-    # Given a uniqueidentifier key and an nvarchar owner column (the caller's user id)
-    columns = {
-        "id": mssql.column_from_catalog(catalog_row("id", "uniqueidentifier", 16)),
-        "owner": mssql.column_from_catalog(catalog_row("owner", "nvarchar", 510, collation=DATABASE_COLLATION)),
-        "n": mssql.column_from_catalog(catalog_row("n", "int", 4)),
-    }
-    table, key, guard = TableSchema("dbo.t", columns), columns["id"], (columns["owner"], "user-1")
-    conn = RecordingConnection()
-
-    # When rows are deleted and updated only where the caller owns them
-    mssql.delete_many(conn, table, key, ["k1", "k2"], guard)
-    mssql.update_many(conn, table, key, [("k1", {"n": 1})], guard)
-
-    # Then the owner value is cast to the owner's type, not the key's (a user id is no uniqueidentifier)
-    delete, update = (sql for sql, _ in conn.executed)
-    assert delete == (
-        "DELETE FROM [dbo].[t] WHERE [id] IN (CAST(%s AS uniqueidentifier), CAST(%s AS uniqueidentifier))"
-        " AND [owner] = CAST(%s AS nvarchar(255))"
-    )
-    assert update.endswith(" WHERE t.[owner] = CAST(%s AS nvarchar(255))")
-    assert all(sql.count("%s") == len(params) for sql, params in conn.executed)
-
-
 class FoundConnection(RecordingConnection):
     """A recording connection whose first read finds ``found`` (key, owner) rows."""
 
@@ -1017,8 +884,257 @@ def test_batch_put_checks_the_owner_in_its_locking_read_and_skips_someone_elses_
 
     # Then one read (of key and owner, locking) decides, only U1's row is updated, and the count says so
     assert mssql.guarded_upsert is True
-    read, update = (sql for sql, _ in conn.executed)
-    assert read.startswith("SELECT [id], [owner] FROM [dbo].[t] WITH (UPDLOCK, HOLDLOCK) WHERE [id] IN")
-    assert update.count("(CAST(%s AS uniqueidentifier), CAST(%s AS nvarchar(255)))") == 1
-    assert conn.executed[1][1] == (mine, "u1")
+    (read, _), (update, _) = (unwrap(sql) for sql, _ in conn.executed)
+    assert read.startswith("SELECT t.[id], t.[owner] FROM [dbo].[t] AS t WITH (UPDLOCK, HOLDLOCK) JOIN OPENJSON(@rows)")
+    assert update.startswith("UPDATE t SET t.[owner] = j.c1 FROM [dbo].[t] AS t WITH (UPDLOCK) JOIN OPENJSON(@rows)")
+    assert json.loads(conn.executed[1][1][0]) == [[mine, "u1"]]
     assert written == 1
+
+
+# ---- statement shapes: sp_executesql, OPENJSON, declared types --------------------------------------
+
+_EXEC = re.compile(r"^EXEC sp_executesql N'((?:[^']|'')*)', N'((?:[^']|'')*)', (.*)$", re.DOTALL)
+
+
+def unwrap(sql: str) -> tuple[str, str]:
+    """``(inner statement, declarations)`` of an ``EXEC sp_executesql`` text (quotes undoubled, ``%%``
+    as pymssql's interpolation leaves it)."""
+    match = _EXEC.match(sql)
+    assert match is not None, sql
+    return match.group(1).replace("''", "'").replace("%%", "%"), match.group(2).replace("''", "'")
+
+
+def shapes_table() -> tuple[TableSchema, Column]:
+    """A uniqueidentifier key, an owner, text of the default and of another collation, a datetime2(3)."""
+    columns = {
+        "id": mssql.column_from_catalog(catalog_row("id", "uniqueidentifier", 16)),
+        "owner_id": mssql.column_from_catalog(catalog_row("owner_id", "varchar", 36, collation=DATABASE_COLLATION)),
+        "name": mssql.column_from_catalog(catalog_row("name", "nvarchar", 200, collation=DATABASE_COLLATION)),
+        "greek": mssql.column_from_catalog(catalog_row("greek", "varchar", 20, collation="Greek_CI_AS")),
+        "at": mssql.column_from_catalog(catalog_row("at", "datetime2", 8, 27, 3)),
+        "n": mssql.column_from_catalog(catalog_row("n", "int", 4)),
+    }
+    return TableSchema("dbo.t", columns), columns["id"]
+
+
+def batch_statements(count: int) -> list[str]:
+    """Every batch statement the dialect sends for ``count`` rows (each twice, with other values)."""
+    table, key = shapes_table()
+    owner = table.columns["owner_id"]
+    sent: list[str] = []
+    for attempt in range(2):
+        keys = [f"{attempt:08x}-0000-0000-0000-{i:012x}" for i in range(count)]
+        values = {"owner_id": f"u{attempt}", "greek": "\u03b1\u03b2", "at": None}
+        rows = [(k, {**values, "name": f"n{i}"}) for i, k in enumerate(keys)]
+        conn = RecordingConnection()
+        mssql.upsert_many(conn, table, key, rows, ["n"], owner)
+        mssql.update_many(conn, table, key, rows, (owner, f"u{attempt}"))
+        mssql.delete_many(conn, table, key, keys, (owner, f"u{attempt}"))
+        mssql.select_rows(conn, table, key, keys, [table.columns["n"], owner], "update")
+        mssql.select_many(conn, table, key, keys, owner, "share")
+        mssql.ledger_read(conn, f"user{attempt}", "c", [f"{i:064x}" for i in range(count)])
+        mssql.conflicts_insert(conn, [{"id": f"{i}", "user_id": "u", "reason": "stale"} for i in range(count)])
+        assert all(sql.count("%s") == len(params) for sql, params in conn.executed)
+        sent += [sql.split(", @rows = ")[0] for sql, _ in conn.executed]
+    return sent
+
+
+@pytest.mark.parametrize("count", [1, 999, 5000])
+def test_batch_statement_texts_do_not_depend_on_the_rows(count: int) -> None:
+    # Given batches of 1, 999 and 5000 rows / When every batch statement is built, twice with other values
+    one, this = batch_statements(1), batch_statements(count)
+
+    # Then each is one sp_executesql call whose text is the same for any row count and any values
+    assert this == one
+    assert len(this) == 2 * 8  # read, update, insert, update, delete, read, read, ledger read, conflicts: 1 each
+    assert all(sql.startswith("EXEC sp_executesql N'") for sql in this)
+
+
+def test_rows_travel_as_one_json_parameter_shredded_with_the_columns_types() -> None:
+    # Given two new rows whose datetime2 value is NULL in every row
+    table, key = shapes_table()
+    conn = RecordingConnection()
+    rows = [("b0000000-0000-0000-0000-000000000002", {"name": "x", "greek": "\u03b1\u03b2", "at": None})]
+    rows.append(("a0000000-0000-0000-0000-000000000001", {"name": "y", "greek": "\u03b3", "at": None}))
+
+    # When they are upserted as one batch (no row exists)
+    mssql.upsert_many(conn, table, key, rows, [], None)
+
+    # Then the INSERT shreds @rows typed as the columns (an all-NULL column is datetime2(3), not int);
+    # the varchar of another collation converts under its own code page; rows go sorted by key
+    statement, declarations = unwrap(conn.executed[-1][0])
+    assert statement == (
+        "INSERT INTO [dbo].[t] ([id], [name], [greek], [at]) SELECT j.c0, j.c1, "
+        "CAST(j.c2 COLLATE Greek_CI_AS AS varchar(20)), j.c3 FROM OPENJSON(@rows) WITH (c0 uniqueidentifier '$[0]', "
+        "c1 nvarchar(100) '$[1]', c2 nvarchar(max) '$[2]', c3 datetime2(3) '$[3]') AS j"
+    )
+    assert declarations == "@rows nvarchar(max)"
+    assert json.loads(conn.executed[-1][1][0]) == [
+        ["a0000000-0000-0000-0000-000000000001", "y", "\u03b3", None],
+        ["b0000000-0000-0000-0000-000000000002", "x", "\u03b1\u03b2", None],
+    ]
+
+
+def test_scalars_are_declared_with_the_columns_declared_type_never_the_values_length() -> None:
+    # Given a varchar(36) owner and two callers whose ids differ in length
+    table, key = shapes_table()
+    owner = table.columns["owner_id"]
+    texts = []
+    for user in ("u", "a-much-longer-user-id"):
+        conn = RecordingConnection()
+        mssql.delete_many(conn, table, key, ["a0000000-0000-0000-0000-000000000001"], (owner, user))
+        texts.append(conn.executed[0][0].split(", @rows = ")[0])
+
+    # Then @owner is varchar(36) both times (one plan, and the key seek stays a varchar comparison)
+    assert texts[0] == texts[1]
+    statement, declarations = unwrap(conn.executed[0][0])
+    assert declarations == "@rows nvarchar(max), @owner varchar(36)"
+    assert statement.endswith(" WHERE t.[owner_id] = @owner")
+
+
+def test_per_operation_statements_go_through_sp_executesql_with_declared_parameters() -> None:
+    # Given a table with a uniqueidentifier key
+    table, key = shapes_table()
+    conn = RecordingConnection()
+    k = "a0000000-0000-0000-0000-000000000001"
+
+    # When a row is read for update, upserted, updated and deleted, one at a time
+    mssql.select_value(conn, table, key, k, table.columns["owner_id"], "update")
+    mssql.upsert(conn, table, key, k, {"name": "n", "greek": "\u03b1"}, ["at"], None)
+    mssql.update(conn, table, key, k, {"name": "n"})
+    mssql.delete(conn, table, key, k)
+
+    # Then each is one parameterized statement: values only in the parameters, the key declared as its type
+    (select, s_decl), (upsert, u_decl), (update, _), (delete, d_decl) = (unwrap(sql) for sql, _ in conn.executed)
+    assert select == "SELECT t.[owner_id] FROM [dbo].[t] AS t WITH (UPDLOCK, HOLDLOCK) WHERE t.[id] = @k"
+    assert upsert == (
+        "UPDATE [dbo].[t] WITH (UPDLOCK, SERIALIZABLE) SET [name] = @p0, [greek] = CAST(@p1 COLLATE Greek_CI_AS AS "
+        "varchar(20)), [at] = NULL WHERE [id] = @k; IF @@ROWCOUNT = 0 INSERT INTO [dbo].[t] ([id], [name], [greek]) "
+        "VALUES (@k, @p0, CAST(@p1 COLLATE Greek_CI_AS AS varchar(20)))"
+    )
+    assert "MERGE" not in upsert
+    assert u_decl == "@k uniqueidentifier, @p0 nvarchar(100), @p1 nvarchar(max)"
+    assert update == "UPDATE [dbo].[t] SET [name] = @p0 WHERE [id] = @k"
+    assert delete == "DELETE FROM [dbo].[t] WHERE [id] = @k"
+    assert s_decl == d_decl == "@k uniqueidentifier"
+    assert conn.executed[1][1] == (k, "n", "\u03b1")
+    assert all(sql.count("%s") == len(params) for sql, params in conn.executed)
+
+
+def test_upsert_with_nothing_to_update_inserts_only_when_missing() -> None:
+    # Given a PUT of a row with only its key / When its statement is built
+    table, key = shapes_table()
+    statement = mssql.upsert_shape(table, key, [], []).statement
+
+    # Then an existing row is left alone and a missing one is inserted under a key-range lock
+    assert statement == (
+        "IF NOT EXISTS (SELECT 1 FROM [dbo].[t] WITH (UPDLOCK, SERIALIZABLE) WHERE [id] = @k) "
+        "INSERT INTO [dbo].[t] ([id]) VALUES (@k)"
+    )
+
+
+def test_a_name_with_quotes_and_percent_survives_both_literals() -> None:
+    # Given a column named o'k%s
+    column = Column("o'k%s", Kind.INTEGER, type_name="int")
+    table = TableSchema("dbo.t", {"id": Column("id", Kind.INTEGER, type_name="int"), "o'k%s": column})
+    conn = RecordingConnection()
+
+    # When it is updated
+    mssql.update(conn, table, table.columns["id"], 1, {"o'k%s": 2})
+
+    # Then the statement names it exactly (quote doubled inside N'...', % doubled for pymssql)
+    assert unwrap(conn.executed[0][0])[0] == "UPDATE [dbo].[t] SET [o'k%s] = @p0 WHERE [id] = @k"
+    assert conn.executed[0][0] % conn.executed[0][1]  # interpolates without a stray placeholder
+
+
+def test_keys_are_locked_in_sql_servers_uniqueidentifier_order() -> None:
+    # Given uniqueidentifiers that differ in their first and in their last bytes
+    key = Column("id", Kind.UUID, type_name="uniqueidentifier")
+    late_node = "00000000-0000-0000-0000-000000000002"
+    early_node = "ffffffff-0000-0000-0000-000000000001"
+
+    # When sorted for locking / Then SQL Server's order (last 6 bytes first) is followed
+    assert mssql.sorted_keys([late_node, early_node], key) == [early_node, late_node]
+    text = Column("id", Kind.TEXT, type_name="nvarchar")
+    assert mssql.sorted_keys(["b", "A", "a2"], text) == ["A", "a2", "b"]
+
+
+def test_babelfish_locks_rows_with_a_no_op_update_before_the_read() -> None:
+    # Given Babelfish (which ignores lock hints)
+    table, key = shapes_table()
+    owner = table.columns["owner_id"]
+
+    # When the locking read is built for update, and for a share lock
+    update = mssql.read_shape(table, key, [owner], "update", babelfish=True).statement
+    share = mssql.read_shape(table, key, [owner], "share", babelfish=True).statement
+
+    # Then an update read first takes PostgreSQL row locks with a no-op UPDATE of the same rows
+    assert update.startswith(
+        "UPDATE t SET t.[id] = t.[id] FROM [dbo].[t] AS t JOIN OPENJSON(@rows) WITH (c0 uniqueidentifier '$[0]') AS j "
+        "ON t.[id] = j.c0; SELECT t.[id], t.[owner_id] FROM"
+    )
+    assert share.startswith("SELECT")
+    assert mssql.read_shape(table, key, [owner], "update", babelfish=False).statement.startswith("SELECT")
+
+
+def test_rowversion_is_read_as_its_hex_text() -> None:
+    # Given a rowversion column (the catalog's type name is timestamp)
+    version = mssql.column_from_catalog(catalog_row("version", "timestamp", 8))
+    table = TableSchema("dbo.t", {"id": Column("id", Kind.INTEGER, type_name="int"), "version": version})
+
+    # When it is read for a version check
+    statement = mssql.read_shape(table, table.columns["id"], [version], "update", babelfish=False).statement
+
+    # Then it comes back as 0x + 16 upper-case hex digits, and it is never written
+    assert "CONVERT(varchar(18), t.[version], 1)" in statement
+    assert version.writable is False
+
+
+def test_ledger_and_conflict_statements_are_constant_and_typed() -> None:
+    # Given a ledger read and a conflicts insert
+    conn = RecordingConnection()
+    mssql.ledger_read(conn, "u1", "c1", ["d" * 64, "d" * 64, "e" * 64])
+    mssql.conflicts_insert(conn, [{"id": "x", "user_id": "u1", "reason": "stale", "created_at": None}])
+
+    # Then the user and client are nvarchar(255) scalars and the digests one JSON parameter (deduplicated)
+    (read, read_decl), (insert, _) = (unwrap(sql) for sql, _ in conn.executed)
+    assert read_decl == "@user nvarchar(255), @client nvarchar(255), @rows nvarchar(max)"
+    assert read.endswith("AND digest IN (SELECT j.c0 FROM OPENJSON(@rows) WITH (c0 nchar(64) '$[0]') AS j)")
+    assert json.loads(conn.executed[0][1][2]) == [["d" * 64], ["e" * 64]]
+    assert insert.startswith("INSERT INTO powersync_upload_conflicts (id, user_id, client_id,")
+    assert json.loads(conn.executed[1][1][0])[0][-1] == 0  # resolved defaults to 0
+
+
+class ServerConnection(RecordingConnection):
+    """A connection whose first query answers ``(@@VERSION, compatibility level)``."""
+
+    def __init__(self, version: str, level: int) -> None:
+        super().__init__()
+        self.row = (version, level)
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.row
+
+
+@pytest.mark.parametrize(
+    ("version", "level", "babelfish"),
+    [("Microsoft SQL Server 2022 (RTM)", 160, False), ("Babelfish for Aurora PostgreSQL", 120, True)],
+)
+def test_server_engine_and_level_are_read_at_connect(version: str, level: int, babelfish: bool) -> None:
+    # Given SQL Server at level 160, or Babelfish (whatever level it reports)
+    # When checked / Then the engine is known and nothing is refused
+    server = mssql.check_server(ServerConnection(version, level))
+    assert (server.babelfish, server.level) == (babelfish, level)
+    mssql.check_server(ServerConnection("Microsoft SQL Server 2022", 160))
+
+
+def test_compatibility_level_below_130_refuses_to_start(caplog: pytest.LogCaptureFixture) -> None:
+    # Given SQL Server with a database at compatibility level 120 (no OPENJSON)
+    # When checked at connect
+    with pytest.raises(RetryableError) as raised:
+        mssql.check_server(ServerConnection("Microsoft SQL Server 2019", 120))
+
+    # Then the function refuses (retryable: nothing is lost) and the log says why and how to fix it
+    assert raised.value.kind == "compatibility_level"
+    assert "COMPATIBILITY_LEVEL = 130" in caplog.text
+    mssql.check_server(ServerConnection("Microsoft SQL Server 2022", 160))

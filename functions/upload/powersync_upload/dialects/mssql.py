@@ -47,10 +47,13 @@ errors"), and the SQL Server "Database engine events and errors" reference for t
 from __future__ import annotations
 
 import codecs
+import json
+import logging
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -58,25 +61,19 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pymssql
 
+from ..conflicts import TABLE as CONFLICTS_TABLE
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
+from ..ledger import CLAIMED, Claim, Entry
 from ..ledger import TABLE as LEDGER_TABLE
-from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
 from . import PRUNE_ROWS, Guard, Lock
 from ._sql import (
+    CONFLICT_COLUMNS,
+    LEDGER_COLUMNS,
+    LEDGER_READ_COLUMNS,
     STAMP,
-    Statements,
-    chunks,
-    delete_in_sql,
     qualified,
     quote_with,
-    run_conflicts_insert,
-    run_delete,
-    run_ledger_claim,
-    run_ledger_read,
-    run_select_in,
-    run_select_rows,
-    run_select_value,
     split_by_existence,
     table_with_constraints,
 )
@@ -86,6 +83,7 @@ guarded_upsert = True
 ordered_batches = False
 PH = "%s"
 quote = quote_with("[", "]", percent=True)
+logger = logging.getLogger(__name__)
 
 
 def proxy_mode(url: str) -> bool:
@@ -136,10 +134,64 @@ _PROXY = {"on": False}
 (pymssql connection objects take no attributes to carry it)."""
 
 
+@dataclass
+class Server:
+    """What :func:`connect` learnt of the server (a container talks to one database URL).
+
+    Attributes:
+        babelfish: ``@@VERSION`` starts with "Babelfish" (lock hints are ignored there: see
+            :func:`read_shape`).
+        level: the database's compatibility level (``sys.databases``); ``OPENJSON`` needs 130.
+    """
+
+    babelfish: bool = False
+    level: int = 0
+
+
+SERVER = Server()
+
+SERVER_SQL = "SELECT @@VERSION, (SELECT compatibility_level FROM sys.databases WHERE name = DB_NAME())"
+
+MIN_LEVEL = 130
+"""``OPENJSON`` needs compatibility level 130 (SQL Server 2016) or higher."""
+
+
+def check_server(conn: Any) -> Server:
+    """Read ``@@VERSION`` and the compatibility level into :data:`SERVER` (one round trip).
+
+    Raises:
+        RetryableError: ``compatibility_level``: SQL Server (not Babelfish) at a level below
+            :data:`MIN_LEVEL`. Every statement of this dialect needs ``OPENJSON``, so the upload
+            function refuses to start (503, logged as an error with the level) until the database
+            is raised: ``ALTER DATABASE <db> SET COMPATIBILITY_LEVEL = 130`` (or higher).
+    """
+    cursor = conn.cursor()
+    cursor.execute(SERVER_SQL)
+    row = cursor.fetchone()
+    version, level = (str(row[0]), int(row[1] or 0)) if row else ("", 0)
+    SERVER.babelfish = version.lstrip().lower().startswith("babelfish")
+    SERVER.level = level
+    if not SERVER.babelfish and level < MIN_LEVEL:
+        logger.error(
+            "SQL Server database compatibility level is below 130: OPENJSON is unavailable; "
+            "raise it with ALTER DATABASE ... SET COMPATIBILITY_LEVEL = 130",
+            extra={"compatibility_level": level},
+        )
+        raise RetryableError("compatibility_level", retry_after_ms=60_000)
+    return SERVER
+
+
 def connect(url: str, timeout_s: float) -> Any:
-    """Open a connection in pymssql's autocommit mode (no ``BEGIN TRAN`` at connect)."""
+    """Open a connection in pymssql's autocommit mode (no ``BEGIN TRAN`` at connect) and check the
+    server (:func:`check_server`: engine and compatibility level; one round trip)."""
     _PROXY["on"] = proxy_mode(url)
-    return pymssql.connect(**connect_args(url, timeout_s))
+    conn = pymssql.connect(**connect_args(url, timeout_s))
+    try:
+        check_server(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def begin_sql(timeout_s: float, *, proxied: bool) -> str:
@@ -346,14 +398,16 @@ _SIZED = ("varchar", "char", "nvarchar", "nchar")
 _DIGITS = ("datetime2", "datetimeoffset", "time")
 _PLAIN = (
     "tinyint", "smallint", "int", "bigint", "bit", "money", "smallmoney", "float", "real",
-    "uniqueidentifier", "date", "datetime", "smalldatetime", "json",
+    "uniqueidentifier", "date", "datetime", "smalldatetime",
 )  # fmt: skip
 _COLLATION_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+ROWVERSION = ("timestamp", "rowversion")
+"""``TYPE_NAME`` of a rowversion column (``timestamp`` is the catalog's name for it)."""
 
 
 def sql_type(column: Column) -> str | None:
     """The column's full T-SQL type (``varchar(36)``, ``decimal(10,2)``, ``datetime2(3)``), or
-    ``None`` for types passed without a CAST (legacy ``text``/``ntext`` and unknown kinds)."""
+    ``None`` for types sent as text (``json``, legacy ``text``/``ntext``, rowversion, unknown kinds)."""
     name = column.type_name
     if name in _SIZED:
         return f"{name}({'max' if column.max_length is None else column.max_length})"
@@ -364,57 +418,254 @@ def sql_type(column: Column) -> str | None:
     return name if name in _PLAIN else None
 
 
-def param_sql(column: Column) -> str:
-    """The placeholder for one value of ``column``: ``CAST(%s AS <type>)`` (module docstring).
+def _collated(column: Column) -> bool:
+    """A ``varchar``/``char`` column whose collation is not the database's (introspection names it)."""
+    return column.type_name in ("varchar", "char") and bool(_COLLATION_NAME.match(column.collation))
 
-    A ``varchar``/``char`` column whose collation is not the database's converts under its own
-    collation, so its code page decides what survives (``convert`` has checked that all of it does):
-    ``CAST(CAST(%s AS nvarchar(max)) COLLATE <collation> AS varchar(n))``.
-    """
+
+def declared_type(column: Column) -> str:
+    """The type a value of ``column`` travels as: a parameter's declared type and its ``OPENJSON ...
+    WITH`` type. The column's own declared type (never the value's length: one plan per length is
+    plan-cache pollution, FACTS.md "Statement shapes"), except ``nvarchar(max)`` for a ``varchar`` of
+    another collation (converted in the statement by :func:`value_sql`) and for types without a
+    :func:`sql_type`."""
     target = sql_type(column)
-    if target is None:
-        return PH
-    if column.type_name in ("varchar", "char") and _COLLATION_NAME.match(column.collation):
-        return f"CAST(CAST({PH} AS nvarchar(max)) COLLATE {column.collation} AS {target})"
-    return f"CAST({PH} AS {target})"
+    return "nvarchar(max)" if target is None or _collated(column) else target
 
 
-def _statements(key: Column) -> Statements:
-    """The shared statement helpers with ``key``'s typed placeholder (they bind only keys)."""
-    return Statements(quote, param_sql(key), to_driver, CHUNK)
+def value_sql(column: Column, ref: str) -> str:
+    """``ref`` (a parameter or an OPENJSON column) as a value of ``column``: unchanged, or for a
+    ``varchar`` of another collation ``CAST(ref COLLATE <collation> AS varchar(n))``, so its own code
+    page decides what survives (``convert`` has checked that all of it does) and a key comparison
+    stays a seek. A ``varchar`` of the database's collation arrives as ``varchar(n)`` already: never
+    as ``nvarchar``, which would convert the column side (a scan, and under HOLDLOCK a range lock on
+    the whole table)."""
+    return f"CAST({ref} COLLATE {column.collation} AS {sql_type(column)})" if _collated(column) else ref
+
+
+def read_sql(column: Column, ref: str) -> str:
+    """``ref`` as read back: a rowversion as its hex text ``0x...`` (16 upper-case digits, style 1),
+    the form a ``version_column`` is compared in; any other column as stored."""
+    return f"CONVERT(varchar(18), {ref}, 1)" if column.type_name in ROWVERSION else ref
+
+
+def json_value(value: Any, column: Column) -> Any:
+    """One JSON cell of a rows parameter: :func:`to_driver`'s value (decimals as exact text, temporal
+    values as ISO 8601 text, UUIDs as text), with bytes as ``0x`` hex text."""
+    driver = to_driver(value, column)
+    if isinstance(driver, (bytes, bytearray)):
+        return "0x" + bytes(driver).hex()
+    return driver
+
+
+def rows_json(rows: Sequence[Sequence[Any]], columns: Sequence[Column]) -> str:
+    """The ``@rows`` parameter: a JSON array of arrays, cell ``i`` of each row typed as ``columns[i]``."""
+    cells = [[json_value(v, c) for v, c in zip(row, columns, strict=True)] for row in rows]
+    return json.dumps(cells, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def lock_order(value: Any, column: Column) -> Any:
+    """The sort key of a row key: keys are locked in this order by every statement (see README "SQL
+    Server", locks). A ``uniqueidentifier`` sorts as SQL Server compares it (bytes 10-15 first, then
+    8-9, 6-7, 4-5, 0-3); text case-folded (the default collations ignore case); numbers as numbers."""
+    driver = to_driver(value, column)
+    if column.kind is Kind.UUID:
+        digits = str(driver).replace("-", "").lower()
+        return (digits[20:], digits[16:20], digits[12:16], digits[8:12], digits[:8])
+    return str(driver).casefold() if isinstance(driver, str) else driver
+
+
+def sorted_keys(key_values: Sequence[Any], key: Column) -> list[Any]:
+    """``key_values`` in :func:`lock_order`."""
+    return sorted(key_values, key=lambda v: lock_order(v, key))
+
+
+def nliteral(text: str) -> str:
+    """``N'text'`` with its quotes doubled."""
+    return "N'" + text.replace("'", "''") + "'"
+
+
+ROWS = ("@rows", "nvarchar(max)")
+"""The rows parameter: one JSON ``nvarchar(max)`` for any number of rows (no 1000-row chunks; the
+request body is capped at ``MAX_BODY_BYTES``, 5 MiB by default, so no byte bound is needed: an
+``nvarchar(max)`` parameter holds 2 GB)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One statement as sent: ``EXEC sp_executesql N'<statement>', N'<declarations>', @a = %s, ...``.
+
+    Attributes:
+        statement: the inner T-SQL text. It depends only on the table, the kind of statement and the
+            column set, never on the values or the number of rows, so SQL Server compiles it once and
+            reuses its cached plan.
+        params: ``(name, declared type)`` of each parameter, in binding order.
+    """
+
+    statement: str
+    params: tuple[tuple[str, str], ...]
+
+    def sql(self) -> str:
+        """The text given to pymssql; its ``%s`` take the parameters' values in order. A ``%`` of the
+        statement is already doubled (names pass through :data:`quote`)."""
+        declarations = ", ".join(f"{n} {t}" for n, t in self.params)
+        bindings = ", ".join(f"{n} = %s" for n, _ in self.params)
+        return f"EXEC sp_executesql {nliteral(self.statement)}, {nliteral(declarations)}, {bindings}"
+
+
+def run(cursor: Any, shape: Shape, values: Sequence[Any]) -> Any:
+    """Execute ``shape`` with ``values`` (one per parameter) on a pymssql cursor; returns the cursor."""
+    cursor.execute(shape.sql(), tuple(values))
+    return cursor
+
+
+def shred_sql(types: Sequence[str]) -> str:
+    """``OPENJSON(@rows) WITH (c0 <type> '$[0]', ...) AS j``: one typed row per element of ``@rows``."""
+    fields = ", ".join(f"c{i} {t} '$[{i}]'" for i, t in enumerate(types))
+    return f"OPENJSON(@rows) WITH ({fields}) AS j"
+
+
+def _columns_shred(columns: Sequence[Column]) -> str:
+    return shred_sql([declared_type(c) for c in columns])
 
 
 _LOCK_HINTS = {"update": "WITH (UPDLOCK, HOLDLOCK)", "share": "WITH (HOLDLOCK)"}
 
 
-def select_value(
-    conn: Any, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
-) -> tuple[bool, Any]:
-    """``SELECT column FROM t WITH (UPDLOCK, HOLDLOCK) WHERE key = CAST(%s AS ...)`` (or a shared
-    HOLDLOCK); one round trip."""
-    target = f"{qualified(table.name, quote)} {_LOCK_HINTS[lock]}"
-    return run_select_value(conn, _statements(key), target, key, key_value, column)
+def _key_join(table: TableSchema, key: Column, columns: Sequence[Column], hint: str) -> str:
+    """``<table> AS t <hint> JOIN OPENJSON(@rows) ... AS j ON t.key = j.c0``."""
+    on = f"t.{quote(key.name)} = {value_sql(key, 'j.c0')}"
+    hinted = f" {hint}" if hint else ""
+    return f"{qualified(table.name, quote)} AS t{hinted} JOIN {_columns_shred(columns)} ON {on}"
 
 
-def upsert_sql(table: str, key: str, columns: list[str], nulls: list[str], marks: list[str] | None = None) -> str:
-    """The T-SQL batch for PUT. ``marks``: the placeholder of the key, then of each of ``columns``
-    (default ``%s``). Parameters: the values of ``columns``, the key, the key, the values again
-    (or, with nothing to update: the key, the key, the values)."""
-    names = [key, *columns]
-    key_mark, *value_marks = marks or [PH for _ in names]
-    insert = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join([key_mark, *value_marks])})"
-    sets = [f"{c} = {m}" for c, m in zip(columns, value_marks, strict=True)] + [f"{c} = NULL" for c in nulls]
-    if not sets:
-        return f"IF NOT EXISTS (SELECT 1 FROM {table} WITH (UPDLOCK, SERIALIZABLE) WHERE {key} = {key_mark}) {insert}"
-    return (
-        f"UPDATE {table} WITH (UPDLOCK, SERIALIZABLE) SET {', '.join(sets)} WHERE {key} = {key_mark}; "
-        f"IF @@ROWCOUNT = 0 {insert}"
+def read_shape(table: TableSchema, key: Column, columns: Sequence[Column], lock: Lock, *, babelfish: bool) -> Shape:
+    """The locking read of the rows among ``@rows`` (``[[key], ...]``): their key and ``columns``.
+
+    SQL Server: ``SELECT ... FROM t WITH (UPDLOCK, HOLDLOCK) JOIN OPENJSON(...)`` takes, key by key
+    in the order of ``@rows`` (sorted by :func:`lock_order`), an update lock on each existing key and
+    a key-range lock (RangeS-U) on the gap of each missing one, held until COMMIT: no other writer can
+    change, delete or insert those keys meanwhile, and a second writer of the same keys waits at its
+    first common key. ``share`` takes shared key and range locks (a referenced parent, RangeS-S).
+
+    Babelfish ignores the hints. For ``update`` the read is preceded, in the same call, by a no-op
+    ``UPDATE t SET key = key`` of the same rows: its PostgreSQL core locks each existing row
+    (``FOR NO KEY UPDATE``) until COMMIT, so a concurrent read-check-write of that row waits and then
+    reads the committed row. (A missing row is not locked there: a concurrent first insert fails with
+    2627 instead.)
+    """
+    selected = ", ".join(read_sql(c, f"t.{quote(c.name)}") for c in [key, *columns])
+    read = f"SELECT {selected} FROM {_key_join(table, key, [key], _LOCK_HINTS[lock])}"
+    if babelfish and lock == "update":
+        k = quote(key.name)
+        read = f"UPDATE t SET t.{k} = t.{k} FROM {_key_join(table, key, [key], '')}; {read}"
+    return Shape(read, (ROWS,))
+
+
+def update_rows_shape(
+    table: TableSchema, key: Column, names: Sequence[str], nulls: Sequence[str], guard: Column | None
+) -> Shape:
+    """``UPDATE t SET c = j.c1, ..., n = NULL FROM t WITH (UPDLOCK) JOIN OPENJSON(@rows) ...`` (rows
+    ``[[key, c...], ...]``) ``[WHERE t.owner = @owner]``: exclusive key locks on the matched rows,
+    taken in the order of ``@rows`` (already held as update locks after :func:`read_shape`)."""
+    columns = [key, *(table.columns[n] for n in names)]
+    sets = [f"t.{quote(c.name)} = {value_sql(c, f'j.c{i}')}" for i, c in enumerate(columns) if i] + [
+        f"t.{quote(n)} = NULL" for n in nulls
+    ]
+    statement = f"UPDATE t SET {', '.join(sets)} FROM {_key_join(table, key, columns, 'WITH (UPDLOCK)')}"
+    return _with_guard(statement, guard, " WHERE ")
+
+
+def _with_guard(statement: str, guard: Column | None, joint: str) -> Shape:
+    """``statement`` with ``<joint>t.owner = @owner`` when there is a guard (``@owner`` declared as
+    the owner column's type)."""
+    if guard is None:
+        return Shape(statement, (ROWS,))
+    condition = f"{joint}t.{quote(guard.name)} = {value_sql(guard, '@owner')}"
+    return Shape(statement + condition, (ROWS, ("@owner", declared_type(guard))))
+
+
+def insert_rows_shape(table: TableSchema, key: Column, names: Sequence[str]) -> Shape:
+    """``INSERT INTO t (key, c...) SELECT j.c0, ... FROM OPENJSON(@rows) ...``: an exclusive lock on
+    each new key (the gaps were range-locked by :func:`read_shape`, so no other writer inserts there)."""
+    columns = [key, *(table.columns[n] for n in names)]
+    targets = ", ".join(quote(c.name) for c in columns)
+    values = ", ".join(value_sql(c, f"j.c{i}") for i, c in enumerate(columns))
+    statement = f"INSERT INTO {qualified(table.name, quote)} ({targets}) SELECT {values} FROM {_columns_shred(columns)}"
+    return Shape(statement, (ROWS,))
+
+
+def delete_rows_shape(table: TableSchema, key: Column, guard: Column | None) -> Shape:
+    """``DELETE t FROM t JOIN OPENJSON(@rows) ... [AND t.owner = @owner]`` (rows ``[[key], ...]``):
+    exclusive key locks in the order of ``@rows``."""
+    return _with_guard(f"DELETE t FROM {_key_join(table, key, [key], '')}", guard, " WHERE ")
+
+
+def _key_param(key: Column) -> tuple[tuple[str, str], str]:
+    """The ``@k`` parameter of a per-operation statement and its value expression."""
+    return ("@k", declared_type(key)), value_sql(key, "@k")
+
+
+def select_value_shape(table: TableSchema, key: Column, column: Column, lock: Lock) -> Shape:
+    """``SELECT column FROM t WITH (UPDLOCK, HOLDLOCK) WHERE key = @k`` (or a shared HOLDLOCK): an
+    update (shared) lock on the key, or a range lock on its gap when it is missing, until COMMIT."""
+    param, k = _key_param(key)
+    target = f"{qualified(table.name, quote)} AS t {_LOCK_HINTS[lock]}"
+    statement = f"SELECT {read_sql(column, f't.{quote(column.name)}')} FROM {target} WHERE t.{quote(key.name)} = {k}"
+    return Shape(statement, (param,))
+
+
+def _value_params(table: TableSchema, names: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """``@p0, @p1 ...`` declared as the columns ``names`` and their value expressions."""
+    columns = [table.columns[n] for n in names]
+    params = [(f"@p{i}", declared_type(c)) for i, c in enumerate(columns)]
+    return params, [value_sql(c, p) for c, (p, _) in zip(columns, params, strict=True)]
+
+
+def upsert_shape(table: TableSchema, key: Column, names: Sequence[str], nulls: Sequence[str]) -> Shape:
+    """PUT of one row: ``UPDATE t WITH (UPDLOCK, SERIALIZABLE) SET ... WHERE key = @k; IF @@ROWCOUNT =
+    0 INSERT ...`` (``IF NOT EXISTS (SELECT ... WITH (UPDLOCK, SERIALIZABLE)) INSERT`` when there is
+    nothing to update). Parameters ``@k``, then ``@p0...`` for ``names``. The UPDATE takes an update
+    lock on the key, or a key-range lock on its gap, so a concurrent insert of the same key waits."""
+    key_param, k = _key_param(key)
+    params, values = _value_params(table, names)
+    t, key_sql = qualified(table.name, quote), quote(key.name)
+    targets = ", ".join([key_sql, *(quote(n) for n in names)])
+    insert = f"INSERT INTO {t} ({targets}) VALUES ({', '.join([k, *values])})"
+    sets = [f"{quote(n)} = {v}" for n, v in zip(names, values, strict=True)] + [f"{quote(n)} = NULL" for n in nulls]
+    if sets:
+        update = f"UPDATE {t} WITH (UPDLOCK, SERIALIZABLE) SET {', '.join(sets)} WHERE {key_sql} = {k}"
+        statement = f"{update}; IF @@ROWCOUNT = 0 {insert}"
+    else:
+        statement = f"IF NOT EXISTS (SELECT 1 FROM {t} WITH (UPDLOCK, SERIALIZABLE) WHERE {key_sql} = {k}) {insert}"
+    return Shape(statement, (key_param, *params))
+
+
+def update_shape(table: TableSchema, key: Column, names: Sequence[str]) -> Shape:
+    """PATCH of one row: ``UPDATE t SET c = @p0, ... WHERE key = @k`` (an exclusive key lock)."""
+    key_param, k = _key_param(key)
+    params, values = _value_params(table, names)
+    sets = ", ".join(f"{quote(n)} = {v}" for n, v in zip(names, values, strict=True))
+    return Shape(
+        f"UPDATE {qualified(table.name, quote)} SET {sets} WHERE {quote(key.name)} = {k}", (key_param, *params)
     )
 
 
-def _marks(table: TableSchema, key: Column, names: list[str]) -> list[str]:
-    """Typed placeholders of the key and of ``names``, in that order."""
-    return [param_sql(key), *(param_sql(table.columns[n]) for n in names)]
+def delete_shape(table: TableSchema, key: Column) -> Shape:
+    """DELETE of one row: ``DELETE FROM t WHERE key = @k`` (an exclusive key lock)."""
+    key_param, k = _key_param(key)
+    return Shape(f"DELETE FROM {qualified(table.name, quote)} WHERE {quote(key.name)} = {k}", (key_param,))
+
+
+# ---- the Dialect functions: one sp_executesql call per statement ---------------------------------
+
+
+def select_value(
+    conn: Any, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
+) -> tuple[bool, Any]:
+    """:func:`select_value_shape`; one round trip."""
+    row = run(conn.cursor(), select_value_shape(table, key, column, lock), [to_driver(key_value, key)]).fetchone()
+    return (row is not None, row[0] if row is not None else None)
 
 
 def upsert(
@@ -426,128 +677,97 @@ def upsert(
     nulls: list[str],
     guard: tuple[Column, Any] | None,
 ) -> int:
-    """PUT (one round trip). ``guard`` is not needed here: the engine's ``UPDLOCK, HOLDLOCK`` read
-    already holds the key range, so no other session can insert or change the row before COMMIT
-    (on Babelfish, which ignores the hints, a concurrent insert fails with 2627 instead)."""
+    """PUT (:func:`upsert_shape`, one round trip). ``guard`` is not needed here: the engine's ``UPDLOCK,
+    HOLDLOCK`` read already holds the key range, so no other session can insert or change the row
+    before COMMIT (on Babelfish, which ignores the hints, a concurrent insert fails with 2627 instead)."""
     names = list(values)
-    sql = upsert_sql(
-        qualified(table.name, quote),
-        quote(key.name),
-        [quote(n) for n in names],
-        [quote(n) for n in nulls],
-        _marks(table, key, names),
-    )
-    driver_values = [to_driver(values[n], table.columns[n]) for n in names]
-    key_param = to_driver(key_value, key)
-    params = [*driver_values, key_param, key_param, *driver_values]  # see upsert_sql
-    conn.cursor().execute(sql, tuple(params))
+    params = [to_driver(key_value, key), *(to_driver(values[n], table.columns[n]) for n in names)]
+    run(conn.cursor(), upsert_shape(table, key, names, nulls), params)
     return 1
 
 
 def update(conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
-    """``UPDATE ... SET c = CAST(%s AS ...) WHERE key = CAST(%s AS ...)``; returns rows matched."""
+    """PATCH (:func:`update_shape`); returns rows matched."""
     names = list(values)
-    key_mark, *value_marks = _marks(table, key, names)
-    sets = ", ".join(f"{quote(n)} = {m}" for n, m in zip(names, value_marks, strict=True))
-    sql = f"UPDATE {qualified(table.name, quote)} SET {sets} WHERE {quote(key.name)} = {key_mark}"
-    cursor = conn.cursor()
-    cursor.execute(sql, (*(to_driver(values[n], table.columns[n]) for n in names), to_driver(key_value, key)))
-    return int(cursor.rowcount)
+    params = [to_driver(key_value, key), *(to_driver(values[n], table.columns[n]) for n in names)]
+    return int(run(conn.cursor(), update_shape(table, key, names), params).rowcount)
 
 
 def delete(conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
-    """``DELETE ... WHERE key = CAST(%s AS ...)``; returns rows deleted."""
-    return run_delete(conn, _statements(key), table, key, key_value)
+    """DELETE (:func:`delete_shape`); returns rows deleted."""
+    return int(run(conn.cursor(), delete_shape(table, key), [to_driver(key_value, key)]).rowcount)
 
 
-CHUNK = 1000
-"""Rows per ``VALUES`` list (SQL Server's limit for a table value constructor) and keys per IN list."""
-
-STATEMENTS = Statements(quote, PH, to_driver, CHUNK)
-"""Untyped placeholders, for the product's own ledger and conflicts tables: their text columns are
-``nvarchar``/``nchar``, which pymssql's ``N'...'`` literals seek without a conversion."""
+def select_rows(
+    conn: Any, table: TableSchema, key: Column, key_values: list[Any], columns: list[Column], lock: Lock
+) -> list[tuple[Any, dict[str, Any]]]:
+    """``(key, {column name: value})`` of the rows among ``key_values``, locked by :func:`read_shape`
+    (keys sent in :func:`lock_order`); one round trip for any number of keys."""
+    if not key_values:
+        return []
+    shape = read_shape(table, key, columns, lock, babelfish=SERVER.babelfish)
+    rows = rows_json([[k] for k in sorted_keys(key_values, key)], [key])
+    names = [c.name for c in columns]
+    found = run(conn.cursor(), shape, [rows]).fetchall()
+    return [(row[0], dict(zip(names, row[1:], strict=True))) for row in found]
 
 
 def select_many(
     conn: Any, table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
 ) -> list[tuple[Any, Any]]:
-    """``SELECT key, column ... WHERE key IN (...)``, locked as :func:`select_value` locks."""
-    return run_select_in(
-        conn, _statements(key), f"{qualified(table.name, quote)} {_LOCK_HINTS[lock]}", key, key_values, column
-    )
+    """``(key, value of column)`` of the rows among ``key_values``, locked as :func:`select_rows` locks."""
+    return [(k, values[column.name]) for k, values in select_rows(conn, table, key, key_values, [column], lock)]
 
 
-def values_join_update_sql(
-    table: str, key: str, names: list[str], nulls: list[str], count: int, marks: list[str] | None = None
-) -> str:
-    """``UPDATE t SET c = v.c FROM t JOIN (VALUES (...), ...) AS v(k, c...) ON t.key = v.k``.
-    ``marks``: the placeholder of the key and of each of ``names`` (typed: a column that is NULL in
-    every row would otherwise be ``int``, error 206 into temporal and uniqueidentifier columns)."""
-    aliases = ["k", *(f"c{i}" for i in range(len(names)))]
-    row = "(" + ", ".join(marks or [PH for _ in aliases]) + ")"
-    sets = [f"t.{n} = v.{aliases[i + 1]}" for i, n in enumerate(names)] + [f"t.{n} = NULL" for n in nulls]
-    return (
-        f"UPDATE t SET {', '.join(sets)} FROM {table} AS t WITH (UPDLOCK) "
-        f"JOIN (VALUES {', '.join(row for _ in range(count))}) AS v({', '.join(aliases)}) ON t.{key} = v.k"
-    )
+Rows = list[tuple[Any, dict[str, Any]]]
 
 
-def insert_values_sql(table: str, columns: list[str], count: int, marks: list[str]) -> str:
-    """``INSERT INTO table (columns) VALUES (...), (...)`` with ``count`` rows of typed ``marks``."""
-    row = "(" + ", ".join(marks) + ")"
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(row for _ in range(count))}"
+def _write_rows(cursor: Any, shape: Shape, table: TableSchema, key: Column, rows: Rows, tail: Sequence[Any]) -> int:
+    """Run a rows statement with ``rows`` (``(key, values)``, sorted by :func:`lock_order`) as
+    ``@rows`` and ``tail`` as its other parameters; returns the driver's row count (0 without rows)."""
+    if not rows:
+        return 0
+    names = list(rows[0][1])
+    columns = [key, *(table.columns[n] for n in names)]
+    ordered = sorted(rows, key=lambda r: lock_order(r[0], key))
+    cells = rows_json([[k, *(v[n] for n in names)] for k, v in ordered], columns)
+    return int(run(cursor, shape, [cells, *tail]).rowcount)
 
 
-def _row_params(
-    table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], names: list[str]
-) -> tuple[Any, ...]:
-    return tuple(
-        value for k, v in rows for value in (to_driver(k, key), *(to_driver(v[n], table.columns[n]) for n in names))
-    )
+def _owned(found: list[tuple[Any, Any]], present: Rows, key: Column, guard: Column) -> Rows:
+    """The rows of ``present`` whose stored owner (``found``: key, owner) is the row's own value."""
+    owners = {_folded(to_driver(k, key)): _folded(to_driver(v, guard)) for k, v in found}
+    return [
+        (k, v) for k, v in present if owners.get(_folded(to_driver(k, key))) == _folded(to_driver(v[guard.name], guard))
+    ]
 
 
 def upsert_many(
     conn: Any,
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     nulls: list[str],
     guard: Column | None,
     *,
     only_new: bool = False,
 ) -> int:
-    """One locking read (``UPDLOCK, HOLDLOCK``, of the key and the ``guard`` column) splits the rows:
-    existing rows whose guard matches are updated with one ``UPDATE ... FROM (VALUES ...)``, new rows
-    inserted with one multi-row INSERT, per 1000 rows, every value typed (:func:`param_sql`); existing
-    rows whose guard differs (someone else's) are left alone and not counted. The read holds the key
-    ranges until COMMIT (on Babelfish, which ignores the hints, a concurrent insert fails with 2627
-    instead). ``only_new``: nothing is written when a row exists."""
+    """One locking read (:func:`read_shape`, of the key and the ``guard`` column) splits the rows:
+    existing rows whose guard matches are updated by one :func:`update_rows_shape`, new rows inserted
+    by one :func:`insert_rows_shape`: three statements for any number of rows, each text constant per
+    table and column set. Existing rows whose guard differs (someone else's) are left alone and not
+    counted. ``only_new``: nothing is written when a row exists."""
     found = select_many(conn, table, key, [k for k, _ in rows], guard or key, "update")
     present, absent = split_by_existence(rows, found, lambda k: to_driver(k, key))
     if only_new and present:
         return 0
-    refused = 0
-    if guard is not None and present:
-        owners = {_folded(to_driver(k, key)): _folded(to_driver(v, guard)) for k, v in found}
-        allowed = [
-            (k, v)
-            for k, v in present
-            if owners.get(_folded(to_driver(k, key))) == _folded(to_driver(v[guard.name], guard))
-        ]
-        refused, present = len(present) - len(allowed), allowed
+    allowed = _owned(found, present, key, guard) if guard is not None and present else present
     names = list(rows[0][1])
-    table_sql, key_sql = qualified(table.name, quote), quote(key.name)
-    quoted, quoted_nulls = [quote(n) for n in names], [quote(n) for n in nulls]
-    marks = _marks(table, key, names)
     cursor = conn.cursor()
     if names or nulls:
-        for part in chunks(present, CHUNK):
-            sql = values_join_update_sql(table_sql, key_sql, quoted, quoted_nulls, len(part), marks)
-            cursor.execute(sql, _row_params(table, key, list(part), names))
-    for part in chunks(absent, CHUNK):
-        sql = insert_values_sql(table_sql, [key_sql, *quoted], len(part), marks)
-        cursor.execute(sql, _row_params(table, key, list(part), names))
-    return len(rows) - refused
+        _write_rows(cursor, update_rows_shape(table, key, names, nulls, None), table, key, allowed, ())
+    _write_rows(cursor, insert_rows_shape(table, key, names), table, key, absent, ())
+    return len(rows) - (len(present) - len(allowed))
 
 
 def _folded(value: Any) -> Any:
@@ -555,42 +775,21 @@ def _folded(value: Any) -> Any:
     return str(value).casefold() if isinstance(value, (str, uuid.UUID)) else value
 
 
-def update_many(
-    conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], guard: Guard = None
-) -> int:
-    """One ``UPDATE ... FROM (VALUES ...)`` of typed values per 1000 rows, ``WHERE t.owner = CAST(%s AS
-    ...)`` with ``guard``; returns rows matched."""
-    names = list(rows[0][1])
-    marks = _marks(table, key, names)
-    cursor = conn.cursor()
-    matched = 0
-    for part in chunks(rows, CHUNK):
-        sql = values_join_update_sql(
-            qualified(table.name, quote), quote(key.name), [quote(n) for n in names], [], len(part), marks
-        )
-        cursor.execute(*_guarded(sql, _row_params(table, key, list(part), names), guard, " WHERE t."))
-        matched += int(cursor.rowcount)
-    return matched
-
-
-def _guarded(sql: str, params: tuple[Any, ...], guard: Guard, joint: str) -> tuple[str, tuple[Any, ...]]:
-    """``sql`` and ``params`` restricted to the guard's owner (``joint`` + ``owner = CAST(%s AS ...)``)."""
-    if guard is None:
-        return sql, params
-    column, value = guard
-    return f"{sql}{joint}{quote(column.name)} = {param_sql(column)}", (*params, to_driver(value, column))
+def update_many(conn: Any, table: TableSchema, key: Column, rows: Rows, guard: Guard = None) -> int:
+    """PATCH of many rows: one :func:`update_rows_shape` (``WHERE t.owner = @owner`` with ``guard``);
+    returns rows matched."""
+    owner, tail = (guard[0], (to_driver(guard[1], guard[0]),)) if guard is not None else (None, ())
+    shape = update_rows_shape(table, key, list(rows[0][1]) if rows else [], [], owner)
+    return _write_rows(conn.cursor(), shape, table, key, rows, tail)
 
 
 def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None) -> int:
-    """``DELETE ... WHERE key IN (CAST(%s AS ...), ...) [AND owner = CAST(%s AS ...)]`` per 1000 keys,
-    each value typed as its own column (:func:`param_sql`); returns rows deleted."""
-    cursor = conn.cursor()
-    deleted = 0
-    for part in chunks(key_values, CHUNK):
-        sql = delete_in_sql(qualified(table.name, quote), quote(key.name), len(part), param_sql(key))
-        cursor.execute(*_guarded(sql, tuple(to_driver(v, key) for v in part), guard, " AND "))
-        deleted += int(cursor.rowcount)
-    return deleted
+    """DELETE of many rows: one :func:`delete_rows_shape` (only the caller's rows with ``guard``);
+    returns rows deleted."""
+    owner, tail = (guard[0], (to_driver(guard[1], guard[0]),)) if guard is not None else (None, ())
+    return _write_rows(
+        conn.cursor(), delete_rows_shape(table, key, owner), table, key, [(k, {}) for k in key_values], tail
+    )
 
 
 # ---- classification ------------------------------------------------------------------------------
@@ -743,80 +942,167 @@ def _babelfish(message: str) -> RetryableError | FatalOpError:
     return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=BABELFISH_GENERIC)
 
 
+def _connection(number: int | None, message: str) -> RetryableError:
+    """A connection lost, refused or timed out. pymssql reports the last number it saw, which can be
+    stale (an earlier login's 5703, an earlier dead connection's 20047); FreeTDS's own (client-side,
+    English) lines name the current one last."""
+    db_lib = _DB_LIB.findall(message)
+    return RetryableError("connection", number=int(db_lib[-1]) if db_lib else number)
+
+
+def _in_process(number: int, message: str) -> RetryableError:
+    return RetryableError(IN_PROCESS[number], in_process=True, number=number)
+
+
+def _transient(number: int, message: str) -> RetryableError:
+    return RetryableError(TRANSIENT[number], number=number, retry_after_ms=2000 if number in (40501, 10928) else 1000)
+
+
+def _not_null(number: int, message: str) -> FatalOpError:
+    return FatalOpError(ErrorCode.NOT_NULL_VIOLATION, column=_name(_COLUMN, message), number=number)
+
+
+def _unique(number: int, message: str) -> FatalOpError:
+    return FatalOpError(ErrorCode.UNIQUE_VIOLATION, constraint=_name(_CONSTRAINT, message), number=number)
+
+
+def _constraint(number: int, message: str) -> FatalOpError:
+    """547: for a foreign key the message's column belongs to the other table: report none."""
+    kind, constraint = conflict_kind(message)
+    column = _name(_COLUMN, message) if kind is ErrorCode.CHECK_VIOLATION else None
+    return FatalOpError(kind or ErrorCode.CONSTRAINT_VIOLATION, column=column, constraint=constraint, number=number)
+
+
+def _truncated(number: int, message: str) -> FatalOpError:
+    """2628: "String or binary data would be truncated in table 't', column 'c'."."""
+    return FatalOpError(ErrorCode.INVALID_DATA, column=_name(_COLUMN, message), reason=Reason.TOO_LONG, number=number)
+
+
+def _data(number: int, message: str) -> FatalOpError:
+    """Conversion messages quote the submitted value: no names are parsed from them."""
+    return FatalOpError(ErrorCode.INVALID_DATA, reason=DATA_ERRORS[number], number=number)
+
+
+def _fatal(code: ErrorCode) -> Callable[[int, str], FatalOpError]:
+    return lambda number, message: FatalOpError(code, number=number)
+
+
+Classifier = Callable[[int, str], FatalOpError | RetryableError]
+
+CLASSIFIERS: dict[int, Classifier] = {
+    **dict.fromkeys(IN_PROCESS, _in_process),
+    **dict.fromkeys(TRANSIENT, _transient),
+    **dict.fromkeys(DATA_ERRORS, _data),
+    515: _not_null,
+    2601: _unique,
+    2627: _unique,
+    547: _constraint,
+    2628: _truncated,
+    BABELFISH_GENERIC: lambda number, message: _babelfish(message),
+    **{n: _fatal(ErrorCode.SCHEMA_MISMATCH) for n in (207, 208, 4902)},
+    **{n: _fatal(ErrorCode.UNAUTHORIZED) for n in (229, 230, 262, 300)},
+}
+"""Error number -> classification; any other number is ``UNCLASSIFIED_ERROR`` with its number."""
+
+
 def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
-    """Map a pymssql error by its SQL Server error number (``args[0]``) or DB-Lib number."""
+    """Map a pymssql error by its SQL Server error number (``args[0]``) or DB-Lib number (table:
+    :data:`CLASSIFIERS`; no number, a DB-Lib number or a login message: a connection failure)."""
     driver_errors: tuple[type[BaseException], ...] = (pymssql.Error, pymssql._mssql.MSSQLException)
     if not isinstance(exc, driver_errors):
         return None
     number, message = error_number(exc)
     if number is None or 20000 <= number <= 20099 or number in LOGIN_INFO:
-        # pymssql reports the last number it saw, which can be stale (an earlier login's 5703, an earlier
-        # dead connection's 20047); FreeTDS's own (client-side, English) lines name the current one last
-        db_lib = _DB_LIB.findall(message)
-        number = int(db_lib[-1]) if db_lib else number
-        return RetryableError("connection", number=number)  # DB-Lib: connection lost, refused or timed out
-    if number in IN_PROCESS:
-        return RetryableError(IN_PROCESS[number], in_process=True, number=number)
-    if number in TRANSIENT:
-        return RetryableError(
-            TRANSIENT[number], number=number, retry_after_ms=2000 if number in (40501, 10928) else 1000
-        )
-    if number == 515:
-        return FatalOpError(ErrorCode.NOT_NULL_VIOLATION, column=_name(_COLUMN, message), number=number)
-    if number in (2601, 2627):
-        return FatalOpError(ErrorCode.UNIQUE_VIOLATION, constraint=_name(_CONSTRAINT, message), number=number)
-    if number == 547:
-        # For a foreign key the message's column belongs to the other table: report none.
-        kind, constraint = conflict_kind(message)
-        column = _name(_COLUMN, message) if kind is ErrorCode.CHECK_VIOLATION else None
-        return FatalOpError(kind or ErrorCode.CONSTRAINT_VIOLATION, column=column, constraint=constraint, number=number)
-    if number == BABELFISH_GENERIC:
-        return _babelfish(message)
-    if number == 2628:  # "String or binary data would be truncated in table 't', column 'c'."
-        return FatalOpError(
-            ErrorCode.INVALID_DATA, column=_name(_COLUMN, message), reason=Reason.TOO_LONG, number=number
-        )
-    if number in DATA_ERRORS:  # conversion messages quote the submitted value: parse no names from them
-        return FatalOpError(ErrorCode.INVALID_DATA, reason=DATA_ERRORS[number], number=number)
-    if number in (207, 208, 4902):
-        return FatalOpError(ErrorCode.SCHEMA_MISMATCH, number=number)
-    if number in (229, 230, 262, 300):
-        return FatalOpError(ErrorCode.UNAUTHORIZED, number=number)
-    return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=number)
+        return _connection(number, message)
+    return CLASSIFIERS.get(number, _fatal(ErrorCode.UNCLASSIFIED_ERROR))(number, message)
 
 
-# ---- the ledger, the conflicts table and current-row reads (DESIGN.md section 3) -------------------
+# ---- the ledger and the conflicts table (DESIGN.md section 3) -------------------------------------
 
+LEDGER_TYPES = ("nvarchar(255)", "nvarchar(255)", "bigint", "bigint", "nchar(64)", "nvarchar(max)", "datetime2(3)")
+"""Declared types of :data:`~._sql.LEDGER_COLUMNS` (db/migrations/mssql/002)."""
+CONFLICT_TYPES = (
+    "varchar(36)", "nvarchar(255)", "nvarchar(255)", "bigint", "bigint", "nvarchar(128)", "nvarchar(255)",
+    "varchar(20)", "nvarchar(max)", "nvarchar(max)", "datetime2(3)", "tinyint",
+)  # fmt: skip
+"""Declared types of :data:`~._sql.CONFLICT_COLUMNS` (db/migrations/mssql/003)."""
 
-def select_rows(
-    conn: Any, table: TableSchema, key: Column, key_values: list[Any], columns: list[Column], lock: Lock
-) -> list[tuple[Any, dict[str, Any]]]:
-    """``SELECT key, c... FROM t WITH (UPDLOCK, HOLDLOCK) WHERE key IN (...)`` (or a shared HOLDLOCK)."""
-    target = f"{qualified(table.name, quote)} {_LOCK_HINTS[lock]}"
-    return run_select_rows(conn, _statements(key), target, key, key_values, columns)
+LEDGER_READ = Shape(
+    f"SELECT {', '.join(LEDGER_READ_COLUMNS)} FROM {LEDGER_TABLE} WHERE user_id = @user AND client_id = @client "
+    f"AND digest IN (SELECT j.c0 FROM {shred_sql(['nchar(64)'])})",
+    (("@user", "nvarchar(255)"), ("@client", "nvarchar(255)"), ROWS),
+)
+"""The ledger rows of one user and client among ``@rows`` (``[[digest], ...]``): a seek on the identity
+index (binary collation: ids compare exactly), no lock hint (rows are inserted once, never updated)."""
+
+LEDGER_CLAIM = Shape(
+    f"INSERT INTO {LEDGER_TABLE} ({', '.join(LEDGER_COLUMNS)}) "
+    f"SELECT {', '.join(f'j.c{i}' for i in range(len(LEDGER_COLUMNS)))} FROM {shred_sql(LEDGER_TYPES)}",
+    (ROWS,),
+)
+"""Every ledger row of a request in one INSERT; the identity index's exclusive key locks make a
+concurrent attempt of the same transaction wait until COMMIT or ROLLBACK, then fail with 2627."""
+
+CONFLICTS_INSERT = Shape(
+    f"INSERT INTO {CONFLICTS_TABLE} ({', '.join(CONFLICT_COLUMNS)}) "
+    f"SELECT {', '.join(f'j.c{i}' for i in range(len(CONFLICT_COLUMNS)))} FROM {shred_sql(CONFLICT_TYPES)}",
+    (ROWS,),
+)
+"""Every conflict row of a request in one INSERT."""
+
+LEDGER_PRUNE = Shape(
+    f"DELETE TOP ({PRUNE_ROWS}) FROM {LEDGER_TABLE} WHERE decided_at < @before", (("@before", "datetime2(3)"),)
+)
+"""At most :data:`PRUNE_ROWS` old ledger rows (exclusive locks on the rows it deletes)."""
 
 
 def ledger_read(conn: Any, user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
-    """One ``SELECT`` on the identity index (binary collation: ids compare exactly)."""
-    return run_ledger_read(conn, STATEMENTS, user_id, client_id, digests)
+    """:data:`LEDGER_READ`: one statement for any number of digests."""
+    cells = json.dumps([[d] for d in dict.fromkeys(digests)])
+    return [tuple(row) for row in run(conn.cursor(), LEDGER_READ, [user_id, client_id, cells]).fetchall()]
 
 
 def _duplicate(exc: BaseException) -> bool:
     return error_number(exc)[0] in (2627, 2601)
 
 
+def ledger_rows(entries: Sequence[Entry]) -> str:
+    """The ``@rows`` of :data:`LEDGER_CLAIM`."""
+    cells = []
+    for e in entries:
+        i = e.identity
+        stamp = to_driver(e.decided_at, STAMP)
+        cells.append([i.user_id, i.client_id, i.first_op_id, i.last_op_id, i.digest, e.result_text(), stamp])
+    return json.dumps(cells, ensure_ascii=False, separators=(",", ":"))
+
+
 def ledger_claim(conn: Any, entries: Sequence[Entry]) -> Claim:
-    """``INSERT ... VALUES``; a duplicate identity (2627/2601): rolled back, read again."""
-    return run_ledger_claim(conn, STATEMENTS, entries, _duplicate, rollback)
+    """:data:`LEDGER_CLAIM`; a duplicate identity (2627/2601): rolled back, the stored rows read again."""
+    try:
+        run(conn.cursor(), LEDGER_CLAIM, [ledger_rows(entries)])
+    except (pymssql.Error, pymssql._mssql.MSSQLException) as exc:
+        if not _duplicate(exc):
+            raise
+        rollback(conn)
+        first = entries[0].identity
+        stored = ledger_read(conn, first.user_id, first.client_id, [e.identity.digest for e in entries])
+        rollback(conn)  # nothing is open in autocommit mode; kept so the read can never leave a transaction
+        return Claim(claimed=False, stored=tuple(stored))
+    return CLAIMED
 
 
 def ledger_prune(conn: Any, before: datetime) -> int:
-    """``DELETE TOP (n) FROM ... WHERE decided_at < %s``."""
-    cursor = conn.cursor()
-    cursor.execute(f"DELETE TOP ({PRUNE_ROWS}) FROM {LEDGER_TABLE} WHERE decided_at < %s", (to_driver(before, STAMP),))
-    return int(cursor.rowcount)
+    """:data:`LEDGER_PRUNE`; returns rows deleted."""
+    return int(run(conn.cursor(), LEDGER_PRUNE, [to_driver(before, STAMP)]).rowcount)
 
 
 def conflicts_insert(conn: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """``INSERT ... VALUES`` of every row (at most 1000 rows per statement)."""
-    run_conflicts_insert(conn, STATEMENTS, rows)
+    """:data:`CONFLICTS_INSERT` of every row (``created_at`` a naive UTC datetime; ``resolved`` 0 by default)."""
+    cells = [
+        [
+            to_driver(row.get(n), STAMP) if n == "created_at" else row.get(n, 0 if n == "resolved" else None)
+            for n in CONFLICT_COLUMNS
+        ]
+        for row in rows
+    ]
+    run(conn.cursor(), CONFLICTS_INSERT, [json.dumps(cells, ensure_ascii=False, separators=(",", ":"), default=str)])
