@@ -5,6 +5,10 @@ change. Each case runs in a freshly loaded database (the product's migrations, t
 through the real Lambda handler, once with the fast path (the default) and once one statement per
 operation. A ``sql`` step runs directly on the database between requests, committed before the next
 step. ``SHARED_CASES`` points the loader at another folder: ``make test-next`` runs ``cases/next``.
+
+This repository's own cases (:data:`LOCAL_CASES`, same format; numbered from 101 so they never collide
+with a shared one) always run too. Their fixtures are looked up in their own ``fixtures`` folder first,
+then in the shared one.
 """
 
 from __future__ import annotations
@@ -27,13 +31,23 @@ from tests.support import (
     reset_database,
 )
 
+LOCAL_CASES = Path(__file__).resolve().parent / "cases"
+"""Cases of this repository (a dialect-specific feature, e.g. SQL Server's rowversion)."""
+
+
+def _fixture(case_path: Path, name: str) -> Path:
+    """``fixtures/<name>`` beside the case, else in the shared cases' fixtures."""
+    local = case_path.parent / "fixtures" / name
+    return local if local.is_file() else FIXTURES / name
+
 
 def _cases() -> list[Any]:
     params: list[Any] = []
-    if not SHARED_CASES.is_dir():
-        return params  # the run's dialect summary says "conformance: not run, no cases at ..."
-    files = sorted(SHARED_CASES.glob("[0-9]*.json"))
-    assert files, f"no shared cases found in {SHARED_CASES}"
+    files = sorted(LOCAL_CASES.glob("[0-9]*.json"))
+    if SHARED_CASES.is_dir():  # otherwise the run's dialect summary says "conformance: not run, no cases at ..."
+        shared = sorted(SHARED_CASES.glob("[0-9]*.json"))
+        assert shared, f"no shared cases found in {SHARED_CASES}"
+        files = shared + files
     for path in files:
         case = json.loads(path.read_text(encoding="utf-8"))
         for dialect in available_dialects():
@@ -65,8 +79,8 @@ def test_shared_case(case_path: Path, dialect: str, mode: str, tmp_path: Path) -
     case = json.loads(case_path.read_text(encoding="utf-8"))
     fixture = case["fixture"]
     migrations = sorted((ROOT / "db" / "migrations" / dialect).glob("*.sql"))
-    url = reset_database(dialect, [*migrations, FIXTURES / f"{fixture}.{dialect}.sql"], tmp_path)
-    rt = install_runtime(url, FIXTURES / f"{fixture}.upload.yaml", fast_path=mode == "fast")
+    url = reset_database(dialect, [*migrations, _fixture(case_path, f"{fixture}.{dialect}.sql")], tmp_path)
+    rt = install_runtime(url, _fixture(case_path, f"{fixture}.upload.yaml"), fast_path=mode == "fast")
     reader = RowReader(url)
     try:
         # When each step is sent through the handler

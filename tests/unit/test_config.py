@@ -309,6 +309,21 @@ def test_a_fitting_table_has_no_schema_problems() -> None:
     assert schema_problems("items", config, _items_schema()) == []
 
 
+def test_a_rowversion_column_is_a_valid_version_column_but_not_a_delta() -> None:
+    # Given a SQL Server rowversion column (catalog type name: timestamp; read-only)
+    columns = {
+        "id": Column("id", Kind.UUID, type_name="uniqueidentifier"),
+        "version": Column("version", Kind.OTHER, type_name="timestamp", writable=False),
+    }
+    schema = TableSchema("dbo.notes", columns)
+    versioned = TableConfig.model_validate({"conflicts": {"detect": "version", "version_column": "version"}})
+
+    # When / Then it is accepted as the version column (the server changes it on every write)
+    assert schema_problems("notes", versioned, schema) == []
+    # and refused as a deltas column, which must be numeric
+    assert schema_problems("notes", TableConfig.model_validate({"deltas": ["version"]}), schema) != []
+
+
 # ---- environment ---------------------------------------------------------------------------------
 
 

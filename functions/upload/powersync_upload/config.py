@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .convert import InvalidValue, convert
-from .schema import Kind, TableSchema
+from .schema import Column, Kind, TableSchema
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "upload.yaml"
 CONFLICTS_TABLE = "powersync_upload_conflicts"
@@ -228,6 +228,17 @@ class UploadConfig(BaseModel):
 _NUMERIC = (Kind.INTEGER, Kind.DECIMAL, Kind.FLOAT)
 
 
+SERVER_VERSION_TYPES = ("timestamp", "rowversion")
+"""Column types whose value the server changes on every write by anyone (SQL Server ``rowversion``,
+whose catalog name is ``timestamp``): a ``version_column`` of this type is compared (as the text the
+dialect reads it as, ``0x`` and 16 upper-case hex digits) and never written."""
+
+
+def server_versioned(column: Column) -> bool:
+    """Whether ``column`` is a read-only, server-maintained row version (:data:`SERVER_VERSION_TYPES`)."""
+    return column.type_name.lower() in SERVER_VERSION_TYPES and not column.writable
+
+
 def schema_problems(name: str, table: TableConfig, schema: TableSchema) -> list[str]:
     """The checks of ``tables.<name>`` that need the introspected table (DESIGN.md section 4): a delta
     or version column that is missing or not numeric, a rule on an unknown column, a rule value the
@@ -246,7 +257,7 @@ def schema_problems(name: str, table: TableConfig, schema: TableSchema) -> list[
         column = schema.column(table.server_column(client))
         if column is None:
             found.append(f"{key}: '{client}' is not a column of {schema.name}")
-        elif column.kind not in kinds:
+        elif column.kind not in kinds and not (key.endswith(".version_column") and server_versioned(column)):
             found.append(f"{key}: '{client}' is {column.kind.value} in {schema.name}; it must be numeric")
     rules: list[tuple[str, str, list[Any]]] = [
         (f"{where}.rules.frozen_when.{c}", c, list(values)) for c, values in table.rules.frozen_when.items()
