@@ -409,8 +409,55 @@ HEADER = (
 )
 
 
+@contextmanager
+def recording_sql_server_texts(texts: set[str]) -> Iterator[None]:
+    """Add to ``texts`` the statement text SQL Server compiles for each call the SQL Server dialect
+    makes (the inner text of an ``sp_executesql`` call; parameter values are never part of it)."""
+    from powersync_upload.dialects import mssql
+
+    execute = mssql.execute
+
+    def recording(cursor: Any, sql: str, params: tuple[Any, ...] | None = None) -> Any:
+        texts.add(mssql.inner_statement(sql))
+        return execute(cursor, sql, params)
+
+    mssql.execute = recording  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        mssql.execute = execute  # type: ignore[assignment]
+
+
+def statement_forms(url: str, quick: bool) -> str:
+    """``put_1000`` through the proxy with the SQL Server statements as they were (VALUES lists of
+    typed literals, :mod:`bench.mssql_values`) and as they are (sp_executesql and OPENJSON): one line."""
+    from bench import mssql_values
+
+    reps = repetitions("put_1000", True, quick)
+    with mssql_values.installed():
+        old = measure(url, "put_1000", fast=True, with_client_id=False, reps=reps, via_proxy=True)
+    new = measure(url, "put_1000", fast=True, with_client_id=False, reps=reps, via_proxy=True)
+    return (
+        f"mssql: put_1000 through the proxy, request p50: VALUES form {old.p50_ms:.0f} ms, "
+        f"sp_executesql/OPENJSON form {new.p50_ms:.0f} ms ({old.p50_ms / new.p50_ms:.1f}x)"
+    )
+
+
 def run_dialect(dialect: str, workloads: list[str], quick: bool) -> dict[str, dict[str, Any]]:
     """Every workload on ``dialect``; returns the summary figures of its proxy (or loopback) runs."""
+    if dialect != "mssql":
+        return _run_dialect(dialect, workloads, quick)
+    texts: set[str] = set()
+    with recording_sql_server_texts(texts):
+        summary = _run_dialect(dialect, workloads, quick)
+    print(f"mssql: {len(texts)} distinct statement texts over the whole run")
+    if "put_1000" in workloads:
+        print(statement_forms(MSSQL_URL, quick))
+    summary["distinct_sql"] = {"value": len(texts)}
+    return summary
+
+
+def _run_dialect(dialect: str, workloads: list[str], quick: bool) -> dict[str, dict[str, Any]]:
     url = reset_database(dialect, schema_scripts(dialect), Path(tempfile.mkdtemp(prefix="bench-")))
     summary: dict[str, dict[str, Any]] = {}
     nets = [False] if dialect == "sqlite" else [False, True]
@@ -457,10 +504,12 @@ def summary_line(label: str, figures: dict[str, dict[str, Any]], peak_mb: float 
     """``summary`` and its key=value pairs."""
     suffix = "1ms" if label != "summary_sqlite" else "loop"
     parts = [label]
-    for name, values in figures.items():
+    workloads = {name: values for name, values in figures.items() if "speedup" in values}
+    for name, values in workloads.items():
         parts.append(f"speedup_{name}_{suffix}={_fmt(values['speedup'], '.1f')}")
-    for name, values in figures.items():
+    for name, values in workloads.items():
         parts.append(f"statements_{name}={_fmt(values['statements'], '.0f')}")
+    parts += [f"{name}={values['value']}" for name, values in figures.items() if "value" in values]
     parts += [f"peak_mb_cap={_fmt(peak_mb, '.0f')}", f"import_ms={import_ms:.0f}"]
     return " ".join(parts)
 

@@ -165,9 +165,7 @@ def check_server(conn: Any) -> Server:
             function refuses to start (503, logged as an error with the level) until the database
             is raised: ``ALTER DATABASE <db> SET COMPATIBILITY_LEVEL = 130`` (or higher).
     """
-    cursor = conn.cursor()
-    cursor.execute(SERVER_SQL)
-    row = cursor.fetchone()
+    row = execute(conn.cursor(), SERVER_SQL).fetchone()
     version, level = (str(row[0]), int(row[1] or 0)) if row else ("", 0)
     SERVER.babelfish = version.lstrip().lower().startswith("babelfish")
     SERVER.level = level
@@ -207,12 +205,12 @@ def begin(conn: Any, timeout_s: float) -> None:
     """Open a transaction (one round trip). Statements are capped by the query timeout set at connect
     (see the module docstring: the driver offers no documented per-statement setting); lock waits by
     ``SET LOCK_TIMEOUT`` except in RDS Proxy mode."""
-    conn.cursor().execute(begin_sql(timeout_s, proxied=_PROXY["on"]))
+    execute(conn.cursor(), begin_sql(timeout_s, proxied=_PROXY["on"]))
 
 
 def commit(conn: Any) -> None:
     """``COMMIT TRAN`` (one round trip; a failure keeps its SQL Server error number)."""
-    conn.cursor().execute("COMMIT TRAN")
+    execute(conn.cursor(), "COMMIT TRAN")
 
 
 ROLLBACK_SQL = "IF @@TRANCOUNT > 0 ROLLBACK TRAN"
@@ -224,7 +222,7 @@ def rollback(conn: Any) -> None:
     """Roll back the open transaction, if any; 3903 ("no corresponding BEGIN TRANSACTION", in any
     language) means there was nothing to roll back and is not an error."""
     try:
-        conn.cursor().execute(ROLLBACK_SQL)
+        execute(conn.cursor(), ROLLBACK_SQL)
     except (pymssql.Error, pymssql._mssql.MSSQLException) as exc:
         if error_number(exc)[0] != 3903:
             raise
@@ -340,8 +338,7 @@ def introspect(conn: Any, table: str) -> TableSchema | None:
     constraints (into :data:`CONSTRAINT_KINDS`) in one round trip, then its foreign keys and unique
     indexes (three round trips, once per container); ``None`` when it is missing."""
     name = qualified(table, quote_with("[", "]", percent=False))
-    cursor = conn.cursor()
-    cursor.execute(_INTROSPECT, (name, name, name, name))
+    cursor = execute(conn.cursor(), _INTROSPECT, (name, name, name, name))
     rows = cursor.fetchall()
     if cursor.nextset():
         for constraint, kind in cursor.fetchall():
@@ -513,10 +510,29 @@ class Shape:
         return f"EXEC sp_executesql {nliteral(self.statement)}, {nliteral(declarations)}, {bindings}"
 
 
+def execute(cursor: Any, sql: str, params: tuple[Any, ...] | None = None) -> Any:
+    """``cursor.execute(sql, params)``: every statement of this dialect passes here (the benchmark
+    counts the distinct texts by wrapping it); returns the cursor."""
+    if params is None:
+        cursor.execute(sql)
+    else:
+        cursor.execute(sql, params)
+    return cursor
+
+
 def run(cursor: Any, shape: Shape, values: Sequence[Any]) -> Any:
     """Execute ``shape`` with ``values`` (one per parameter) on a pymssql cursor; returns the cursor."""
-    cursor.execute(shape.sql(), tuple(values))
-    return cursor
+    return execute(cursor, shape.sql(), tuple(values))
+
+
+_EXEC = re.compile(r"^EXEC sp_executesql N'((?:[^']|'')*)', N'", re.DOTALL)
+
+
+def inner_statement(sql: str) -> str:
+    """The statement SQL Server compiles for ``sql``: the inner text of an ``EXEC sp_executesql
+    N'...'`` (quotes undoubled), else ``sql`` itself."""
+    match = _EXEC.match(sql)
+    return match.group(1).replace("''", "'") if match else sql
 
 
 def shred_sql(types: Sequence[str]) -> str:
