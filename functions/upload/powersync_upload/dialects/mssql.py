@@ -458,7 +458,13 @@ def json_value(value: Any, column: Column) -> Any:
 def rows_json(rows: Sequence[Sequence[Any]], columns: Sequence[Column]) -> str:
     """The ``@rows`` parameter: a JSON array of arrays, cell ``i`` of each row typed as ``columns[i]``."""
     cells = [[json_value(v, c) for v, c in zip(row, columns, strict=True)] for row in rows]
-    return json.dumps(cells, ensure_ascii=False, separators=(",", ":"), default=str)
+    return json_text(cells)
+
+
+def json_text(cells: Any) -> str:
+    """``cells`` as compact JSON, ASCII only (other characters as ``\\u`` escapes, surrogate pairs for
+    emoji), so the text survives pymssql's literal and FreeTDS's character conversion unchanged."""
+    return json.dumps(cells, separators=(",", ":"), default=str)
 
 
 def lock_order(value: Any, column: Column) -> Any:
@@ -536,8 +542,9 @@ def inner_statement(sql: str) -> str:
 
 
 def shred_sql(types: Sequence[str]) -> str:
-    """``OPENJSON(@rows) WITH (c0 <type> '$[0]', ...) AS j``: one typed row per element of ``@rows``."""
-    fields = ", ".join(f"c{i} {t} '$[{i}]'" for i, t in enumerate(types))
+    """``OPENJSON(@rows) WITH (c0 <type> '$[0]', ...) AS j``: one typed row per element of ``@rows``
+    (on Babelfish a text cell is read as ``nvarchar(max)``: see :func:`json_cell`)."""
+    fields = ", ".join(f"c{i} {json_type(t)} '$[{i}]'" for i, t in enumerate(types))
     return f"OPENJSON(@rows) WITH ({fields}) AS j"
 
 
@@ -545,12 +552,65 @@ def _columns_shred(columns: Sequence[Column]) -> str:
     return shred_sql([declared_type(c) for c in columns])
 
 
+_TEXT_TYPES = ("varchar", "char", "nvarchar", "nchar")
+
+
+def _is_text(declared: str) -> bool:
+    return declared.split("(")[0] in _TEXT_TYPES
+
+
+def json_type(declared: str) -> str:
+    """The ``OPENJSON ... WITH`` type of a cell declared ``declared``: itself on SQL Server; on
+    Babelfish ``nvarchar(max)`` for text (its escaped form can be longer than the column)."""
+    return "nvarchar(max)" if SERVER.babelfish and _is_text(declared) else declared
+
+
+_JSON_ESCAPES = (
+    ('\\"', "N'\"'"),
+    ("\\n", "NCHAR(10)"),
+    ("\\r", "NCHAR(13)"),
+    ("\\t", "NCHAR(9)"),
+    ("\\b", "NCHAR(8)"),
+    ("\\f", "NCHAR(12)"),
+    *((f"\\u{code:04x}", f"NCHAR({code})") for code in range(1, 32) if code not in (8, 9, 10, 12, 13)),
+)
+"""The escapes PostgreSQL's JSON output writes (besides ``\\\\``), and the character of each."""
+
+
+def unescaped_sql(ref: str) -> str:
+    """``ref``, a JSON string cell as Babelfish 4.2's ``OPENJSON ... WITH`` returns it, decoded.
+
+    Babelfish returns such a cell in its escaped JSON form (``a\\"b`` for ``a"b``; checked on 4.2:
+    quote, backslash and control characters stay escaped, ``\\u`` escapes of other characters are
+    decoded). Decoded with ``REPLACE`` only where a backslash is present: first every ``\\\\`` becomes
+    ``\\z`` (an escape JSON never writes), then each escape its character, then ``\\z`` a backslash.
+    """
+    text = f"REPLACE({ref}, N'\\\\', N'\\z')"
+    for escape, char in _JSON_ESCAPES:
+        text = f"REPLACE({text}, N'{escape}', {char})"
+    text = f"REPLACE({text}, N'\\z', N'\\')"
+    return f"CASE WHEN CHARINDEX(N'\\', {ref}) = 0 THEN {ref} ELSE {text} END"
+
+
+def json_cell(declared: str, ref: str) -> str:
+    """``ref`` (an OPENJSON column declared ``declared``) as a value: itself on SQL Server; on Babelfish
+    a text cell :func:`unescaped_sql` and cast to ``declared``."""
+    if SERVER.babelfish and _is_text(declared):
+        return f"CAST({unescaped_sql(ref)} AS {declared})"
+    return ref
+
+
+def _cell(column: Column, index: int) -> str:
+    """Cell ``index`` of a row of ``@rows`` as a value of ``column``."""
+    return value_sql(column, json_cell(declared_type(column), f"j.c{index}"))
+
+
 _LOCK_HINTS = {"update": "WITH (UPDLOCK, HOLDLOCK)", "share": "WITH (HOLDLOCK)"}
 
 
 def _key_join(table: TableSchema, key: Column, columns: Sequence[Column], hint: str) -> str:
     """``<table> AS t <hint> JOIN OPENJSON(@rows) ... AS j ON t.key = j.c0``."""
-    on = f"t.{quote(key.name)} = {value_sql(key, 'j.c0')}"
+    on = f"t.{quote(key.name)} = {_cell(key, 0)}"
     hinted = f" {hint}" if hint else ""
     return f"{qualified(table.name, quote)} AS t{hinted} JOIN {_columns_shred(columns)} ON {on}"
 
@@ -585,7 +645,7 @@ def update_rows_shape(
     ``[[key, c...], ...]``) ``[WHERE t.owner = @owner]``: exclusive key locks on the matched rows,
     taken in the order of ``@rows`` (already held as update locks after :func:`read_shape`)."""
     columns = [key, *(table.columns[n] for n in names)]
-    sets = [f"t.{quote(c.name)} = {value_sql(c, f'j.c{i}')}" for i, c in enumerate(columns) if i] + [
+    sets = [f"t.{quote(c.name)} = {_cell(c, i)}" for i, c in enumerate(columns) if i] + [
         f"t.{quote(n)} = NULL" for n in nulls
     ]
     statement = f"UPDATE t SET {', '.join(sets)} FROM {_key_join(table, key, columns, 'WITH (UPDLOCK)')}"
@@ -606,7 +666,7 @@ def insert_rows_shape(table: TableSchema, key: Column, names: Sequence[str]) -> 
     each new key (the gaps were range-locked by :func:`read_shape`, so no other writer inserts there)."""
     columns = [key, *(table.columns[n] for n in names)]
     targets = ", ".join(quote(c.name) for c in columns)
-    values = ", ".join(value_sql(c, f"j.c{i}") for i, c in enumerate(columns))
+    values = ", ".join(_cell(c, i) for i, c in enumerate(columns))
     statement = f"INSERT INTO {qualified(table.name, quote)} ({targets}) SELECT {values} FROM {_columns_shred(columns)}"
     return Shape(statement, (ROWS,))
 
@@ -1043,28 +1103,25 @@ CONFLICT_TYPES = (
 )  # fmt: skip
 """Declared types of :data:`~._sql.CONFLICT_COLUMNS` (db/migrations/mssql/003)."""
 
-LEDGER_READ = Shape(
-    f"SELECT {', '.join(LEDGER_READ_COLUMNS)} FROM {LEDGER_TABLE} WHERE user_id = @user AND client_id = @client "
-    f"AND digest IN (SELECT j.c0 FROM {shred_sql(['nchar(64)'])})",
-    (("@user", "nvarchar(255)"), ("@client", "nvarchar(255)"), ROWS),
-)
-"""The ledger rows of one user and client among ``@rows`` (``[[digest], ...]``): a seek on the identity
-index (binary collation: ids compare exactly), no lock hint (rows are inserted once, never updated)."""
 
-LEDGER_CLAIM = Shape(
-    f"INSERT INTO {LEDGER_TABLE} ({', '.join(LEDGER_COLUMNS)}) "
-    f"SELECT {', '.join(f'j.c{i}' for i in range(len(LEDGER_COLUMNS)))} FROM {shred_sql(LEDGER_TYPES)}",
-    (ROWS,),
-)
-"""Every ledger row of a request in one INSERT; the identity index's exclusive key locks make a
-concurrent attempt of the same transaction wait until COMMIT or ROLLBACK, then fail with 2627."""
+def ledger_read_shape() -> Shape:
+    """The ledger rows of one user and client among ``@rows`` (``[[digest], ...]``): a seek on the
+    identity index (binary collation: ids compare exactly), no lock hint (rows are inserted once,
+    never updated)."""
+    digests = f"SELECT {json_cell('nchar(64)', 'j.c0')} FROM {shred_sql(['nchar(64)'])}"
+    return Shape(
+        f"SELECT {', '.join(LEDGER_READ_COLUMNS)} FROM {LEDGER_TABLE} WHERE user_id = @user AND client_id = @client "
+        f"AND digest IN ({digests})",
+        (("@user", "nvarchar(255)"), ("@client", "nvarchar(255)"), ROWS),
+    )
 
-CONFLICTS_INSERT = Shape(
-    f"INSERT INTO {CONFLICTS_TABLE} ({', '.join(CONFLICT_COLUMNS)}) "
-    f"SELECT {', '.join(f'j.c{i}' for i in range(len(CONFLICT_COLUMNS)))} FROM {shred_sql(CONFLICT_TYPES)}",
-    (ROWS,),
-)
-"""Every conflict row of a request in one INSERT."""
+
+def insert_json_shape(table: str, columns: Sequence[str], types: Sequence[str]) -> Shape:
+    """``INSERT INTO table (columns) SELECT <cells> FROM OPENJSON(@rows) WITH (<types>)``: every row of
+    ``@rows`` in one statement (exclusive locks on the new keys)."""
+    cells = ", ".join(json_cell(t, f"j.c{i}") for i, t in enumerate(types))
+    return Shape(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {cells} FROM {shred_sql(types)}", (ROWS,))
+
 
 LEDGER_PRUNE = Shape(
     f"DELETE TOP ({PRUNE_ROWS}) FROM {LEDGER_TABLE} WHERE decided_at < @before", (("@before", "datetime2(3)"),)
@@ -1073,9 +1130,9 @@ LEDGER_PRUNE = Shape(
 
 
 def ledger_read(conn: Any, user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
-    """:data:`LEDGER_READ`: one statement for any number of digests."""
-    cells = json.dumps([[d] for d in dict.fromkeys(digests)])
-    return [tuple(row) for row in run(conn.cursor(), LEDGER_READ, [user_id, client_id, cells]).fetchall()]
+    """:func:`ledger_read_shape`: one statement for any number of digests."""
+    cells = json_text([[d] for d in dict.fromkeys(digests)])
+    return [tuple(row) for row in run(conn.cursor(), ledger_read_shape(), [user_id, client_id, cells]).fetchall()]
 
 
 def _duplicate(exc: BaseException) -> bool:
@@ -1083,19 +1140,20 @@ def _duplicate(exc: BaseException) -> bool:
 
 
 def ledger_rows(entries: Sequence[Entry]) -> str:
-    """The ``@rows`` of :data:`LEDGER_CLAIM`."""
+    """The ``@rows`` of :func:`insert_json_shape` of the ledger."""
     cells = []
     for e in entries:
         i = e.identity
         stamp = to_driver(e.decided_at, STAMP)
         cells.append([i.user_id, i.client_id, i.first_op_id, i.last_op_id, i.digest, e.result_text(), stamp])
-    return json.dumps(cells, ensure_ascii=False, separators=(",", ":"))
+    return json_text(cells)
 
 
 def ledger_claim(conn: Any, entries: Sequence[Entry]) -> Claim:
-    """:data:`LEDGER_CLAIM`; a duplicate identity (2627/2601): rolled back, the stored rows read again."""
+    """:func:`insert_json_shape` of the ledger rows; a duplicate identity (2627/2601): rolled back, the
+    stored rows read again."""
     try:
-        run(conn.cursor(), LEDGER_CLAIM, [ledger_rows(entries)])
+        run(conn.cursor(), insert_json_shape(LEDGER_TABLE, LEDGER_COLUMNS, LEDGER_TYPES), [ledger_rows(entries)])
     except (pymssql.Error, pymssql._mssql.MSSQLException) as exc:
         if not _duplicate(exc):
             raise
@@ -1113,7 +1171,8 @@ def ledger_prune(conn: Any, before: datetime) -> int:
 
 
 def conflicts_insert(conn: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """:data:`CONFLICTS_INSERT` of every row (``created_at`` a naive UTC datetime; ``resolved`` 0 by default)."""
+    """:func:`insert_json_shape` of every conflict row (``created_at`` a naive UTC datetime; ``resolved``
+    0 by default)."""
     cells = [
         [
             to_driver(row.get(n), STAMP) if n == "created_at" else row.get(n, 0 if n == "resolved" else None)
@@ -1121,4 +1180,4 @@ def conflicts_insert(conn: Any, rows: Sequence[dict[str, Any]]) -> None:
         ]
         for row in rows
     ]
-    run(conn.cursor(), CONFLICTS_INSERT, [json.dumps(cells, ensure_ascii=False, separators=(",", ":"), default=str)])
+    run(conn.cursor(), insert_json_shape(CONFLICTS_TABLE, CONFLICT_COLUMNS, CONFLICT_TYPES), [json_text(cells)])
