@@ -93,10 +93,10 @@ def test_only_the_engine_imports_plan_ledger_and_conflicts_together() -> None:
 
 
 def test_the_import_reader_sees_relative_and_absolute_imports() -> None:
-    # Given the engine and a dialect, whose imports are known
-    engine = _imports("engine", MODULES["engine"])
+    # Given the fallback policy and a dialect, whose imports are known
+    fallback = _imports("fallback", MODULES["fallback"])
     postgresql = _imports("dialects.postgresql", MODULES["dialects.postgresql"])
 
     # When / Then relative imports resolve to package modules and drivers to their top-level name
-    assert {"ledger", "errors_table", "database", "time", "random"} <= engine
+    assert {"attempt", "session", "time", "random"} <= fallback
     assert {"psycopg", "errors", "schema", "dialects"} <= postgresql

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Limits, TableConfig, UploadConfig
-from .contract import Operation
+from .contract import Operation, Transaction
 from .convert import InvalidValue, convert, json_text
 from .database import Database
 from .errors import ErrorCode, FatalOpError, Reason
@@ -79,6 +79,22 @@ class Prepared:
     owner: Column | None = None
     me: Any = None
     parents: list[ParentRef] = field(default_factory=list)
+
+
+@dataclass
+class PreparedTransaction:
+    """One client transaction of the request, prepared.
+
+    Attributes:
+        position: its index in the request.
+        items: (operation index, prepared write); PATCHes that change nothing are left out.
+        steps: what the planner needs of each item (:func:`step_of`), filled in when grouping.
+    """
+
+    position: int
+    transaction: Transaction
+    items: list[tuple[int, Prepared]]
+    steps: list[Step] = field(default_factory=list)
 
 
 def resolve_table(conn: Any, client_table: str, config: UploadConfig, db: Database) -> Target:
