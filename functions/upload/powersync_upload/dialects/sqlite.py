@@ -88,41 +88,53 @@ def rollback(conn: sqlite3.Connection) -> None:
 _LENGTH = re.compile(r"\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
 
 
+_DECLARED = (
+    (("BOOL",), Kind.BOOLEAN),
+    (("DATETIME", "TIMESTAMP"), Kind.TIMESTAMP),
+    (("DATE",), Kind.DATE),
+    (("TIME",), Kind.TIME),
+    (("UUID", "GUID"), Kind.UUID),
+    (("JSON",), Kind.JSON),
+    (("INT",), Kind.INTEGER),
+    (("CHAR", "CLOB", "TEXT"), Kind.TEXT),
+    (("REAL", "FLOA", "DOUB"), Kind.FLOAT),
+    (("DEC", "NUMERIC"), Kind.DECIMAL),
+)
+"""Declared type -> kind: the first entry one of whose words the declared type contains (else OTHER)."""
+
+
 def column_from_declared(name_: str, declared: str, notnull: bool, default: Any, hidden: int) -> Column:
     """A :class:`Column` from a ``PRAGMA table_xinfo`` row (``hidden`` 2 or 3: generated column)."""
     upper = declared.upper()
+    kind = next((kind for words, kind in _DECLARED if any(word in upper for word in words)), Kind.OTHER)
+    return Column(
+        kind=kind,
+        name=name_,
+        type_name=declared,
+        nullable=not notnull,
+        has_default=default is not None,
+        writable=hidden not in (2, 3),
+        **_type_facts(kind, upper),
+    )
+
+
+def _type_facts(kind: Kind, upper: str) -> dict[str, Any]:
+    """The :class:`Column` fields a kind needs, from the declared type (``VARCHAR(20)``, ``DECIMAL(9,2)``)."""
     size = _LENGTH.search(upper)
     first = int(size.group(1)) if size else None
     second = int(size.group(2)) if size and size.group(2) else None
-    common: dict[str, Any] = {
-        "name": name_,
-        "type_name": declared,
-        "nullable": not notnull,
-        "has_default": default is not None,
-        "writable": hidden not in (2, 3),
-    }
-    if "BOOL" in upper:
-        return Column(kind=Kind.BOOLEAN, **common)
-    if "DATETIME" in upper or "TIMESTAMP" in upper:
-        return Column(kind=Kind.TIMESTAMP, fraction_digits=3, **common)
-    if "DATE" in upper:
-        return Column(kind=Kind.DATE, **common)
-    if "TIME" in upper:
-        return Column(kind=Kind.TIME, fraction_digits=3, **common)
-    if "UUID" in upper or "GUID" in upper:
-        return Column(kind=Kind.UUID, **common)
-    if "JSON" in upper:
-        return Column(kind=Kind.JSON, **common)
-    if "INT" in upper:
+    if kind in (Kind.TIMESTAMP, Kind.TIME):
+        return {"fraction_digits": 3}
+    if kind is Kind.INTEGER:
         width = "smallint" if "SMALLINT" in upper else "tinyint" if "TINYINT" in upper else "bigint"
-        return Column(kind=Kind.INTEGER, int_range=INT_RANGES[width], **common)
-    if "CHAR" in upper or "CLOB" in upper or "TEXT" in upper:
-        return Column(kind=Kind.TEXT, max_length=first, **common)
-    if "REAL" in upper or "FLOA" in upper or "DOUB" in upper:
-        return Column(kind=Kind.FLOAT, float_max=FLOAT32_MAX if upper.strip() == "FLOAT4" else None, **common)
-    if "DEC" in upper or "NUMERIC" in upper:
-        return Column(kind=Kind.DECIMAL, precision=first, scale=second if first else None, **common)
-    return Column(kind=Kind.OTHER, **common)
+        return {"int_range": INT_RANGES[width]}
+    if kind is Kind.TEXT:
+        return {"max_length": first}
+    if kind is Kind.FLOAT:
+        return {"float_max": FLOAT32_MAX if upper.strip() == "FLOAT4" else None}
+    if kind is Kind.DECIMAL:
+        return {"precision": first, "scale": second if first else None}
+    return {}
 
 
 def introspect(conn: sqlite3.Connection, table: str) -> TableSchema | None:
@@ -275,28 +287,36 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
         return None
     code = getattr(exc, "sqlite_errorcode", None)
     text = str(exc)
-    if isinstance(code, int):
-        if code in _CONSTRAINT_CODES:
-            kind = _CONSTRAINT_CODES[code]
-            column = constraint = None
-            if kind is ErrorCode.NOT_NULL_VIOLATION and (m := _NOT_NULL_COLUMN.search(text)):
-                column = m.group(1)
-            if kind is ErrorCode.CHECK_VIOLATION and (m := _NAMED_CHECK.search(text)):
-                constraint = m.group(1)
-            return FatalOpError(kind, column=column, constraint=constraint, number=code)
-        if code & 0xFF == 19:  # other SQLITE_CONSTRAINT_*
-            return FatalOpError(ErrorCode.CONSTRAINT_VIOLATION, number=code)
-        if code in _REOPEN:  # the file was replaced under the open connection: open it again
-            return RetryableError("connection", number=code)
-        if code & 0xFF in _RETRYABLE_PRIMARY:
-            return RetryableError(_RETRYABLE_PRIMARY[code & 0xFF], in_process=code & 0xFF in (5, 6), number=code)
-        if code & 0xFF == 20:  # SQLITE_MISMATCH
-            return FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TYPE, number=code)
+    found = _by_code(code, text) if isinstance(code, int) else None
+    if found is not None:
+        return found
     if "no such table" in text or "no such column" in text or "has no column named" in text:
         return FatalOpError(ErrorCode.SCHEMA_MISMATCH, number=code)
     if isinstance(exc, sqlite3.OperationalError) and "interrupted" in text:
         return RetryableError("timeout", number=code)
     return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=code)
+
+
+def _by_code(code: int, text: str) -> FatalOpError | RetryableError | None:
+    """An error whose extended result code says what it is; ``None`` when only its text can."""
+    primary = code & 0xFF
+    if code in _CONSTRAINT_CODES:
+        kind = _CONSTRAINT_CODES[code]
+        column = constraint = None
+        if kind is ErrorCode.NOT_NULL_VIOLATION and (m := _NOT_NULL_COLUMN.search(text)):
+            column = m.group(1)
+        if kind is ErrorCode.CHECK_VIOLATION and (m := _NAMED_CHECK.search(text)):
+            constraint = m.group(1)
+        return FatalOpError(kind, column=column, constraint=constraint, number=code)
+    if primary == 19:  # other SQLITE_CONSTRAINT_*
+        return FatalOpError(ErrorCode.CONSTRAINT_VIOLATION, number=code)
+    if code in _REOPEN:  # the file was replaced under the open connection: open it again
+        return RetryableError("connection", number=code)
+    if primary in _RETRYABLE_PRIMARY:
+        return RetryableError(_RETRYABLE_PRIMARY[primary], in_process=primary in (5, 6), number=code)
+    if primary == 20:  # SQLITE_MISMATCH
+        return FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TYPE, number=code)
+    return None
 
 
 # ---- the ledger, the conflicts table and current-row reads (DESIGN.md section 3) -------------------
