@@ -34,23 +34,16 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import TABLE as LEDGER_TABLE
 from ..ledger import Claim, Entry
 from ..schema import BMP_ONLY, FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, Lock
+from . import PRUNE_ROWS, Guard, Rows
 from ._sql import (
     STAMP,
+    RowStatements,
     Statements,
     chunks,
     insert_values_sql,
     qualified,
     quote_with,
-    run_conflicts_insert,
-    run_delete,
-    run_delete_in,
     run_ledger_claim,
-    run_ledger_read,
-    run_select_in,
-    run_select_rows,
-    run_select_value,
-    run_update,
     select_sql,
     split_by_existence,
     table_with_constraints,
@@ -266,13 +259,6 @@ def to_driver(value: Any, column: Column) -> Any:
 _LOCKS = {"update": "FOR UPDATE", "share": "LOCK IN SHARE MODE"}
 
 
-def select_value(
-    conn: Any, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
-) -> tuple[bool, Any]:
-    """``SELECT column ... FOR UPDATE | LOCK IN SHARE MODE`` (InnoDB also locks the gap of a missing key)."""
-    return run_select_value(conn, STATEMENTS, qualified(table.name, quote), key, key_value, column, _LOCKS[lock])
-
-
 def insert_sql(table: str, key: str, columns: list[str]) -> str:
     """``INSERT INTO table (key, columns...) VALUES (...)``."""
     names = [key, *columns]
@@ -306,35 +292,29 @@ def upsert(
     return 1
 
 
-def update(conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
-    """``UPDATE ... WHERE key = ?``; returns rows matched."""
-    return run_update(conn, STATEMENTS, table, key, key_value, values)
-
-
-def delete(conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
-    """``DELETE ... WHERE key = ?``; returns rows deleted."""
-    return run_delete(conn, STATEMENTS, table, key, key_value)
-
-
 CHUNK = 10000
 """Rows per multi-row statement and keys per IN list (PyMySQL sends parameters inline, so only
 ``max_allowed_packet``, 16 MiB by default on MariaDB and 64 MiB on MySQL 8, bounds a statement; a request
 body is capped below that)."""
 STATEMENTS = Statements(quote, PH, to_driver, CHUNK)
 
-
-def select_many(
-    conn: Any, table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
-) -> list[tuple[Any, Any]]:
-    """``SELECT key, column ... WHERE key IN (...)``, locked as :func:`select_value` locks."""
-    return run_select_in(conn, STATEMENTS, qualified(table.name, quote), key, key_values, column, _LOCKS[lock])
+ROWS = RowStatements(STATEMENTS, _LOCKS)
+"""The row statements this dialect runs as the others do (:class:`~powersync_upload.dialects._sql.RowStatements`)."""
+select_value = ROWS.select_value
+update = ROWS.update
+delete = ROWS.delete
+select_many = ROWS.select_many
+delete_many = ROWS.delete_many
+select_rows = ROWS.select_rows
+ledger_read = ROWS.ledger_read
+conflicts_insert = ROWS.conflicts_insert
 
 
 def upsert_many(
     conn: Any,
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     nulls: list[str],
     guard: Column | None,
     *,
@@ -381,7 +361,7 @@ def _update_join(
     conn: Any,
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     names: list[str],
     nulls: list[str],
     guard: Guard = None,
@@ -411,16 +391,9 @@ def _update_join(
     return matched
 
 
-def update_many(
-    conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], guard: Guard = None
-) -> int:
+def update_many(conn: Any, table: TableSchema, key: Column, rows: Rows, guard: Guard = None) -> int:
     """One multi-row ``UPDATE ... JOIN`` per chunk, ``WHERE t.owner = ?`` with ``guard``."""
     return _update_join(conn, table, key, rows, list(rows[0][1]), [], guard)
-
-
-def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None) -> int:
-    """``DELETE ... WHERE key IN (...) [AND owner = ?]``."""
-    return run_delete_in(conn, STATEMENTS, table, key, key_values, guard)
 
 
 IN_PROCESS = {1213: "deadlock", 1205: "lock_timeout"}
@@ -518,18 +491,6 @@ def _quoted(exc: BaseException, *markers: str) -> str | None:
 # ---- the ledger, the conflicts table and current-row reads (DESIGN.md section 3) -------------------
 
 
-def select_rows(
-    conn: Any, table: TableSchema, key: Column, key_values: list[Any], columns: list[Column], lock: Lock
-) -> list[tuple[Any, dict[str, Any]]]:
-    """``SELECT key, c... WHERE key IN (...) FOR UPDATE|LOCK IN SHARE MODE``."""
-    return run_select_rows(conn, STATEMENTS, qualified(table.name, quote), key, key_values, columns, _LOCKS[lock])
-
-
-def ledger_read(conn: Any, user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
-    """One ``SELECT`` on the identity index (binary collation: ids compare exactly)."""
-    return run_ledger_read(conn, STATEMENTS, user_id, client_id, digests)
-
-
 def _duplicate(exc: BaseException) -> bool:
     return isinstance(exc, pymysql.err.IntegrityError) and bool(exc.args) and exc.args[0] == 1062
 
@@ -546,8 +507,3 @@ def ledger_prune(conn: Any, before: datetime) -> int:
         f"DELETE FROM {LEDGER_TABLE} WHERE decided_at < %s ORDER BY seq LIMIT {PRUNE_ROWS}", (to_driver(before, STAMP),)
     )
     return int(cursor.rowcount)
-
-
-def conflicts_insert(conn: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """``INSERT ... VALUES`` of every row."""
-    run_conflicts_insert(conn, STATEMENTS, rows)

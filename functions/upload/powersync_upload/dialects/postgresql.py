@@ -19,20 +19,15 @@ from psycopg import errors as pg_errors
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, Lock
+from . import PRUNE_ROWS, Guard, Lock, Rows
 from ._sql import (
+    RowStatements,
     Statements,
     foreign_keys_from_rows,
     prune_in_sql,
     qualified,
     quote_with,
-    run_conflicts_insert,
-    run_delete,
     run_ledger_claim,
-    run_ledger_read,
-    run_select_rows,
-    run_select_value,
-    run_update,
     unique_from_rows,
     upsert_statement,
 )
@@ -185,12 +180,14 @@ STATEMENTS = Statements(quote, PH, to_driver)
 
 _LOCKS = {"update": "FOR UPDATE", "share": "FOR SHARE"}
 
-
-def select_value(
-    conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
-) -> tuple[bool, Any]:
-    """``SELECT column ... FOR UPDATE|FOR SHARE``."""
-    return run_select_value(conn, STATEMENTS, qualified(table.name, quote), key, key_value, column, _LOCKS[lock])
+ROWS = RowStatements(STATEMENTS, _LOCKS)
+"""The row statements this dialect runs as the others do (:class:`~powersync_upload.dialects._sql.RowStatements`)."""
+select_value = ROWS.select_value
+update = ROWS.update
+delete = ROWS.delete
+select_rows = ROWS.select_rows
+ledger_read = ROWS.ledger_read
+conflicts_insert = ROWS.conflicts_insert
 
 
 def upsert(
@@ -208,18 +205,6 @@ def upsert(
     return conn.execute(sql.encode(), [key_value, *(values[n] for n in names)]).rowcount
 
 
-def update(
-    conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]
-) -> int:
-    """``UPDATE ... WHERE key = %s``."""
-    return run_update(conn, STATEMENTS, table, key, key_value, values)
-
-
-def delete(conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any) -> int:
-    """``DELETE ... WHERE key = %s``."""
-    return run_delete(conn, STATEMENTS, table, key, key_value)
-
-
 def select_many(
     conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
 ) -> list[tuple[Any, Any]]:
@@ -231,14 +216,14 @@ def select_many(
     return [(r[0], r[1]) for r in conn.execute(sql.encode(), (list(key_values),)).fetchall()]
 
 
-def _arrays(table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], names: list[str]) -> str:
+def _arrays(table: TableSchema, key: Column, rows: Rows, names: list[str]) -> str:
     """``unnest(%s::uuid[], %s::varchar[], ...)``: one array parameter per column, cast to the column's
     base type without its modifier, so assigning to the column still checks length and range."""
     types = [key.type_name, *(table.columns[n].type_name for n in names)]
     return "unnest(" + ", ".join(f"%s::{quote(t)}[]" for t in types) + ")"
 
 
-def _array_params(rows: list[tuple[Any, dict[str, Any]]], names: list[str]) -> list[list[Any]]:
+def _array_params(rows: Rows, names: list[str]) -> list[list[Any]]:
     return [[k for k, _ in rows], *([v[n] for _, v in rows] for n in names)]
 
 
@@ -246,7 +231,7 @@ def upsert_many(
     conn: psycopg.Connection[Any],
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     nulls: list[str],
     guard: Column | None,
     *,
@@ -264,7 +249,7 @@ def update_many(
     conn: psycopg.Connection[Any],
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     guard: Guard = None,
 ) -> int:
     """``UPDATE t SET c = v.c FROM unnest(arrays) AS v(k, c...) WHERE t.key = v.k [AND t.owner = %s]``."""
@@ -377,23 +362,6 @@ def _retryable_by_state(exc: psycopg.Error, state: str) -> RetryableError | None
 # ---- the ledger, the conflicts table and current-row reads (DESIGN.md section 3) -------------------
 
 
-def select_rows(
-    conn: psycopg.Connection[Any],
-    table: TableSchema,
-    key: Column,
-    key_values: list[Any],
-    columns: list[Column],
-    lock: Lock,
-) -> list[tuple[Any, dict[str, Any]]]:
-    """``SELECT key, c... WHERE key IN (...) FOR UPDATE|FOR SHARE``."""
-    return run_select_rows(conn, STATEMENTS, qualified(table.name, quote), key, key_values, columns, _LOCKS[lock])
-
-
-def ledger_read(conn: psycopg.Connection[Any], user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
-    """One ``SELECT`` on the identity index."""
-    return run_ledger_read(conn, STATEMENTS, user_id, client_id, digests)
-
-
 def _duplicate(exc: BaseException) -> bool:
     return isinstance(exc, pg_errors.UniqueViolation)
 
@@ -411,8 +379,3 @@ def ledger_claim(conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> Cla
 def ledger_prune(conn: psycopg.Connection[Any], before: datetime) -> int:
     """``DELETE ... WHERE seq IN (SELECT seq ... WHERE decided_at < %s ORDER BY seq LIMIT n)``."""
     return conn.execute(prune_in_sql(PH, PRUNE_ROWS).encode(), (before,)).rowcount
-
-
-def conflicts_insert(conn: psycopg.Connection[Any], rows: Sequence[dict[str, Any]]) -> None:
-    """``INSERT ... VALUES`` of every row."""
-    run_conflicts_insert(conn, STATEMENTS, rows)

@@ -26,23 +26,16 @@ from urllib.parse import urlsplit
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, Lock
+from . import PRUNE_ROWS, Guard, Rows
 from ._sql import (
     STAMP,
+    RowStatements,
     Statements,
     foreign_keys_from_rows,
     prune_in_sql,
     qualified,
     quote_with,
-    run_conflicts_insert,
-    run_delete,
-    run_delete_in,
     run_ledger_claim,
-    run_ledger_read,
-    run_select_in,
-    run_select_rows,
-    run_select_value,
-    run_update,
     unique_from_rows,
     update_sql,
     upsert_statement,
@@ -180,13 +173,6 @@ def to_driver(value: Any, column: Column) -> Any:
     return value
 
 
-def select_value(
-    conn: sqlite3.Connection, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
-) -> tuple[bool, Any]:
-    """Read one value; ``BEGIN IMMEDIATE`` already holds the database's write lock."""
-    return run_select_value(conn, STATEMENTS, qualified(table.name, quote), key, key_value, column)
-
-
 def upsert(
     conn: sqlite3.Connection,
     table: TableSchema,
@@ -203,33 +189,27 @@ def upsert(
     return conn.execute(sql, params).rowcount
 
 
-def update(conn: sqlite3.Connection, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
-    """``UPDATE ... WHERE key = ?``; returns rows matched."""
-    return run_update(conn, STATEMENTS, table, key, key_value, values)
-
-
-def delete(conn: sqlite3.Connection, table: TableSchema, key: Column, key_value: Any) -> int:
-    """``DELETE ... WHERE key = ?``; returns rows deleted."""
-    return run_delete(conn, STATEMENTS, table, key, key_value)
-
-
 CHUNK = 500
 """Keys per IN list (SQLite allows 32,766 parameters since 3.32, 999 before)."""
 STATEMENTS = Statements(quote, PH, to_driver, CHUNK)
 
-
-def select_many(
-    conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
-) -> list[tuple[Any, Any]]:
-    """``SELECT key, column ... WHERE key IN (...)``, locked as :func:`select_value` locks."""
-    return run_select_in(conn, STATEMENTS, qualified(table.name, quote), key, key_values, column)
+ROWS = RowStatements(STATEMENTS, None)
+"""The row statements this dialect runs as the others do (:class:`~powersync_upload.dialects._sql.RowStatements`)."""
+select_value = ROWS.select_value
+update = ROWS.update
+delete = ROWS.delete
+select_many = ROWS.select_many
+delete_many = ROWS.delete_many
+select_rows = ROWS.select_rows
+ledger_read = ROWS.ledger_read
+conflicts_insert = ROWS.conflicts_insert
 
 
 def upsert_many(
     conn: sqlite3.Connection,
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     nulls: list[str],
     guard: Column | None,
     *,
@@ -247,7 +227,7 @@ def update_many(
     conn: sqlite3.Connection,
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     guard: Guard = None,
 ) -> int:
     """``UPDATE ... WHERE key = ? [AND owner = ?]`` through ``executemany``."""
@@ -258,13 +238,6 @@ def update_many(
         sql += f" AND {quote(guard[0].name)} = {PH}"
     params = [[to_driver(v[n], table.columns[n]) for n in names] + [to_driver(k, key), *tail] for k, v in rows]
     return conn.executemany(sql, params).rowcount
-
-
-def delete_many(
-    conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None
-) -> int:
-    """``DELETE ... WHERE key IN (...) [AND owner = ?]``."""
-    return run_delete_in(conn, STATEMENTS, table, key, key_values, guard)
 
 
 # Extended result codes: https://www.sqlite.org/rescode.html
@@ -322,18 +295,6 @@ def _by_code(code: int, text: str) -> FatalOpError | RetryableError | None:
 # ---- the ledger, the conflicts table and current-row reads (DESIGN.md section 3) -------------------
 
 
-def select_rows(
-    conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any], columns: list[Column], lock: Lock
-) -> list[tuple[Any, dict[str, Any]]]:
-    """``SELECT key, c... WHERE key IN (...)``; ``BEGIN IMMEDIATE`` already holds the write lock."""
-    return run_select_rows(conn, STATEMENTS, qualified(table.name, quote), key, key_values, columns)
-
-
-def ledger_read(conn: sqlite3.Connection, user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
-    """One ``SELECT`` on the identity index."""
-    return run_ledger_read(conn, STATEMENTS, user_id, client_id, digests)
-
-
 def _duplicate(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.IntegrityError) and getattr(exc, "sqlite_errorcode", None) in (2067, 1555)
 
@@ -351,8 +312,3 @@ def ledger_claim(conn: sqlite3.Connection, entries: Sequence[Entry]) -> Claim:
 def ledger_prune(conn: sqlite3.Connection, before: datetime) -> int:
     """``DELETE ... WHERE seq IN (SELECT seq ... WHERE decided_at < ? ORDER BY seq LIMIT n)``."""
     return conn.execute(prune_in_sql(PH, PRUNE_ROWS), (to_driver(before, STAMP),)).rowcount
-
-
-def conflicts_insert(conn: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """``INSERT ... VALUES`` of every row."""
-    run_conflicts_insert(conn, STATEMENTS, rows)
