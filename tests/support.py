@@ -377,9 +377,10 @@ class RoundTrips:
 
 @contextmanager
 def counting_round_trips(url: str) -> Iterator[RoundTrips]:
-    """Count the round trips made to the database at ``url``.
+    """Count the round trips made to the database at ``url``, as ``bench/proxy.py``'s docstring
+    defines them (the one definition, used by the pinned tests and the bench alike).
 
-    Server databases are counted on the wire, through :class:`bench.proxy.DelayProxy` without delay
+    Server databases are counted on the wire, through :class:`bench.proxy.Proxy` without delay
     (a turn of the conversation is one round trip, however the driver batches or pipelines): connect
     to the yielded ``url``. SQLite is counted at the driver (:class:`DriverCallCounter` around every
     connection the dialect opens while the block runs); its ``url`` is unchanged.
@@ -395,10 +396,10 @@ def counting_round_trips(url: str) -> Iterator[RoundTrips]:
         finally:
             module.connect = original
         return
-    from bench.proxy import DelayProxy
+    from bench.proxy import Proxy
 
     parts = urlsplit(url)
-    with DelayProxy(parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORTS[name], delay_s=0) as proxy:
+    with Proxy(parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORTS[name], delay_s=0) as proxy:
         yield RoundTrips(proxy.url(url), lambda: proxy.round_trips)
 
 
