@@ -28,7 +28,7 @@ from powersync_upload.config import Settings, load_upload_config
 from powersync_upload.convert import convert
 from powersync_upload.database import Database
 from powersync_upload.handler import Runtime, lambda_handler, set_runtime
-from powersync_upload.local import LocalContext
+from powersync_upload.local import LocalContext, event_from_request
 from powersync_upload.schema import Kind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,26 +73,11 @@ def authorization(user: str | None) -> str | None:
 
 
 def event(body: str, auth: str | None, path: str = "/api/data", method: str = "POST") -> dict[str, Any]:
-    """An API Gateway HTTP API payload v2 event."""
+    """An API Gateway HTTP API payload v2 event (built as ``serve`` builds one from a request)."""
     headers = {"content-type": "application/json"}
     if auth is not None:
         headers["authorization"] = auth
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t"},
-            "requestId": str(uuid.uuid4()),
-            "routeKey": "$default",
-            "stage": "$default",
-            "timeEpoch": int(time.time() * 1000),
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
+    return event_from_request(method, path, headers, body.encode("utf-8"))
 
 
 @dataclass
