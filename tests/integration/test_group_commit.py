@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from powersync_upload import engine
 from powersync_upload.errors import RetryableError
 from powersync_upload.handler import Runtime, set_runtime
 from powersync_upload.local import schema_scripts
+from powersync_upload.session import Session
 from tests.support import ROOT, RowReader, available_dialects, call, install_runtime, reset_database
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
@@ -118,15 +118,15 @@ def test_a_retryable_failure_in_a_later_group_keeps_the_earlier_groups_committed
         {"op_id": 3, "op": "DELETE", "type": "lists", "id": second, "tx_id": 3},
     ]
     begins = {"count": 0}
-    real_begin = engine._Run._begin
+    real_begin = Session.begin
 
-    def failing_second_begin(self: engine._Run) -> Any:
+    def failing_second_begin(self: Session) -> Any:
         begins["count"] += 1
         if begins["count"] == 2:
             raise RetryableError("connection")
         return real_begin(self)
 
-    monkeypatch.setattr(engine._Run, "_begin", failing_second_begin)
+    monkeypatch.setattr(Session, "begin", failing_second_begin)
     # When sent in shape A (so a partial commit is answered 200)
     body = {"transactions": [{"transaction_id": e["tx_id"], "crud": [e]} for e in batch]}
     for tx in body["transactions"]:
@@ -140,6 +140,12 @@ def test_a_retryable_failure_in_a_later_group_keeps_the_earlier_groups_committed
     assert [r["status"] for r in response.body["results"]] == ["success", "success", "retryable_error"]
     assert _count(url, "lists") == 1
     assert _count(url, "todos") == 1
+
+
+def _assert_unique_violation_at_first_operation(result: dict[str, Any]) -> None:
+    assert result["status"] == "fatal_error"
+    assert result["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
+    assert result["failed_operation"]["operation_index"] == 0
 
 
 def _patch_list(list_id: str, name: str) -> dict[str, Any]:
@@ -167,10 +173,7 @@ def test_a_swap_of_unique_names_fails_where_queue_order_fails(demo: tuple[str, R
     # When one transaction renames the first to "y", then the second to "x"
     response = call({"batch": [_patch_list(first, "y"), _patch_list(second, "x")]})
     # Then, as in queue order, the first rename meets "y" still taken: fatal at operation 0, nothing changed
-    result = response.body["results"][0]
-    assert result["status"] == "fatal_error"
-    assert result["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
-    assert result["failed_operation"]["operation_index"] == 0
+    _assert_unique_violation_at_first_operation(response.body["results"][0])
     assert _names(url, first, second) == ["x", "y"]
 
 
@@ -190,8 +193,5 @@ def test_taking_a_name_before_its_holder_gives_it_up_fails_as_in_queue_order(dem
     response = call({"batch": [_patch_list(second, "x"), _patch_list(first, "w")]})
     # Then, as in queue order, the first rename meets "x" still taken, whatever order a batch statement
     # would visit the rows in (PostgreSQL visits the first list first and would succeed)
-    result = response.body["results"][0]
-    assert result["status"] == "fatal_error"
-    assert result["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
-    assert result["failed_operation"]["operation_index"] == 0
+    _assert_unique_violation_at_first_operation(response.body["results"][0])
     assert _names(url, first, second) == ["x", "y"]
