@@ -205,8 +205,9 @@ def _adjusted(
         if exc.code is not ErrorCode.CONFLICT:
             exc.table, exc.column = operation.table, client_column(names, exc.column or "")
         raise
-    if rules.version is not None and conflicts.changed_columns(current, change, target.schema.columns):
-        values[rules.version.name] = _next_version(current, rules.version, operation.table, names)
+    version = rules.version if rules.version is not None and rules.version.writable else None  # not a rowversion
+    if version is not None and conflicts.changed_columns(current, change, target.schema.columns):
+        values[version.name] = _next_version(current, version, operation.table, names)
     return replace(item, values=values), None
 
 
