@@ -16,6 +16,9 @@ from typing import Any
 from powersync_upload.dialects import _sql, mssql
 from powersync_upload.schema import Column, TableSchema
 
+CURRENT = mssql.upsert_many
+"""The dialect's own batch PUT (sp_executesql and OPENJSON), taken before :func:`installed` replaces it."""
+
 CHUNK = 1000
 """Rows per ``VALUES`` list (SQL Server's limit for a table value constructor) and keys per IN list."""
 
@@ -52,7 +55,7 @@ def upsert_many(
     go through the current form)."""
     found = select_many(conn, table, key, [k for k, _ in rows], guard or key)
     if found or only_new:
-        return mssql.upsert_many(conn, table, key, rows, nulls, guard, only_new=only_new)
+        return CURRENT(conn, table, key, rows, nulls, guard, only_new=only_new)
     names = list(rows[0][1])
     columns = [key, *(table.columns[n] for n in names)]
     marks = [param_sql(c) for c in columns]
@@ -71,9 +74,8 @@ def upsert_many(
 @contextmanager
 def installed() -> Iterator[None]:
     """The old form in place of the dialect's ``upsert_many`` while the block runs."""
-    current = mssql.upsert_many
     mssql.upsert_many = upsert_many  # type: ignore[assignment]
     try:
         yield
     finally:
-        mssql.upsert_many = current  # type: ignore[assignment]
+        mssql.upsert_many = CURRENT  # type: ignore[assignment]

@@ -6,17 +6,28 @@
   insert of the same id wait instead of failing with 2627.
 * Ownership reads use ``WITH (UPDLOCK, HOLDLOCK)`` (a row about to be written) or ``WITH (HOLDLOCK)``
   (a referenced parent), so the row cannot change or appear before COMMIT.
-* pymssql interpolates parameters into the SQL text on the client: names are quoted with ``[...]``
-  and ``%`` doubled; values go as literals of their Python type, so decimals are sent as exact
-  ``'f'`` text, UUIDs as text, and timestamps as ISO 8601 text with ``T`` (language-independent for
-  ``datetime``, ``datetime2`` and ``datetimeoffset``) cut to the column's fractional digits.
-* Every value is written as ``CAST(%s AS <the column's own type>)`` (:func:`param_sql`). pymssql
-  sends each ``str`` as ``N'...'``: against a ``varchar`` key that literal would convert the column
-  side (a scan, and under UPDLOCK/SERIALIZABLE a range lock on the whole table), a ``VALUES`` column
-  that is NULL in every row would be typed ``int`` (error 206 into temporal and uniqueidentifier
-  columns), and Babelfish has no implicit ``nvarchar`` to ``datetimeoffset`` conversion. The CAST
-  to ``varchar(n)`` cannot truncate: ``convert`` has already checked the length in the column's
-  own unit (bytes in its code page).
+* Every statement runs through ``EXEC sp_executesql N'<statement>', N'<declarations>', @a = ...``
+  (:class:`Shape`): pymssql interpolates values into the SQL text on the client, so without it every
+  statement would be new to SQL Server (compiled each time, a single-use plan each). The inner
+  statement depends only on the table, the kind of statement and the column set; values travel only
+  as parameters: scalars (``@k``, ``@p0``, ``@owner``, ``@user``...) declared with the column's own
+  type (never the value's length: one plan per length), and a batch's rows as ONE ``nvarchar(max)``
+  JSON parameter ``@rows`` (``[[key, c1, ...], ...]``, ASCII-only) shredded with ``OPENJSON(@rows)
+  WITH (c0 <type> '$[0]', ...)`` (needs compatibility level 130: :func:`check_server`). The row
+  count never changes a text: no 1000-row chunks, and no byte bound (the request body is capped at
+  5 MiB by default; ``nvarchar(max)`` holds 2 GB). Names are quoted with ``[...]`` and ``%`` doubled;
+  decimals travel as exact ``'f'`` text, UUIDs as text, timestamps as ISO 8601 text with ``T`` cut
+  to the column's fractional digits.
+* Typed by declaration (:func:`declared_type`, :func:`value_sql`): a ``varchar`` arrives as
+  ``varchar(n)``, never as pymssql's ``N'...'``, which would convert the column side (a scan, and
+  under UPDLOCK/SERIALIZABLE a range lock on the whole table); a ``varchar`` of another collation
+  converts under its own (``CAST(x COLLATE <collation> AS varchar(n))``); a column NULL in every row
+  is still typed (no error 206). The conversion cannot truncate: ``convert`` has already checked the
+  length in the column's own unit (bytes in its code page).
+* Locks in a known order: keys are sent sorted by :func:`lock_order` (SQL Server's order), and each
+  statement's docstring says which locks it takes (README "SQL Server", locks).
+* A ``rowversion`` column (catalog name ``timestamp``) is read as ``0x`` + 16 upper-case hex digits
+  (:func:`read_sql`) and never written: it can be a ``version_column``.
 * Text columns carry their character set: ``varchar``/``char``/``text`` the code page of their
   collation (``COLLATIONPROPERTY(..., 'CodePage')``; 65001 is UTF-8 and holds any text),
   ``nvarchar`` none. Text outside it is INVALID_DATA ``encoding`` (SQL Server would store ``?``).
@@ -35,9 +46,11 @@
   speaks the same protocol and numbers; its differences are handled here: an unmapped PostgreSQL
   error arrives as 33557097 with PostgreSQL's (English, unless the server's ``lc_messages`` was
   changed) text, classified by that text (lock timeout, deadlock, serialization failure and
-  statement timeout are retryable); lock hints are accepted and ignored, so a concurrent first
-  insert of one key fails with 2627 (UNIQUE_VIOLATION), which the engine retries once as an update
-  for a PUT; a unique index reports 2627, not 2601.
+  statement timeout are retryable); lock hints are accepted and ignored, so the locking read takes
+  row locks with a no-op UPDATE first (:func:`read_shape`), and a concurrent first insert of one key
+  fails with 2627 (UNIQUE_VIOLATION), which the engine retries once as an update for a PUT; a unique
+  index reports 2627, not 2601; ``OPENJSON`` returns text cells still JSON-escaped, decoded in the
+  statement (:func:`unescaped_sql`); compatibility level 120 is reported but ``OPENJSON`` works.
 
 Error numbers: FACTS.md "SQL Server" (Microsoft.Data.SqlClient ``SqlConfigurableRetryFactory``
 transient list, EF Core ``SqlServerTransientExceptionDetector``, Azure SQL "troubleshoot common
