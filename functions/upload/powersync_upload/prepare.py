@@ -193,7 +193,8 @@ def _values(
             if not same(_convert(raw, column, target.client_table, name), key_value, column):
                 raise FatalOpError(ErrorCode.INVALID_DATA, table=target.client_table, column=name, reason=Reason.FORMAT)
             continue
-        if not column.writable or (
+        compared = version is not None and name.casefold() == version.casefold()  # a rowversion is not writable
+        if (not column.writable and not compared) or (
             allowed is not None and name not in allowed and column.name.casefold() not in protected
         ):
             raise FatalOpError(ErrorCode.UNAUTHORIZED, table=target.client_table, column=name)

@@ -27,7 +27,7 @@
 * Locks in a known order: keys are sent sorted by :func:`lock_order` (SQL Server's order), and each
   statement's docstring says which locks it takes (README "SQL Server", locks).
 * A ``rowversion`` column (catalog name ``timestamp``) is read as ``0x`` + 16 upper-case hex digits
-  (:func:`read_sql`) and never written: it can be a ``version_column``.
+  (:func:`read_value`) and never written: it can be a ``version_column``.
 * Text columns carry their character set: ``varchar``/``char``/``text`` the code page of their
   collation (``COLLATIONPROPERTY(..., 'CodePage')``; 65001 is UTF-8 and holds any text),
   ``nvarchar`` none. Text outside it is INVALID_DATA ``encoding`` (SQL Server would store ``?``).
@@ -453,10 +453,14 @@ def value_sql(column: Column, ref: str) -> str:
     return f"CAST({ref} COLLATE {column.collation} AS {sql_type(column)})" if _collated(column) else ref
 
 
-def read_sql(column: Column, ref: str) -> str:
-    """``ref`` as read back: a rowversion as its hex text ``0x...`` (16 upper-case digits, style 1),
-    the form a ``version_column`` is compared in; any other column as stored."""
-    return f"CONVERT(varchar(18), {ref}, 1)" if column.type_name in ROWVERSION else ref
+def read_value(value: Any, column: Column) -> Any:
+    """A value as read back: a rowversion (8 bytes from the driver) as its hex text ``0x`` + 16
+    upper-case digits (e.g. ``0x00000000000007D1``), the form a ``version_column`` is compared in;
+    any other value as the driver returns it. (Converted here, not in SQL: Babelfish has no
+    ``CONVERT(varchar, varbinary, 1)``.)"""
+    if column.type_name in ROWVERSION and isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex().upper()
+    return value
 
 
 def json_value(value: Any, column: Column) -> Any:
@@ -643,7 +647,7 @@ def read_shape(table: TableSchema, key: Column, columns: Sequence[Column], lock:
     reads the committed row. (A missing row is not locked there: a concurrent first insert fails with
     2627 instead.)
     """
-    selected = ", ".join(read_sql(c, f"t.{quote(c.name)}") for c in [key, *columns])
+    selected = ", ".join(f"t.{quote(c.name)}" for c in [key, *columns])
     read = f"SELECT {selected} FROM {_key_join(table, key, [key], _LOCK_HINTS[lock])}"
     if babelfish and lock == "update":
         k = quote(key.name)
@@ -700,7 +704,7 @@ def select_value_shape(table: TableSchema, key: Column, column: Column, lock: Lo
     update (shared) lock on the key, or a range lock on its gap when it is missing, until COMMIT."""
     param, k = _key_param(key)
     target = f"{qualified(table.name, quote)} AS t {_LOCK_HINTS[lock]}"
-    statement = f"SELECT {read_sql(column, f't.{quote(column.name)}')} FROM {target} WHERE t.{quote(key.name)} = {k}"
+    statement = f"SELECT t.{quote(column.name)} FROM {target} WHERE t.{quote(key.name)} = {k}"
     return Shape(statement, (param,))
 
 
@@ -754,7 +758,7 @@ def select_value(
 ) -> tuple[bool, Any]:
     """:func:`select_value_shape`; one round trip."""
     row = run(conn.cursor(), select_value_shape(table, key, column, lock), [to_driver(key_value, key)]).fetchone()
-    return (row is not None, row[0] if row is not None else None)
+    return (row is not None, read_value(row[0], column) if row is not None else None)
 
 
 def upsert(
@@ -796,9 +800,8 @@ def select_rows(
         return []
     shape = read_shape(table, key, columns, lock, babelfish=SERVER.babelfish)
     rows = rows_json([[k] for k in sorted_keys(key_values, key)], [key])
-    names = [c.name for c in columns]
     found = run(conn.cursor(), shape, [rows]).fetchall()
-    return [(row[0], dict(zip(names, row[1:], strict=True))) for row in found]
+    return [(row[0], {c.name: read_value(v, c) for c, v in zip(columns, row[1:], strict=True)}) for row in found]
 
 
 def select_many(
