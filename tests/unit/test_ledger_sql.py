@@ -18,6 +18,13 @@ from powersync_upload import ledger
 from powersync_upload.dialects import PRUNE_ROWS, _sql, mssql, mysql
 from tests.unit.test_mssql_dialect import unwrap
 
+
+@pytest.fixture(autouse=True)
+def sql_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQL Server's statement texts, whatever server an earlier test in this process connected to."""
+    monkeypatch.setattr(mssql, "SERVER", mssql.Server(babelfish=False, level=160))
+
+
 ENTRY = ledger.entry(ledger.Identity("u1", "c1", 5, 9, "d" * 64), {"status": "success"}, datetime(2026, 12, 1, 12))
 
 

@@ -30,6 +30,14 @@ TRUNCATED = (
     b"String or binary data would be truncated in table 'd.dbo.lists', column 'name'. Truncated value: 'secret'."
 )
 
+
+@pytest.fixture(autouse=True)
+def sql_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Statement texts as SQL Server gets them (a test that connected to Babelfish set the module's
+    server state in this process)."""
+    monkeypatch.setattr(mssql, "SERVER", mssql.Server(babelfish=False, level=160))
+
+
 _PROGRAMMING = (102, 207, 208, 2812, 4104)
 _INTEGRITY = (515, 547, 2601, 2627)
 
@@ -1136,3 +1144,18 @@ def test_compatibility_level_below_130_refuses_to_start(caplog: pytest.LogCaptur
     assert raised.value.kind == "compatibility_level"
     assert "COMPATIBILITY_LEVEL = 130" in caplog.text
     mssql.check_server(ServerConnection("Microsoft SQL Server 2022", 160))
+
+
+def test_babelfish_reads_text_cells_as_nvarchar_max_and_decodes_their_escapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given Babelfish, whose OPENJSON ... WITH returns a JSON string cell still escaped
+    monkeypatch.setattr(mssql, "SERVER", mssql.Server(babelfish=True, level=120))
+    table, key = shapes_table()
+
+    # When the batch insert is built
+    statement = mssql.insert_rows_shape(table, key, ["name", "at"]).statement
+
+    # Then the text cell is read as nvarchar(max), decoded where it has a backslash, cast to its type;
+    # other cells are read as their own type
+    assert "c1 nvarchar(max) '$[1]'" in statement and "c2 datetime2(3) '$[2]'" in statement
+    assert "CAST(CASE WHEN CHARINDEX(N'\\', j.c1) = 0 THEN j.c1 ELSE REPLACE(" in statement
+    assert statement.count("AS nvarchar(100))") == 1
