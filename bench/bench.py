@@ -32,7 +32,8 @@ figures of ``bench/memory.py`` (a fresh process at the body cap) and the import 
 ``summary`` lines: ``speedup_<workload>_1ms=`` (through the proxy, without ``client_id``),
 ``statements_<workload>=`` (fast path, per request), ``db_share_<workload>=`` and
 ``ledger_cost_<workload>=`` (loopback, paired: ``bench/share.py``), ``peak_mb_cap=``, ``import_ms=``;
-the last line is PostgreSQL's. ``--shares-only`` prints only the paired figures. Nothing here asserts anything: these are figures to compare run to run.
+the last line is PostgreSQL's. ``--shares-only`` prints only the paired figures. Nothing here asserts
+anything: these are figures to compare run to run.
 
 Usage: ``make bench`` (or ``python bench/bench.py [--quick] [--dialects postgresql,mysql]
 [--workloads put_1000,...]``). ``--quick`` (or ``BENCH_QUICK=1``) runs fewer repetitions, and skips
