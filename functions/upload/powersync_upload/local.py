@@ -3,8 +3,8 @@
 * ``demo``  -- every event in ``events/`` through the handler against a fresh embedded SQLite demo
   database; prints each response and the resulting rows.
 * ``invoke EVENT`` -- one API Gateway HTTP API (payload v2) event file, like ``sam local invoke -e``.
-* ``serve`` -- an HTTP server on 127.0.0.1 (``PORT``, default 3000) for a client app under
-  development (HTTP/1.1, keep-alive); it turns each request into a payload v2 event for the same handler and verifies bearer
+* ``serve`` -- an HTTP server on 127.0.0.1 (``PORT``, default 3000; HTTP/1.1, keep-alive) for a client
+  app under development; it turns each request into a payload v2 event for the same handler and verifies bearer
   tokens itself with the ``JWT_*`` settings (deployed, the HttpApi authorizer does that). It also
   answers ``GET /openapi.json`` with the API's OpenAPI document (:mod:`powersync_upload.openapi`).
 

@@ -222,6 +222,9 @@ def _arrays(table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any
 
 
 def _array_params(rows: list[tuple[Any, dict[str, Any]]], names: list[str]) -> list[list[Any]]:
+    """One list per column. The statements send them in binary (``binary=True``): psycopg dumps a text
+    array element by element with a quoting regex (55 ms for 10,000 rows of 3 columns here), the
+    binary array in C (8 ms); the explicit ``::type[]`` casts make the server's checks the same."""
     return [[k for k, _ in rows], *([v[n] for _, v in rows] for n in names)]
 
 
@@ -240,7 +243,7 @@ def upsert_many(
     names = list(rows[0][1])
     source = f"SELECT * FROM {_arrays(table, key, rows, names)}"
     sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard, source=source, do_nothing=only_new)
-    return conn.execute(sql.encode(), _array_params(rows, names)).rowcount
+    return conn.execute(sql.encode(), _array_params(rows, names), binary=True).rowcount
 
 
 def update_many(
@@ -260,7 +263,7 @@ def update_many(
     if guard is not None:
         sql += f" AND t.{quote(guard[0].name)} = %s"
         params.append(guard[1])
-    return conn.execute(sql.encode(), params).rowcount
+    return conn.execute(sql.encode(), params, binary=True).rowcount
 
 
 def delete_many(
