@@ -246,6 +246,7 @@ class TextUUID(uuid.UUID):
     and hashed as, the plain UUID of the same value."""
 
     __slots__ = ("_text",)
+    _text: str
 
     def __init__(self, text: str) -> None:  # text matched _UUID_TEXT: 32 hex digits, 4 hyphens
         object.__setattr__(self, "int", int(text.replace("-", ""), 16))
