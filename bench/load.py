@@ -12,11 +12,13 @@ kinds, lets 50 simulated devices send uploads for a fixed time:
 
 A device sends its next request as soon as its previous one is answered. A request waits for a free
 worker (as a request waits for a free instance under reserved concurrency N; on AWS it would be
-throttled and retried instead), so the latency quoted is the device's: queueing included. Every
-answer must be HTTP 200 with every transaction a success, or the run stops.
+throttled and retried instead), so the latency quoted is the device's: queueing included. A retryable
+503 (a deadlock, say) is sent again after its ``retry_after_ms``, as the SDK does, and counted
+(``retried_503=``; the latency includes the wait); any other answer than HTTP 200 with every transaction
+a success stops the run.
 
 Prints one line per point: ``load dialect= client= workers= requests_s= transactions_s= p50_ms=
-p99_ms= requests=``, and writes the plot (``--plot``, default ``docs/bench-load.png``). Bounded: each
+p99_ms= requests= retried_503=``, and writes the plot (``--plot``, default ``docs/bench-load.png``). Bounded: each
 point runs ``--seconds`` (default 3) after a 0.5 s warm-up, on loopback only. The load generator runs on
 the same machine as the workers and the database: on a small machine the curve flattens where the
 cores run out, not where a deployment would.
@@ -59,6 +61,8 @@ DEVICES = 50
 WORKERS = (1, 2, 4, 8)
 PER_REQUEST = {"reference": 1, "ours": 50}
 WARMUP_S = 0.5
+MAX_RETRIES = 200
+"""Retryable 503s allowed in one point before the run stops (a database that keeps failing)."""
 
 
 # ---- workers -------------------------------------------------------------------------------------
@@ -138,6 +142,7 @@ class Point:
     requests: int
     seconds: float
     latencies_ms: list[float]
+    retried: int = 0
 
     def line(self, dialect: str, client: str, workers: int) -> str:
         """The printed line."""
@@ -147,18 +152,23 @@ class Point:
         return (
             f"load dialect={dialect} client={client} workers={workers} requests_s={rps:.1f} "
             f"transactions_s={rps * PER_REQUEST[client]:.1f} p50_ms={statistics.median(ordered or [0]):.1f} "
-            f"p99_ms={p99:.1f} requests={self.requests}"
+            f"p99_ms={p99:.1f} requests={self.requests} retried_503={self.retried}"
         )
 
 
-def _post(connection: http.client.HTTPConnection, device: Device, body: bytes) -> None:
+def _post(connection: http.client.HTTPConnection, device: Device, body: bytes) -> float | None:
+    """Send one request; ``None`` when every transaction succeeded, or the seconds to wait before
+    sending it again when the answer is a retryable 503 (as the SDK does); anything else stops the run."""
     headers = {"Authorization": device.authorization, "Content-Type": "application/json"}
     connection.request("POST", "/api/data", body, headers)
     response = connection.getresponse()
     answer = json.loads(response.read())
     results = answer.get("results") or []
-    if response.status != 200 or not results or any(r.get("status") != "success" for r in results):
-        raise RuntimeError(f"load request failed: HTTP {response.status} {str(answer)[:300]}")
+    if response.status == 200 and results and all(r.get("status") == "success" for r in results):
+        return None
+    if response.status == 503 and results and results[0].get("status") == "retryable_error":
+        return float(results[0].get("retry_after_ms", 1000)) / 1000
+    raise RuntimeError(f"load request failed: HTTP {response.status} {str(answer)[:300]}")
 
 
 class FairPool:
@@ -197,12 +207,21 @@ class FairPool:
             connection.close()
 
 
+def _send(free: FairPool, device: Device, body: bytes) -> float | None:
+    connection = free.get()
+    try:
+        return _post(connection, device, body)
+    finally:
+        free.put(connection)
+
+
 def run_point(ports: list[int], client: str, seconds: float) -> Point:
     """50 devices against the workers on ``ports`` for ``seconds`` (after the warm-up)."""
     free = FairPool([http.client.HTTPConnection("127.0.0.1", port, timeout=120) for port in ports])
     started = time.perf_counter()
     counting_from, stop_at = started + WARMUP_S, started + WARMUP_S + seconds
     latencies: list[float] = []
+    retries: list[float] = []
     failures: list[BaseException] = []
 
     def device_loop(device: Device) -> None:
@@ -210,11 +229,11 @@ def run_point(ports: list[int], client: str, seconds: float) -> Point:
             while time.perf_counter() < stop_at and not failures:
                 body = device.body()
                 sent = time.perf_counter()
-                connection = free.get()
-                try:
-                    _post(connection, device, body)
-                finally:
-                    free.put(connection)
+                while (wait_s := _send(free, device, body)) is not None:
+                    retries.append(wait_s)
+                    if len(retries) > MAX_RETRIES:
+                        raise RuntimeError(f"more than {MAX_RETRIES} retryable 503s in one point: stopped")
+                    time.sleep(wait_s)
                 done = time.perf_counter()
                 if counting_from <= done <= stop_at:  # answered in the window, whenever it was sent
                     latencies.append((done - sent) * 1000)
@@ -229,7 +248,7 @@ def run_point(ports: list[int], client: str, seconds: float) -> Point:
     free.close()
     if failures:
         raise failures[0]
-    return Point(len(latencies), seconds, latencies)
+    return Point(len(latencies), seconds, latencies, len(retries))
 
 
 # ---- the run -------------------------------------------------------------------------------------
