@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -289,3 +290,17 @@ def test_decided_at_is_stored_as_naive_utc_milliseconds() -> None:
     # When an entry is made / Then decided_at is naive UTC cut to milliseconds
     ident = ledger.Identity(USER, "c", 1, 1, "d")
     assert ledger.entry(ident, {"status": "success"}, when).decided_at == datetime(2026, 12, 1, 14, 0, 0, 123000)
+
+
+def test_the_stored_result_text_is_the_sorted_compact_json_of_the_result() -> None:
+    # Given a success without warnings (the common row), one with a warning, and a fatal result
+    results = [
+        {"status": "success"},
+        {"status": "success", "warnings": [{"code": "ROW_NOT_FOUND", "operation_index": 1}]},
+        {"status": "fatal_error", "message": "m", "failed_operation": {"error_code": "X", "operation_index": 0}},
+    ]
+
+    # When each is stored / Then its text is the sorted, compact JSON of the result, as rows before it were
+    for result in results:
+        text = ledger.entry(ledger.Identity(USER, "c", 1, 1, "0" * 64), result, NOW).result_text()
+        assert text == json.dumps(result, sort_keys=True, separators=(",", ":"))

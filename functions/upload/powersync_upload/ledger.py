@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from .contract import Operation, Transaction
@@ -57,6 +58,10 @@ class Identity:
     digest: str
 
 
+_SUCCESS: dict[str, Any] = {"status": "success"}
+_SUCCESS_TEXT = '{"status":"success"}'
+
+
 @dataclass(frozen=True)
 class Entry:
     """One ledger row: a decided transaction.
@@ -74,6 +79,8 @@ class Entry:
 
     def result_text(self) -> str:
         """``result`` as the JSON text stored in the ``result`` column."""
+        if self.result == _SUCCESS:  # most rows: one text, not one encoding per transaction
+            return _SUCCESS_TEXT
         return json.dumps(self.result, sort_keys=True, separators=(",", ":"))
 
 
@@ -254,6 +261,7 @@ def find(entries: Sequence[Entry], ident: Identity) -> Entry | None:
 _ID_COLUMN = Column("client_id", Kind.TEXT, max_length=MAX_ID_CHARS)
 
 
+@lru_cache(maxsize=64)
 def _storable(text: str) -> bool:
     """Whether an id can be stored and compared as sent: at most :data:`MAX_ID_CHARS` characters, valid
     UTF-8 (no lone surrogates) and no NUL (the rules of a client text value)."""
