@@ -441,6 +441,7 @@ def run_dialect(dialect: str, workloads: list[str], quick: bool, table: bool = T
         summary[name]["ledger_cost"] = paired.ledger_cost
         print(
             f"{dialect}: {name} loopback, paired: db_share={paired.db_share:.2f} ledger_cost={paired.ledger_cost:.2f} "
+            f"(pairs p25-p75 {paired.spread()}) "
             f"(handler ms without client_id: {', '.join(f'{ms:.0f}' for ms in paired.handler_ms)})",
             flush=True,
         )

@@ -101,6 +101,14 @@ class Shares:
     db_share: float
     ledger_cost: float
     handler_ms: list[float] = field(default_factory=list)
+    ledger_ratios: list[float] = field(default_factory=list)
+
+    def spread(self) -> str:
+        """The middle half of the pair ratios (``p25-p75``): how much the machine moved them."""
+        if len(self.ledger_ratios) < 2:
+            return "-"
+        quartiles = statistics.quantiles(self.ledger_ratios, n=4)
+        return f"{quartiles[0]:.2f}-{quartiles[2]:.2f}"
 
 
 def paired(workload: Callable[[str], Any], send: Send, clock: DriverClock, reps: int) -> Shares:
@@ -127,4 +135,4 @@ def paired(workload: Callable[[str], Any], send: Send, clock: DriverClock, reps:
             if client_id is None:
                 plain_ms.append(total * 1000)
         ratios.append(totals[True] / totals[False])
-    return Shares(statistics.median(shares), statistics.median(ratios), plain_ms)
+    return Shares(statistics.median(shares), statistics.median(ratios), plain_ms, ratios)
