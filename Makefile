@@ -9,10 +9,10 @@ SAM_CLI_VERSION := 1.170.0
 export PYTHONPATH := functions/upload
 EVENT ?= events/01-shape-a-two-transactions.json
 
-.PHONY: help install demo invoke serve test lint typecheck unit integration conformance test-next actionlint test-client openapi sam-validate sam-build clean bench bench-memory bench-drain chaos
+.PHONY: help install demo invoke serve test lint typecheck unit integration conformance test-next actionlint test-client openapi sam-validate sam-build clean bench bench-memory bench-drain bench-load chaos
 
 help:
-	@echo "make demo | invoke EVENT=events/x.json | serve | test | unit | integration | conformance | test-next | lint | typecheck | actionlint | bench | bench-memory | bench-drain | chaos SEED= DURATION= | sam-validate | sam-build"
+	@echo "make demo | invoke EVENT=events/x.json | serve | test | unit | integration | conformance | test-next | lint | typecheck | actionlint | bench | bench-memory | bench-drain | bench-load | chaos SEED= DURATION= | sam-validate | sam-build"
 
 $(VENV)/.installed: requirements-dev.txt layers/deps/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -112,6 +112,9 @@ bench: install $(BENCH_VENV)/.installed  ## planned vs per-operation, loopback a
 
 bench-memory: install $(BENCH_VENV)/.installed  ## peak RSS at the body cap (PostgreSQL) and the import time of app
 	$(PY) bench/memory.py
+
+bench-load: install  ## N = 1, 2, 4, 8 serve workers under 50 devices (one transaction per request vs 50), PostgreSQL and MariaDB: requests/s, transactions/s, p50/p99, and docs/bench-load.png. LOAD_ARGS=--seconds 3
+	$(PY) bench/load.py $(LOAD_ARGS)
 
 bench-drain: install $(CLIENT_DIR)/node_modules/.installed  ## 500 offline transactions drained through a 100 ms round-trip proxy: this connector vs one transaction per request
 	cd $(CLIENT_DIR) && PYTHON="$(abspath $(PY))" npm run --silent bench:drain
