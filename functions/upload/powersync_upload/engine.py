@@ -387,6 +387,10 @@ class _Run:
             if position in self.results:  # answered from the ledger
                 continue
             operations = transaction.operations
+            if transaction.refused is not None:  # refused before any SQL (contract.entry_problem, limit_size)
+                self._note_fatal(position, transaction.refused[1], transaction.refused[0])
+                yield None
+                continue
             if len(operations) > limit:
                 error = FatalOpError(
                     ErrorCode.INVALID_DATA, reason=Reason.TOO_LONG, limit="max_operations_per_transaction"
