@@ -139,7 +139,8 @@ def test_shape_a_transactions_past_max_body_bytes_are_not_attempted(sqlite_rt: t
     url, rt = sqlite_rt
     # Given MAX_BODY_BYTES of 4096 and three transactions of about 1700 bytes each (15 lists each)
     rt.settings = rt.settings.model_copy(update={"max_body_bytes": 4096})
-    transactions = [{"crud": [_list_put(t * 100 + n, f"list {t * 100 + n:016d}") for n in range(15)]} for t in (1, 2, 3)]
+    numbers = [[t * 100 + n for n in range(15)] for t in (1, 2, 3)]
+    transactions = [{"crud": [_list_put(n, f"list {n:016d}") for n in tx]} for tx in numbers]
     text = json.dumps({"transactions": transactions})
     # When it is invoked
     status, body = _invoke(event(text, authorization("U1")))
