@@ -1056,7 +1056,11 @@ def _change_of(item: Prepared, rules: conflicts.TableRules) -> tuple[conflicts.C
     if missing is not None:
         column = client_column(target.config, missing)
         raise FatalOpError(
-            ErrorCode.INVALID_DATA, table=operation.table, column=column, reason=Reason.NEEDS_PREVIOUS_VALUE
+            ErrorCode.INVALID_DATA,
+            table=operation.table,
+            column=column,
+            reason=Reason.NEEDS_PREVIOUS_VALUE,
+            hint=conflicts.missing_hint(change),
         )
     if operation.op == "PATCH" and not values:
         return None, {}
@@ -1103,6 +1107,11 @@ def _adjusted(
         raise
     if rules.version is not None and conflicts.changed_columns(current, change, target.schema.columns):
         values[rules.version.name] = _next_version(current, rules.version, operation.table, names)
+    unchecked = conflicts.unchecked(change, rules)  # missing_previous: apply
+    if unchecked is not None:
+        details = {"table": operation.table, "column": client_column(names, unchecked)}
+        warning = OperationWarning(operation_index=op_index, code="CONFLICT_UNCHECKED", details=details)
+        return replace(item, values=values), warning
     return replace(item, values=values), None
 
 
