@@ -79,8 +79,12 @@ $(SAM_VENV)/.installed: Makefile
 	$(SAM_VENV)/bin/pip install --quiet "aws-sam-cli==$(SAM_CLI_VERSION)"
 	touch $@
 
+# The template as it is (SnapStart off, the default), then with the SnapStart parameter's default set to "true".
 sam-validate: $(SAM_VENV)/.installed
 	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint
+	mkdir -p .local && sed '/^  SnapStart:$$/,/Default:/ s/Default: "false"/Default: "true"/' template.yaml > .local/template-snapstart.yaml
+	grep -q 'Default: "true"' .local/template-snapstart.yaml
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint -t .local/template-snapstart.yaml
 
 sam-build: $(SAM_VENV)/.installed
 	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam build

@@ -109,6 +109,12 @@ class Runtime:
             self._db = Database.from_url(resolve_url(self.settings), self.settings)
         return self._db
 
+    def reset_database(self) -> Database | None:
+        """Forget the database object and return it (closing it is the caller's): the next request
+        makes a new one. Used after a SnapStart restore (:mod:`powersync_upload.snapstart`)."""
+        db, self._db = self._db, None
+        return db
+
 
 _runtime: Runtime | None = None
 
@@ -123,6 +129,11 @@ def runtime() -> Runtime:
     if _runtime is None:
         settings = Settings.from_env()
         _runtime = Runtime(settings, load_upload_config(settings.upload_config))
+    return _runtime
+
+
+def current_runtime() -> Runtime | None:
+    """The container's runtime if it was built, without building it."""
     return _runtime
 
 
