@@ -1,7 +1,7 @@
 /**
  * `uploadData()` for PowerSync apps that upload to the powersync-upload backend (`POST /api/data`).
  *
- * It follows DESIGN.md section 7:
+ * It follows docs/contract.md section 5 (in the backend's repository):
  *
  * - It sends whole client transactions, never a `getCrudBatch()` window that may cut one in two:
  *   up to `maxTransactionsPerRequest` transactions from `db.getCrudTransactions()` (or one from
