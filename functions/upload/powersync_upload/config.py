@@ -124,17 +124,23 @@ class TableConfig(BaseModel):
 
     def problems(self, name: str) -> list[str]:
         """Checks that need only the YAML, each message naming the full key (``tables.<name>....``)."""
-        found = []
         where = f"tables.{name}"
+        return [*self._version_problems(where), *self._delta_problems(where), *self._rule_problems(where)]
+
+    def _version_problems(self, where: str) -> list[str]:
         detect, version = self.conflicts.detect, self.conflicts.version_column
         if detect == "version" and not version:
-            found.append(f"{where}.conflicts.version_column: required when detect is 'version'")
+            return [f"{where}.conflicts.version_column: required when detect is 'version'"]
         if detect != "version" and version:
-            found.append(f"{where}.conflicts.version_column: only used with detect: version (detect is '{detect}')")
+            return [f"{where}.conflicts.version_column: only used with detect: version (detect is '{detect}')"]
         if self.conflicts.missing_previous == "apply" and detect == "none" and not self.deltas:
-            found.append(
-                f"{where}.conflicts.missing_previous: only used with detect: previous_values or version, or with deltas"
-            )
+            uses = "detect: previous_values or version, or with deltas"
+            return [f"{where}.conflicts.missing_previous: only used with {uses}"]
+        return []
+
+    def _delta_problems(self, where: str) -> list[str]:
+        found = []
+        version = self.conflicts.version_column
         protected = {c.casefold(): label for c, label in self._protected().items()}
         seen: set[str] = set()
         for column in self.deltas:
@@ -148,11 +154,16 @@ class TableConfig(BaseModel):
                 found.append(f"{where}.deltas: '{column}' is conflicts.version_column, which the server increments")
             elif self.columns is not None and column not in self.columns:
                 found.append(f"{where}.deltas: '{column}' is not in {where}.columns, so clients cannot write it")
-        for kind, rules in (("frozen_when", self.rules.frozen_when), ("transitions", self.rules.transitions)):
-            for column, values in rules.items():
-                if not values:
-                    found.append(f"{where}.rules.{kind}.{column}: lists no values")
         return found
+
+    def _rule_problems(self, where: str) -> list[str]:
+        rules = (("frozen_when", self.rules.frozen_when), ("transitions", self.rules.transitions))
+        return [
+            f"{where}.rules.{kind}.{column}: lists no values"
+            for kind, by_column in rules
+            for column, values in by_column.items()
+            if not values
+        ]
 
     def _protected(self) -> dict[str, str]:
         out = {self.key: "key"}
