@@ -84,3 +84,24 @@ def test_without_the_runtimes_module_nothing_is_registered(monkeypatch: pytest.M
     monkeypatch.setattr(snapstart, "HOOKS_MODULE", "no_such_module_for_snapstart")
     # When / Then registering does nothing, without failing
     assert snapstart.register() is False
+
+
+def test_the_init_phase_loads_the_configuration_and_opens_no_database_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hooks: Any
+) -> None:
+    # Given a deployed function's environment naming a database (SnapStart snapshots what init leaves)
+    with demo_sqlite(tmp_path) as (url, _):
+        handler.set_runtime(None)
+        monkeypatch.setenv("DATABASE_URL", url)
+        monkeypatch.setenv("AUTH_MODE", "handler")
+        monkeypatch.setenv("JWT_SECRET", "init-test-secret-init-test-secret-0123")
+        monkeypatch.setattr(snapstart, "HOOKS_MODULE", hooks.__name__)
+        # When Lambda's init imports the entry module
+        import app
+
+        importlib.reload(app)
+        # Then the runtime (settings, configuration) is built, no database object exists yet, and the
+        # SnapStart hooks are registered with the runtime's module
+        rt = handler.current_runtime()
+        assert rt is not None and rt._db is None
+        assert snapstart.before_snapshot in [f for f, _, _ in hooks.get_before_snapshot()]
