@@ -28,7 +28,7 @@ from powersync_upload.config import Settings, load_upload_config
 from powersync_upload.convert import convert
 from powersync_upload.database import Database
 from powersync_upload.handler import Runtime, lambda_handler, set_runtime
-from powersync_upload.local import LocalContext, event_from_request
+from powersync_upload.local import LocalContext, event_from_request, schema_scripts
 from powersync_upload.schema import Kind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,6 +203,19 @@ def install_runtime(url: str, config_path: Path, **settings: Any) -> Runtime:
     rt = Runtime(Settings.model_validate(values), load_upload_config(config_path))
     set_runtime(rt)
     return rt
+
+
+@contextmanager
+def demo_sqlite(tmp_path: Path, **settings: Any) -> Iterator[tuple[str, Runtime]]:
+    """A fresh SQLite demo database (``schema_scripts('sqlite')``) behind the handler with the demo
+    configuration; yields its URL and the runtime, and discards both afterwards."""
+    url = reset_database("sqlite", schema_scripts("sqlite"), tmp_path)
+    rt = install_runtime(url, ROOT / "functions" / "upload" / "upload.yaml", **settings)
+    try:
+        yield url, rt
+    finally:
+        rt.db.discard()
+        set_runtime(None)
 
 
 # ---- reading rows back ---------------------------------------------------------------------------
