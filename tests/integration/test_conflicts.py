@@ -316,14 +316,14 @@ def _reference_patch(table: str, row: str, data: dict[str, Any]) -> dict[str, An
 
 @pytest.mark.parametrize(
     ("table", "row", "data"),
-    [("items", WIDGET, {"quantity": 7}), ("items", WIDGET, {"name": "mine"}), ("notes", NOTE, {"body": "mine"})],
-    ids=["delta", "previous_values", "version"],
+    [("items", WIDGET, {"quantity": 7}), ("notes", NOTE, {"body": "mine"})],
+    ids=["delta", "version"],
 )
 def test_by_default_a_reference_connectors_patch_is_rejected_saying_no_previous_values_were_sent(
     shop: tuple[str, Runtime], table: str, row: str, data: dict[str, Any]
 ) -> None:
-    # Given the shop fixture (items: previous_values and a quantity delta; notes: version), with the
-    # default missing_previous: reject
+    # Given the shop fixture (items: previous_values and a quantity delta; notes: version), with
+    # missing_previous unset (reject where the write cannot be computed without them)
     url, _ = shop
     before = _row(url, table, row)
     # When a connector written the reference way sends a PATCH without previous values
@@ -335,6 +335,26 @@ def test_by_default_a_reference_connectors_patch_is_rejected_saying_no_previous_
     assert result["failed_operation"]["details"]["reason"] == "needs_previous_value"
     assert "the connector sent no previous values" in result["message"]
     assert _row(url, table, row) == before
+
+
+def test_by_default_a_reference_connectors_patch_of_a_previous_values_column_is_applied_with_a_warning(
+    shop: tuple[str, Runtime],
+) -> None:
+    # Given the shop fixture (items: detect previous_values), missing_previous unset
+    url, _ = shop
+    # When a connector written the reference way sends a PATCH of a checked column without old
+    response = call(_reference_patch("items", WIDGET, {"name": "mine"}))
+    # Then it commits unchecked (DESIGN: a PATCH without old is not checked), and the warning
+    # CONFLICT_UNCHECKED names the column whose check was skipped, so the app can see it
+    assert response.body["results"] == [
+        {
+            "status": "success",
+            "warnings": [
+                {"operation_index": 0, "code": "CONFLICT_UNCHECKED", "details": {"table": "items", "column": "name"}}
+            ],
+        }
+    ]
+    assert _row(url, "items", WIDGET)["name"] == "mine"
 
 
 def _row(url: str, table: str, row: str) -> dict[str, Any]:

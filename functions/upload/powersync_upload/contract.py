@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -32,10 +33,23 @@ OpKind = Literal["PUT", "PATCH", "DELETE"]
 OP_KINDS = ("PUT", "PATCH", "DELETE")
 
 
-EntryOp = Annotated[Any, WithJsonSchema({"type": "string", "enum": list(OP_KINDS)})]
-"""An entry's ``op`` as sent. Documented as the three kinds; anything else (another string, a number,
-``null``) is ``INVALID_DATA`` for its own transaction (:func:`entry_problem`), never a 400 for the
-request: the reference connectors of the SDKs retry a 400 for ever, blocking the queue."""
+REFERENCE_MAX_TRANSACTIONS = 50
+"""The reference write API's ``maxItems`` for shape A ``transactions``: a request over it (and over
+``max_transactions``) is a 400, as there; within it, transactions past ``max_transactions`` are
+``not_attempted`` (shared case 023; DESIGN section 2)."""
+
+
+def _known_kind(value: Any) -> Any:
+    if isinstance(value, str) and value not in OP_KINDS:
+        raise ValueError("op must be 'PUT', 'PATCH' or 'DELETE'")
+    return value
+
+
+EntryOp = Annotated[Any, AfterValidator(_known_kind), WithJsonSchema({"type": "string", "enum": list(OP_KINDS)})]
+"""An entry's ``op`` as sent. A string other than the three kinds is a 400, as the reference write
+API's schema enum has it (a connector that invents an op is broken whatever the data: shared case
+023); a value that is not a string (a number, ``null``) is ``INVALID_DATA`` for its own transaction
+(:func:`entry_problem`), never a 400 for the request, like a non-string ``id`` or ``table``."""
 
 EntryText = Annotated[Any, WithJsonSchema({"type": "string", "minLength": 1})]
 """An entry's ``id`` or ``table`` as sent. Documented as a non-empty string (lone UTF-16 surrogates
