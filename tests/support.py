@@ -317,6 +317,26 @@ class RowReader:
         return value
 
 
+def stored_row(url: str, table: str, row_id: str, expected: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The row of ``table`` whose ``id`` is ``row_id`` (as :meth:`RowReader.row` reads it), through a
+    reader opened and closed around the one read; ``None`` when there is none."""
+    reader = RowReader(url)
+    try:
+        return reader.row(table, "id", row_id, expected)
+    finally:
+        reader.close()
+
+
+def stored_count(url: str, table: str) -> int:
+    """Rows in ``table`` (as :meth:`RowReader.count` counts them), through a reader opened and closed
+    around the one count."""
+    reader = RowReader(url)
+    try:
+        return reader.count(table)
+    finally:
+        reader.close()
+
+
 # ---- counting round trips ------------------------------------------------------------------------
 
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}

@@ -21,7 +21,16 @@ from powersync_upload.contract import Operation, Transaction, Upload
 from powersync_upload.engine import Caller, Deadline, apply_upload
 from powersync_upload.handler import Runtime, set_runtime
 from powersync_upload.local import schema_scripts
-from tests.support import ROOT, USERS, RowReader, available_dialects, call, install_runtime, reset_database
+from tests.support import (
+    ROOT,
+    USERS,
+    available_dialects,
+    call,
+    install_runtime,
+    reset_database,
+    stored_count,
+    stored_row,
+)
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
 LIST = "a0000000-0000-4000-8000-000000000001"
@@ -44,14 +53,6 @@ def fresh(tmp_path: Path) -> Iterator[Callable[..., tuple[str, Runtime]]]:
     for rt in runtimes:
         rt.db.discard()
     set_runtime(None)
-
-
-def _row(url: str, table: str, row_id: str) -> dict[str, Any] | None:
-    reader = RowReader(url)
-    try:
-        return reader.row(table, "id", row_id, None)
-    finally:
-        reader.close()
 
 
 def _put(list_id: str, name: str, tx: int = 1) -> dict[str, Any]:
@@ -164,13 +165,13 @@ def test_session_killed_mid_transaction_is_503_and_the_resend_succeeds(
         worker.join(20)
     # Then the client is told to retry and nothing of the transaction was written
     assert responses and responses[0].status == 503
-    assert _row(url, "lists", LIST2) is None
-    assert _row(url, "lists", LIST)["name"] == "Groceries"  # type: ignore[index]
+    assert stored_row(url, "lists", LIST2) is None
+    assert stored_row(url, "lists", LIST)["name"] == "Groceries"  # type: ignore[index]
     # And the resend (on a new connection) succeeds in full
     again = call(body)
     assert again.status == 200, again.body
-    assert _row(url, "lists", LIST2) is not None
-    assert _row(url, "lists", LIST)["name"] == "renamed"  # type: ignore[index]
+    assert stored_row(url, "lists", LIST2) is not None
+    assert stored_row(url, "lists", LIST)["name"] == "renamed"  # type: ignore[index]
 
 
 @pytest.mark.parametrize("dialect", SERVERS)
@@ -190,11 +191,11 @@ def test_locked_row_is_503_within_the_deadline_then_resend_succeeds(
     # Then it answers 503 before the deadline and writes nothing of the transaction
     assert response.status == 503
     assert elapsed < 4
-    assert _row(url, "lists", LIST2) is None
-    assert _row(url, "lists", LIST)["name"] == "Groceries"  # type: ignore[index]
+    assert stored_row(url, "lists", LIST2) is None
+    assert stored_row(url, "lists", LIST)["name"] == "Groceries"  # type: ignore[index]
     # And after the lock is released the resend succeeds
     assert call(body).status == 200
-    assert _row(url, "lists", LIST)["name"] == "new"  # type: ignore[index]
+    assert stored_row(url, "lists", LIST)["name"] == "new"  # type: ignore[index]
 
 
 def _together(calls: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
@@ -234,8 +235,8 @@ def test_opposite_order_uploads_both_apply_or_one_is_503(
         applied = [o.committed == 1 for o in outcomes]
         for o in outcomes:
             assert o.committed == 1 or o.retry_after_ms is not None
-        a = _row(url, "lists", LIST)["name"].partition(":")[0]  # type: ignore[index]
-        b = _row(url, "lists", LIST2)["name"].partition(":")[0]  # type: ignore[index]
+        a = stored_row(url, "lists", LIST)["name"].partition(":")[0]  # type: ignore[index]
+        b = stored_row(url, "lists", LIST2)["name"].partition(":")[0]  # type: ignore[index]
         assert a == b, f"round {round_}: half-applied transaction ({a!r}, {b!r})"
         assert a in {f"w{i}-r{round_}" for i, ok in enumerate(applied) if ok} or not any(applied)
     for w in workers:
@@ -263,11 +264,7 @@ def test_concurrent_puts_of_the_same_new_id_never_conflict(
         _together([(run, (w, round_)) for w in workers])
     # Then every PUT succeeded: no UNIQUE_VIOLATION, one row per id
     assert statuses == ["success"] * 100
-    reader = RowReader(url)
-    try:
-        assert reader.count("lists") == 50
-    finally:
-        reader.close()
+    assert stored_count(url, "lists") == 50
     for w in workers:
         w.db.discard()
 
@@ -290,21 +287,17 @@ def test_lost_response_then_resend_leaves_rows_as_if_sent_once(
         ]
     }
     first = call(body)
-    before = _row(url, "todos", todo)
+    before = stored_row(url, "todos", todo)
     # When the client sends the same body again
     second = call(body)
     # Then both succeed and the rows are as if it had been sent once
     assert first.body == second.body
     assert [r["status"] for r in second.body["results"]] == ["success"] * 4
-    assert _row(url, "todos", todo) == before
+    assert stored_row(url, "todos", todo) == before
     assert before is not None and before["description"] == "b" and before["priority"] == 3
-    assert _row(url, "todos", gone) is None
-    reader = RowReader(url)
-    try:
-        assert reader.count("todos") == 1
-        assert reader.count("lists") == 1
-    finally:
-        reader.close()
+    assert stored_row(url, "todos", gone) is None
+    assert stored_count(url, "todos") == 1
+    assert stored_count(url, "lists") == 1
 
 
 @pytest.mark.parametrize("dialect", available_dialects())

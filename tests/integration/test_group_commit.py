@@ -16,7 +16,7 @@ from powersync_upload.errors import RetryableError
 from powersync_upload.handler import Runtime, set_runtime
 from powersync_upload.local import schema_scripts
 from powersync_upload.session import Session
-from tests.support import ROOT, RowReader, available_dialects, call, install_runtime, reset_database
+from tests.support import ROOT, available_dialects, call, install_runtime, reset_database, stored_count, stored_row
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
 
@@ -32,14 +32,6 @@ def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, 
 
 def _put_list(tx: int, list_id: str, name: str) -> dict[str, Any]:
     return {"op_id": tx, "op": "PUT", "type": "lists", "id": list_id, "tx_id": tx, "data": {"name": name}}
-
-
-def _count(url: str, table: str) -> int:
-    reader = RowReader(url)
-    try:
-        return reader.count(table)
-    finally:
-        reader.close()
 
 
 @pytest.mark.parametrize("bad", [0, 4, 9])
@@ -60,8 +52,8 @@ def test_a_fatal_transaction_anywhere_in_a_group_leaves_the_others_committed(
     statuses = [r["status"] for r in response.body["results"]]
     assert statuses == ["fatal_error" if i == bad else "success" for i in range(10)]
     assert response.body["results"][bad]["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
-    assert _count(url, "lists") == 1 + 9
-    assert _count(url, "powersync_upload_errors") == 1
+    assert stored_count(url, "lists") == 1 + 9
+    assert stored_count(url, "powersync_upload_errors") == 1
 
 
 def test_two_transactions_of_one_group_that_collide_end_as_if_applied_one_after_the_other(
@@ -73,7 +65,7 @@ def test_two_transactions_of_one_group_that_collide_end_as_if_applied_one_after_
     # When sent together / Then the first wins and the second is fatal, as in queue order
     response = call({"batch": batch})
     assert [r["status"] for r in response.body["results"]] == ["success", "fatal_error"]
-    assert _count(url, "lists") == 1
+    assert stored_count(url, "lists") == 1
 
 
 def test_a_put_that_updates_an_existing_row_in_a_group_does_not_free_a_name_for_an_earlier_one(
@@ -89,12 +81,8 @@ def test_a_put_that_updates_an_existing_row_in_a_group_does_not_free_a_name_for_
     # Then transaction 1 fails as it would have alone (the rename came later), and the rename stands
     assert [r["status"] for r in response.body["results"]] == ["fatal_error", "success"]
     assert response.body["results"][0]["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
-    reader = RowReader(url)
-    try:
-        assert reader.row("lists", "id", existing, {"name": "new"})["name"] == "new"  # type: ignore[index]
-        assert reader.count("lists") == 1
-    finally:
-        reader.close()
+    assert stored_row(url, "lists", existing, {"name": "new"})["name"] == "new"  # type: ignore[index]
+    assert stored_count(url, "lists") == 1
 
 
 def test_a_retryable_failure_in_a_later_group_keeps_the_earlier_groups_committed(
@@ -138,8 +126,8 @@ def test_a_retryable_failure_in_a_later_group_keeps_the_earlier_groups_committed
     # Then the first group (transactions 0 and 1) is committed, the third is retryable
     assert response.status == 200
     assert [r["status"] for r in response.body["results"]] == ["success", "success", "retryable_error"]
-    assert _count(url, "lists") == 1
-    assert _count(url, "todos") == 1
+    assert stored_count(url, "lists") == 1
+    assert stored_count(url, "todos") == 1
 
 
 def _assert_unique_violation_at_first_operation(result: dict[str, Any]) -> None:
@@ -159,11 +147,7 @@ def _two_lists(url: str) -> tuple[str, str]:
 
 
 def _names(url: str, *ids: str) -> list[str]:
-    reader = RowReader(url)
-    try:
-        return [reader.row("lists", "id", i, {"name": ""})["name"] for i in ids]  # type: ignore[index]
-    finally:
-        reader.close()
+    return [stored_row(url, "lists", i, {"name": ""})["name"] for i in ids]  # type: ignore[index]
 
 
 def test_a_swap_of_unique_names_fails_where_queue_order_fails(demo: tuple[str, Runtime]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from powersync_upload import dialects
 from powersync_upload.handler import Runtime, set_runtime
 from powersync_upload.local import schema_scripts
-from tests.support import ROOT, RowReader, available_dialects, call, install_runtime, reset_database
+from tests.support import ROOT, available_dialects, call, install_runtime, reset_database, stored_row
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
 SERVERS = [d for d in available_dialects() if d != "sqlite"]
@@ -78,11 +78,7 @@ def test_a_kept_connection_killed_while_idle_is_replaced_within_the_same_request
     assert response.status == 200, response.body
     assert response.body == {"results": [{"status": "success"}]}
     assert int(_scalar(rt.db.connection(5), SESSION_ID[dialect])) != session
-    reader = RowReader(url)
-    try:
-        assert reader.row("lists", "id", LIST2, None)["name"] == "after the kill"  # type: ignore[index]
-    finally:
-        reader.close()
+    assert stored_row(url, "lists", LIST2)["name"] == "after the kill"  # type: ignore[index]
 
 
 @pytest.mark.parametrize("warm", ["postgresql"], indirect=True)
@@ -99,11 +95,7 @@ def test_a_database_that_stays_down_after_the_kill_is_503_not_a_rejection(
     # Then the one reconnect fails and the client is told to retry: nothing is dropped
     assert response.status == 503
     assert response.body["results"][0]["status"] == "retryable_error"
-    reader = RowReader(url)
-    try:
-        assert reader.row("lists", "id", LIST2, None) is None
-    finally:
-        reader.close()
+    assert stored_row(url, "lists", LIST2) is None
 
 
 @pytest.mark.parametrize("warm", ["postgresql"], indirect=True)
