@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import jwt
@@ -315,6 +315,16 @@ class RowReader:
         value = int(cursor.fetchone()[0])
         self.conn.rollback()
         return value
+
+
+T = TypeVar("T")
+
+
+def classified_as(kind: type[T], result: object) -> T:
+    """``result`` (what a dialect's ``classify`` returned), asserted to be a ``kind`` (``FatalOpError``
+    or ``RetryableError``)."""
+    assert isinstance(result, kind), result
+    return result
 
 
 def stored_row(url: str, table: str, row_id: str, expected: dict[str, Any] | None = None) -> dict[str, Any] | None:
