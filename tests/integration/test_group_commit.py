@@ -130,12 +130,6 @@ def test_a_retryable_failure_in_a_later_group_keeps_the_earlier_groups_committed
     assert stored_count(url, "todos") == 1
 
 
-def _assert_unique_violation_at_first_operation(result: dict[str, Any]) -> None:
-    assert result["status"] == "fatal_error"
-    assert result["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
-    assert result["failed_operation"]["operation_index"] == 0
-
-
 def _patch_list(list_id: str, name: str) -> dict[str, Any]:
     return {"op_id": 1, "op": "PATCH", "type": "lists", "id": list_id, "tx_id": 1, "data": {"name": name}}
 
@@ -150,32 +144,33 @@ def _names(url: str, *ids: str) -> list[str]:
     return [stored_row(url, "lists", i, {"name": ""})["name"] for i in ids]  # type: ignore[index]
 
 
-def test_a_swap_of_unique_names_fails_where_queue_order_fails(demo: tuple[str, Runtime]) -> None:
-    # Given lists "x" and "y" of one owner (name unique per owner)
+REFUSED_AT_FIRST = {"status": "fatal_error", "error_code": "UNIQUE_VIOLATION", "operation_index": 0}
+"""The outcome when the first rename meets its new name still taken: fatal at operation 0, nothing changed."""
+
+
+@pytest.mark.parametrize(
+    ("renames", "outcome", "names"),
+    [
+        # the first to "y", then the second to "x": the first rename meets "y" still taken
+        pytest.param([(0, "y"), (1, "x")], REFUSED_AT_FIRST, ["x", "y"], id="swap"),
+        # the same swap through a temporary name
+        pytest.param([(0, "tmp"), (1, "x"), (0, "y")], {"status": "success"}, ["y", "x"], id="swap-through-tmp"),
+        # the second to "x" and only then the first (holding "x") to "w": refused whatever order a batch
+        # statement would visit the rows in (PostgreSQL visits the first list first and would succeed)
+        pytest.param([(1, "x"), (0, "w")], REFUSED_AT_FIRST, ["x", "y"], id="take-before-the-holder-gives-up"),
+    ],
+)
+def test_renames_of_unique_names_succeed_or_fail_as_in_queue_order(
+    demo: tuple[str, Runtime], renames: list[tuple[int, str]], outcome: dict[str, Any], names: list[str]
+) -> None:
+    # Given lists "x" (created first) and "y" of one owner (name unique per owner)
     url, _ = demo
-    first, second = _two_lists(url)
-    # When one transaction renames the first to "y", then the second to "x"
-    response = call({"batch": [_patch_list(first, "y"), _patch_list(second, "x")]})
-    # Then, as in queue order, the first rename meets "y" still taken: fatal at operation 0, nothing changed
-    _assert_unique_violation_at_first_operation(response.body["results"][0])
-    assert _names(url, first, second) == ["x", "y"]
-
-
-def test_a_swap_of_unique_names_through_a_temporary_name_succeeds(demo: tuple[str, Runtime]) -> None:
-    url, _ = demo
-    first, second = _two_lists(url)
-    batch = [_patch_list(first, "tmp"), _patch_list(second, "x"), _patch_list(first, "y")]
-    assert call({"batch": batch}).body["results"] == [{"status": "success"}]
-    assert _names(url, first, second) == ["y", "x"]
-
-
-def test_taking_a_name_before_its_holder_gives_it_up_fails_as_in_queue_order(demo: tuple[str, Runtime]) -> None:
-    # Given lists "x" (created first) and "y"
-    url, _ = demo
-    first, second = _two_lists(url)
-    # When one transaction renames the second to "x" and only then the first (holding "x") to "w"
-    response = call({"batch": [_patch_list(second, "x"), _patch_list(first, "w")]})
-    # Then, as in queue order, the first rename meets "x" still taken, whatever order a batch statement
-    # would visit the rows in (PostgreSQL visits the first list first and would succeed)
-    _assert_unique_violation_at_first_operation(response.body["results"][0])
-    assert _names(url, first, second) == ["x", "y"]
+    lists = _two_lists(url)
+    # When one transaction renames them in the given order
+    response = call({"batch": [_patch_list(lists[which], name) for which, name in renames]})
+    # Then it succeeds or fails as queue order would, and the names are as queue order leaves them
+    [result] = response.body["results"]
+    failed = result.get("failed_operation", {})
+    got = {"status": result["status"], **{k: failed[k] for k in ("error_code", "operation_index") if k in failed}}
+    assert got == outcome
+    assert _names(url, *lists) == names
