@@ -48,6 +48,11 @@ def _scalar(conn: Any, sql: str) -> Any:
     return value
 
 
+def _kept_session(dialect: str, rt: Runtime) -> int:
+    """The server session id of the handler's kept connection (opened if there is none)."""
+    return int(_scalar(rt.db.connection(5), SESSION_ID[dialect]))
+
+
 def _end_session(dialect: str, url: str, session: int) -> None:
     """End ``session`` from a second connection, as an idle timeout or an administrator would."""
     module = dialects.load(dialect)
@@ -70,14 +75,14 @@ def test_a_kept_connection_killed_while_idle_is_replaced_within_the_same_request
 ) -> None:
     dialect, url, rt = warm
     # Given the kept connection's server session was ended while the container was idle
-    session = int(_scalar(rt.db.connection(5), SESSION_ID[dialect]))
+    session = _kept_session(dialect, rt)
     _end_session(dialect, url, session)
     # When the next upload arrives
     response = call({"batch": [_put(LIST2, "after the kill")]})
     # Then it is applied in the same request (200, not a 503 to retry) on a new session
     assert response.status == 200, response.body
     assert response.body == {"results": [{"status": "success"}]}
-    assert int(_scalar(rt.db.connection(5), SESSION_ID[dialect])) != session
+    assert _kept_session(dialect, rt) != session
     assert stored_row(url, "lists", LIST2)["name"] == "after the kill"  # type: ignore[index]
 
 
@@ -87,8 +92,7 @@ def test_a_database_that_stays_down_after_the_kill_is_503_not_a_rejection(
 ) -> None:
     dialect, url, rt = warm
     # Given the kept connection was killed and the database now refuses new connections
-    session = int(_scalar(rt.db.connection(5), SESSION_ID[dialect]))
-    _end_session(dialect, url, session)
+    _end_session(dialect, url, _kept_session(dialect, rt))
     rt.db.url = "postgresql://postgres@127.0.0.1:1/none"
     # When the next upload arrives
     response = call({"batch": [_put(LIST2, "x")]})
