@@ -11,7 +11,7 @@ nothing behind.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,13 @@ def legal(text: str) -> bool:
     return True
 
 
+def assert_no_problems(check: Callable[[int, str], Iterator[str]]) -> None:
+    """Run ``check`` on every payload of :data:`CORPUS` (with its index) and fail listing every
+    problem it reports, so one run shows them all."""
+    problems = [problem for index, payload in enumerate(CORPUS) for problem in check(index, payload)]
+    assert not problems, "\n".join(problems)
+
+
 def short_name(text: str) -> str:
     shown = text if len(text) <= 40 else f"{text[:20]}...({len(text)} chars)"
     return ascii(shown)
@@ -241,8 +248,7 @@ def results(answer: dict[str, Any]) -> list[tuple[str, str | None]]:
 
 
 def test_values_are_stored_verbatim_or_rejected(db: Db) -> None:
-    problems: list[str] = []
-    for index, payload in enumerate(CORPUS):
+    def check(index: int, payload: str) -> Iterator[str]:
         note_id, list_id = f"v{index}", f"c0000000-0000-4000-8000-{index:012d}"
         # When the payload is a value in a text column, a varchar(100) and a varchar(200)
         answer = send(
@@ -264,8 +270,8 @@ def test_values_are_stored_verbatim_or_rejected(db: Db) -> None:
             ("success", None) if expect_title else ("fatal_error", "INVALID_DATA"),
         ]
         if got != expected:
-            problems.append(f"{short_name(payload)}: {got} != {expected}")
-            continue
+            yield f"{short_name(payload)}: {got} != {expected}"
+            return
         note, listed = db.row("notes", "body, title", note_id), db.row("lists", "name", list_id)
         if expect_body:
             assert note == (payload, payload if expect_title else None), short_name(payload)
@@ -283,12 +289,12 @@ def test_values_are_stored_verbatim_or_rejected(db: Db) -> None:
             )
         )
         db.assert_intact(f"value {short_name(payload)}")
-    assert not problems, "\n".join(problems)
+
+    assert_no_problems(check)
 
 
 def test_ids_are_stored_verbatim_or_rejected(db: Db) -> None:
-    problems: list[str] = []
-    for payload in CORPUS:
+    def check(index: int, payload: str) -> Iterator[str]:
         # When the payload is the id of a text-keyed row, of a UUID-keyed row, and of a todo
         answer = send(
             [
@@ -305,24 +311,24 @@ def test_ids_are_stored_verbatim_or_rejected(db: Db) -> None:
         # Then the note is either stored under exactly that id, or rejected and absent
         if got[0] == ("success", None):
             if stored != (payload, "by id"):
-                problems.append(f"{short_name(payload)}: success but not stored verbatim")
+                yield f"{short_name(payload)}: success but not stored verbatim"
         elif got[0][1] not in REFUSAL_CODES or stored is not None:
-            problems.append(f"{short_name(payload)}: {got[0]}, stored={stored is not None}")
+            yield f"{short_name(payload)}: {got[0]}, stored={stored is not None}"
         elif legal(payload) and len(payload) <= 191:
-            problems.append(f"{short_name(payload)}: a legal id was refused: {got[0]}")
+            yield f"{short_name(payload)}: a legal id was refused: {got[0]}"
         # and nothing else may have succeeded in a way that touches another row
         for status, code in got[1:]:
             if status == "fatal_error" and code not in REFUSAL_CODES | {"FOREIGN_KEY_VIOLATION"}:
-                problems.append(f"{short_name(payload)}: unexpected {code}")
+                yield f"{short_name(payload)}: unexpected {code}"
         results(send([{"op": "DELETE", "type": "notes", "id": payload}], payload))
         assert not legal(payload) or db.row("notes", "id", payload) is None
         db.assert_intact(f"id {short_name(payload)}")
-    assert not problems, "\n".join(problems)
+
+    assert_no_problems(check)
 
 
 def test_table_names_never_reach_sql(db: Db) -> None:
-    problems: list[str] = []
-    for payload in CORPUS:
+    def check(index: int, payload: str) -> Iterator[str]:
         answer = send(
             [
                 {"op": "PUT", "type": payload, "id": "t1", "data": {"body": "x"}},
@@ -333,17 +339,17 @@ def test_table_names_never_reach_sql(db: Db) -> None:
         )
         got = results(answer)
         if got != [("fatal_error", "SCHEMA_MISMATCH")] * 3:
-            problems.append(f"{short_name(payload)}: {got}")
+            yield f"{short_name(payload)}: {got}"
         for result in answer["body"]["results"]:
             shown = result["failed_operation"]["details"].get("table", "")
             assert len(shown) <= 64 or (len(shown) == 65 and shown.endswith("…")), "names are cut to 64 characters"
         db.assert_intact(f"table name {short_name(payload)}")
-    assert not problems, "\n".join(problems)
+
+    assert_no_problems(check)
 
 
 def test_column_names_never_reach_sql(db: Db) -> None:
-    problems: list[str] = []
-    for index, payload in enumerate(CORPUS):
+    def check(index: int, payload: str) -> Iterator[str]:
         answer = send(
             [
                 {"op": "PUT", "type": "notes", "id": f"c{index}", "data": {payload: "x", "body": "b"}},
@@ -355,10 +361,11 @@ def test_column_names_never_reach_sql(db: Db) -> None:
         # Then every one is refused for its own transaction (even lone surrogates in a key: not a 400)
         got = results(answer)
         if [code for _, code in got[:2]] != ["SCHEMA_MISMATCH"] * 2 or got[2][0] != "fatal_error":
-            problems.append(f"{short_name(payload)}: {got}")
+            yield f"{short_name(payload)}: {got}"
         assert db.row("notes", "id", f"c{index}") is None
         db.assert_intact(f"column name {short_name(payload)}")
-    assert not problems, "\n".join(problems)
+
+    assert_no_problems(check)
 
 
 def test_errors_table_stores_hostile_client_ids_verbatim(db: Db) -> None:
