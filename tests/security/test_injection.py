@@ -16,10 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from powersync_upload.handler import lambda_handler, set_runtime
 from powersync_upload.local import LocalContext, schema_scripts
-from tests.support import USERS, RowReader, authorization, available_dialects, event, install_runtime, reset_database
+from tests.support import (
+    ROOT,
+    USERS,
+    RowReader,
+    authorization,
+    available_dialects,
+    event,
+    install_runtime,
+    reset_database,
+)
 
 L1 = "a0000000-0000-4000-8000-0000000000a1"  # U1's list
 L2 = "a0000000-0000-4000-8000-0000000000a2"  # U2's list
@@ -91,16 +101,17 @@ CORPUS: list[str] = [
     "x" * LONG,
     "'" * 10_000,
 ]
-CONFIG = """
-tables:
-  lists:
-    owner: owner_id
-  todos:
-    owner: owner_id
-    parents: {list_id: lists}
-    columns: [description, completed, completed_at, priority, amount, tags, created_at]
-  notes: {}
-"""
+SHIPPED_CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
+"""The demo configuration users start from; the tests add the ``notes`` table (text key, no owner) to it."""
+
+
+def _config_with_notes() -> str:
+    """The shipped ``upload.yaml`` with ``notes: {}`` added to its tables."""
+    config = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+    config["tables"]["notes"] = {}
+    return yaml.safe_dump(config)
+
+
 NOTES = {
     "sqlite": "CREATE TABLE notes (id TEXT NOT NULL PRIMARY KEY, title VARCHAR(200) NULL, body TEXT NULL)",
     "postgresql": "CREATE TABLE notes (id text NOT NULL PRIMARY KEY, title varchar(200) NULL, body text NULL)",
@@ -214,7 +225,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     _run(url, dialect, [notes, UNLISTED[dialect]])
     _run(url, dialect, [sql.format(p=placeholder) for sql, _ in SEED_SQL], [params for _, params in SEED_SQL])
     config = tmp_path / "upload.yaml"
-    config.write_text(CONFIG, encoding="utf-8")
+    config.write_text(_config_with_notes(), encoding="utf-8")
     rt = install_runtime(url, config)
     fixture = Db(dialect, url)
     assert [len(fixture.tables[t]) for t in ("lists", "todos", "notes", "unlisted")] == [2, 1, 2, 1]
