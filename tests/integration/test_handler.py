@@ -452,3 +452,34 @@ def test_an_unexpected_error_in_our_code_answers_503_not_500(
     assert response.status == 503
     assert response.headers.get("Retry-After") == "5"
     assert "s3cr3t" not in json.dumps(response.body)
+
+
+def test_operations_with_the_same_columns_are_each_checked_and_a_later_one_names_its_own_failure(
+    demo_db: tuple[str, str, Runtime],
+) -> None:
+    # Given one transaction of three PUTs with the same columns (resolved once for the transaction),
+    # the third with a name longer than the column takes, and the second naming a column nobody has
+    lists = [f"a0000000-0000-4000-8000-00000000001{i}" for i in range(4)]
+    too_long = {"op": "PUT", "type": "lists", "id": lists[2], "tx_id": 1, "data": {"name": "x" * 101}}
+    body = {
+        "batch": [
+            {"op": "PUT", "type": "lists", "id": lists[0], "tx_id": 1, "data": {"name": "a"}},
+            {"op": "PUT", "type": "lists", "id": lists[1], "tx_id": 1, "data": {"name": "b"}},
+            too_long,
+            {"op": "PUT", "type": "lists", "id": lists[3], "tx_id": 2, "data": {"name": "d", "nope": 1}},
+        ]
+    }
+
+    # When they are sent
+    response = call(body)
+
+    # Then the first transaction fails at its third operation for the value, the second at its
+    # unknown column, and nothing of either is written
+    assert response.status == 200
+    first, second = response.body["results"]
+    assert (first["failed_operation"]["operation_index"], first["failed_operation"]["error_code"]) == (
+        2,
+        "INVALID_DATA",
+    )
+    assert second["failed_operation"]["error_code"] == "SCHEMA_MISMATCH"
+    assert all(_rows(demo_db[1], "lists", list_id) is None for list_id in lists)

@@ -240,6 +240,10 @@ def _to_boolean(value: Any, column: Column) -> bool:
     raise InvalidValue(Reason.TYPE)
 
 
+_set = object.__setattr__
+_UNKNOWN = uuid.SafeUUID.unknown
+
+
 class TextUUID(uuid.UUID):
     """A :class:`uuid.UUID` made from checked text, keeping its canonical (lower-case) text: a key is
     converted once, then turned into text several times per operation (the planner's row identity,
@@ -250,9 +254,9 @@ class TextUUID(uuid.UUID):
     _text: str
 
     def __init__(self, text: str) -> None:  # text matched _UUID_TEXT: 32 hex digits, 4 hyphens
-        object.__setattr__(self, "int", int(text.replace("-", ""), 16))
-        object.__setattr__(self, "is_safe", uuid.SafeUUID.unknown)
-        object.__setattr__(self, "_text", text.lower())
+        _set(self, "int", int(text.replace("-", ""), 16))  # uuid.UUID forbids setattr: as its __init__ does
+        _set(self, "is_safe", _UNKNOWN)
+        _set(self, "_text", text.lower())
 
     def __str__(self) -> str:
         return self._text
