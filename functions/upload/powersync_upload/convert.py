@@ -47,6 +47,7 @@ class InvalidValue(Exception):
 # column parses the same way).
 _NUMERIC_TEXT = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$", re.ASCII)
 _UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UUID_MATCH = _UUID_TEXT.fullmatch
 _TIMESTAMP_TEXT = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})"
     r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,12}))?)?)?"
@@ -80,6 +81,17 @@ def convert(value: Any, column: Column) -> Any:
     return converter(value, column)
 
 
+Converter = Callable[[Any, Column], Any]
+"""A conversion rule: ``(value, column) -> converted``, for a value that is not ``None``."""
+
+
+def converter(column: Column) -> Converter:
+    """The rule :func:`convert` applies to ``column``'s values, for callers converting many values of
+    one column: ``converter(column)(value, column)`` is ``convert(value, column)`` when ``value`` is
+    not ``None``."""
+    return _CONVERTERS[column.kind]
+
+
 def json_text(value: Any) -> str:
     """Compact JSON text of a client value; a ``Decimal`` keeps the digits that were sent.
 
@@ -111,6 +123,17 @@ def json_text(value: Any) -> str:
 
 
 def _checked_text(text: str, column: Column) -> str:
+    if text.isascii() and column.encoding is None:  # the common case: one unit per character, whatever the unit
+        if "\x00" in text:
+            raise InvalidValue(Reason.FORMAT)
+        if column.max_length is not None and len(text) > column.max_length:
+            raise InvalidValue(Reason.TOO_LONG)
+        return text
+    return _checked_wide(text, column)
+
+
+def _checked_wide(text: str, column: Column) -> str:
+    """:func:`_checked_text` for text that is not ASCII, or for a column with its own character set."""
     try:
         encoded = text.encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates
@@ -263,9 +286,11 @@ class TextUUID(uuid.UUID):
 
 
 def _to_uuid(value: Any, column: Column) -> uuid.UUID:
+    if type(value) is str and _UUID_MATCH(value):  # the common case first: a key as the client sends it
+        return TextUUID(value)
     if isinstance(value, uuid.UUID):
         return value
-    if isinstance(value, str) and _UUID_TEXT.fullmatch(value):
+    if isinstance(value, str) and _UUID_MATCH(value):
         return TextUUID(value)
     raise InvalidValue(Reason.FORMAT if isinstance(value, str) else Reason.TYPE)
 

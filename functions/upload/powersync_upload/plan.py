@@ -58,9 +58,11 @@ def identity(value: object) -> Hashable:
     return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Step:
-    """One prepared operation as the planner sees it.
+    """One prepared operation as the planner sees it (not frozen: one is built per operation, and a
+    frozen dataclass's ``__init__`` costs several times as much; nothing changes a step once built,
+    :func:`dataclasses.replace` makes a new one).
 
     Attributes:
         tx: position of its client transaction in the group (0-based).

@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import Limits, TableConfig, UploadConfig
 from .contract import Operation, Transaction
-from .convert import InvalidValue, convert, json_text
+from .convert import Converter, InvalidValue, convert, converter, json_text
 from .database import Database
 from .errors import ErrorCode, FatalOpError, Reason
 from .plan import OnDelete, RowRef, Step, Tables, identity
@@ -191,21 +191,40 @@ def _values(
         )
     shape = ("columns", target.client_table, tuple(data))
     cached = memo.get(shape)
-    if cached is not None and cached[0] is target.schema:
-        columns = cached[1]
-    else:
+    if cached is None or cached[0] is not target.schema:
         columns = _resolved(conn, data, target, db, limits, key_value)
-        memo[shape] = (target.schema, columns)
+        cached = memo[shape] = (target.schema, [(c, converter(c)) if c is not None else None for c in columns])
     values: dict[str, Any] = {}
     table = target.client_table
-    for (name, raw), column in zip(data.items(), columns, strict=True):
-        _too_long(name, raw, limits, table)
-        if column is None:  # the key column: the same id, or refused
+    for (name, raw), resolved in zip(data.items(), cached[1], strict=True):
+        if resolved is None:  # the key column: the same id, or refused
+            _too_long(name, raw, limits, table)
             if not same(_convert(raw, target.key, table, name), key_value, target.key):
                 raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=Reason.FORMAT)
             continue
-        values[column.name] = _convert(raw, column, table, name)
+        column = resolved[0]
+        values[column.name] = _value(raw, resolved, limits, table, name)
     return values
+
+
+def _value(raw: Any, resolved: tuple[Column, Converter], limits: Limits, table: str, name: str) -> Any:
+    """One data value checked (:func:`_too_long`) and converted with its column's rule.
+
+    Raises:
+        FatalOpError: ``INVALID_DATA`` (too long, or not convertible).
+    """
+    if raw is None:
+        return None
+    column, rule = resolved
+    if type(raw) is str:
+        if len(raw) > limits.max_text_chars:
+            raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=Reason.TOO_LONG)
+    else:
+        _too_long(name, raw, limits, table)
+    try:
+        return rule(raw, column)
+    except InvalidValue as exc:
+        raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=exc.reason) from exc
 
 
 def _resolved(
