@@ -270,6 +270,8 @@ def entry_problem(op: Any, table: Any, row_id: Any) -> FatalOpError | None:
     than ``PUT``/``PATCH``/``DELETE``, a ``table`` or ``id`` that is not a non-empty string
     (``INVALID_DATA``; ``details.field`` names the key, ``details.reason`` is ``type`` for a value
     that is not a string, ``format`` for an empty string or an unknown kind)."""
+    if type(op) is str and op in OP_KINDS and type(table) is str and table and type(row_id) is str and row_id:
+        return None  # the common case, without building the loop below
     table_name = table if isinstance(table, str) and table else None
     for name, value in (("op", op), ("table", table), ("id", row_id)):
         if not isinstance(value, str):

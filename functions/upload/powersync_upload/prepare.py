@@ -362,15 +362,10 @@ def _owner(
         FatalOpError: ``SCHEMA_MISMATCH`` (no such column), ``UNAUTHORIZED`` (someone else's id, or
             the caller's id does not fit the column).
     """
-    owner = target.schema.column(name)
-    if owner is None:
-        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=operation.table, column=name)
-    me = memo.get(("me", target.schema.name, owner.name))
-    if me is None:
-        try:
-            me = memo[("me", target.schema.name, owner.name)] = convert(user_id, owner)
-        except InvalidValue as exc:
-            raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table, column=owner.name) from exc
+    found = memo.get(("me", target.schema.name, name))
+    if found is None or found[0] is not target.schema:
+        found = memo[("me", target.schema.name, name)] = (target.schema, *_caller(operation, target, name, user_id))
+    owner, me = found[1], found[2]
     if owner.name in values:
         if not same(values[owner.name], me, owner):
             raise FatalOpError(
@@ -381,6 +376,22 @@ def _owner(
     if operation.op == "PUT":
         values[owner.name] = me
     return owner, me
+
+
+def _caller(operation: Operation, target: Target, name: str, user_id: str) -> tuple[Column, Any]:
+    """The owner column ``name`` of the operation's table and the caller's id converted for it.
+
+    Raises:
+        FatalOpError: ``SCHEMA_MISMATCH`` (no such column), ``UNAUTHORIZED`` (the caller's id does not
+            fit the column).
+    """
+    owner = target.schema.column(name)
+    if owner is None:
+        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=operation.table, column=name)
+    try:
+        return owner, convert(user_id, owner)
+    except InvalidValue as exc:
+        raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table, column=owner.name) from exc
 
 
 def plan_table(name: str) -> str:
@@ -431,21 +442,24 @@ def step_of(tx: int, index: int, item: Prepared, facts: dict[str, TableFacts] | 
     if table is None:
         table = known[schema.name] = TableFacts.of(schema)
     op = item.operation.op
-    refs: list[RowRef] = [(plan_table(ref.parent.schema.name), identity(ref.key_value)) for ref in item.parents]
+    refs: list[RowRef] = []
+    for ref in item.parents:
+        refs.append((plan_table(ref.parent.schema.name), identity(ref.key_value)))
+    values = item.values
     for column, parent in table.foreign_keys:
-        value = item.values.get(column)
+        value = values.get(column)
         if value is not None:
             refs.append((parent, identity(value)))
     sets_unique = False
     if table.indexed and op != "DELETE":
-        sets_unique = op == "PUT" or any(name.casefold() in table.indexed for name in item.values)
+        sets_unique = op == "PUT" or any(name.casefold() in table.indexed for name in values)
     return Step(
         tx,
         index,
         table.name,
         op,
         identity(item.key_value),
-        tuple(item.values) if op != "DELETE" else (),
+        tuple(values) if op != "DELETE" else (),
         tuple(dict.fromkeys(refs)) if len(refs) > 1 else tuple(refs),
         sets_unique,
     )
