@@ -91,8 +91,8 @@ _SHARED_FIELDS = ("op", "table", "type")
 every entry, instead of the copy the JSON parser makes per entry (about 100 bytes an entry)."""
 
 
-def _shared(value: Any) -> Any:
-    return sys.intern(value) if type(value) is str else value
+_intern = sys.intern
+"""One string object per distinct value of a :data:`_SHARED_FIELDS` field (text only)."""
 
 
 def _validated_as(model: type[BaseModel], slotted: type[Any], handler: GetCoreSchemaHandler) -> CoreSchema:
@@ -106,7 +106,9 @@ def _validated_as(model: type[BaseModel], slotted: type[Any], handler: GetCoreSc
     def build(validated: BaseModel) -> Any:
         values = list(fields(validated))
         for index in shared:
-            values[index] = _shared(values[index])
+            value = values[index]
+            if type(value) is str:
+                values[index] = _intern(value)
         return slotted(*values)
 
     return core_schema.no_info_after_validator_function(build, handler.generate_schema(model))
@@ -199,9 +201,10 @@ class UploadRequestB(_Lenient):
 UploadRequest = Annotated[UploadRequestA | UploadRequestB, Field(union_mode="left_to_right")]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Operation:
-    """One CrudEntry, shape-independent.
+    """One CrudEntry, shape-independent. Not frozen (one is built per entry, and a frozen dataclass's
+    ``__init__`` costs several times as much); nothing changes it once built.
 
     Attributes:
         op: ``PUT``, ``PATCH`` or ``DELETE``.
