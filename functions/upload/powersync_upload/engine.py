@@ -251,8 +251,11 @@ def _learn_targets(tx: PreparedTransaction, targets: dict[str, Target]) -> bool:
     """Add the tables ``tx`` writes or references to ``targets``; True when one was new."""
     new = False
     for _, item in tx.items:
-        for target in (item.target, *(ref.parent for ref in item.parents)):
-            if target.schema.name not in targets:
-                targets[target.schema.name] = target
+        if item.target.schema.name not in targets:
+            targets[item.target.schema.name] = item.target
+            new = True
+        for ref in item.parents:
+            if ref.parent.schema.name not in targets:
+                targets[ref.parent.schema.name] = ref.parent
                 new = True
     return new
