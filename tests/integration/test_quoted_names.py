@@ -7,11 +7,12 @@ transaction, and ``SCHEMA_MISMATCH`` for a configured table the database lacks.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests.support import available_dialects, call, install_runtime, reset_database
+from tests.support import available_dialects, call, demo_sqlite, install_runtime, reset_database
 
 CONFIG = """
 tables:
@@ -75,3 +76,21 @@ def test_a_configured_table_in_a_schema_the_database_lacks_is_schema_mismatch(qu
     assert response.status == 200
     failed = response.body["results"][0]["failed_operation"]
     assert failed["error_code"] == "SCHEMA_MISMATCH"
+
+
+def test_a_fatal_database_error_while_reading_a_schema_rejects_the_transaction_not_a_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the demo database, whose driver refuses to read a table's schema with an error the dialect
+    # classes as fatal (here SQLite's "no such table", as when a table is dropped under a warm container)
+    with demo_sqlite(tmp_path) as (_, rt):
+
+        def refuse(conn: object, table: str) -> None:
+            raise sqlite3.OperationalError(f"no such table: {table}")
+
+        monkeypatch.setattr(rt.db.dialect, "introspect", refuse)
+        # When a client writes to that table
+        response = call({"batch": [{"op_id": 1, "op": "PUT", "type": "lists", "id": "x", "tx_id": 1, "data": {}}]})
+    # Then that transaction is rejected with the error's code (the queue moves on), not a 503 for ever
+    assert response.status == 200
+    assert response.body["results"][0]["failed_operation"]["error_code"] == "SCHEMA_MISMATCH"
