@@ -125,7 +125,27 @@ class TableConfig(BaseModel):
     def problems(self, name: str) -> list[str]:
         """Checks that need only the YAML, each message naming the full key (``tables.<name>....``)."""
         where = f"tables.{name}"
-        return [*self._version_problems(where), *self._delta_problems(where), *self._rule_problems(where)]
+        return [
+            *self._version_problems(where),
+            *self._delta_problems(where),
+            *self._rule_problems(where),
+            *self._rename_problems(where),
+        ]
+
+    def _rename_problems(self, where: str) -> list[str]:
+        """Two client names that write one server column (two ``rename`` sources with one target, or
+        two names of the ``columns`` allow-list, when set): an operation sending both would keep one
+        value silently."""
+        names = list(self.rename) if self.columns is None else list(dict.fromkeys(self.columns))
+        writers: dict[str, list[str]] = {}
+        for name in names:
+            writers.setdefault(self.server_column(name).casefold(), []).append(name)
+        return [
+            f"{where}.rename: {' and '.join(repr(n) for n in found)} write the same server column "
+            f"'{self.server_column(found[0])}'"
+            for found in writers.values()
+            if len(found) > 1
+        ]
 
     def _version_problems(self, where: str) -> list[str]:
         detect, version = self.conflicts.detect, self.conflicts.version_column
