@@ -202,8 +202,9 @@ class Limits(BaseModel):
         max_columns_per_operation: more keys in one operation's data: ``INVALID_DATA`` (``too_long``).
         max_text_chars: longest text value, in characters: ``INVALID_DATA`` (``too_long``).
         max_json_chars: longest array or object value, as JSON text: ``INVALID_DATA`` (``too_long``).
-    (The body size cap, ``MAX_BODY_BYTES``, answers 413; the shape A transaction cap,
-    ``max_transactions``, 400.)
+    (The body size cap, ``MAX_BODY_BYTES``: a transaction larger by itself is ``TOO_LARGE``, shape A
+    transactions past it ``not_attempted``; the shape A transaction cap, ``max_transactions``: the rest
+    ``not_attempted``. Only an event over Lambda's 6 MB limit answers 413.)
     """
 
     model_config = ConfigDict(extra="forbid")
