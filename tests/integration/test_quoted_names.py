@@ -94,3 +94,43 @@ def test_a_fatal_database_error_while_reading_a_schema_rejects_the_transaction_n
     # Then that transaction is rejected with the error's code (the queue moves on), not a 503 for ever
     assert response.status == 200
     assert response.body["results"][0]["failed_operation"]["error_code"] == "SCHEMA_MISMATCH"
+
+
+CONFLICT_ID = "c0000000-0000-4000-8000-0000000000c1"
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"op": "DELETE"}, "UNAUTHORIZED"),
+        ({"op": "PUT", "data": {"resolved": 1}}, "UNAUTHORIZED"),
+        ({"op": "PATCH", "data": {"resolved": 1}}, None),
+    ],
+    ids=["delete", "put", "patch-resolved"],
+)
+def test_the_conflicts_table_takes_only_a_patch_of_resolved_without_configuration(
+    tmp_path: Path, entry: dict[str, object], expected: str | None
+) -> None:
+    # Given the demo database with one conflict row of U1 and the shipped configuration (which does not
+    # configure the conflicts table)
+    with demo_sqlite(tmp_path) as (url, _):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.execute(
+                "INSERT INTO powersync_upload_conflicts (id, user_id, table_name, row_id, reason, created_at)"
+                " VALUES (?, ?, 'items', 'r1', 'stale', '2026-12-01T00:00:00.000')",
+                (CONFLICT_ID, "11111111-1111-1111-1111-111111111111"),
+            )
+        # When U1's app uploads an operation on its own conflict row
+        op = {"op_id": 1, "tx_id": 1, "type": "powersync_upload_conflicts", "id": CONFLICT_ID, **entry}
+        response = call({"batch": [op]})
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            rows = conn.execute("SELECT resolved FROM powersync_upload_conflicts").fetchall()
+    # Then, as the README says, only a PATCH of resolved is accepted; anything else is UNAUTHORIZED and
+    # the conflict row stays
+    result = response.body["results"][0]
+    if expected is None:
+        assert result == {"status": "success"}
+        assert rows == [(1,)]
+    else:
+        assert result["failed_operation"]["error_code"] == expected
+        assert rows == [(0,)]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .convert import InvalidValue, convert
 from .schema import Kind, TableSchema
@@ -112,6 +112,13 @@ class TableConfig(BaseModel):
     conflicts: ConflictsConfig = Field(default_factory=ConflictsConfig)
     deltas: list[str] = Field(default_factory=list)
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    _patch_only: bool = PrivateAttr(default=False)
+
+    @property
+    def patch_only(self) -> bool:
+        """Whether PUT and DELETE are ``UNAUTHORIZED`` (the conflicts table when the file does not
+        configure it: the app may only PATCH ``resolved`` on its own rows)."""
+        return self._patch_only
 
     @property
     def reads_rows(self) -> bool:
@@ -259,8 +266,12 @@ class UploadConfig(BaseModel):
     @model_validator(mode="after")
     def _conflicts_table_is_writable(self) -> UploadConfig:
         """The app marks a conflict resolved by a PATCH of ``resolved`` on its own row (DESIGN.md
-        section 3): the conflicts table is writable that far unless the file configures it itself."""
-        self.tables.setdefault(CONFLICTS_TABLE, TableConfig(owner="user_id", columns=["resolved"]))
+        section 3): the conflicts table is writable that far (a PATCH only) unless the file configures
+        it itself."""
+        if CONFLICTS_TABLE not in self.tables:
+            table = TableConfig(owner="user_id", columns=["resolved"])
+            table._patch_only = True
+            self.tables[CONFLICTS_TABLE] = table
         return self
 
     def server_table(self, client_table: str) -> str:
