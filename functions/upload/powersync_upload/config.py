@@ -46,7 +46,10 @@ class ConflictsConfig(BaseModel):
             ``reject`` it (``INVALID_DATA`` ``needs_previous_value``, with a message saying the
             connector sent none and how to fix it: no silent lost update) or ``apply`` it unchecked
             (last write wins, a delta column takes the value sent) with the warning
-            ``CONFLICT_UNCHECKED``.
+            ``CONFLICT_UNCHECKED``. Unset: ``reject`` where the write cannot be computed without
+            them (a delta, a version check), and for ``detect: previous_values`` the PATCH is applied
+            unchecked with the warning ``CONFLICT_UNCHECKED`` (DESIGN section 3: "a PATCH without
+            ``old`` is not checked"; the warning makes it seen); set ``reject`` to refuse those too.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -54,7 +57,7 @@ class ConflictsConfig(BaseModel):
     detect: Literal["none", "previous_values", "version"] = "none"
     on_conflict: Literal["reject", "skip"] = "reject"
     version_column: str | None = None
-    missing_previous: Literal["reject", "apply"] = "reject"
+    missing_previous: Literal["reject", "apply"] | None = None
 
 
 class RulesConfig(BaseModel):
@@ -209,9 +212,9 @@ class Limits(BaseModel):
         max_columns_per_operation: more keys in one operation's data: ``INVALID_DATA`` (``too_long``).
         max_text_chars: longest text value, in characters: ``INVALID_DATA`` (``too_long``).
         max_json_chars: longest array or object value, as JSON text: ``INVALID_DATA`` (``too_long``).
-    (The body size cap, ``MAX_BODY_BYTES``: a transaction larger by itself is ``TOO_LARGE``, shape A
-    transactions past it ``not_attempted``; the shape A transaction cap, ``max_transactions``: the rest
-    ``not_attempted``. Only an event over Lambda's 6 MB limit answers 413.)
+    (A body over ``MAX_BODY_BYTES`` is answered per transaction, ``TOO_LARGE``; shape A transactions
+    past ``max_transactions`` are ``not_attempted``, and a request over both it and the reference
+    write API's 50 is a 400.)
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -227,7 +230,8 @@ class UploadConfig(BaseModel):
 
     Attributes:
         on_fatal_error: after a fatal transaction, ``continue`` with the next one or ``stop`` (shape A).
-        max_transactions: shape A cap per request (400 above it).
+        max_transactions: shape A cap per request: transactions past it are ``not_attempted``; a
+            request over both it and the reference write API's 50 is a 400.
         errors_table: server table where every fatal result is also recorded; ``null`` disables it.
         limits: see :class:`Limits`.
         tables: client table name -> :class:`TableConfig`.
