@@ -482,4 +482,4 @@ def test_operations_with_the_same_columns_are_each_checked_and_a_later_one_names
         "INVALID_DATA",
     )
     assert second["failed_operation"]["error_code"] == "SCHEMA_MISMATCH"
-    assert all(_rows(demo_db[1], "lists", list_id) is None for list_id in lists)
+    assert all(stored_row(demo_db[1], "lists", list_id) is None for list_id in lists)
