@@ -476,3 +476,33 @@ def test_valid_token_through_the_handler_writes(handler_db: Path) -> None:
     out = lambda_handler(event(json.dumps(PUT_LIST), bearer(hs256(claims()))), LocalContext())  # type: ignore[arg-type]
     assert out["statusCode"] == 200
     assert _counts(handler_db) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "secret", "expected"),
+    [
+        (claims(aud="other-app", iss="https://issuer"), SECRET, "token audience (aud) is not JWT_AUDIENCE"),
+        (claims(iss="https://issuer"), SECRET, "token has no 'aud' claim"),
+        (claims(aud="powersync-app", iss="https://other"), SECRET, "token issuer (iss) is not JWT_ISSUER"),
+        (claims(aud="powersync-app", iss="https://issuer", exp=None), SECRET, "token has no 'exp' claim"),
+        (
+            claims(aud="powersync-app", iss="https://issuer", nbf=int(time.time()) + 3600),
+            SECRET,
+            "token is not valid yet",
+        ),
+        (
+            claims(aud="powersync-app", iss="https://issuer"),
+            "another-secret-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789",
+            "token signature does not verify",
+        ),
+    ],
+    ids=["wrong-aud", "no-aud", "wrong-iss", "no-exp", "not-yet-valid", "bad-signature"],
+)
+def test_a_refused_token_says_which_check_failed(payload: dict[str, Any], secret: str, expected: str) -> None:
+    # Given a backend that checks issuer and audience (as the README asks, for the PowerSync Service's tokens)
+    settings = hs_settings(jwt_issuer="https://issuer", jwt_audience="powersync-app")
+    # When a token fails one check
+    # Then the 401 (and the `unauthorized` log line) names that check, never the expected values
+    message = str(refused(bearer(hs256(payload, secret)), settings))
+    assert message == expected
+    assert "powersync-app" not in message and "https://issuer" not in message

@@ -100,12 +100,27 @@ def verify_bearer(authorization: str | None, settings: Settings) -> dict[str, An
             leeway=settings.jwt_leeway_s,
             options={"require": ["exp", "sub"], "verify_aud": settings.jwt_audience is not None},
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise Unauthorized("token expired") from exc
     except Unauthorized:
         raise
     except Exception as exc:  # PyJWT raises TypeError when alg and key type disagree
-        raise Unauthorized("invalid token") from exc
+        raise Unauthorized(_refusal(exc)) from exc
+
+
+def _refusal(exc: Exception) -> str:
+    """Which check a PyJWT error failed, for the 401 and the ``unauthorized`` log line (names of claims
+    and settings only, never a token's or a setting's value); ``invalid token`` for anything else."""
+    import jwt
+
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"token has no '{exc.claim}' claim"
+    reasons: list[tuple[type[Exception], str]] = [
+        (jwt.ExpiredSignatureError, "token expired"),
+        (jwt.ImmatureSignatureError, "token is not valid yet"),
+        (jwt.InvalidAudienceError, "token audience (aud) is not JWT_AUDIENCE"),
+        (jwt.InvalidIssuerError, "token issuer (iss) is not JWT_ISSUER"),
+        (jwt.InvalidSignatureError, "token signature does not verify"),
+    ]
+    return next((reason for kind, reason in reasons if isinstance(exc, kind)), "invalid token")
 
 
 def user_id(claims: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .convert import InvalidValue, convert
 from .schema import Kind, TableSchema
@@ -115,6 +115,13 @@ class TableConfig(BaseModel):
     conflicts: ConflictsConfig = Field(default_factory=ConflictsConfig)
     deltas: list[str] = Field(default_factory=list)
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    _patch_only: bool = PrivateAttr(default=False)
+
+    @property
+    def patch_only(self) -> bool:
+        """Whether PUT and DELETE are ``UNAUTHORIZED`` (the conflicts table when the file does not
+        configure it: the app may only PATCH ``resolved`` on its own rows)."""
+        return self._patch_only
 
     @property
     def reads_rows(self) -> bool:
@@ -128,7 +135,27 @@ class TableConfig(BaseModel):
     def problems(self, name: str) -> list[str]:
         """Checks that need only the YAML, each message naming the full key (``tables.<name>....``)."""
         where = f"tables.{name}"
-        return [*self._version_problems(where), *self._delta_problems(where), *self._rule_problems(where)]
+        return [
+            *self._version_problems(where),
+            *self._delta_problems(where),
+            *self._rule_problems(where),
+            *self._rename_problems(where),
+        ]
+
+    def _rename_problems(self, where: str) -> list[str]:
+        """Two client names that write one server column (two ``rename`` sources with one target, or
+        two names of the ``columns`` allow-list, when set): an operation sending both would keep one
+        value silently."""
+        names = list(self.rename) if self.columns is None else list(dict.fromkeys(self.columns))
+        writers: dict[str, list[str]] = {}
+        for name in names:
+            writers.setdefault(self.server_column(name).casefold(), []).append(name)
+        return [
+            f"{where}.rename: {' and '.join(repr(n) for n in found)} write the same server column "
+            f"'{self.server_column(found[0])}'"
+            for found in writers.values()
+            if len(found) > 1
+        ]
 
     def _version_problems(self, where: str) -> list[str]:
         detect, version = self.conflicts.detect, self.conflicts.version_column
@@ -243,8 +270,12 @@ class UploadConfig(BaseModel):
     @model_validator(mode="after")
     def _conflicts_table_is_writable(self) -> UploadConfig:
         """The app marks a conflict resolved by a PATCH of ``resolved`` on its own row (DESIGN.md
-        section 3): the conflicts table is writable that far unless the file configures it itself."""
-        self.tables.setdefault(CONFLICTS_TABLE, TableConfig(owner="user_id", columns=["resolved"]))
+        section 3): the conflicts table is writable that far (a PATCH only) unless the file configures
+        it itself."""
+        if CONFLICTS_TABLE not in self.tables:
+            table = TableConfig(owner="user_id", columns=["resolved"])
+            table._patch_only = True
+            self.tables[CONFLICTS_TABLE] = table
         return self
 
     def server_table(self, client_table: str) -> str:
