@@ -355,6 +355,10 @@ def groups(transactions: Sequence[Sequence[Step]], tables: Tables, max_steps: in
 def _frees_unique(transaction: Sequence[Step], tables: Tables) -> set[str]:
     """Tables with a unique index where the transaction may free an indexed value of a row it did not
     insert itself (a delete, or a PATCH of indexed columns)."""
+    unique = tables.unique
+    may_free = (s.kind == "DELETE" or (s.kind == "PATCH" and s.sets_unique) for s in transaction if s.table in unique)
+    if not any(may_free):
+        return set()  # nothing could free a value (a transaction of PUTs): no row needs following
     inserted: set[RowRef] = set()
     seen: set[RowRef] = set()
     frees: set[str] = set()
