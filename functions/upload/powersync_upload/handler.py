@@ -13,6 +13,7 @@ import base64
 import gc
 import json
 import math
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -28,13 +29,13 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import auth, observability
-from .config import Settings, UploadConfig, load_upload_config
+from .config import Settings, UploadConfig, load_upload_config, log_level
 from .contract import EnvelopeError, ErrorMessage, UploadRequest, UploadResponse, to_upload
 from .database import Database, resolve_url
 from .engine import Caller, Deadline, Outcome, apply_upload, unavailable
 from .errors import RetryableError
 
-logger = Logger(service="powersync-upload")
+logger = Logger(service="powersync-upload", level=log_level(os.environ))
 copy_config_to_registered_loggers(source_logger=logger, include={"powersync_upload"})
 
 UPLOAD_PATH = "/api/data"
@@ -370,9 +371,35 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 _frozen = False
 
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("AWS_EXECUTION_ENV", "").startswith("AWS_Lambda"):
+    # Deployed: load the settings and upload.yaml during init, so a mistake is an init error naming
+    # the key (the function never answers), not a 503 on every request.
+    runtime()
+
+
+UNSUPPORTED_EVENT = (
+    "unsupported event format: this function takes API Gateway HTTP API events (payload format 2.0); "
+    "a REST API (payload format 1.0) or another trigger is not supported: deploy template.yaml's HttpApi"
+)
+
+
+def unsupported_event(event: Any) -> bool:
+    """Whether ``event`` is not an API Gateway HTTP API payload v2 event (a REST API's payload v1,
+    with ``httpMethod`` and ``path``, or anything else): answered 400 with :data:`UNSUPPORTED_EVENT`
+    instead of a resolver error that the last resort would turn into a 503 for ever."""
+    if not isinstance(event, dict):
+        return True
+    context = event.get("requestContext")
+    return event.get("version") != "2.0" and (
+        "httpMethod" in event or not isinstance(context, dict) or "http" not in context
+    )
+
 
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rt = runtime()
+    if unsupported_event(event):
+        logger.error("unsupported event format", extra={"event_version": str(event.get("version", "1.0"))[:10]})
+        return _plain_response(400, UNSUPPORTED_EVENT)
     app.append_context(runtime=rt, deadline=request_deadline(rt.settings, event, context))
     if _is_upload(event):
         oversize = too_large(event, rt.settings.max_body_bytes)
@@ -392,6 +419,9 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 claims = auth.claims_from_authorizer(event)
             app.append_context(caller=Caller(auth.user_id(claims)))
         except auth.Unauthorized as exc:
-            logger.info("unauthorized", extra={"reason": str(exc)})
+            logger.info("unauthorized", extra={"reason": exc.reason})
             return _plain_response(401, str(exc), {"WWW-Authenticate": 'Bearer realm="powersync-upload"'})
+        except auth.KeysUnavailable as exc:
+            logger.error("token keys unavailable; answering 503", extra={"reason": exc.reason})
+            return _plain_response(503, "token verification keys unreachable; retry", {"Retry-After": "5"})
     return app.resolve(event, context)
