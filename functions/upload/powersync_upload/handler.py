@@ -14,6 +14,7 @@ import gc
 import json
 import math
 import os
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -59,6 +60,34 @@ def _int_token(text: str) -> int | Decimal:
     return int(text) if len(text) <= 4000 else Decimal(text)
 
 
+MAX_PARSE_DEPTH = 500
+"""Nesting level at which :func:`shallow` cuts a value too deep for the parser (its recursion limit is
+about 1000 levels, envelope included)."""
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
+def shallow(text: str, limit: int = MAX_PARSE_DEPTH) -> str:
+    """``text`` with every array or object that opens at nesting level ``limit`` replaced by the token
+    ``NaN``, which :func:`lenient_json` accepts and the conversion rejects per value (``INVALID_DATA``):
+    a value nested too deep fails its own operation, never the whole request (docs/contract.md section 2).
+    Strings are skipped whole; a malformed body stays malformed. One pass, no recursion."""
+    parts: list[str] = []
+    depth, cut, last = 0, -1, 0
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth == limit and cut < 0:
+                cut = match.start()
+        elif token in ("]", "}"):
+            if depth == limit and cut >= 0:
+                parts += [text[last:cut], "NaN"]
+                last, cut = match.end(), -1
+            depth -= 1
+    parts.append(text[last:])
+    return "".join(parts)
+
+
 def lenient_json(text: str) -> Any:
     """Parse a body as docs/contract.md section 2 asks: non-integers as exact ``Decimal``; ``NaN``, ``Infinity``,
     huge integers and numbers beyond float range as tokens, so each is rejected per value later, never
@@ -73,8 +102,8 @@ def lenient_json(text: str) -> Any:
         raise
     except ValueError:  # an integer of more than 4300 digits: parse again, keeping such numbers whole
         pass
-    except RecursionError as exc:  # absurd nesting: a malformed envelope, not a 500
-        raise json.JSONDecodeError("nested too deeply", text, 0) from exc
+    except RecursionError:  # a value nested too deep: cut it, so it fails only its own operation
+        text = shallow(text)
     try:
         return json.loads(text, parse_float=Decimal, parse_int=_int_token, parse_constant=float)
     except json.JSONDecodeError:
