@@ -465,3 +465,21 @@ def test_an_unexpected_error_in_our_code_answers_503_not_500(
     assert response.status == 503
     assert response.headers.get("Retry-After") == "5"
     assert "s3cr3t" not in json.dumps(response.body)
+
+
+@pytest.mark.parametrize("demo_db", ["postgresql"], indirect=True)  # its owner columns are uuid
+def test_a_subject_the_uuid_owner_column_cannot_hold_is_named_as_such(
+    demo_db: tuple[str, str, Runtime], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a token whose sub is an Auth0 user id, against the demo's uuid owner column
+    # When that user writes twice
+    first = call({"batch": [_put_list()]}, "auth0|5f7c8ec7c33c6c004bbafe82")
+    call({"batch": [_put_list(list_id=OTHER_LIST)]}, "auth0|5f7c8ec7c33c6c004bbafe82")
+    # Then the rejection says the owner column cannot hold the subject (not "not allowed")
+    failed = first.body["results"][0]["failed_operation"]
+    assert failed["error_code"] == "UNAUTHORIZED"
+    assert failed["details"]["reason"] == "subject_not_storable"
+    assert "cannot hold the token's subject" in failed["message"]
+    # And the operator gets one warning for that column, not one per request
+    warnings = [r for r in caplog.records if "cannot hold the token's subject" in r.getMessage()]
+    assert len(warnings) == 1

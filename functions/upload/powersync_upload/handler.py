@@ -34,7 +34,7 @@ from .config import Settings, UploadConfig, load_upload_config, log_level
 from .contract import EnvelopeError, ErrorMessage, UploadRequest, UploadResponse, to_upload
 from .database import Database, resolve_url
 from .engine import Caller, Deadline, Outcome, apply_upload, unavailable
-from .errors import RetryableError
+from .errors import AuthReason, RetryableError
 
 logger = Logger(service="powersync-upload", level=log_level(os.environ))
 copy_config_to_registered_loggers(source_logger=logger, include={"powersync_upload"})
@@ -252,8 +252,18 @@ def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
     return _json_response(200, response)
 
 
+_WARNED_SUBJECT: set[str] = set()
+"""Owner columns already warned about (:attr:`AuthReason.SUBJECT_NOT_STORABLE`): once per container."""
+
+
 def _log_outcome(shape: str, outcome: Outcome) -> None:
     for index, _transaction, error, op_index in outcome.fatal:
+        if error.reason is AuthReason.SUBJECT_NOT_STORABLE and f"{error.table}.{error.column}" not in _WARNED_SUBJECT:
+            _WARNED_SUBJECT.add(f"{error.table}.{error.column}")
+            logger.warning(
+                "the owner column cannot hold the token's subject: every write to this table is refused",
+                extra={"table": error.table, "column": error.column},
+            )
         logger.info(
             "transaction rejected",
             extra={

@@ -16,9 +16,9 @@ from typing import Any
 
 from .config import Limits, TableConfig, UploadConfig
 from .contract import Operation
-from .convert import InvalidValue, convert, json_text
+from .convert import InvalidValue, check_key, convert, json_text
 from .database import Database
-from .errors import ErrorCode, FatalOpError, Reason
+from .errors import AuthReason, ErrorCode, FatalOpError, Reason
 from .plan import OnDelete, RowRef, Step, Tables, identity
 from .schema import Column, TableSchema
 
@@ -139,6 +139,17 @@ def _convert(value: Any, column: Column, table: str, name: str) -> Any:
         raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=exc.reason) from exc
 
 
+def _key(operation: Operation, target: Target) -> Any:
+    """The operation's row id converted for the key column, refused when that column would fold it
+    onto another id (:func:`~powersync_upload.convert.check_key`)."""
+    key_value = _convert(operation.id, target.key, operation.table, "id")
+    try:
+        check_key(key_value, target.key)
+    except InvalidValue as exc:
+        raise FatalOpError(ErrorCode.INVALID_DATA, table=operation.table, column="id", reason=exc.reason) from exc
+    return key_value
+
+
 def _too_long(name: str, raw: Any, limits: Limits, table: str) -> None:
     if isinstance(raw, str):
         too_long = len(raw) > limits.max_text_chars
@@ -249,7 +260,7 @@ def prepare(
     target = memo.get(("target", operation.table))
     if target is None:
         target = memo[("target", operation.table)] = resolve_table(conn, operation.table, config, db)
-    key_value = _convert(operation.id, target.key, operation.table, "id")
+    key_value = _key(operation, target)
     values = _values(conn, operation, target, key_value, db, config.limits)
     if operation.op == "PATCH" and not values:
         return None
@@ -264,7 +275,12 @@ def prepare(
             try:
                 me = memo[("me", target.schema.name, owner.name)] = convert(user_id, owner)
             except InvalidValue as exc:
-                raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table, column=owner.name) from exc
+                raise FatalOpError(
+                    ErrorCode.UNAUTHORIZED,
+                    table=operation.table,
+                    column=owner.name,
+                    reason=AuthReason.SUBJECT_NOT_STORABLE,
+                ) from exc
         if owner.name in values:
             if not same(values[owner.name], me, owner):
                 raise FatalOpError(

@@ -117,7 +117,8 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
     if data_type == "time without time zone":
         return Column(kind=Kind.TIME, fraction_digits=dt_precision if dt_precision is not None else 6, **common)
     if data_type in ("character varying", "character", "text"):
-        return Column(kind=Kind.TEXT, max_length=max_len, **common)
+        # char(n) compares ignoring trailing spaces; text and varchar compare exactly (deterministic collations)
+        return Column(kind=Kind.TEXT, max_length=max_len, pads_spaces=data_type == "character", **common)
     return Column(kind=Kind.OTHER, **common)
 
 
