@@ -350,14 +350,19 @@ class _Run:
             operation.id,
             exc,
         )
-        recorded = errors_table.record(
-            self.db.connection(5.0),
-            self.db,
-            self.config.errors_table,
-            row,
-            ledger_entries=[entry] if entry is not None else (),
-            conflicts=rows,
-        )
+        try:
+            recorded = errors_table.record(
+                self.db.connection(5.0),
+                self.db,
+                self.config.errors_table,
+                row,
+                ledger_entries=[entry] if entry is not None else (),
+                conflicts=rows,
+            )
+        except RetryableError as unreachable:  # no connection for the recording transaction
+            recorded = errors_table.Recorded(committed=False, retry=unreachable)
+        if recorded.retry is not None:  # the row and the fatal answer stand or fall together: send again
+            return RetryableResult(message=recorded.retry.message, retry_after_ms=recorded.retry.retry_after_ms), 0
         if entry is not None and replays is not None:
             if not recorded.claim.claimed:  # ledger hook: the first attempt decided it meanwhile
                 stored = replays.stored(recorded.claim, entry.identity)
