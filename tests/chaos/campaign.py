@@ -397,8 +397,8 @@ def check(url: str, devices: list[Device]) -> Verdict:
             if len(rows) > 1:
                 verdict.bad("duplicated", f"{where}: {len(rows)} ledger rows")
             unrecorded = not rows and answered.get("status") == "fatal_error"
-            if unrecorded:  # its short recording transaction failed: the result stands (DESIGN.md section 3)
-                verdict.figures["fatal_unrecorded"] = verdict.figures.get("fatal_unrecorded", 0) + 1
+            if unrecorded:  # a rejection answered without its rows: they must stand or fall together
+                verdict.bad("fatal_unrecorded", f"{where}: answered {_brief(answered)}, no ledger row")
             elif not rows:
                 verdict.bad("lost", f"{where}: answered {_brief(answered)}, no ledger row")
             rows = rows or [(-1, str(answered.get("status")))]
