@@ -17,8 +17,8 @@ import pytest
 from tests.support import ROOT, running_serve
 
 
-def _local(command: list[str], env_overrides: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m powersync_upload.local COMMAND`` (``demo``/``invoke``) with the given environment."""
+def _python(args: list[str], env_overrides: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` in the project with the given environment; it must exit by itself."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "functions" / "upload"),
@@ -26,14 +26,13 @@ def _local(command: list[str], env_overrides: dict[str, str], tmp_path: Path) ->
         **env_overrides,
     }
     return subprocess.run(
-        [sys.executable, "-m", "powersync_upload.local", *command],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def _local(command: list[str], env_overrides: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m powersync_upload.local COMMAND`` (``demo``/``invoke``/``serve``)."""
+    return _python(["-m", "powersync_upload.local", *command], env_overrides, tmp_path)
 
 
 def _serve(env_overrides: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -201,3 +200,19 @@ def test_serve_prints_a_development_token_carrying_the_configured_issuer_and_aud
     # Then serve's own verification accepts it
     settings = Settings(jwt_secret=DEV_SECRET, jwt_issuer=environ["JWT_ISSUER"], jwt_audience=environ["JWT_AUDIENCE"])
     assert verify_bearer(f"Bearer {token}", settings)["sub"] == "11111111-1111-1111-1111-111111111111"
+
+
+def test_on_lambda_a_configuration_mistake_is_an_init_error_naming_the_key(tmp_path: Path) -> None:
+    # Given the Lambda runtime's environment and an upload.yaml listing a table twice
+    config = tmp_path / "upload.yaml"
+    config.write_text("tables:\n  lists: {}\n  lists: {}\n", encoding="utf-8")
+    env = {
+        "AWS_LAMBDA_FUNCTION_NAME": "powersync-upload",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "UPLOAD_CONFIG": str(config),
+    }
+    # When the runtime imports the handler module (its init phase)
+    result = _python(["-c", "import powersync_upload.handler"], env, tmp_path)
+    # Then the import fails (an init error: the function never answers) and the error names the key
+    assert result.returncode != 0
+    assert "tables.lists is given twice" in result.stderr
