@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from powersync_upload import engine
 from powersync_upload.errors import RetryableError
 from powersync_upload.handler import Runtime, set_runtime
 from powersync_upload.local import schema_scripts
+from powersync_upload.session import Session
 from tests.support import ROOT, RowReader, available_dialects, call, install_runtime, reset_database
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
@@ -118,15 +118,15 @@ def test_a_retryable_failure_in_a_later_group_keeps_the_earlier_groups_committed
         {"op_id": 3, "op": "DELETE", "type": "lists", "id": second, "tx_id": 3},
     ]
     begins = {"count": 0}
-    real_begin = engine._Run._begin
+    real_begin = Session.begin
 
-    def failing_second_begin(self: engine._Run) -> Any:
+    def failing_second_begin(self: Session) -> Any:
         begins["count"] += 1
         if begins["count"] == 2:
             raise RetryableError("connection")
         return real_begin(self)
 
-    monkeypatch.setattr(engine._Run, "_begin", failing_second_begin)
+    monkeypatch.setattr(Session, "begin", failing_second_begin)
     # When sent in shape A (so a partial commit is answered 200)
     body = {"transactions": [{"transaction_id": e["tx_id"], "crud": [e]} for e in batch]}
     for tx in body["transactions"]:

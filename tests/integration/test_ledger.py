@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from powersync_upload import engine, ledger
+from powersync_upload import engine, ledger, replays
 from powersync_upload.contract import Operation, Transaction
 from powersync_upload.database import Database
 from powersync_upload.errors import RetryableError
 from powersync_upload.handler import Runtime, set_runtime
 from powersync_upload.local import schema_scripts
+from powersync_upload.session import Session
 from tests.support import ROOT, USERS, RowReader, available_dialects, call, install_runtime, reset_database
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
@@ -153,18 +154,18 @@ def test_a_resend_racing_its_first_attempt_is_answered_from_the_ledger(
     url, rt = demo
     body = {"batch": [_patch("from device 1")], "client_id": "device-1"}
     first_attempt = Database.from_url(url)
-    original = engine._LedgerRun.load
+    original = replays.Replays.load
 
-    def load_then_let_the_first_attempt_commit(self: engine._LedgerRun, run: engine._Run) -> None:
-        original(self, run)
-        if run.db is first_attempt:
+    def load_then_let_the_first_attempt_commit(self: replays.Replays, session: Session) -> None:
+        original(self, session)
+        if session.db is first_attempt:
             return
-        if run.opened is not None:
+        if session.opened is not None:
             # The resend keeps its read's transaction for its writes; on SQLite that holds the write
             # lock, so the first attempt could not commit in between. Let it go, so the race is the
             # same on every dialect: the first attempt commits after the resend's read.
-            run._rollback(run.opened)
-            run.opened = None
+            session.rollback(session.opened)
+            session.opened = None
         upload = Transaction((Operation("PATCH", "todos", TODO, {"description": "from device 1"}, 7),), 7)
         outcome = engine.apply_upload(
             engine.Upload([upload], "B", "device-1"),
@@ -178,7 +179,7 @@ def test_a_resend_racing_its_first_attempt_is_answered_from_the_ledger(
         reader.execute("UPDATE todos SET description = 'newer' WHERE description = 'from device 1'")
         reader.close()
 
-    monkeypatch.setattr(engine._LedgerRun, "load", load_then_let_the_first_attempt_commit)
+    monkeypatch.setattr(replays.Replays, "load", load_then_let_the_first_attempt_commit)
     try:
         # When the resend applies its write and claims the ledger row
         response = call(body)

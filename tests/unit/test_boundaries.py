@@ -93,10 +93,58 @@ def test_only_the_engine_imports_plan_ledger_and_conflicts_together() -> None:
 
 
 def test_the_import_reader_sees_relative_and_absolute_imports() -> None:
-    # Given the engine and a dialect, whose imports are known
-    engine = _imports("engine", MODULES["engine"])
+    # Given the fallback policy and a dialect, whose imports are known
+    fallback = _imports("fallback", MODULES["fallback"])
     postgresql = _imports("dialects.postgresql", MODULES["dialects.postgresql"])
 
     # When / Then relative imports resolve to package modules and drivers to their top-level name
-    assert {"ledger", "errors_table", "database", "time", "random"} <= engine
+    assert {"attempt", "session", "time", "random"} <= fallback
     assert {"psycopg", "errors", "schema", "dialects"} <= postgresql
+
+
+LAYERS = (
+    ("errors", "schema", "contract", "plan"),
+    ("convert",),
+    ("config", "ledger"),
+    ("conflicts", "auth"),
+    ("dialects", "dialects._sql", "dialects.mssql", "dialects.mysql", "dialects.postgresql", "dialects.sqlite"),
+    ("database",),
+    ("prepare", "errors_table"),
+    ("writes", "session"),
+    ("conflict_checks", "replays"),
+    ("attempt", "outcome"),
+    ("fallback",),
+    ("engine",),
+    ("observability",),
+    ("handler",),
+    ("openapi",),
+    ("local",),
+)
+"""The module graph, bottom up (the README's architecture section draws it): a module imports only
+modules of lower layers, never one beside or above it."""
+LAYER = {module: number for number, modules in enumerate(LAYERS) for module in modules}
+LAYER.update({name: LAYER["dialects"] for name in MODULES if name.startswith("dialects.")})  # a new dialect file
+
+
+def test_every_module_has_its_place_in_the_layers() -> None:
+    # Given every module of the package / When compared with the layers / Then each one is placed
+    assert set(MODULES) - {"__init__"} == set(LAYER)
+
+
+@pytest.mark.parametrize("module", sorted(LAYER))
+def test_no_module_imports_one_beside_or_above_it(module: str) -> None:
+    # Given a module and its imports from the package
+    own = {n for n in _imports(module, MODULES[module]) if n in LAYER}
+
+    # When each is compared with the module's layer (a dialect may use the Protocol and _sql)
+    allowed_beside = {"dialects", "dialects._sql"} if module.startswith("dialects.") else set()
+    upward = {n for n in own - allowed_beside if LAYER[n] >= LAYER[module] and n != module}
+
+    # Then none is beside or above it
+    assert upward == set(), f"{module} imports {sorted(upward)}"
+
+
+def test_only_the_handler_imports_the_engine() -> None:
+    # Given every module / When those importing the engine are found / Then that is the HTTP edge alone
+    importers = {n for n, p in MODULES.items() if "engine" in _imports(n, p)}
+    assert importers == {"handler"}

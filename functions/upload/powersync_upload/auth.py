@@ -72,20 +72,6 @@ def _jwks_file(path: str) -> jwt.PyJWKSet:
         return jwt.PyJWKSet.from_dict(json.load(handle))
 
 
-def read_jwks_file(path: Path) -> str | None:
-    """Why ``JWT_JWKS_FILE`` cannot be used (missing, unreadable, not a JWKS with a signing key), or
-    ``None`` when it can: checked at cold start so a mistake stops start-up instead of answering 401."""
-    import jwt
-
-    try:
-        keys = _jwks_file(str(path)).keys
-    except OSError as exc:
-        return f"cannot read {path} ({exc.strerror})"
-    except (ValueError, jwt.PyJWTError) as exc:
-        return f"{path} is not a JWKS ({type(exc).__name__})"
-    return None if keys else f"{path} holds no usable signing key"
-
-
 def _url_key(token: str, url: str) -> Any:
     import jwt
 

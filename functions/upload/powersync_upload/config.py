@@ -6,6 +6,7 @@ with a message that names the key to fix instead of failing the first upload.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -118,13 +119,20 @@ class TableConfig(BaseModel):
 
     def problems(self, name: str) -> list[str]:
         """Checks that need only the YAML, each message naming the full key (``tables.<name>....``)."""
-        found = []
         where = f"tables.{name}"
+        return [*self._version_problems(where), *self._delta_problems(where), *self._rule_problems(where)]
+
+    def _version_problems(self, where: str) -> list[str]:
         detect, version = self.conflicts.detect, self.conflicts.version_column
         if detect == "version" and not version:
-            found.append(f"{where}.conflicts.version_column: required when detect is 'version'")
+            return [f"{where}.conflicts.version_column: required when detect is 'version'"]
         if detect != "version" and version:
-            found.append(f"{where}.conflicts.version_column: only used with detect: version (detect is '{detect}')")
+            return [f"{where}.conflicts.version_column: only used with detect: version (detect is '{detect}')"]
+        return []
+
+    def _delta_problems(self, where: str) -> list[str]:
+        found = []
+        version = self.conflicts.version_column
         protected = {c.casefold(): label for c, label in self._protected().items()}
         seen: set[str] = set()
         for column in self.deltas:
@@ -138,11 +146,16 @@ class TableConfig(BaseModel):
                 found.append(f"{where}.deltas: '{column}' is conflicts.version_column, which the server increments")
             elif self.columns is not None and column not in self.columns:
                 found.append(f"{where}.deltas: '{column}' is not in {where}.columns, so clients cannot write it")
-        for kind, rules in (("frozen_when", self.rules.frozen_when), ("transitions", self.rules.transitions)):
-            for column, values in rules.items():
-                if not values:
-                    found.append(f"{where}.rules.{kind}.{column}: lists no values")
         return found
+
+    def _rule_problems(self, where: str) -> list[str]:
+        rules = (("frozen_when", self.rules.frozen_when), ("transitions", self.rules.transitions))
+        return [
+            f"{where}.rules.{kind}.{column}: lists no values"
+            for kind, by_column in rules
+            for column, values in by_column.items()
+            if not values
+        ]
 
     def _protected(self) -> dict[str, str]:
         out = {self.key: "key"}
@@ -370,9 +383,7 @@ class Settings(BaseModel):
                 "(RFC 7518 section 3.2); generate one with `openssl rand -base64 48`"
             )
         if self.jwt_jwks_file is not None:
-            from .auth import read_jwks_file  # PyJWT loads only when the handler verifies tokens itself
-
-            problem = read_jwks_file(self.jwt_jwks_file)
+            problem = jwks_file_problem(self.jwt_jwks_file)
             if problem is not None:
                 raise ValueError(f"JWT_JWKS_FILE: {problem}")
         return self
@@ -396,6 +407,22 @@ def _env_problem(error: Any) -> str:
     where = ".".join(str(p) for p in error["loc"]).upper()
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
+
+
+def jwks_file_problem(path: Path) -> str | None:
+    """Why ``JWT_JWKS_FILE`` cannot be used (missing, unreadable, not a JWKS with a signing key), or
+    ``None`` when it can: checked at cold start, so a mistake stops start-up instead of answering 401
+    to every request."""
+    import jwt  # PyJWT loads only when a JWKS file is configured (the handler verifies tokens itself)
+
+    try:
+        with path.open(encoding="utf-8") as handle:
+            keys = jwt.PyJWKSet.from_dict(json.load(handle)).keys
+    except OSError as exc:
+        return f"cannot read {path} ({exc.strerror})"
+    except (ValueError, jwt.PyJWTError) as exc:
+        return f"{path} is not a JWKS ({type(exc).__name__})"
+    return None if keys else f"{path} holds no usable signing key"
 
 
 MIN_HS256_SECRET_BYTES = 32

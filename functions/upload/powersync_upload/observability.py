@@ -28,7 +28,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from .contract import RetryableResult
-from .engine import Outcome
+from .outcome import Outcome
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics

@@ -180,20 +180,26 @@ def _edges(steps: Sequence[Step], tables: Tables) -> _Graph:
     for b, step in enumerate(steps):
         for parent in step.refs:
             for a in by_row.get(parent, ()):
-                other = steps[a]
-                if other.tx == step.tx:
-                    if other.kind != "DELETE":
-                        graph.add(a, b)  # the parent's writes first, wherever the client put them
-                elif other.tx < step.tx:
-                    graph.add(a, b)
-                else:
-                    graph.add(b, a)
+                _reference_edge(steps, a, b, graph)
     by_tx: dict[int, list[int]] = {}
     for i, step in enumerate(steps):
         by_tx.setdefault(step.tx, []).append(i)
     for members in by_tx.values():
         _delete_edges([(i, steps[i]) for i in members], tables, graph)
     return graph
+
+
+def _reference_edge(steps: Sequence[Step], a: int, b: int, graph: _Graph) -> None:
+    """Step ``b`` references the row step ``a`` writes: within one client transaction the parent's
+    writes go first (its delete keeps its place: :func:`_delete_edges`); across transactions, queue order."""
+    other, step = steps[a], steps[b]
+    if other.tx == step.tx:
+        if other.kind != "DELETE":
+            graph.add(a, b)  # the parent's writes first, wherever the client put them
+    elif other.tx < step.tx:
+        graph.add(a, b)
+    else:
+        graph.add(b, a)
 
 
 def _delete_edges(members: list[tuple[int, Step]], tables: Tables, graph: _Graph) -> None:
@@ -442,15 +448,12 @@ def transient_collision(
         True when some row's new values equal, on some index, what another row of the batch holds at
         that moment. NULL never collides; text compares case-insensitively (the safe side).
     """
-    holders: dict[tuple[int, tuple[object, ...]], set[Hashable]] = {}
+    holders: _Holders = {}
     held: dict[Hashable, IndexValues] = {}
     for row, old, _ in transitions:
         if old is not None:
             held[row] = dict(old)
-            for number, columns in enumerate(indexes):
-                value = _index_tuple(old, columns)
-                if value is not None:
-                    holders.setdefault((number, value), set()).add(row)
+            _move(holders, row, {}, old, indexes)
     for row, old, new in transitions:
         before = held.get(row, old or {})
         after = {**before, **new}
@@ -458,14 +461,25 @@ def transient_collision(
             wanted = _index_tuple(after, columns)
             if wanted is not None and holders.get((number, wanted), set()) - {row}:
                 return True
-        for number, columns in enumerate(indexes):
-            previous, value = _index_tuple(before, columns), _index_tuple(after, columns)
-            if previous is not None:
-                holders.get((number, previous), set()).discard(row)
-            if value is not None:
-                holders.setdefault((number, value), set()).add(row)
+        _move(holders, row, before, after, indexes)
         held[row] = after
     return False
+
+
+_Holders = dict[tuple[int, tuple[object, ...]], set[Hashable]]
+"""(index number, index values) -> the rows holding those values."""
+
+
+def _move(
+    holders: _Holders, row: Hashable, before: IndexValues, after: IndexValues, indexes: Sequence[tuple[str, ...]]
+) -> None:
+    """``row`` no longer holds its ``before`` values on each index, and now holds its ``after`` ones."""
+    for number, columns in enumerate(indexes):
+        previous, value = _index_tuple(before, columns), _index_tuple(after, columns)
+        if previous is not None:
+            holders.get((number, previous), set()).discard(row)
+        if value is not None:
+            holders.setdefault((number, value), set()).add(row)
 
 
 def _index_tuple(values: IndexValues, columns: tuple[str, ...]) -> tuple[object, ...] | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Limits, TableConfig, UploadConfig
-from .contract import Operation
+from .contract import Operation, Transaction
 from .convert import InvalidValue, check_key, convert, json_text
 from .database import Database
 from .errors import AuthReason, ErrorCode, FatalOpError, Reason
@@ -79,6 +79,22 @@ class Prepared:
     owner: Column | None = None
     me: Any = None
     parents: list[ParentRef] = field(default_factory=list)
+
+
+@dataclass
+class PreparedTransaction:
+    """One client transaction of the request, prepared.
+
+    Attributes:
+        position: its index in the request.
+        items: (operation index, prepared write); PATCHes that change nothing are left out.
+        steps: what the planner needs of each item (:func:`step_of`), filled in when grouping.
+    """
+
+    position: int
+    transaction: Transaction
+    items: list[tuple[int, Prepared]]
+    steps: list[Step] = field(default_factory=list)
 
 
 def resolve_table(conn: Any, client_table: str, config: UploadConfig, db: Database) -> Target:
@@ -265,34 +281,10 @@ def prepare(
     if operation.op == "PATCH" and not values:
         return None
     prepared = Prepared(operation, target, key_value, values, user_id)
-    table_config = target.config
-    if table_config.owner:
-        owner = target.schema.column(table_config.owner)
-        if owner is None:
-            raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=operation.table, column=table_config.owner)
-        me = memo.get(("me", target.schema.name, owner.name))
-        if me is None:
-            try:
-                me = memo[("me", target.schema.name, owner.name)] = convert(user_id, owner)
-            except InvalidValue as exc:
-                raise FatalOpError(
-                    ErrorCode.UNAUTHORIZED,
-                    table=operation.table,
-                    column=owner.name,
-                    reason=AuthReason.SUBJECT_NOT_STORABLE,
-                ) from exc
-        if owner.name in values:
-            if not same(values[owner.name], me, owner):
-                raise FatalOpError(
-                    ErrorCode.UNAUTHORIZED, table=operation.table, column=client_column(table_config, owner.name)
-                )
-            if operation.op == "PATCH":
-                del values[owner.name]
-                if not values:
-                    return None
-        if operation.op == "PUT":
-            values[owner.name] = me
-        prepared.owner, prepared.me = owner, me
+    if target.config.owner:
+        prepared.owner, prepared.me = _owner(operation, target, target.config.owner, values, user_id, memo)
+        if operation.op == "PATCH" and not values:  # it only sent the caller's own owner value
+            return None
     if operation.op != "DELETE":
         prepared.parents = _parents(conn, operation, target, values, config, db)
     if operation.op == "PUT":
@@ -301,6 +293,44 @@ def prepare(
             memo[shape] = unset_columns(target, values)
         prepared.nulls = memo[shape]
     return prepared
+
+
+def _owner(
+    operation: Operation,
+    target: Target,
+    name: str,
+    values: dict[str, Any],
+    user_id: str,
+    memo: dict[tuple[Any, ...], Any],
+) -> tuple[Column, Any]:
+    """The owner column and the caller's id converted for it. An owner value in ``values`` must be the
+    caller's: a PATCH's is dropped (it changes nothing), a PUT's owner is always the caller.
+
+    Raises:
+        FatalOpError: ``SCHEMA_MISMATCH`` (no such column), ``UNAUTHORIZED`` (someone else's id, or
+            the caller's id does not fit the column).
+    """
+    owner = target.schema.column(name)
+    if owner is None:
+        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=operation.table, column=name)
+    me = memo.get(("me", target.schema.name, owner.name))
+    if me is None:
+        try:
+            me = memo[("me", target.schema.name, owner.name)] = convert(user_id, owner)
+        except InvalidValue as exc:  # a uuid owner column and an Auth0 or Firebase subject
+            raise FatalOpError(
+                ErrorCode.UNAUTHORIZED, table=operation.table, column=owner.name, reason=AuthReason.SUBJECT_NOT_STORABLE
+            ) from exc
+    if owner.name in values:
+        if not same(values[owner.name], me, owner):
+            raise FatalOpError(
+                ErrorCode.UNAUTHORIZED, table=operation.table, column=client_column(target.config, owner.name)
+            )
+        if operation.op == "PATCH":
+            del values[owner.name]
+    if operation.op == "PUT":
+        values[owner.name] = me
+    return owner, me
 
 
 def plan_table(name: str) -> str:

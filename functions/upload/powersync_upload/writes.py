@@ -111,40 +111,65 @@ def _execute_run(conn: Any, dialect: Dialect, run: list[Item], speculative: bool
     op = first.operation.op
     if first.owner is not None and op != "PUT":
         return _guarded_run(conn, dialect, run)
-    target, table = first.target, first.operation.table
-    schema, key = target.schema, target.key
-    active = run
-    missing: list[int] = []
+    active, missing = _rows_to_write(conn, dialect, run, speculative)
+    if op != "DELETE":
+        _check_parents(conn, dialect, active, first.operation.table)
+    if active:
+        _write_run(conn, dialect, first, active, speculative)
+    return missing
+
+
+def _rows_to_write(conn: Any, dialect: Dialect, run: list[Item], speculative: bool) -> tuple[list[Item], list[int]]:
+    """The rows a run writes, and the positions of PATCHes that found no row: an owned table whose
+    upsert cannot guard itself reads its owners first (one locking read); a PATCH reads which rows exist.
+
+    Raises:
+        FatalOpError: ``UNAUTHORIZED``, a row is someone else's.
+        SpeculationFailed: ``speculative`` and a row exists.
+    """
+    first = run[0][1]
+    schema, key = first.target.schema, first.target.key
+    keys = [p.key_value for _, p in run]
     if first.owner is not None and not dialect.guarded_upsert:
-        keys = [p.key_value for _, p in run]
         owners = _lookup(dialect.select_many(conn, schema, key, keys, first.owner, "update"), key)
         if speculative and owners:
             raise SpeculationFailed
-        for _, prepared in run:
-            identity = _identity(prepared.key_value)
-            if identity in owners and not same(owners[identity], prepared.me, first.owner):
-                raise FatalOpError(ErrorCode.UNAUTHORIZED, table=table)
-    elif op == "PATCH":
-        keys = [p.key_value for _, p in run]
+        _check_owners(run, owners, first.owner, first.operation.table)
+        return run, []
+    if first.operation.op == "PATCH":
         existing = _lookup(dialect.select_many(conn, schema, key, keys, key, "update"), key)
         active = [(i, p) for i, p in run if _identity(p.key_value) in existing]
-        missing = [i for i, p in run if _identity(p.key_value) not in existing]
-    if op != "DELETE":
-        _check_parents(conn, dialect, active, table)
-    if not active:
-        return missing
+        return active, [i for i, p in run if _identity(p.key_value) not in existing]
+    return run, []
+
+
+def _write_run(conn: Any, dialect: Dialect, first: Prepared, active: list[Item], speculative: bool) -> None:
+    """The run's one write statement (``upsert_many``, ``update_many`` or ``delete_many``).
+
+    Raises:
+        FatalOpError: ``UNAUTHORIZED``, an owned PUT wrote fewer rows than sent (someone else's row).
+        SpeculationFailed: ``speculative`` and a row exists.
+    """
+    schema, key, op = first.target.schema, first.target.key, first.operation.op
     rows = [(p.key_value, p.values) for _, p in active]
     if op == "PUT":
         written = dialect.upsert_many(conn, schema, key, rows, first.nulls, first.owner, only_new=speculative)
         if speculative and written < len(rows):
             raise SpeculationFailed
         if first.owner is not None and written < len(rows):
-            raise FatalOpError(ErrorCode.UNAUTHORIZED, table=table)  # a row someone else inserted meanwhile
+            raise FatalOpError(ErrorCode.UNAUTHORIZED, table=first.operation.table)  # inserted meanwhile
     elif op == "PATCH":
         dialect.update_many(conn, schema, key, rows)
     else:
         dialect.delete_many(conn, schema, key, [p.key_value for _, p in active])
-    return missing
+
+
+def _check_owners(run: list[Item], owners: dict[Hashable, Any], owner: Column, table: str) -> None:
+    """Every row of ``run`` found in ``owners`` must be the caller's (``UNAUTHORIZED`` otherwise)."""
+    for _, prepared in run:
+        identity = _identity(prepared.key_value)
+        if identity in owners and not same(owners[identity], prepared.me, owner):
+            raise FatalOpError(ErrorCode.UNAUTHORIZED, table=table)
 
 
 def _guarded_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
@@ -164,10 +189,7 @@ def _guarded_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
     if touched < len(run):
         keys = [p.key_value for _, p in run]
         owners = _lookup(dialect.select_many(conn, schema, key, keys, owner, "update"), key)
-        for _, prepared in run:
-            identity = _identity(prepared.key_value)
-            if identity in owners and not same(owners[identity], prepared.me, owner):
-                raise FatalOpError(ErrorCode.UNAUTHORIZED, table=table)
+        _check_owners(run, owners, owner, table)
         active = [(i, p) for i, p in run if _identity(p.key_value) in owners]
         missing = [i for i, p in run if _identity(p.key_value) not in owners]
     if first.operation.op == "PATCH":

@@ -20,6 +20,8 @@ from ..schema import Column, TableSchema
 Lock = Literal["update", "share"]
 Guard = tuple[Column, Any] | None
 """A guarded write's condition: (owner column, the caller's value for it), or no condition."""
+Rows = list[tuple[Any, dict[str, Any]]]
+"""Rows by key: ``(key value, {server column: value})``, as batch writes take them and ``select_rows`` returns them."""
 
 PRUNE_ROWS = 10_000
 """Most ledger rows one ``ledger_prune`` statement deletes (keeps the statement short)."""
@@ -110,7 +112,7 @@ class Dialect(Protocol):
         conn: Any,
         table: TableSchema,
         key: Column,
-        rows: list[tuple[Any, dict[str, Any]]],
+        rows: Rows,
         nulls: list[str],
         guard: Column | None,
         *,
@@ -125,9 +127,7 @@ class Dialect(Protocol):
             rows written (fewer than ``len(rows)`` when ``guard`` stopped an update).
         """
 
-    def update_many(
-        self, conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], guard: Guard = None
-    ) -> int:
+    def update_many(self, conn: Any, table: TableSchema, key: Column, rows: Rows, guard: Guard = None) -> int:
         """PATCH of several rows with distinct keys and the same columns, one statement per chunk;
         ``guard``: only rows whose column equals the value (the caller's own). Returns rows matched."""
 
@@ -141,7 +141,7 @@ class Dialect(Protocol):
 
     def select_rows(
         self, conn: Any, table: TableSchema, key: Column, key_values: list[Any], columns: list[Column], lock: Lock
-    ) -> list[tuple[Any, dict[str, Any]]]:
+    ) -> Rows:
         """``(key, {column name: value})`` of the rows among ``key_values`` (values as the driver returns
         them), locked as :meth:`select_value` locks (``update``: the lock the write takes, so a conflict
         check and its write see the same row). One statement per chunk of the dialect's parameter limit;

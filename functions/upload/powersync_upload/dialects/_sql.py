@@ -9,7 +9,7 @@ the same shape of call (pymssql, PyMySQL, sqlite3).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ from ..conflicts import TABLE as CONFLICTS_TABLE
 from ..ledger import CLAIMED, Claim, Entry
 from ..ledger import TABLE as LEDGER_TABLE
 from ..schema import Column, ForeignKey, Kind, TableSchema, on_delete_rule
+from . import Guard, Lock, Rows
 
 T = TypeVar("T")
 
@@ -385,3 +386,64 @@ def table_with_constraints(
     return TableSchema(
         name=table, columns=columns, foreign_keys=foreign_keys_from_rows(foreign), unique=unique_from_rows(unique)
     )
+
+
+@dataclass(frozen=True)
+class RowStatements:
+    """The row statements PostgreSQL, MySQL/MariaDB and SQLite run alike, bound to one dialect.
+
+    A dialect module binds the ones it shares as its own functions (``update = ROWS.update``); the
+    :class:`~powersync_upload.dialects.Dialect` protocol documents each. The one difference between
+    them is the capability ``locks``: the clause that ends a locking read, by :data:`Lock`
+    (``FOR UPDATE``; ``FOR SHARE`` or ``LOCK IN SHARE MODE``), or ``None`` where the open transaction
+    already holds the database's write lock (SQLite's ``BEGIN IMMEDIATE``).
+    """
+
+    s: Statements
+    locks: Mapping[str, str] | None
+
+    def _suffix(self, lock: Lock) -> str:
+        return self.locks[lock] if self.locks is not None else ""
+
+    def select_value(
+        self, conn: Any, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
+    ) -> tuple[bool, Any]:
+        """``SELECT column ... WHERE key = ?`` plus the lock clause: ``(found, value)``."""
+        table_sql = qualified(table.name, self.s.quote)
+        return run_select_value(conn, self.s, table_sql, key, key_value, column, self._suffix(lock))
+
+    def select_many(
+        self, conn: Any, table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
+    ) -> list[tuple[Any, Any]]:
+        """``SELECT key, column ... WHERE key IN (...)`` plus the lock clause, per chunk of keys."""
+        table_sql = qualified(table.name, self.s.quote)
+        return run_select_in(conn, self.s, table_sql, key, key_values, column, self._suffix(lock))
+
+    def select_rows(
+        self, conn: Any, table: TableSchema, key: Column, key_values: list[Any], columns: list[Column], lock: Lock
+    ) -> Rows:
+        """``SELECT key, c... WHERE key IN (...)`` plus the lock clause, per chunk of keys."""
+        table_sql = qualified(table.name, self.s.quote)
+        return run_select_rows(conn, self.s, table_sql, key, key_values, columns, self._suffix(lock))
+
+    def update(self, conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
+        """``UPDATE ... WHERE key = ?``; returns rows matched."""
+        return run_update(conn, self.s, table, key, key_value, values)
+
+    def delete(self, conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
+        """``DELETE ... WHERE key = ?``; returns rows deleted."""
+        return run_delete(conn, self.s, table, key, key_value)
+
+    def delete_many(
+        self, conn: Any, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None
+    ) -> int:
+        """``DELETE ... WHERE key IN (...) [AND owner = ?]`` per chunk of keys; returns rows deleted."""
+        return run_delete_in(conn, self.s, table, key, key_values, guard)
+
+    def ledger_read(self, conn: Any, user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
+        """One ``SELECT`` on the identity index (per chunk of digests)."""
+        return run_ledger_read(conn, self.s, user_id, client_id, digests)
+
+    def conflicts_insert(self, conn: Any, rows: Sequence[dict[str, Any]]) -> None:
+        """``INSERT ... VALUES`` of every row."""
+        run_conflicts_insert(conn, self.s, rows)

@@ -37,23 +37,16 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import TABLE as LEDGER_TABLE
 from ..ledger import Claim, Entry
 from ..schema import BMP_ONLY, FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, Lock
+from . import PRUNE_ROWS, Guard, Rows
 from ._sql import (
     STAMP,
+    RowStatements,
     Statements,
     chunks,
     insert_values_sql,
     qualified,
     quote_with,
-    run_conflicts_insert,
-    run_delete,
-    run_delete_in,
     run_ledger_claim,
-    run_ledger_read,
-    run_select_in,
-    run_select_rows,
-    run_select_value,
-    run_update,
     select_sql,
     split_by_existence,
     table_with_constraints,
@@ -182,6 +175,21 @@ def codec_for(charset: str | None) -> str | None:
     return CHARSET_CODECS.get(str(charset).lower(), "ascii")
 
 
+_KINDS = {
+    **dict.fromkeys(_INTS, Kind.INTEGER),
+    "decimal": Kind.DECIMAL,
+    "float": Kind.FLOAT,
+    "double": Kind.FLOAT,
+    "datetime": Kind.TIMESTAMP,
+    "timestamp": Kind.TIMESTAMP,
+    "date": Kind.DATE,
+    "time": Kind.TIME,
+    "json": Kind.JSON,
+    **dict.fromkeys(("varchar", "char", "text", "tinytext", "mediumtext", "longtext"), Kind.TEXT),
+}
+"""``information_schema.columns.data_type`` -> kind (``tinyint(1)`` is a boolean; any other: OTHER)."""
+
+
 def key_folding(collation: str | None) -> dict[str, Any]:
     """How a text column's collation compares (DESIGN.md section 3, "One device id, one row"):
     ``pads_spaces`` unless the collation is NO PAD (MariaDB ``*_nopad_*``, MySQL 8 ``*_0900_*``,
@@ -200,38 +208,29 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
     charset = row[10] if len(row) > 10 else None
     collation = row[11] if len(row) > 11 else None
     data_type, column_type, extra = str(data_type).lower(), str(column_type).lower(), str(extra or "").lower()
-    common: dict[str, Any] = {
-        "name": col,
-        "type_name": column_type,
-        "nullable": nullable == "YES",
-        # MariaDB reports DEFAULT NULL as the string 'NULL'
-        "has_default": (default is not None and str(default).upper() != "NULL") or "auto_increment" in extra,
-        "writable": "generated" not in extra,
-    }
-    if column_type.startswith("tinyint(1)"):
-        return Column(kind=Kind.BOOLEAN, **common)
-    if data_type in _INTS:
+    kind = Kind.BOOLEAN if column_type.startswith("tinyint(1)") else _KINDS.get(data_type, Kind.OTHER)
+    facts: dict[str, Any] = {}
+    if kind is Kind.INTEGER:
         low, high = INT_RANGES[_INTS[data_type]]
-        if "unsigned" in column_type:
-            low, high = 0, high * 2 + 1
-        return Column(kind=Kind.INTEGER, int_range=(low, high), **common)
-    if data_type == "decimal":
-        return Column(kind=Kind.DECIMAL, precision=precision, scale=scale, **common)
-    if data_type in ("float", "double"):
-        return Column(kind=Kind.FLOAT, float_max=FLOAT32_MAX if data_type == "float" else None, **common)
-    if data_type in ("datetime", "timestamp"):
-        return Column(kind=Kind.TIMESTAMP, fraction_digits=dt_precision or 0, **common)
-    if data_type == "date":
-        return Column(kind=Kind.DATE, **common)
-    if data_type == "time":
-        return Column(kind=Kind.TIME, fraction_digits=dt_precision or 0, **common)
-    if data_type == "json":
-        return Column(kind=Kind.JSON, **common)
-    if data_type in ("varchar", "char", "text", "tinytext", "mediumtext", "longtext"):
-        return Column(
-            kind=Kind.TEXT, max_length=max_len, encoding=codec_for(charset), **key_folding(collation), **common
-        )
-    return Column(kind=Kind.OTHER, **common)
+        facts["int_range"] = (0, high * 2 + 1) if "unsigned" in column_type else (low, high)
+    elif kind is Kind.DECIMAL:
+        facts.update(precision=precision, scale=scale)
+    elif kind is Kind.FLOAT:
+        facts["float_max"] = FLOAT32_MAX if data_type == "float" else None
+    elif kind in (Kind.TIMESTAMP, Kind.TIME):
+        facts["fraction_digits"] = dt_precision or 0
+    elif kind is Kind.TEXT:
+        facts.update(max_length=max_len, encoding=codec_for(charset), **key_folding(collation))
+    return Column(
+        kind=kind,
+        name=col,
+        type_name=column_type,
+        nullable=nullable == "YES",
+        # MariaDB reports DEFAULT NULL as the string 'NULL'
+        has_default=(default is not None and str(default).upper() != "NULL") or "auto_increment" in extra,
+        writable="generated" not in extra,
+        **facts,
+    )
 
 
 def introspect(conn: Any, table: str) -> TableSchema | None:
@@ -301,13 +300,6 @@ def to_driver(value: Any, column: Column) -> Any:
 _LOCKS = {"update": "FOR UPDATE", "share": "LOCK IN SHARE MODE"}
 
 
-def select_value(
-    conn: Any, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
-) -> tuple[bool, Any]:
-    """``SELECT column ... FOR UPDATE | LOCK IN SHARE MODE`` (InnoDB also locks the gap of a missing key)."""
-    return run_select_value(conn, STATEMENTS, qualified(table.name, quote), key, key_value, column, _LOCKS[lock])
-
-
 def insert_sql(table: str, key: str, columns: list[str]) -> str:
     """``INSERT INTO table (key, columns...) VALUES (...)``."""
     names = [key, *columns]
@@ -341,35 +333,29 @@ def upsert(
     return 1
 
 
-def update(conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
-    """``UPDATE ... WHERE key = ?``; returns rows matched."""
-    return run_update(conn, STATEMENTS, table, key, key_value, values)
-
-
-def delete(conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
-    """``DELETE ... WHERE key = ?``; returns rows deleted."""
-    return run_delete(conn, STATEMENTS, table, key, key_value)
-
-
 CHUNK = 10000
 """Rows per multi-row statement and keys per IN list (PyMySQL sends parameters inline, so only
 ``max_allowed_packet``, 16 MiB by default on MariaDB and 64 MiB on MySQL 8, bounds a statement; a request
 body is capped below that)."""
 STATEMENTS = Statements(quote, PH, to_driver, CHUNK)
 
-
-def select_many(
-    conn: Any, table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
-) -> list[tuple[Any, Any]]:
-    """``SELECT key, column ... WHERE key IN (...)``, locked as :func:`select_value` locks."""
-    return run_select_in(conn, STATEMENTS, qualified(table.name, quote), key, key_values, column, _LOCKS[lock])
+ROWS = RowStatements(STATEMENTS, _LOCKS)
+"""The row statements this dialect runs as the others do (:class:`~powersync_upload.dialects._sql.RowStatements`)."""
+select_value = ROWS.select_value
+update = ROWS.update
+delete = ROWS.delete
+select_many = ROWS.select_many
+delete_many = ROWS.delete_many
+select_rows = ROWS.select_rows
+ledger_read = ROWS.ledger_read
+conflicts_insert = ROWS.conflicts_insert
 
 
 def upsert_many(
     conn: Any,
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     nulls: list[str],
     guard: Column | None,
     *,
@@ -416,7 +402,7 @@ def _update_join(
     conn: Any,
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     names: list[str],
     nulls: list[str],
     guard: Guard = None,
@@ -446,16 +432,9 @@ def _update_join(
     return matched
 
 
-def update_many(
-    conn: Any, table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], guard: Guard = None
-) -> int:
+def update_many(conn: Any, table: TableSchema, key: Column, rows: Rows, guard: Guard = None) -> int:
     """One multi-row ``UPDATE ... JOIN`` per chunk, ``WHERE t.owner = ?`` with ``guard``."""
     return _update_join(conn, table, key, rows, list(rows[0][1]), [], guard)
-
-
-def delete_many(conn: Any, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None) -> int:
-    """``DELETE ... WHERE key IN (...) [AND owner = ?]``."""
-    return run_delete_in(conn, STATEMENTS, table, key, key_values, guard)
 
 
 IN_PROCESS = {1213: "deadlock", 1205: "lock_timeout"}
@@ -498,6 +477,25 @@ DATA_ERRORS = {
 }
 
 
+_FATAL_NUMBERS = {
+    **dict.fromkeys((1048, 1364), ErrorCode.NOT_NULL_VIOLATION),
+    **dict.fromkeys((1062, 1586), ErrorCode.UNIQUE_VIOLATION),
+    **dict.fromkeys((1451, 1452, 1216, 1217), ErrorCode.FOREIGN_KEY_VIOLATION),
+    **dict.fromkeys((3819, 4025), ErrorCode.CHECK_VIOLATION),
+    **dict.fromkeys(DATA_ERRORS, ErrorCode.INVALID_DATA),
+    **dict.fromkeys((1054, 1146), ErrorCode.SCHEMA_MISMATCH),
+    **dict.fromkeys((1142, 1143), ErrorCode.UNAUTHORIZED),
+}
+"""Fatal error numbers (any other number that is not retryable: ``UNCLASSIFIED_ERROR``)."""
+_NAMED_BY = {
+    ErrorCode.NOT_NULL_VIOLATION: ("column", ("olumn '", "ield '")),
+    ErrorCode.UNIQUE_VIOLATION: ("constraint", ("for key '",)),
+    ErrorCode.CHECK_VIOLATION: ("constraint", ("constraint '", "CONSTRAINT `")),
+    ErrorCode.INVALID_DATA: ("column", ("column '", "olumn '")),
+}
+"""The name an error's message carries: which field it fills, and the markers before it (:func:`_quoted`)."""
+
+
 def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
     """Map a PyMySQL error by its error number (``args[0]``)."""
     if not isinstance(exc, pymysql.err.MySQLError):
@@ -509,28 +507,12 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
         return RetryableError(IN_PROCESS[number], in_process=True, number=number)
     if number in TRANSIENT:
         return RetryableError(TRANSIENT[number], number=number)
-    if number in (1048, 1364):
-        return FatalOpError(ErrorCode.NOT_NULL_VIOLATION, column=_quoted(exc, "olumn '", "ield '"), number=number)
-    if number in (1062, 1586):
-        return FatalOpError(ErrorCode.UNIQUE_VIOLATION, constraint=_quoted(exc, "for key '"), number=number)
-    if number in (1451, 1452, 1216, 1217):
-        return FatalOpError(ErrorCode.FOREIGN_KEY_VIOLATION, number=number)
-    if number in (3819, 4025):
-        return FatalOpError(
-            ErrorCode.CHECK_VIOLATION, constraint=_quoted(exc, "constraint '", "CONSTRAINT `"), number=number
-        )
-    if number in DATA_ERRORS:
-        return FatalOpError(
-            ErrorCode.INVALID_DATA,
-            column=_quoted(exc, "column '", "olumn '"),
-            reason=DATA_ERRORS[number],
-            number=number,
-        )
-    if number in (1054, 1146):
-        return FatalOpError(ErrorCode.SCHEMA_MISMATCH, number=number)
-    if number in (1142, 1143):
-        return FatalOpError(ErrorCode.UNAUTHORIZED, number=number)
-    return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=number)
+    code = _FATAL_NUMBERS.get(number, ErrorCode.UNCLASSIFIED_ERROR)
+    names: dict[str, Any] = {}
+    if code in _NAMED_BY:
+        field, markers = _NAMED_BY[code]
+        names[field] = _quoted(exc, *markers)
+    return FatalOpError(code, reason=DATA_ERRORS.get(number), number=number, **names)
 
 
 def _quoted(exc: BaseException, *markers: str) -> str | None:
@@ -550,18 +532,6 @@ def _quoted(exc: BaseException, *markers: str) -> str | None:
 # ---- the ledger, the conflicts table and current-row reads (DESIGN.md section 3) -------------------
 
 
-def select_rows(
-    conn: Any, table: TableSchema, key: Column, key_values: list[Any], columns: list[Column], lock: Lock
-) -> list[tuple[Any, dict[str, Any]]]:
-    """``SELECT key, c... WHERE key IN (...) FOR UPDATE|LOCK IN SHARE MODE``."""
-    return run_select_rows(conn, STATEMENTS, qualified(table.name, quote), key, key_values, columns, _LOCKS[lock])
-
-
-def ledger_read(conn: Any, user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
-    """One ``SELECT`` on the identity index (binary collation: ids compare exactly)."""
-    return run_ledger_read(conn, STATEMENTS, user_id, client_id, digests)
-
-
 def _duplicate(exc: BaseException) -> bool:
     return isinstance(exc, pymysql.err.IntegrityError) and bool(exc.args) and exc.args[0] == 1062
 
@@ -578,8 +548,3 @@ def ledger_prune(conn: Any, before: datetime) -> int:
         f"DELETE FROM {LEDGER_TABLE} WHERE decided_at < %s ORDER BY seq LIMIT {PRUNE_ROWS}", (to_driver(before, STAMP),)
     )
     return int(cursor.rowcount)
-
-
-def conflicts_insert(conn: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """``INSERT ... VALUES`` of every row."""
-    run_conflicts_insert(conn, STATEMENTS, rows)

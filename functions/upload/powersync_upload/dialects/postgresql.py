@@ -19,20 +19,15 @@ from psycopg import errors as pg_errors
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, Lock
+from . import PRUNE_ROWS, Guard, Lock, Rows
 from ._sql import (
+    RowStatements,
     Statements,
     foreign_keys_from_rows,
     prune_in_sql,
     qualified,
     quote_with,
-    run_conflicts_insert,
-    run_delete,
     run_ledger_claim,
-    run_ledger_read,
-    run_select_rows,
-    run_select_value,
-    run_update,
     unique_from_rows,
     upsert_statement,
 )
@@ -86,40 +81,57 @@ ORDER BY c.ordinal_position
 _INTS = {"smallint": "smallint", "integer": "int", "bigint": "bigint"}
 
 
+_KINDS = {
+    **dict.fromkeys(_INTS, Kind.INTEGER),
+    "numeric": Kind.DECIMAL,
+    "real": Kind.FLOAT,
+    "double precision": Kind.FLOAT,
+    "boolean": Kind.BOOLEAN,
+    "uuid": Kind.UUID,
+    "json": Kind.JSON,
+    "jsonb": Kind.JSON,
+    "timestamp without time zone": Kind.TIMESTAMP,
+    "timestamp with time zone": Kind.TIMESTAMPTZ,
+    "date": Kind.DATE,
+    "time without time zone": Kind.TIME,
+    "character varying": Kind.TEXT,
+    "character": Kind.TEXT,
+    "text": Kind.TEXT,
+}
+"""``information_schema.columns.data_type`` -> kind (any other type: :attr:`Kind.OTHER`)."""
+
+
 def column_from_catalog(row: tuple[Any, ...]) -> Column:
     """A :class:`Column` from one ``information_schema.columns`` row of :data:`_INTROSPECT`."""
     col, data_type, udt, nullable, default, identity, generated, max_len, precision, scale, dt_precision = row
-    common: dict[str, Any] = {
-        "name": col,
-        "type_name": udt,  # varchar, numeric, uuid, jsonb...: the cast of the batch arrays (no typmod)
-        "nullable": nullable == "YES",
-        "has_default": default is not None or identity == "YES",
-        "writable": generated != "ALWAYS" and identity != "YES",  # identity values are the server's
-    }
-    if data_type in _INTS:
-        return Column(kind=Kind.INTEGER, int_range=INT_RANGES[_INTS[data_type]], **common)
-    if data_type == "numeric":
-        return Column(kind=Kind.DECIMAL, precision=precision, scale=scale, **common)
-    if data_type in ("real", "double precision"):
-        return Column(kind=Kind.FLOAT, float_max=FLOAT32_MAX if data_type == "real" else None, **common)
-    if data_type == "boolean":
-        return Column(kind=Kind.BOOLEAN, **common)
-    if data_type == "uuid":
-        return Column(kind=Kind.UUID, **common)
-    if data_type in ("json", "jsonb"):
-        return Column(kind=Kind.JSON, **common)
-    if data_type == "timestamp without time zone":
-        return Column(kind=Kind.TIMESTAMP, fraction_digits=dt_precision if dt_precision is not None else 6, **common)
-    if data_type == "timestamp with time zone":
-        return Column(kind=Kind.TIMESTAMPTZ, fraction_digits=dt_precision if dt_precision is not None else 6, **common)
-    if data_type == "date":
-        return Column(kind=Kind.DATE, **common)
-    if data_type == "time without time zone":
-        return Column(kind=Kind.TIME, fraction_digits=dt_precision if dt_precision is not None else 6, **common)
-    if data_type in ("character varying", "character", "text"):
+    kind = _KINDS.get(data_type, Kind.OTHER)
+    return Column(
+        kind=kind,
+        name=col,
+        type_name=udt,  # varchar, numeric, uuid, jsonb...: the cast of the batch arrays (no typmod)
+        nullable=nullable == "YES",
+        has_default=default is not None or identity == "YES",
+        writable=generated != "ALWAYS" and identity != "YES",  # identity values are the server's
+        **_type_facts(kind, data_type, max_len, precision, scale, dt_precision),
+    )
+
+
+def _type_facts(
+    kind: Kind, data_type: str, max_len: Any, precision: Any, scale: Any, dt_precision: Any
+) -> dict[str, Any]:
+    """The :class:`Column` fields a kind needs: range, precision and scale, fraction digits, length."""
+    if kind is Kind.INTEGER:
+        return {"int_range": INT_RANGES[_INTS[data_type]]}
+    if kind is Kind.DECIMAL:
+        return {"precision": precision, "scale": scale}
+    if kind is Kind.FLOAT:
+        return {"float_max": FLOAT32_MAX if data_type == "real" else None}
+    if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ, Kind.TIME):
+        return {"fraction_digits": dt_precision if dt_precision is not None else 6}
+    if kind is Kind.TEXT:
         # char(n) compares ignoring trailing spaces; text and varchar compare exactly (deterministic collations)
-        return Column(kind=Kind.TEXT, max_length=max_len, pads_spaces=data_type == "character", **common)
-    return Column(kind=Kind.OTHER, **common)
+        return {"max_length": max_len, "pads_spaces": data_type == "character"}
+    return {}
 
 
 _FOREIGN_KEYS = """
@@ -169,12 +181,14 @@ STATEMENTS = Statements(quote, PH, to_driver)
 
 _LOCKS = {"update": "FOR UPDATE", "share": "FOR SHARE"}
 
-
-def select_value(
-    conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
-) -> tuple[bool, Any]:
-    """``SELECT column ... FOR UPDATE|FOR SHARE``."""
-    return run_select_value(conn, STATEMENTS, qualified(table.name, quote), key, key_value, column, _LOCKS[lock])
+ROWS = RowStatements(STATEMENTS, _LOCKS)
+"""The row statements this dialect runs as the others do (:class:`~powersync_upload.dialects._sql.RowStatements`)."""
+select_value = ROWS.select_value
+update = ROWS.update
+delete = ROWS.delete
+select_rows = ROWS.select_rows
+ledger_read = ROWS.ledger_read
+conflicts_insert = ROWS.conflicts_insert
 
 
 def upsert(
@@ -192,18 +206,6 @@ def upsert(
     return conn.execute(sql.encode(), [key_value, *(values[n] for n in names)]).rowcount
 
 
-def update(
-    conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]
-) -> int:
-    """``UPDATE ... WHERE key = %s``."""
-    return run_update(conn, STATEMENTS, table, key, key_value, values)
-
-
-def delete(conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_value: Any) -> int:
-    """``DELETE ... WHERE key = %s``."""
-    return run_delete(conn, STATEMENTS, table, key, key_value)
-
-
 def select_many(
     conn: psycopg.Connection[Any], table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
 ) -> list[tuple[Any, Any]]:
@@ -215,14 +217,14 @@ def select_many(
     return [(r[0], r[1]) for r in conn.execute(sql.encode(), (list(key_values),)).fetchall()]
 
 
-def _arrays(table: TableSchema, key: Column, rows: list[tuple[Any, dict[str, Any]]], names: list[str]) -> str:
+def _arrays(table: TableSchema, key: Column, rows: Rows, names: list[str]) -> str:
     """``unnest(%s::uuid[], %s::varchar[], ...)``: one array parameter per column, cast to the column's
     base type without its modifier, so assigning to the column still checks length and range."""
     types = [key.type_name, *(table.columns[n].type_name for n in names)]
     return "unnest(" + ", ".join(f"%s::{quote(t)}[]" for t in types) + ")"
 
 
-def _array_params(rows: list[tuple[Any, dict[str, Any]]], names: list[str]) -> list[list[Any]]:
+def _array_params(rows: Rows, names: list[str]) -> list[list[Any]]:
     return [[k for k, _ in rows], *([v[n] for _, v in rows] for n in names)]
 
 
@@ -230,7 +232,7 @@ def upsert_many(
     conn: psycopg.Connection[Any],
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     nulls: list[str],
     guard: Column | None,
     *,
@@ -248,7 +250,7 @@ def update_many(
     conn: psycopg.Connection[Any],
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     guard: Guard = None,
 ) -> int:
     """``UPDATE t SET c = v.c FROM unnest(arrays) AS v(k, c...) WHERE t.key = v.k [AND t.owner = %s]``."""
@@ -312,12 +314,25 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
         return None
     state = exc.sqlstate
     if state is None:  # raised by psycopg itself, not by the server
-        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-            return RetryableError("connection")
-        if isinstance(exc, psycopg.DataError):  # a value psycopg cannot send (e.g. NUL in text)
-            return FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.FORMAT)
-        return RetryableError("internal", retry_after_ms=5000)
-    diag = exc.diag
+        return _without_state(exc)
+    return (
+        _fatal_by_state(state, exc.diag)
+        or _retryable_by_state(exc, state)
+        or FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=state)
+    )
+
+
+def _without_state(exc: psycopg.Error) -> FatalOpError | RetryableError:
+    """An error psycopg raised itself: a lost connection, a value it cannot send (NUL in text), or ours."""
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return RetryableError("connection")
+    if isinstance(exc, psycopg.DataError):
+        return FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.FORMAT)
+    return RetryableError("internal", retry_after_ms=5000)
+
+
+def _fatal_by_state(state: str, diag: Any) -> FatalOpError | None:
+    """Constraint (class 23), data (class 22), schema and privilege errors; ``None`` for any other."""
     if state in _CONSTRAINTS:
         return FatalOpError(_CONSTRAINTS[state], column=diag.column_name, constraint=diag.constraint_name, number=state)
     if state.startswith("23"):
@@ -326,37 +341,26 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
         return FatalOpError(
             ErrorCode.INVALID_DATA, column=diag.column_name, reason=_DATA_REASONS.get(state, Reason.TYPE), number=state
         )
-    if state in _IN_PROCESS:
-        return RetryableError(_IN_PROCESS[state], in_process=True, number=state)
-    if state in _RETRYABLE or state.startswith("08"):
-        return RetryableError(_RETRYABLE.get(state, "connection"), number=state)
     if state in ("42703", "42P01", "3F000"):
         return FatalOpError(ErrorCode.SCHEMA_MISMATCH, number=state)
     if state == "42501":
         return FatalOpError(ErrorCode.UNAUTHORIZED, number=state)
+    return None
+
+
+def _retryable_by_state(exc: psycopg.Error, state: str) -> RetryableError | None:
+    """Serialization failures, deadlocks and lock timeouts (retried in process), then the temporary
+    server states (class 08, 53, 57, ...); ``None`` for any other."""
+    if state in _IN_PROCESS:
+        return RetryableError(_IN_PROCESS[state], in_process=True, number=state)
+    if state in _RETRYABLE or state.startswith("08"):
+        return RetryableError(_RETRYABLE.get(state, "connection"), number=state)
     if isinstance(exc, (pg_errors.OperationalError, pg_errors.InterfaceError)) and state.startswith(("XX", "58")):
         return RetryableError("server_error", number=state)
-    return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=state)
+    return None
 
 
 # ---- the ledger, the conflicts table and current-row reads (DESIGN.md section 3) -------------------
-
-
-def select_rows(
-    conn: psycopg.Connection[Any],
-    table: TableSchema,
-    key: Column,
-    key_values: list[Any],
-    columns: list[Column],
-    lock: Lock,
-) -> list[tuple[Any, dict[str, Any]]]:
-    """``SELECT key, c... WHERE key IN (...) FOR UPDATE|FOR SHARE``."""
-    return run_select_rows(conn, STATEMENTS, qualified(table.name, quote), key, key_values, columns, _LOCKS[lock])
-
-
-def ledger_read(conn: psycopg.Connection[Any], user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
-    """One ``SELECT`` on the identity index."""
-    return run_ledger_read(conn, STATEMENTS, user_id, client_id, digests)
 
 
 def _duplicate(exc: BaseException) -> bool:
@@ -376,8 +380,3 @@ def ledger_claim(conn: psycopg.Connection[Any], entries: Sequence[Entry]) -> Cla
 def ledger_prune(conn: psycopg.Connection[Any], before: datetime) -> int:
     """``DELETE ... WHERE seq IN (SELECT seq ... WHERE decided_at < %s ORDER BY seq LIMIT n)``."""
     return conn.execute(prune_in_sql(PH, PRUNE_ROWS).encode(), (before,)).rowcount
-
-
-def conflicts_insert(conn: psycopg.Connection[Any], rows: Sequence[dict[str, Any]]) -> None:
-    """``INSERT ... VALUES`` of every row."""
-    run_conflicts_insert(conn, STATEMENTS, rows)

@@ -26,23 +26,16 @@ from urllib.parse import urlsplit
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, Lock
+from . import PRUNE_ROWS, Guard, Rows
 from ._sql import (
     STAMP,
+    RowStatements,
     Statements,
     foreign_keys_from_rows,
     prune_in_sql,
     qualified,
     quote_with,
-    run_conflicts_insert,
-    run_delete,
-    run_delete_in,
     run_ledger_claim,
-    run_ledger_read,
-    run_select_in,
-    run_select_rows,
-    run_select_value,
-    run_update,
     unique_from_rows,
     update_sql,
     upsert_statement,
@@ -88,41 +81,53 @@ def rollback(conn: sqlite3.Connection) -> None:
 _LENGTH = re.compile(r"\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
 
 
+_DECLARED = (
+    (("BOOL",), Kind.BOOLEAN),
+    (("DATETIME", "TIMESTAMP"), Kind.TIMESTAMP),
+    (("DATE",), Kind.DATE),
+    (("TIME",), Kind.TIME),
+    (("UUID", "GUID"), Kind.UUID),
+    (("JSON",), Kind.JSON),
+    (("INT",), Kind.INTEGER),
+    (("CHAR", "CLOB", "TEXT"), Kind.TEXT),
+    (("REAL", "FLOA", "DOUB"), Kind.FLOAT),
+    (("DEC", "NUMERIC"), Kind.DECIMAL),
+)
+"""Declared type -> kind: the first entry one of whose words the declared type contains (else OTHER)."""
+
+
 def column_from_declared(name_: str, declared: str, notnull: bool, default: Any, hidden: int) -> Column:
     """A :class:`Column` from a ``PRAGMA table_xinfo`` row (``hidden`` 2 or 3: generated column)."""
     upper = declared.upper()
+    kind = next((kind for words, kind in _DECLARED if any(word in upper for word in words)), Kind.OTHER)
+    return Column(
+        kind=kind,
+        name=name_,
+        type_name=declared,
+        nullable=not notnull,
+        has_default=default is not None,
+        writable=hidden not in (2, 3),
+        **_type_facts(kind, upper),
+    )
+
+
+def _type_facts(kind: Kind, upper: str) -> dict[str, Any]:
+    """The :class:`Column` fields a kind needs, from the declared type (``VARCHAR(20)``, ``DECIMAL(9,2)``)."""
     size = _LENGTH.search(upper)
     first = int(size.group(1)) if size else None
     second = int(size.group(2)) if size and size.group(2) else None
-    common: dict[str, Any] = {
-        "name": name_,
-        "type_name": declared,
-        "nullable": not notnull,
-        "has_default": default is not None,
-        "writable": hidden not in (2, 3),
-    }
-    if "BOOL" in upper:
-        return Column(kind=Kind.BOOLEAN, **common)
-    if "DATETIME" in upper or "TIMESTAMP" in upper:
-        return Column(kind=Kind.TIMESTAMP, fraction_digits=3, **common)
-    if "DATE" in upper:
-        return Column(kind=Kind.DATE, **common)
-    if "TIME" in upper:
-        return Column(kind=Kind.TIME, fraction_digits=3, **common)
-    if "UUID" in upper or "GUID" in upper:
-        return Column(kind=Kind.UUID, **common)
-    if "JSON" in upper:
-        return Column(kind=Kind.JSON, **common)
-    if "INT" in upper:
+    if kind in (Kind.TIMESTAMP, Kind.TIME):
+        return {"fraction_digits": 3}
+    if kind is Kind.INTEGER:
         width = "smallint" if "SMALLINT" in upper else "tinyint" if "TINYINT" in upper else "bigint"
-        return Column(kind=Kind.INTEGER, int_range=INT_RANGES[width], **common)
-    if "CHAR" in upper or "CLOB" in upper or "TEXT" in upper:
-        return Column(kind=Kind.TEXT, max_length=first, **common)
-    if "REAL" in upper or "FLOA" in upper or "DOUB" in upper:
-        return Column(kind=Kind.FLOAT, float_max=FLOAT32_MAX if upper.strip() == "FLOAT4" else None, **common)
-    if "DEC" in upper or "NUMERIC" in upper:
-        return Column(kind=Kind.DECIMAL, precision=first, scale=second if first else None, **common)
-    return Column(kind=Kind.OTHER, **common)
+        return {"int_range": INT_RANGES[width]}
+    if kind is Kind.TEXT:
+        return {"max_length": first}
+    if kind is Kind.FLOAT:
+        return {"float_max": FLOAT32_MAX if upper.strip() == "FLOAT4" else None}
+    if kind is Kind.DECIMAL:
+        return {"precision": first, "scale": second if first else None}
+    return {}
 
 
 def introspect(conn: sqlite3.Connection, table: str) -> TableSchema | None:
@@ -168,13 +173,6 @@ def to_driver(value: Any, column: Column) -> Any:
     return value
 
 
-def select_value(
-    conn: sqlite3.Connection, table: TableSchema, key: Column, key_value: Any, column: Column, lock: Lock
-) -> tuple[bool, Any]:
-    """Read one value; ``BEGIN IMMEDIATE`` already holds the database's write lock."""
-    return run_select_value(conn, STATEMENTS, qualified(table.name, quote), key, key_value, column)
-
-
 def upsert(
     conn: sqlite3.Connection,
     table: TableSchema,
@@ -191,33 +189,27 @@ def upsert(
     return conn.execute(sql, params).rowcount
 
 
-def update(conn: sqlite3.Connection, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
-    """``UPDATE ... WHERE key = ?``; returns rows matched."""
-    return run_update(conn, STATEMENTS, table, key, key_value, values)
-
-
-def delete(conn: sqlite3.Connection, table: TableSchema, key: Column, key_value: Any) -> int:
-    """``DELETE ... WHERE key = ?``; returns rows deleted."""
-    return run_delete(conn, STATEMENTS, table, key, key_value)
-
-
 CHUNK = 500
 """Keys per IN list (SQLite allows 32,766 parameters since 3.32, 999 before)."""
 STATEMENTS = Statements(quote, PH, to_driver, CHUNK)
 
-
-def select_many(
-    conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any], column: Column, lock: Lock
-) -> list[tuple[Any, Any]]:
-    """``SELECT key, column ... WHERE key IN (...)``, locked as :func:`select_value` locks."""
-    return run_select_in(conn, STATEMENTS, qualified(table.name, quote), key, key_values, column)
+ROWS = RowStatements(STATEMENTS, None)
+"""The row statements this dialect runs as the others do (:class:`~powersync_upload.dialects._sql.RowStatements`)."""
+select_value = ROWS.select_value
+update = ROWS.update
+delete = ROWS.delete
+select_many = ROWS.select_many
+delete_many = ROWS.delete_many
+select_rows = ROWS.select_rows
+ledger_read = ROWS.ledger_read
+conflicts_insert = ROWS.conflicts_insert
 
 
 def upsert_many(
     conn: sqlite3.Connection,
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     nulls: list[str],
     guard: Column | None,
     *,
@@ -235,7 +227,7 @@ def update_many(
     conn: sqlite3.Connection,
     table: TableSchema,
     key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
+    rows: Rows,
     guard: Guard = None,
 ) -> int:
     """``UPDATE ... WHERE key = ? [AND owner = ?]`` through ``executemany``."""
@@ -246,13 +238,6 @@ def update_many(
         sql += f" AND {quote(guard[0].name)} = {PH}"
     params = [[to_driver(v[n], table.columns[n]) for n in names] + [to_driver(k, key), *tail] for k, v in rows]
     return conn.executemany(sql, params).rowcount
-
-
-def delete_many(
-    conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None
-) -> int:
-    """``DELETE ... WHERE key IN (...) [AND owner = ?]``."""
-    return run_delete_in(conn, STATEMENTS, table, key, key_values, guard)
 
 
 # Extended result codes: https://www.sqlite.org/rescode.html
@@ -275,23 +260,9 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
         return None
     code = getattr(exc, "sqlite_errorcode", None)
     text = str(exc)
-    if isinstance(code, int):
-        if code in _CONSTRAINT_CODES:
-            kind = _CONSTRAINT_CODES[code]
-            column = constraint = None
-            if kind is ErrorCode.NOT_NULL_VIOLATION and (m := _NOT_NULL_COLUMN.search(text)):
-                column = m.group(1)
-            if kind is ErrorCode.CHECK_VIOLATION and (m := _NAMED_CHECK.search(text)):
-                constraint = m.group(1)
-            return FatalOpError(kind, column=column, constraint=constraint, number=code)
-        if code & 0xFF == 19:  # other SQLITE_CONSTRAINT_*
-            return FatalOpError(ErrorCode.CONSTRAINT_VIOLATION, number=code)
-        if code in _REOPEN:  # the file was replaced under the open connection: open it again
-            return RetryableError("connection", number=code)
-        if code & 0xFF in _RETRYABLE_PRIMARY:
-            return RetryableError(_RETRYABLE_PRIMARY[code & 0xFF], in_process=code & 0xFF in (5, 6), number=code)
-        if code & 0xFF == 20:  # SQLITE_MISMATCH
-            return FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TYPE, number=code)
+    found = _by_code(code, text) if isinstance(code, int) else None
+    if found is not None:
+        return found
     if "no such table" in text or "no such column" in text or "has no column named" in text:
         return FatalOpError(ErrorCode.SCHEMA_MISMATCH, number=code)
     if isinstance(exc, sqlite3.OperationalError) and "interrupted" in text:
@@ -299,19 +270,29 @@ def classify(exc: BaseException) -> FatalOpError | RetryableError | None:
     return FatalOpError(ErrorCode.UNCLASSIFIED_ERROR, number=code)
 
 
+def _by_code(code: int, text: str) -> FatalOpError | RetryableError | None:
+    """An error whose extended result code says what it is; ``None`` when only its text can."""
+    primary = code & 0xFF
+    if code in _CONSTRAINT_CODES:
+        kind = _CONSTRAINT_CODES[code]
+        column = constraint = None
+        if kind is ErrorCode.NOT_NULL_VIOLATION and (m := _NOT_NULL_COLUMN.search(text)):
+            column = m.group(1)
+        if kind is ErrorCode.CHECK_VIOLATION and (m := _NAMED_CHECK.search(text)):
+            constraint = m.group(1)
+        return FatalOpError(kind, column=column, constraint=constraint, number=code)
+    if primary == 19:  # other SQLITE_CONSTRAINT_*
+        return FatalOpError(ErrorCode.CONSTRAINT_VIOLATION, number=code)
+    if code in _REOPEN:  # the file was replaced under the open connection: open it again
+        return RetryableError("connection", number=code)
+    if primary in _RETRYABLE_PRIMARY:
+        return RetryableError(_RETRYABLE_PRIMARY[primary], in_process=primary in (5, 6), number=code)
+    if primary == 20:  # SQLITE_MISMATCH
+        return FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TYPE, number=code)
+    return None
+
+
 # ---- the ledger, the conflicts table and current-row reads (DESIGN.md section 3) -------------------
-
-
-def select_rows(
-    conn: sqlite3.Connection, table: TableSchema, key: Column, key_values: list[Any], columns: list[Column], lock: Lock
-) -> list[tuple[Any, dict[str, Any]]]:
-    """``SELECT key, c... WHERE key IN (...)``; ``BEGIN IMMEDIATE`` already holds the write lock."""
-    return run_select_rows(conn, STATEMENTS, qualified(table.name, quote), key, key_values, columns)
-
-
-def ledger_read(conn: sqlite3.Connection, user_id: str, client_id: str, digests: Sequence[str]) -> list[Any]:
-    """One ``SELECT`` on the identity index."""
-    return run_ledger_read(conn, STATEMENTS, user_id, client_id, digests)
 
 
 def _duplicate(exc: BaseException) -> bool:
@@ -331,8 +312,3 @@ def ledger_claim(conn: sqlite3.Connection, entries: Sequence[Entry]) -> Claim:
 def ledger_prune(conn: sqlite3.Connection, before: datetime) -> int:
     """``DELETE ... WHERE seq IN (SELECT seq ... WHERE decided_at < ? ORDER BY seq LIMIT n)``."""
     return conn.execute(prune_in_sql(PH, PRUNE_ROWS), (to_driver(before, STAMP),)).rowcount
-
-
-def conflicts_insert(conn: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """``INSERT ... VALUES`` of every row."""
-    run_conflicts_insert(conn, STATEMENTS, rows)
