@@ -33,3 +33,10 @@ def test_a_body_nested_beyond_the_parser_parses_with_the_deep_value_as_nan() -> 
 
 def test_a_body_that_parses_is_not_touched() -> None:
     assert lenient_json(json.dumps({"x": [[["]]]"]]]})) == {"x": [[["]]]"]]]}
+
+
+def test_shallow_reads_an_escaped_backslash_before_a_closing_quote() -> None:
+    # Given a string ending in an escaped backslash, then a deep array after it
+    text = '{"a": "x\\\\", "b": [[[1]]]}'
+    # When it is cut at level 3 / Then the string closed at its quote and the array was cut
+    assert shallow(text, limit=3) == '{"a": "x\\\\", "b": [[NaN]]}'

@@ -63,23 +63,31 @@ def _int_token(text: str) -> int | Decimal:
 MAX_PARSE_DEPTH = 500
 """Nesting level at which :func:`shallow` cuts a value too deep for the parser (its recursion limit is
 about 1000 levels, envelope included)."""
-_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+_JSON_SPECIALS = re.compile(r'[\\"\[\]{}]')
 
 
 def shallow(text: str, limit: int = MAX_PARSE_DEPTH) -> str:
     """``text`` with every array or object that opens at nesting level ``limit`` replaced by the token
     ``NaN``, which :func:`lenient_json` accepts and the conversion rejects per value (``INVALID_DATA``):
     a value nested too deep fails its own operation, never the whole request (docs/contract.md section 2).
-    Strings are skipped whole; a malformed body stays malformed. One pass, no recursion."""
+    Brackets inside strings are text; a malformed body stays malformed. One linear pass, no recursion."""
     parts: list[str] = []
-    depth, cut, last = 0, -1, 0
-    for match in _JSON_TOKENS.finditer(text):
-        token = match.group()
-        if token in ("[", "{"):
+    depth, cut, last, in_string, escaped_at = 0, -1, 0, False, -1
+    for match in _JSON_SPECIALS.finditer(text):
+        char, at = match.group(), match.start()
+        if in_string:
+            if at == escaped_at:
+                continue
+            if char == "\\":
+                escaped_at = at + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
             depth += 1
-            if depth == limit and cut < 0:
-                cut = match.start()
-        elif token in ("]", "}"):
+            cut = at if depth == limit and cut < 0 else cut
+        elif char in "]}":
             if depth == limit and cut >= 0:
                 parts += [text[last:cut], "NaN"]
                 last, cut = match.end(), -1
