@@ -28,7 +28,7 @@ from powersync_upload.config import Settings, load_upload_config
 from powersync_upload.convert import convert
 from powersync_upload.database import Database
 from powersync_upload.handler import Runtime, lambda_handler, set_runtime
-from powersync_upload.local import LocalContext
+from powersync_upload.local import LocalContext, event_from_request, schema_scripts
 from powersync_upload.schema import Kind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,26 +73,11 @@ def authorization(user: str | None) -> str | None:
 
 
 def event(body: str, auth: str | None, path: str = "/api/data", method: str = "POST") -> dict[str, Any]:
-    """An API Gateway HTTP API payload v2 event."""
+    """An API Gateway HTTP API payload v2 event (built as ``serve`` builds one from a request)."""
     headers = {"content-type": "application/json"}
     if auth is not None:
         headers["authorization"] = auth
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t"},
-            "requestId": str(uuid.uuid4()),
-            "routeKey": "$default",
-            "stage": "$default",
-            "timeEpoch": int(time.time() * 1000),
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
+    return event_from_request(method, path, headers, body.encode("utf-8"))
 
 
 @dataclass
@@ -218,6 +203,19 @@ def install_runtime(url: str, config_path: Path, **settings: Any) -> Runtime:
     rt = Runtime(Settings.model_validate(values), load_upload_config(config_path))
     set_runtime(rt)
     return rt
+
+
+@contextmanager
+def demo_sqlite(tmp_path: Path, **settings: Any) -> Iterator[tuple[str, Runtime]]:
+    """A fresh SQLite demo database (``schema_scripts('sqlite')``) behind the handler with the demo
+    configuration; yields its URL and the runtime, and discards both afterwards."""
+    url = reset_database("sqlite", schema_scripts("sqlite"), tmp_path)
+    rt = install_runtime(url, ROOT / "functions" / "upload" / "upload.yaml", **settings)
+    try:
+        yield url, rt
+    finally:
+        rt.db.discard()
+        set_runtime(None)
 
 
 # ---- reading rows back ---------------------------------------------------------------------------
@@ -377,9 +375,10 @@ class RoundTrips:
 
 @contextmanager
 def counting_round_trips(url: str) -> Iterator[RoundTrips]:
-    """Count the round trips made to the database at ``url``.
+    """Count the round trips made to the database at ``url``, as ``bench/proxy.py``'s docstring
+    defines them (the one definition, used by the pinned tests and the bench alike).
 
-    Server databases are counted on the wire, through :class:`bench.proxy.DelayProxy` without delay
+    Server databases are counted on the wire, through :class:`bench.proxy.Proxy` without delay
     (a turn of the conversation is one round trip, however the driver batches or pipelines): connect
     to the yielded ``url``. SQLite is counted at the driver (:class:`DriverCallCounter` around every
     connection the dialect opens while the block runs); its ``url`` is unchanged.
@@ -395,10 +394,10 @@ def counting_round_trips(url: str) -> Iterator[RoundTrips]:
         finally:
             module.connect = original
         return
-    from bench.proxy import DelayProxy
+    from bench.proxy import Proxy
 
     parts = urlsplit(url)
-    with DelayProxy(parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORTS[name], delay_s=0) as proxy:
+    with Proxy(parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORTS[name], delay_s=0) as proxy:
         yield RoundTrips(proxy.url(url), lambda: proxy.round_trips)
 
 

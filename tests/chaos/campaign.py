@@ -2,7 +2,7 @@
 
 * **Workers**: M processes of ``python -m powersync_upload.local serve`` (the real handler, one request at
   a time each, its own database connection: M Lambda containers), reaching the database through
-  :class:`tests.chaos.proxy.FaultProxy` (SQLite: one worker, no proxy).
+  :class:`bench.proxy.Proxy` (SQLite: one worker, no proxy).
 * **Devices**: N threads, each a user with its own ``client_id`` and a queue of random transactions
   (:mod:`tests.chaos.devices`), behaving as the PowerSync SDK: several whole transactions per request
   (shape B), complete them on 2xx, send the same entries again after a 503, a timeout or a connection
@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from bench.proxy import Proxy, Rates
 from powersync_upload.database import Database
 from powersync_upload.local import schema_scripts
 from tests import support
@@ -66,7 +67,6 @@ from tests.chaos.devices import (
     Tx,
     normalize_todo,
 )
-from tests.chaos.proxy import FaultProxy, Rates
 
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE / "fixture"
@@ -576,11 +576,11 @@ def run(options: Options, workdir: Path) -> Outcome:
     url = support.reset_database(options.dialect, scripts, workdir)
     _seed_counters(url)
     count = 1 if options.dialect == "sqlite" else options.workers
-    proxy: FaultProxy | None = None
+    proxy: Proxy | None = None
     worker_url = url
     if options.dialect != "sqlite":
         host, port = _target(url)
-        proxy = FaultProxy(host, port, seed=options.seed, rates=options.rates, stall_s=STALL_S).start()
+        proxy = Proxy(host, port, seed=options.seed, rates=options.rates, stall_s=STALL_S).start()
         worker_url = _proxied(url, proxy.port)
     sync = Sync(url)
     devices = [

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.proxy import NO_FAULTS
 from tests.chaos.campaign import Options, Outcome, Verdict, check, run
 from tests.chaos.devices import COUNTERS, NOTES, VERSIONED
-from tests.chaos.proxy import NO_FAULTS
 from tests.support import RowReader, available_dialects
 
 SHORT_S = float(os.environ.get("CHAOS_SHORT_S", "20"))

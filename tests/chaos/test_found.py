@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.proxy import NO_FAULTS, Proxy
 from powersync_upload.handler import set_runtime
 from powersync_upload.local import schema_scripts
 from tests.chaos.campaign import _proxied, _target
-from tests.chaos.proxy import NO_FAULTS, FaultProxy
 from tests.support import ROOT, RowReader, available_dialects, call, install_runtime, reset_database
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
@@ -33,7 +33,7 @@ def behind_proxy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     dialect: str = request.param
     url = reset_database(dialect, schema_scripts(dialect), tmp_path)
     host, port = _target(url)
-    with FaultProxy(host, port, rates=NO_FAULTS, handshake_chunks=0, resets={1: b"BEGIN"}) as proxy:
+    with Proxy(host, port, rates=NO_FAULTS, handshake_chunks=0, resets={1: b"BEGIN"}) as proxy:
         rt = install_runtime(_proxied(url, proxy.port), CONFIG, deadline_s=10)
         yield url
         rt.db.discard()

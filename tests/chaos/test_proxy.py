@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench.proxy import NO_FAULTS, Proxy, Rates
 from tests.chaos.campaign import _proxied, _target
-from tests.chaos.proxy import NO_FAULTS, FaultProxy, Rates
 from tests.support import reset_database
 
 
@@ -26,7 +26,7 @@ def _rows(url: str) -> list[int]:
         return [int(r[0]) for r in conn.execute("SELECT id FROM t ORDER BY id").fetchall()]
 
 
-def _insert_through(proxy: FaultProxy, url: str, row: int) -> None:
+def _insert_through(proxy: Proxy, url: str, row: int) -> None:
     with psycopg.connect(_proxied(url, proxy.port), connect_timeout=5) as conn:
         conn.execute("INSERT INTO t (id) VALUES (%s)", (row,))
         conn.commit()
@@ -35,7 +35,7 @@ def _insert_through(proxy: FaultProxy, url: str, row: int) -> None:
 def test_a_reset_inside_a_transaction_fails_the_client_and_commits_nothing(table: str) -> None:
     # Given a proxy that resets every connection at its first statement inside a transaction
     host, port = _target(table)
-    with FaultProxy(host, port, seed=1, rates=Rates(0, 0, reset=1.0, commit_close=0), handshake_chunks=1) as proxy:
+    with Proxy(host, port, seed=1, rates=Rates(0, 0, reset=1.0, commit_close=0), handshake_chunks=1) as proxy:
         # When a client inserts a row through it
         with pytest.raises(psycopg.OperationalError):
             _insert_through(proxy, table, 1)
@@ -49,7 +49,7 @@ def test_a_close_right_after_commit_leaves_the_outcome_unknown_to_the_client_but
     # Given a proxy that resets the client's side of every connection right after forwarding COMMIT
     host, port = _target(table)
     rates = Rates(0, 0, reset=0, commit_close=1.0)
-    with FaultProxy(host, port, seed=1, rates=rates, handshake_chunks=1) as proxy:
+    with Proxy(host, port, seed=1, rates=rates, handshake_chunks=1) as proxy:
         # When a client inserts a row through it and commits
         with pytest.raises(psycopg.OperationalError):
             _insert_through(proxy, table, 2)
@@ -64,7 +64,7 @@ def test_a_close_right_after_commit_leaves_the_outcome_unknown_to_the_client_but
 def test_without_faults_the_proxy_forwards_every_statement(table: str) -> None:
     # Given a proxy with every fault rate at zero
     host, port = _target(table)
-    with FaultProxy(host, port, seed=1, rates=NO_FAULTS) as proxy:
+    with Proxy(host, port, seed=1, rates=NO_FAULTS) as proxy:
         # When a client inserts three rows through it
         for row in (1, 2, 3):
             _insert_through(proxy, table, row)

@@ -288,9 +288,14 @@ def test_a_transaction_that_ships_an_item_and_then_edits_it_is_refused_at_the_ed
     # Given a pending widget
     url, _ = shop
 
-    # When one transaction packs it, ships it, then renames it
-    steps = [{"status": "packed"}, {"status": "shipped"}, {"name": "renamed after shipping"}]
-    batch = [{**_patch(WIDGET, data, op_id=n + 1), "tx_id": 1} for n, data in enumerate(steps)]
+    # When one transaction packs it, ships it, then renames it (each PATCH with the previous values the
+    # SDK tracks)
+    steps = [
+        ({"status": "packed"}, {"status": "pending"}),
+        ({"status": "shipped"}, {"status": "packed"}),
+        ({"name": "renamed after shipping"}, {"name": "widget"}),
+    ]
+    batch = [{**_patch(WIDGET, data, old, op_id=n + 1), "tx_id": 1} for n, (data, old) in enumerate(steps)]
     response = call({"batch": batch})
 
     # Then the rename is refused as frozen by the status the transaction itself set; nothing of it stays
@@ -299,3 +304,78 @@ def test_a_transaction_that_ships_an_item_and_then_edits_it_is_refused_at_the_ed
     reader = RowReader(url)
     assert reader.row("items", "id", WIDGET, None)["status"] == "pending"
     reader.close()
+
+
+NOTE = "d0000000-0000-0000-0000-000000000001"
+
+
+def _reference_patch(table: str, row: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One PATCH as the reference connectors send it: shape A, no previous values, op_id or client id."""
+    return {"transactions": [{"crud": [{"op": "PATCH", "table": table, "id": row, "op_data": data}]}]}
+
+
+@pytest.mark.parametrize(
+    ("table", "row", "data"),
+    [("items", WIDGET, {"quantity": 7}), ("items", WIDGET, {"name": "mine"}), ("notes", NOTE, {"body": "mine"})],
+    ids=["delta", "previous_values", "version"],
+)
+def test_by_default_a_reference_connectors_patch_is_rejected_saying_no_previous_values_were_sent(
+    shop: tuple[str, Runtime], table: str, row: str, data: dict[str, Any]
+) -> None:
+    # Given the shop fixture (items: previous_values and a quantity delta; notes: version), with the
+    # default missing_previous: reject
+    url, _ = shop
+    before = _row(url, table, row)
+    # When a connector written the reference way sends a PATCH without previous values
+    response = call(_reference_patch(table, row, data))
+    # Then it is fatal INVALID_DATA needs_previous_value, its message says the connector sent no
+    # previous values and how to fix it, and the row is unchanged
+    result = response.body["results"][0]
+    assert result["failed_operation"]["error_code"] == "INVALID_DATA"
+    assert result["failed_operation"]["details"]["reason"] == "needs_previous_value"
+    assert "the connector sent no previous values" in result["message"]
+    assert _row(url, table, row) == before
+
+
+def _row(url: str, table: str, row: str) -> dict[str, Any]:
+    reader = RowReader(url)
+    try:
+        found = reader.row(table, "id", row, None)
+    finally:
+        reader.close()
+    assert found is not None
+    return found
+
+
+def test_with_missing_previous_apply_the_patches_are_applied_unchecked_with_a_warning(
+    shop: tuple[str, Runtime], tmp_path: Path
+) -> None:
+    # Given items and notes configured with missing_previous: apply
+    url, rt = shop
+    config = tmp_path / "upload.yaml"
+    config.write_text(
+        "tables:\n"
+        "  items:\n    owner: owner_id\n    deltas: [quantity]\n"
+        "    conflicts: {detect: previous_values, missing_previous: apply}\n"
+        "  notes:\n    owner: owner_id\n"
+        "    conflicts: {detect: version, version_column: version, missing_previous: apply}\n",
+        encoding="utf-8",
+    )
+    rt.db.discard()
+    install_runtime(url, config)
+    # When a reference connector's PATCHes (no previous values) arrive for a delta, a checked column
+    # and a versioned row
+    answers = [
+        call(_reference_patch("items", WIDGET, {"quantity": 7, "name": "mine"})),
+        call(_reference_patch("notes", NOTE, {"body": "mine"})),
+    ]
+    # Then each commits with one CONFLICT_UNCHECKED warning naming the table and the unchecked column
+    warnings = [a.body["results"][0]["warnings"] for a in answers]
+    assert warnings == [
+        [{"operation_index": 0, "code": "CONFLICT_UNCHECKED", "details": {"table": "items", "column": "quantity"}}],
+        [{"operation_index": 0, "code": "CONFLICT_UNCHECKED", "details": {"table": "notes", "column": "version"}}],
+    ]
+    # And the delta column took the value sent (last write wins), the version was still incremented
+    item, note = _row(url, "items", WIDGET), _row(url, "notes", NOTE)
+    assert (item["quantity"], item["name"]) == (7, "mine")
+    assert (note["body"], int(note["version"])) == ("mine", 2)

@@ -197,6 +197,15 @@ def test_locked_row_is_503_within_the_deadline_then_resend_succeeds(
     assert _row(url, "lists", LIST)["name"] == "new"  # type: ignore[index]
 
 
+def _together(calls: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
+    """Run each ``(function, args)`` in a thread of its own, all at once; return when all have ended."""
+    threads = [threading.Thread(target=function, args=args) for function, args in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 @pytest.mark.parametrize("dialect", available_dialects())
 def test_opposite_order_uploads_both_apply_or_one_is_503(
     dialect: str, fresh: Callable[..., tuple[str, Runtime]]
@@ -220,11 +229,7 @@ def test_opposite_order_uploads_both_apply_or_one_is_503(
                 upload, Caller(USERS["U1"]), workers[i].config, workers[i].db, Deadline.after(10)
             )
 
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _together([(run, (i,)) for i in range(2)])
         # Then each upload either committed, or answered 503 with nothing of it written
         applied = [o.committed == 1 for o in outcomes]
         for o in outcomes:
@@ -255,11 +260,7 @@ def test_concurrent_puts_of_the_same_new_id_never_conflict(
         statuses.extend(r.status for r in outcome.results)
 
     for round_ in range(50):
-        threads = [threading.Thread(target=run, args=(w, round_)) for w in workers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _together([(run, (w, round_)) for w in workers])
     # Then every PUT succeeded: no UNIQUE_VIOLATION, one row per id
     assert statuses == ["success"] * 100
     reader = RowReader(url)

@@ -142,6 +142,12 @@ def test_a_retryable_failure_in_a_later_group_keeps_the_earlier_groups_committed
     assert _count(url, "todos") == 1
 
 
+def _assert_unique_violation_at_first_operation(result: dict[str, Any]) -> None:
+    assert result["status"] == "fatal_error"
+    assert result["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
+    assert result["failed_operation"]["operation_index"] == 0
+
+
 def _patch_list(list_id: str, name: str) -> dict[str, Any]:
     return {"op_id": 1, "op": "PATCH", "type": "lists", "id": list_id, "tx_id": 1, "data": {"name": name}}
 
@@ -167,10 +173,7 @@ def test_a_swap_of_unique_names_fails_where_queue_order_fails(demo: tuple[str, R
     # When one transaction renames the first to "y", then the second to "x"
     response = call({"batch": [_patch_list(first, "y"), _patch_list(second, "x")]})
     # Then, as in queue order, the first rename meets "y" still taken: fatal at operation 0, nothing changed
-    result = response.body["results"][0]
-    assert result["status"] == "fatal_error"
-    assert result["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
-    assert result["failed_operation"]["operation_index"] == 0
+    _assert_unique_violation_at_first_operation(response.body["results"][0])
     assert _names(url, first, second) == ["x", "y"]
 
 
@@ -190,8 +193,5 @@ def test_taking_a_name_before_its_holder_gives_it_up_fails_as_in_queue_order(dem
     response = call({"batch": [_patch_list(second, "x"), _patch_list(first, "w")]})
     # Then, as in queue order, the first rename meets "x" still taken, whatever order a batch statement
     # would visit the rows in (PostgreSQL visits the first list first and would succeed)
-    result = response.body["results"][0]
-    assert result["status"] == "fatal_error"
-    assert result["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
-    assert result["failed_operation"]["operation_index"] == 0
+    _assert_unique_violation_at_first_operation(response.body["results"][0])
     assert _names(url, first, second) == ["x", "y"]

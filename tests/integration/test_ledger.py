@@ -71,6 +71,14 @@ def _read(url: str, table: str, row_id: str | None = None) -> Any:
         reader.close()
 
 
+def _assert_already_applied(response: Any, url: str, description: str, *, ledger_rows: int) -> None:
+    """Answered from the ledger (``ALREADY_APPLIED``, alone, no index), the todo as ``description``."""
+    assert response.status == 200
+    assert response.body["results"] == [{"status": "success", "warnings": [{"code": "ALREADY_APPLIED"}]}]
+    assert _read(url, "todos", TODO)["description"] == description
+    assert _read(url, "powersync_upload_ledger") == ledger_rows
+
+
 def _codes(result: dict[str, Any]) -> list[str]:
     return [w["code"] for w in result.get("warnings") or []]
 
@@ -88,10 +96,7 @@ def test_a_replay_after_a_lost_response_does_not_overwrite_another_devices_newer
     response = call(first)
 
     # Then it is answered ALREADY_APPLIED, alone and without an index, and device 2's change survives
-    assert response.status == 200
-    assert response.body["results"] == [{"status": "success", "warnings": [{"code": "ALREADY_APPLIED"}]}]
-    assert _read(url, "todos", TODO)["description"] == "from device 2"
-    assert _read(url, "powersync_upload_ledger") == 2
+    _assert_already_applied(response, url, "from device 2", ledger_rows=2)
 
 
 def test_a_replayed_fatal_transaction_answers_the_same_error_and_leaves_one_errors_table_row(
@@ -187,10 +192,7 @@ def test_a_resend_racing_its_first_attempt_is_answered_from_the_ledger(
         first_attempt.discard()
 
     # Then the duplicate identity rolls the resend back and it is answered from the ledger
-    assert response.status == 200
-    assert response.body["results"] == [{"status": "success", "warnings": [{"code": "ALREADY_APPLIED"}]}]
-    assert _read(url, "todos", TODO)["description"] == "newer"
-    assert _read(url, "powersync_upload_ledger") == 1
+    _assert_already_applied(response, url, "newer", ledger_rows=1)
 
 
 def test_the_ledger_claim_reports_a_duplicate_with_the_stored_row_and_pruning_keeps_recent_rows(

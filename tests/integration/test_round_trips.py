@@ -1,8 +1,9 @@
 """Round trips per request are deterministic, so they are pinned here (time is only ever measured by
-``make bench``, which counts turns on the wire through its proxy). Counted at the driver: every
-statement, BEGIN and COMMIT the dialect sends (tests/support.py ``DriverCallCounter`` around every
-connection it opens), on a warm container with the demo schema. SQL Server, when ``MSSQL_URL`` is set,
-is held to the performance issue's targets instead of exact figures (not measured here)."""
+``make bench``). They are counted exactly as the bench counts its ``statements_*`` figures, by
+``tests/support.py`` ``counting_round_trips``: turns of the conversation on the wire, through the one
+proxy (``bench/proxy.py``, whose docstring defines a round trip), and driver calls for SQLite; on a
+warm container with the demo schema. SQL Server, when ``MSSQL_URL`` is set, is held to the
+performance issue's targets instead of exact figures (not measured here)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,17 @@ from typing import Any
 
 import pytest
 
-from powersync_upload import dialects
 from powersync_upload.handler import set_runtime
 from powersync_upload.local import schema_scripts
-from tests.support import ROOT, DriverCallCounter, available_dialects, call, install_runtime, reset_database
+from tests.support import (
+    ROOT,
+    RoundTrips,
+    available_dialects,
+    call,
+    counting_round_trips,
+    install_runtime,
+    reset_database,
+)
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
 
@@ -61,43 +69,32 @@ TARGETS = [5, 6, 20, 10]
 """The performance issue's targets, statements per request (SQL Server is held to them)."""
 
 
-class _Counter(DriverCallCounter):
-    """Counts ``begin`` too: PyMySQL sends BEGIN from the connection object."""
-
-    _COUNTED = DriverCallCounter._COUNTED | {"begin"}
-
-
 @pytest.fixture(params=available_dialects())
-def counted(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[str, list[int]]]:
+def counted(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, RoundTrips]]:
     url = reset_database(request.param, schema_scripts(request.param), tmp_path)
-    calls = [0]
-    module: Any = dialects.load(request.param)
-    original = module.connect
-    monkeypatch.setattr(module, "connect", lambda target, timeout_s: _Counter(original(target, timeout_s), calls))
-    rt = install_runtime(url, CONFIG)
-    # a first request warms the container: schema introspection, connection, session settings
-    assert call({"batch": _cycles(1, lambda i: 1)}).status == 200
-    yield request.param, calls
-    rt.db.discard()
-    set_runtime(None)
+    with counting_round_trips(url) as trips:
+        rt = install_runtime(trips.url, CONFIG)
+        # a first request warms the container: schema introspection, connection, session settings
+        assert call({"batch": _cycles(1, lambda i: 1)}).status == 200
+        yield request.param, trips
+        rt.db.discard()
+        set_runtime(None)
 
 
 @pytest.mark.parametrize("position", range(len(WORKLOADS)), ids=list(WORKLOADS))
 def test_common_requests_take_a_fixed_small_number_of_round_trips(
-    counted: tuple[str, list[int]], position: int
+    counted: tuple[str, RoundTrips], position: int
 ) -> None:
     # Given a warm container and one of the requests devices send
-    dialect, calls = counted
+    dialect, trips = counted
     batch = list(WORKLOADS.values())[position]()
-    before = calls[0]
+    before = trips.count
     # When it is applied
     response = call({"batch": batch})
     # Then every transaction succeeded, in the pinned number of round trips (begin and commit included)
     assert response.status == 200
     assert {r["status"] for r in response.body["results"]} == {"success"}
-    used = calls[0] - before
+    used = trips.count - before
     if dialect in PINNED:
         assert used == PINNED[dialect][position]
     else:

@@ -206,13 +206,9 @@ def test_on_lambda_a_configuration_mistake_is_an_init_error_naming_the_key(tmp_p
     # Given the Lambda runtime's environment and an upload.yaml listing a table twice
     config = tmp_path / "upload.yaml"
     config.write_text("tables:\n  lists: {}\n  lists: {}\n", encoding="utf-8")
-    env = {
-        "AWS_LAMBDA_FUNCTION_NAME": "powersync-upload",
-        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
-        "UPLOAD_CONFIG": str(config),
-    }
-    # When the runtime imports the handler module (its init phase)
-    result = _python(["-c", "import powersync_upload.handler"], env, tmp_path)
+    env = {"AWS_LAMBDA_FUNCTION_NAME": "powersync-upload", "UPLOAD_CONFIG": str(config)}
+    # When the runtime imports the entry module (its init phase: Handler app.lambda_handler)
+    result = _python(["-c", "import app"], env, tmp_path)
     # Then the import fails (an init error: the function never answers) and the error names the key
     assert result.returncode != 0
     assert "tables.lists is given twice" in result.stderr

@@ -4,7 +4,7 @@ the logs or the metrics, whatever happens to the request.
 Uploads run through the real Lambda handler with distinctive markers in every submitted value and id,
 a secret-looking token, and a database URL whose password is a marker (PostgreSQL with trust auth
 ignores it; an unreachable server with one gives the connection-failure path). The outcomes cover
-success, every fatal code the demo schema can produce, 400, 401, 413 and 503. Everything written is
+success, every fatal code the demo schema can produce (TOO_LARGE included), 400, 401, 413 and 503. Everything written is
 captured at DEBUG level: every logging handler's stream (Powertools logs JSON to stdout through its
 own handler), ``caplog`` and ``capsys`` (EMF metrics are printed), with metrics turned on. Responses
 are checked too: results and messages name tables and columns, never values or ids.
@@ -225,7 +225,8 @@ def scenarios() -> list[tuple[str, Any, str | None, str | None]]:
         ("envelope: types", {"batch": [{"op": "PUT", "type": [MARK], "id": {"x": LIST_ID}, "tx_id": MARK}]}, u1, None),
         ("envelope: both shapes", {"batch": [], "transactions": [{"crud": [{"id": MARK}]}]}, u1, None),
         ("not JSON", None, u1, f'{{"batch": [{{"id": "{MARK}", "op": "PUT"'),
-        ("too large", None, u1, json.dumps({"batch": [put("lists", LIST_ID, {"name": MARK * 6000}, 1)]})),
+        ("over the cap", None, u1, json.dumps({"batch": [put("lists", LIST_ID, {"name": MARK * 6000}, 1)]})),
+        ("too large", None, u1, json.dumps({"batch": [put("lists", LIST_ID, {"name": MARK * 420_000}, 1)]})),
         ("no token", {"batch": [put("lists", LIST_ID, {"name": MARK}, 1)]}, None, None),
         (
             "garbage token",
@@ -279,8 +280,10 @@ def test_nothing_submitted_reaches_logs_metrics_or_responses(database: str, capt
     # the scenarios really covered what they claim
     assert seen["committed"] == 200 and seen["too large"] == 413 and seen["not JSON"] == 400
     assert {seen[n] for n in ("no token", "garbage token", "forged token", "expired token")} == {401}
-    assert {seen[n] for n in ("envelope: op", "envelope: types", "envelope: both shapes")} == {400}
+    assert {seen[n] for n in ("envelope: types", "envelope: both shapes")} == {400}
+    assert seen["envelope: op"] == seen["over the cap"] == 200  # answered per transaction (INVALID_DATA, TOO_LARGE)
     expected = {"UNIQUE_VIOLATION", "NOT_NULL_VIOLATION", "FOREIGN_KEY_VIOLATION", "INVALID_DATA", "UNAUTHORIZED"}
+    expected |= {"TOO_LARGE"}
     assert expected | {"SCHEMA_MISMATCH"} <= codes, codes
     text = capture.text()
     assert "transaction rejected" in text, "the logs were not captured"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,8 @@ def test_the_import_reader_sees_relative_and_absolute_imports() -> None:
 
 
 LAYERS = (
-    ("errors", "schema", "contract", "plan"),
+    ("errors",),
+    ("schema", "contract", "plan"),
     ("convert",),
     ("config", "ledger"),
     ("conflicts", "auth"),
@@ -117,7 +119,7 @@ LAYERS = (
     ("engine",),
     ("observability",),
     ("handler",),
-    ("openapi",),
+    ("snapstart", "openapi"),
     ("local",),
 )
 """The module graph, bottom up (the README's architecture section draws it): a module imports only
@@ -148,3 +150,14 @@ def test_only_the_handler_imports_the_engine() -> None:
     # Given every module / When those importing the engine are found / Then that is the HTTP edge alone
     importers = {n for n, p in MODULES.items() if "engine" in _imports(n, p)}
     assert importers == {"handler"}
+
+
+def test_the_readme_draws_the_same_layers() -> None:
+    # Given the README's "Who imports whom" table
+    readme = (PACKAGE.parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| (.+?) \| .+ \|$", readme, re.M)
+    drawn = {name: int(layer) for layer, names in rows for name in re.findall(r"`([\w.]+)`", names)}
+
+    # When compared with the layers this test holds / Then every module is drawn where it is
+    assert drawn == {name: LAYER[name] for name in drawn}
+    assert {n for n in LAYER if not n.startswith("dialects.")} <= set(drawn)

@@ -206,6 +206,8 @@ def test_conflict_delta_and_rule_keys_are_read_with_their_defaults(tmp_path: Pat
             "tables.t.deltas: 'v' is conflicts.version_column",
         ),
         ("{columns: [name], deltas: [qty]}", "tables.t.deltas: 'qty' is not in tables.t.columns"),
+        ("conflicts: {missing_previous: skip}", "tables.t.conflicts.missing_previous"),
+        ("conflicts: {missing_previous: apply}", "tables.t.conflicts.missing_previous: only used with detect"),
     ],
     ids=[
         "detect-choice",
@@ -220,6 +222,8 @@ def test_conflict_delta_and_rule_keys_are_read_with_their_defaults(tmp_path: Pat
         "delta-on-owner",
         "delta-on-version",
         "delta-not-writable",
+        "missing-previous-choice",
+        "missing-previous-without-checks",
     ],
 )
 def test_conflict_configuration_errors_name_the_full_key(tmp_path: Path, table: str, key: str) -> None:

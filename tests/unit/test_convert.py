@@ -272,12 +272,26 @@ def test_json_column_refuses_invalid_json_text(value: str) -> None:
     ],
 )
 def test_uuid_is_case_insensitive_and_canonical(value: str) -> None:
-    # Given a UUID column / When canonical text in any case arrives / Then it is the same UUID
-    assert convert(value, UUID) == uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    # Given a UUID column / When canonical text in any case arrives
+    converted = convert(value, UUID)
+
+    # Then it is the same UUID, hashed as one, with the canonical lower-case text
+    plain = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    assert converted == plain and hash(converted) == hash(plain) and {plain: 1}[converted] == 1
+    assert isinstance(converted, uuid.UUID)
+    assert str(converted) == str(plain) and converted.hex == plain.hex and converted.version == 4
 
 
 @pytest.mark.parametrize(
-    "value", ["not-a-uuid", "a0eebc999c0b4ef8bb6d6bb9bd380a11", "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}", ""]
+    "value",
+    [
+        "not-a-uuid",
+        "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+        "",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\n",
+        " a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+    ],
 )
 def test_uuid_refuses_non_canonical_text_as_format(value: str) -> None:
     # Given a UUID column / When text not in 8-4-4-4-12 form arrives / Then format

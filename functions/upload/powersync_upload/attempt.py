@@ -149,15 +149,7 @@ def _execute_plan(
 ) -> None:
     """Plan the group and run its batches in order, checking the deadline after each."""
     items = [(tx, index, item) for tx in group for index, item in tx.items]
-    facts: dict[str, TableFacts] = {}
-    steps = [
-        step
-        for tx in group
-        for step in (tx.steps or [step_of(tx.position, index, item, facts) for index, item in tx.items])
-    ]
-    steps = _with_current_parents(session, conn, steps, [item for _, _, item in items])
-    the_plan = plan.plan(steps, _tables(session, group))
-    for batch in the_plan.batches:
+    for batch in _planned(session, conn, group, items).batches:
         members = [items[i] for i in batch.steps]
         if per_operation or len(members) == 1:
             for member in members:
@@ -168,6 +160,18 @@ def _execute_plan(
             progress.at = members[0]
             _execute_batch(session, conn, members, batch.speculative, progress)
             session.check_deadline()
+
+
+def _planned(session: Session, conn: Any, group: list[PreparedTransaction], items: list[Member]) -> plan.Plan:
+    """The group's plan (steps the grouping computed, or computed here; current parents read)."""
+    facts: dict[str, TableFacts] = {}
+    steps = [
+        step
+        for tx in group
+        for step in (tx.steps or [step_of(tx.position, index, item, facts) for index, item in tx.items])
+    ]
+    steps = _with_current_parents(session, conn, steps, [item for _, _, item in items])
+    return plan.plan(steps, _tables(session, group))
 
 
 def _execute_one(session: Session, conn: Any, member: Member, progress: _Progress) -> None:
@@ -187,17 +191,26 @@ def _execute_batch(session: Session, conn: Any, members: list[Member], speculati
     parts = conflict_checks.check_batch(session, conn, members, progress.conflict_rows, progress.skipped)
     if parts is None:
         parts = [[(position, item) for position, (_, _, item) in enumerate(members)]]
-    dialect = session.db.dialect
     for part in parts:
-        batch = [write for _, write in part]
-        swap = writes.row_by_row(conn, dialect, batch, progress.known)  # a unique-value swap: queue order decides
-        pieces = [[entry] for entry in part] if swap else [part]
-        for piece in pieces:
-            found = writes.execute_batch(conn, dialect, [write for _, write in piece], speculative=speculative)
-            writes.remember(progress.known, [write for _, write in piece])
-            for position in found:
-                tx, index, _ = members[piece[position][0]]
-                progress.missing.setdefault(tx.position, []).append(index)
+        swap = writes.row_by_row(conn, session.db.dialect, [write for _, write in part], progress.known)
+        for piece in [[entry] for entry in part] if swap else [part]:  # a unique-value swap: queue order decides
+            _write_piece(session, conn, members, piece, speculative, progress)
+
+
+def _write_piece(
+    session: Session,
+    conn: Any,
+    members: list[Member],
+    piece: list[tuple[int, Prepared]],
+    speculative: bool,
+    progress: _Progress,
+) -> None:
+    """One batch statement set for ``piece`` (positions in ``members``, writes); ``ROW_NOT_FOUND`` noted."""
+    found = writes.execute_batch(conn, session.db.dialect, [write for _, write in piece], speculative=speculative)
+    writes.remember(progress.known, [write for _, write in piece])
+    for position in found:
+        tx, index, _ = members[piece[position][0]]
+        progress.missing.setdefault(tx.position, []).append(index)
 
 
 def _tables(session: Session, group: list[PreparedTransaction]) -> plan.Tables:
@@ -220,22 +233,29 @@ def _with_current_parents(
         if step.kind == "DELETE":
             wanted.setdefault(step.table, []).append(i)
     for positions in wanted.values():
-        if len(positions) < 2:
-            continue
-        target = items[positions[0]].target
-        column = self_reference_column(target.schema)
-        if column is None:
-            continue
-        rows = session.db.dialect.select_many(
-            conn, target.schema, target.key, [items[i].key_value for i in positions], column, "update"
-        )
-        current = {
-            plan.identity(convert(key, target.key)): plan.identity(convert(value, target.key))
-            for key, value in rows
-            if value is not None
-        }
-        for i in positions:
-            parent = current.get(steps[i].row)
-            if parent is not None:
-                steps[i] = replace(steps[i], current_parent=parent)
+        if len(positions) >= 2:
+            _mark_current_parents(session, conn, steps, items, positions)
     return steps
+
+
+def _mark_current_parents(
+    session: Session, conn: Any, steps: list[plan.Step], items: list[Prepared], positions: list[int]
+) -> None:
+    """The deletes at ``positions`` (one self-referencing table): each step learns the row its row
+    references now (one locking read)."""
+    target = items[positions[0]].target
+    column = self_reference_column(target.schema)
+    if column is None:
+        return
+    rows = session.db.dialect.select_many(
+        conn, target.schema, target.key, [items[i].key_value for i in positions], column, "update"
+    )
+    current = {
+        plan.identity(convert(key, target.key)): plan.identity(convert(value, target.key))
+        for key, value in rows
+        if value is not None
+    }
+    for i in positions:
+        parent = current.get(steps[i].row)
+        if parent is not None:
+            steps[i] = replace(steps[i], current_parent=parent)

@@ -72,6 +72,13 @@ def _jwks_file(path: str) -> jwt.PyJWKSet:
         return jwt.PyJWKSet.from_dict(json.load(handle))
 
 
+def forget_keys() -> None:
+    """Drop the cached JWKS clients and key sets: the next token fetches them again (after a
+    SnapStart restore, so no environment starts from keys or HTTP state frozen in the snapshot)."""
+    _jwks_client.cache_clear()
+    _jwks_file.cache_clear()
+
+
 def _url_key(token: str, url: str) -> Any:
     import jwt
 

@@ -43,6 +43,12 @@ class ConflictsConfig(BaseModel):
             conflicting operation (``CONFLICT_SKIPPED`` warning; the rest commits).
         version_column: with ``detect: version``, the server column holding the row's version
             (compared, never written by the client; every update sets it to ``version + 1``).
+        missing_previous: what to do with an entry that carries no previous values at all (the
+            reference connectors of the SDKs send none) on a change whose check or delta needs them:
+            ``reject`` it (``INVALID_DATA`` ``needs_previous_value``, with a message saying the
+            connector sent none and how to fix it: no silent lost update) or ``apply`` it unchecked
+            (last write wins, a delta column takes the value sent) with the warning
+            ``CONFLICT_UNCHECKED``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -50,6 +56,7 @@ class ConflictsConfig(BaseModel):
     detect: Literal["none", "previous_values", "version"] = "none"
     on_conflict: Literal["reject", "skip"] = "reject"
     version_column: str | None = None
+    missing_previous: Literal["reject", "apply"] = "reject"
 
 
 class RulesConfig(BaseModel):
@@ -128,6 +135,9 @@ class TableConfig(BaseModel):
             return [f"{where}.conflicts.version_column: required when detect is 'version'"]
         if detect != "version" and version:
             return [f"{where}.conflicts.version_column: only used with detect: version (detect is '{detect}')"]
+        if self.conflicts.missing_previous == "apply" and detect == "none" and not self.deltas:
+            uses = "detect: previous_values or version, or with deltas"
+            return [f"{where}.conflicts.missing_previous: only used with {uses}"]
         return []
 
     def _delta_problems(self, where: str) -> list[str]:

@@ -262,11 +262,29 @@ def _to_boolean(value: Any, column: Column) -> bool:
     raise InvalidValue(Reason.TYPE)
 
 
+class TextUUID(uuid.UUID):
+    """A :class:`uuid.UUID` made from checked text, keeping its canonical (lower-case) text: a key is
+    converted once, then turned into text several times per operation (the planner's row identity,
+    the drivers that take UUIDs as text), which ``uuid.UUID.__str__`` recomputes each time. Equal to,
+    and hashed as, the plain UUID of the same value."""
+
+    __slots__ = ("_text",)
+    _text: str
+
+    def __init__(self, text: str) -> None:  # text matched _UUID_TEXT: 32 hex digits, 4 hyphens
+        object.__setattr__(self, "int", int(text.replace("-", ""), 16))
+        object.__setattr__(self, "is_safe", uuid.SafeUUID.unknown)
+        object.__setattr__(self, "_text", text.lower())
+
+    def __str__(self) -> str:
+        return self._text
+
+
 def _to_uuid(value: Any, column: Column) -> uuid.UUID:
     if isinstance(value, uuid.UUID):
         return value
-    if isinstance(value, str) and _UUID_TEXT.match(value):
-        return uuid.UUID(value)
+    if isinstance(value, str) and _UUID_TEXT.fullmatch(value):
+        return TextUUID(value)
     raise InvalidValue(Reason.FORMAT if isinstance(value, str) else Reason.TYPE)
 
 

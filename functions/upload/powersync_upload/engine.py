@@ -137,14 +137,27 @@ def _prepared(request: _Request) -> Iterator[PreparedTransaction | None]:
     for position, transaction in enumerate(request.upload.transactions):
         if position in decisions.results:  # answered from the ledger
             continue
-        if len(transaction.operations) > limit:
-            error = FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TOO_LONG, limit="max_operations_per_transaction")
-            decisions.fatal_at(position, error, limit)
+        refused = _refused(transaction, limit)
+        if refused is not None:
+            decisions.fatal_at(position, *refused)
             yield None
             continue
         if conn is None and transaction.operations:
             conn = session.db.connection(min(10.0, session.budget()))
         yield _prepare_transaction(request, conn, position, transaction)
+
+
+def _refused(transaction: Transaction, limit: int) -> tuple[FatalOpError, int] | None:
+    """``(error, operation index)`` for a transaction that is fatal before any SQL: refused by the
+    contract (an entry's ``op``, ``table`` or ``id`` of the wrong kind, ``TOO_LARGE``), or longer than
+    ``max_operations_per_transaction``; ``None`` otherwise."""
+    if transaction.refused is not None:
+        index, error = transaction.refused
+        return error, index
+    if len(transaction.operations) > limit:
+        error = FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TOO_LONG, limit="max_operations_per_transaction")
+        return error, limit
+    return None
 
 
 def _prepare_transaction(

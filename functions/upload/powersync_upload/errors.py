@@ -31,6 +31,8 @@ class ErrorCode(StrEnum):
     SCHEMA_MISMATCH = "SCHEMA_MISMATCH"
     UNAUTHORIZED = "UNAUTHORIZED"
     CONFLICT = "CONFLICT"
+    TOO_LARGE = "TOO_LARGE"
+    """The transaction alone is larger than ``MAX_BODY_BYTES``: it can never be applied by any request."""
     UNCLASSIFIED_ERROR = "UNCLASSIFIED_ERROR"
 
 
@@ -87,6 +89,7 @@ _SUMMARY: dict[ErrorCode, str] = {
     ErrorCode.SCHEMA_MISMATCH: "the table or column is not known to the server",
     ErrorCode.UNAUTHORIZED: "the caller may not make this change",
     ErrorCode.CONFLICT: "the change conflicts with the row on the server or a rule of its table",
+    ErrorCode.TOO_LARGE: "the transaction is larger than one request may be",
     ErrorCode.UNCLASSIFIED_ERROR: "the database rejected the change",
 }
 
@@ -118,6 +121,9 @@ class FatalOpError(Exception):
         limit: the configuration limit that was exceeded (``max_operations_per_transaction``, ...).
         conflict_id: for ``CONFLICT``, the id of its row in ``powersync_upload_conflicts`` (set once
             that row is recorded).
+        field: for an entry refused before any SQL, the entry key that is wrong (``op``, ``table``,
+            ``id``), or ``None``.
+        hint: what the app developer can do about it (our text, no values), appended to the message.
         operation_index: index of the failing operation in its transaction (set by the engine).
     """
 
@@ -137,8 +143,12 @@ class FatalOpError(Exception):
         reason: Reason | ConflictReason | AuthReason | None = None,
         limit: str | None = None,
         conflict_id: str | None = None,
+        field: str | None = None,
+        hint: str | None = None,
     ) -> None:
         self.code = code
+        self.field = field
+        self.hint = hint
         self.limit = limit
         self.conflict_id = conflict_id
         self.table = table
@@ -159,13 +169,16 @@ class FatalOpError(Exception):
         elif self.reason is not None:
             text += f" ({self.reason.value})"
         where = []
+        if self.field:
+            where.append(f"entry key '{self.field}'")
         if self.column:
             where.append(f"column '{safe_name(self.column)}'")
         if self.table:
             where.append(f"table '{safe_name(self.table)}'")
         if self.constraint:
             where.append(f"constraint '{safe_name(self.constraint)}'")
-        return f"{text}: {', '.join(where)}" if where else text
+        text = f"{text}: {', '.join(where)}" if where else text
+        return f"{text}; {self.hint}" if self.hint else text
 
     def details(self) -> dict[str, Any]:
         """``failed_operation.details``: names (see :func:`safe_name`) and the error number, never values.
@@ -174,7 +187,7 @@ class FatalOpError(Exception):
         decimal text (``"515"``), PostgreSQL's SQLSTATE (``"23502"``, ``"22P02"``), SQLite's extended
         result code (``"1299"``)."""
         out: dict[str, Any] = {}
-        for key in ("table", "column", "constraint", "reason", "limit", "conflict_id"):
+        for key in ("table", "column", "field", "constraint", "reason", "limit", "conflict_id"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = safe_name(str(value))

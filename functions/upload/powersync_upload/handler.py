@@ -31,7 +31,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import auth, observability
 from .config import Settings, UploadConfig, load_upload_config, log_level
-from .contract import EnvelopeError, ErrorMessage, UploadRequest, UploadResponse, to_upload
+from .contract import (
+    ErrorMessage,
+    NotAttemptedResult,
+    UnavailableResponse,
+    UploadRequest,
+    UploadResponse,
+    entry_sizes,
+    limit_size,
+    to_upload,
+)
 from .database import Database, resolve_url
 from .engine import Caller, Deadline, Outcome, apply_upload, unavailable
 from .errors import AuthReason, RetryableError
@@ -52,6 +61,9 @@ MAX_REQUEST_AGE_S = 900.0
 than :data:`CLOCK_SKEW_S`) is not a live request's (a replayed event file): the deadline then
 counts from the handler's start."""
 CLOCK_SKEW_S = 5.0
+RETRY_MESSAGE = "temporary failure; send the transactions again"
+"""The 503 message when no result names the failure (every 503 body has a ``message``: the reference
+connectors print it)."""
 
 
 def _int_token(text: str) -> int | Decimal:
@@ -135,6 +147,12 @@ class Runtime:
             self._db = Database.from_url(resolve_url(self.settings), self.settings)
         return self._db
 
+    def reset_database(self) -> Database | None:
+        """Forget the database object and return it (closing it is the caller's): the next request
+        makes a new one. Used after a SnapStart restore (:mod:`powersync_upload.snapstart`)."""
+        db, self._db = self._db, None
+        return db
+
 
 _runtime: Runtime | None = None
 
@@ -149,6 +167,11 @@ def runtime() -> Runtime:
     if _runtime is None:
         settings = Settings.from_env()
         _runtime = Runtime(settings, load_upload_config(settings.upload_config))
+    return _runtime
+
+
+def current_runtime() -> Runtime | None:
+    """The container's runtime if it was built, without building it."""
     return _runtime
 
 
@@ -206,11 +229,6 @@ def _not_found(exc: Exception) -> Response[Any]:
     return _json_response(404, ErrorMessage(message="not found: POST /api/data or GET /health").model_dump())
 
 
-@app.exception_handler(EnvelopeError)
-def _envelope(exc: EnvelopeError) -> Response[Any]:
-    return _json_response(400, ErrorMessage(message=str(exc)).model_dump())
-
-
 @app.get("/health")
 def health() -> dict[str, str]:
     """Liveness: the function is deployed and its configuration loaded (no database round trip)."""
@@ -223,10 +241,13 @@ def health() -> dict[str, str]:
         200: {"description": "one result per transaction", "content": {"application/json": {"model": UploadResponse}}},
         400: {"description": "malformed envelope", "content": {"application/json": {"model": ErrorMessage}}},
         401: {"description": "missing or invalid token", "content": {"application/json": {"model": ErrorMessage}}},
-        413: {"description": "body over the size cap", "content": {"application/json": {"model": ErrorMessage}}},
+        413: {
+            "description": "event over Lambda's 6 MB invocation limit (the function cannot read it)",
+            "content": {"application/json": {"model": ErrorMessage}},
+        },
         503: {
             "description": "temporary failure; send again after Retry-After",
-            "content": {"application/json": {"model": UploadResponse}},
+            "content": {"application/json": {"model": UnavailableResponse}},
         },
     },
 )
@@ -234,6 +255,8 @@ def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
     """Apply a PowerSync upload: shape A (reference write API) or shape B (``CrudEntry.toJSON()`` list)."""
     rt: Runtime = app.context["runtime"]
     parsed = to_upload(body, rt.config.max_transactions)
+    if app.context.get("over_cap"):  # a body over MAX_BODY_BYTES: answered per transaction (TOO_LARGE)
+        parsed = limit_size(parsed, entry_sizes(app.current_event.json_body), rt.settings.max_body_bytes)
     # Powertools caches the parsed JSON on the event; the operations now hold what is needed of it.
     # Free it before the engine runs: at the body cap it is the largest object of the request.
     vars(app.current_event).pop("json_body", None)
@@ -253,11 +276,13 @@ def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
     _log_outcome(parsed.shape, outcome)
     operations = sum(len(t.operations) for t in parsed.transactions)
     observability.record(outcome, operations, elapsed_ms, rt.config.errors_table is not None)
-    response = UploadResponse(results=outcome.results).to_json()
+    results = [*outcome.results, *(NotAttemptedResult() for _ in range(parsed.not_attempted))]
     if outcome.retry_after_ms is not None:
         retry_after = str(max(1, math.ceil(outcome.retry_after_ms / 1000)))
-        return _json_response(HTTPStatus.SERVICE_UNAVAILABLE, response, {"Retry-After": retry_after})
-    return _json_response(200, response)
+        message = next((r.message for r in results if r.status == "retryable_error"), RETRY_MESSAGE)
+        unavailable_body = UnavailableResponse(message=message, results=results).to_json()
+        return _json_response(HTTPStatus.SERVICE_UNAVAILABLE, unavailable_body, {"Retry-After": retry_after})
+    return _json_response(200, UploadResponse(results=results).to_json())
 
 
 _WARNED_SUBJECT: set[str] = set()
@@ -335,19 +360,17 @@ def event_size(event: dict[str, Any]) -> int:
     return rest_size + len(escaped) + len(',"body":')
 
 
-def too_large(event: dict[str, Any], max_body_bytes: int) -> str | None:
-    """The 413 message naming the limit the request breaks, or ``None`` when it fits both.
+def too_large(event: dict[str, Any]) -> str | None:
+    """The 413 message when the event is over Lambda's invocation payload limit (API Gateway answers
+    such a request itself: the function never sees it), or ``None`` when the function can read it.
+
+    A body over ``MAX_BODY_BYTES`` that the function can read is not refused as a whole: it is
+    answered per transaction (:func:`over_cap`, :func:`~powersync_upload.contract.limit_size`), since
+    the reference connectors retry a 413 for ever.
 
     Args:
         event: the API Gateway payload v2 event, body as it arrived (base64 or text).
-        max_body_bytes: ``MAX_BODY_BYTES``, the decoded body's cap.
     """
-    body = _body_size(event)
-    if body > max_body_bytes:
-        return (
-            f"request body is {body} bytes, over MAX_BODY_BYTES ({max_body_bytes}): send smaller batches "
-            "(fewer transactions per request)"
-        )
     size = event_size(event)
     if size > LAMBDA_EVENT_LIMIT:
         return (
@@ -356,6 +379,11 @@ def too_large(event: dict[str, Any], max_body_bytes: int) -> str | None:
             "(fewer transactions per request)"
         )
     return None
+
+
+def over_cap(event: dict[str, Any], max_body_bytes: int) -> bool:
+    """Whether the decoded body is over ``MAX_BODY_BYTES`` (then answered per transaction)."""
+    return _body_size(event) > max_body_bytes
 
 
 def _request_age_s(event: dict[str, Any]) -> float:
@@ -409,7 +437,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "unexpected error in the handler; answering 503",
             extra={"error_type": type(exc).__name__, "stack": "".join(traceback.format_tb(exc.__traceback__))},
         )
-        return _plain_response(503, "temporary failure; retry", {"Retry-After": "5"})
+        return _plain_response(503, RETRY_MESSAGE, {"Retry-After": "5"})
     finally:
         if paused:
             gc.enable()
@@ -417,12 +445,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 _frozen = False
-
-if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("AWS_EXECUTION_ENV", "").startswith("AWS_Lambda"):
-    # Deployed: load the settings and upload.yaml during init, so a mistake is an init error naming
-    # the key (the function never answers), not a 503 on every request.
-    runtime()
-
 
 UNSUPPORTED_EVENT = (
     "unsupported event format: this function takes API Gateway HTTP API events (payload format 2.0); "
@@ -449,7 +471,8 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return _plain_response(400, UNSUPPORTED_EVENT)
     app.append_context(runtime=rt, deadline=request_deadline(rt.settings, event, context))
     if _is_upload(event):
-        oversize = too_large(event, rt.settings.max_body_bytes)
+        app.append_context(over_cap=over_cap(event, rt.settings.max_body_bytes))
+        oversize = too_large(event)
         if oversize is not None:
             logger.info("request too large", extra={"body_bytes": _body_size(event)})
             return _plain_response(413, oversize)

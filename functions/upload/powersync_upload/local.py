@@ -3,8 +3,8 @@
 * ``demo``  -- every event in ``events/`` through the handler against a fresh embedded SQLite demo
   database; prints each response and the resulting rows.
 * ``invoke EVENT`` -- one API Gateway HTTP API (payload v2) event file, like ``sam local invoke -e``.
-* ``serve`` -- an HTTP server on 127.0.0.1 (``PORT``, default 3000) for a client app under
-  development; it turns each request into a payload v2 event for the same handler and verifies bearer
+* ``serve`` -- an HTTP server on 127.0.0.1 (``PORT``, default 3000; HTTP/1.1, keep-alive) for a client
+  app under development; it turns each request into a payload v2 event for the same handler and verifies bearer
   tokens itself with the ``JWT_*`` settings (deployed, the HttpApi authorizer does that). It also
   answers ``GET /openapi.json`` with the API's OpenAPI document (:mod:`powersync_upload.openapi`).
 
@@ -198,7 +198,15 @@ def event_from_request(method: str, path: str, headers: dict[str, str], body: by
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One client connection: HTTP/1.1 with keep-alive (as API Gateway gives), so a connector or a
+    benchmark reuses its TCP connection; every answer carries a ``Content-Length``. A connection idle
+    for :attr:`timeout` seconds is closed; an answer sent without reading the body closes it too."""
+
     server_version = "powersync-upload-local"
+    protocol_version = "HTTP/1.1"
+    timeout = 60
+    disable_nagle_algorithm = True  # headers and body go out in two writes: without TCP_NODELAY the
+    # body waits for the client's delayed ACK of the headers (40 ms per request on a kept connection)
 
     def _handle(self) -> None:
         if self.headers.get("Transfer-Encoding"):
@@ -230,8 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
             for value in values:
                 self.send_header(name, value)
         self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
+        self._finish_headers(len(payload))
         self.wfile.write(payload)
 
     def _send_openapi(self) -> None:
@@ -241,9 +248,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
+        self._finish_headers(len(payload))
         self.wfile.write(payload)
+
+    def _finish_headers(self, length: int) -> None:
+        self.send_header("Content-Length", str(length))
+        if self.close_connection:  # the client asked for it (``Connection: close``, or HTTP/1.0)
+            self.send_header("Connection", "close")
+        self.end_headers()
 
     def _reply(self, status: int, payload: bytes) -> None:
         self.send_response(status)
@@ -259,8 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
         self.send_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        self._finish_headers(0)
 
     do_GET = _handle  # noqa: N815
     do_POST = _handle  # noqa: N815

@@ -181,19 +181,61 @@ def _too_long(name: str, raw: Any, limits: Limits, table: str) -> None:
 
 
 def _values(
-    conn: Any, operation: Operation, target: Target, key_value: Any, db: Database, limits: Limits
+    conn: Any,
+    operation: Operation,
+    target: Target,
+    key_value: Any,
+    db: Database,
+    limits: Limits,
+    memo: dict[tuple[Any, ...], Any],
 ) -> dict[str, Any]:
-    """Server column -> converted value for the operation's data (the entry's own id left out)."""
-    table_config = target.config
+    """Server column -> converted value for the operation's data (the entry's own id left out).
+
+    The columns of a set of data keys are resolved once per transaction attempt (:func:`_resolved`,
+    kept in ``memo``); the operations after the first with the same keys only check and convert their
+    values. An operation whose keys do not all resolve takes the checks name by name, in the order
+    sent, so the error it gets is the same as before the cache."""
     data = operation.data or {}
     if len(data) > limits.max_columns_per_operation:
         raise FatalOpError(
             ErrorCode.INVALID_DATA, table=target.client_table, reason=Reason.TOO_LONG, limit="max_columns_per_operation"
         )
+    shape = ("columns", target.client_table, tuple(data))
+    cached = memo.get(shape)
+    if cached is not None and cached[0] is target.schema:
+        columns = cached[1]
+    else:
+        columns = _resolved(conn, data, target, db, limits, key_value)
+        memo[shape] = (target.schema, columns)
+    values: dict[str, Any] = {}
+    table = target.client_table
+    for (name, raw), column in zip(data.items(), columns, strict=True):
+        _too_long(name, raw, limits, table)
+        if column is None:  # the key column: the same id, or refused
+            if not same(_convert(raw, target.key, table, name), key_value, target.key):
+                raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=Reason.FORMAT)
+            continue
+        values[column.name] = _convert(raw, column, table, name)
+    return values
+
+
+def _resolved(
+    conn: Any, data: dict[str, Any], target: Target, db: Database, limits: Limits, key_value: Any
+) -> list[Column | None]:
+    """The server column of each data key, in order (``None`` for the table's key column), after the
+    schema, rename, writable and allow-list checks, which raise for the first name that fails (each
+    after the value checks of the names before it, as sent).
+
+    Raises:
+        FatalOpError: ``SCHEMA_MISMATCH`` (no such column), ``UNAUTHORIZED`` (not writable, or outside
+            ``columns``), ``INVALID_DATA`` (a value before it too long or not convertible; the key
+            column with another id).
+    """
+    table_config = target.config
     allowed = set(table_config.columns) if table_config.columns is not None else None
     version = table_config.conflicts.version_column  # compared, never written: accepted like the key
     protected = {c.casefold() for c in [table_config.owner, *table_config.parents, version] if c}
-    values: dict[str, Any] = {}
+    columns: list[Column | None] = []
     for name, raw in data.items():
         _too_long(name, raw, limits, target.client_table)
         server_name = table_config.rename.get(name, name)
@@ -203,13 +245,15 @@ def _values(
         if column.name == target.key.name:
             if not same(_convert(raw, column, target.client_table, name), key_value, column):
                 raise FatalOpError(ErrorCode.INVALID_DATA, table=target.client_table, column=name, reason=Reason.FORMAT)
+            columns.append(None)
             continue
         if not column.writable or (
             allowed is not None and name not in allowed and column.name.casefold() not in protected
         ):
             raise FatalOpError(ErrorCode.UNAUTHORIZED, table=target.client_table, column=name)
-        values[column.name] = _convert(raw, column, target.client_table, name)
-    return values
+        _convert(raw, column, target.client_table, name)
+        columns.append(column)
+    return columns
 
 
 def unset_columns(target: Target, values: dict[str, Any]) -> list[str]:
@@ -277,7 +321,7 @@ def prepare(
     if target is None:
         target = memo[("target", operation.table)] = resolve_table(conn, operation.table, config, db)
     key_value = _key(operation, target)
-    values = _values(conn, operation, target, key_value, db, config.limits)
+    values = _values(conn, operation, target, key_value, db, config.limits, memo)
     if operation.op == "PATCH" and not values:
         return None
     prepared = Prepared(operation, target, key_value, values, user_id)

@@ -95,35 +95,16 @@ class Replays:
         """
         if not self.identities or self.client_id is None:
             return
-        db = session.db
-        try:
-            conn = session.begin()
-        except RetryableError:
-            raise
-        except Exception as exc:  # a BEGIN that failed on a fresh connection: classified, the connection dropped
-            raise session.unexpected(exc) from exc
-        try:
-            digests = [i.digest for i in self.identities.values()]
-            rows = db.dialect.ledger_read(conn, self.user_id, self.client_id, digests)
-        except Exception as exc:
-            session.rollback(conn)
-            classified = db.dialect.classify(exc)
-            if isinstance(classified, RetryableError):
-                raise classified from exc
-            if classified is None:
-                raise RetryableError("internal", retry_after_ms=5000) from exc
-            logger.error("cannot read the ledger; replays are applied again", extra={"error_number": classified.number})
+        conn = _begin(session)
+        digests = [i.digest for i in self.identities.values()]
+        rows = _read(session, conn, self.user_id, self.client_id, digests)
+        if rows is None:
             self.identities.clear()
             return
         session.opened = conn  # the first group's writes go in this transaction (nothing was written yet)
-        db.mark_used()
+        session.db.mark_used()
         known = [e for e in (ledger.from_row(self.user_id, self.client_id, r) for r in rows) if e is not None]
-        cutoff = (_now() - timedelta(days=self.retention_days)).replace(tzinfo=None)
-        if any(e.decided_at < cutoff for e in known):
-            # Pruning is overdue: an expired row would make the new decision's insert a duplicate.
-            db.dialect.ledger_prune(conn, cutoff)
-            known = [e for e in known if e.decided_at >= cutoff]
-        self.known = known
+        self.known = _unexpired(session, conn, known, self.retention_days)
 
     def answer(self, transaction: Transaction) -> TransactionResult | None:
         """The stored answer for a transaction decided before, or ``None`` to apply it."""
@@ -195,6 +176,50 @@ class Replays:
     def remember(self, entry: ledger.Entry) -> None:
         """A row this request decided."""
         self.known.append(entry)
+
+
+def _begin(session: Session) -> Any:
+    """The transaction the ledger read opens (and the first group then writes in).
+
+    Raises:
+        RetryableError: a BEGIN that failed on a fresh connection, classified (the connection dropped).
+    """
+    try:
+        return session.begin()
+    except RetryableError:
+        raise
+    except Exception as exc:
+        raise session.unexpected(exc) from exc
+
+
+def _read(session: Session, conn: Any, user_id: str, client_id: str, digests: list[str]) -> list[Any] | None:
+    """The ledger rows of ``digests``; ``None`` when the ledger cannot be read for good (a missing
+    table, say): logged, and the request goes on without it.
+
+    Raises:
+        RetryableError: the database cannot be read now (rolled back).
+    """
+    try:
+        return session.db.dialect.ledger_read(conn, user_id, client_id, digests)
+    except Exception as exc:
+        session.rollback(conn)
+        classified = session.db.dialect.classify(exc)
+        if isinstance(classified, RetryableError):
+            raise classified from exc
+        if classified is None:
+            raise RetryableError("internal", retry_after_ms=5000) from exc
+        logger.error("cannot read the ledger; replays are applied again", extra={"error_number": classified.number})
+        return None
+
+
+def _unexpired(session: Session, conn: Any, known: list[ledger.Entry], retention_days: int) -> list[ledger.Entry]:
+    """``known`` without rows past the retention window; when there are such rows, pruning is overdue
+    (an expired row would make the new decision's insert a duplicate): prune now, in ``conn``."""
+    cutoff = (_now() - timedelta(days=retention_days)).replace(tzinfo=None)
+    if not any(e.decided_at < cutoff for e in known):
+        return known
+    session.db.dialect.ledger_prune(conn, cutoff)
+    return [e for e in known if e.decided_at >= cutoff]
 
 
 def prune_if_due(replays: Replays, session: Session) -> None:

@@ -1,0 +1,138 @@
+"""Where a request's time goes: the database's share of the handler's time, and what the ledger costs.
+
+``make bench`` prints, per workload and dialect (loopback, the fast path):
+
+* ``db_share_<workload>=``: the wall time of the driver calls made while the handler ran (``execute``,
+  ``executemany``, ``fetch*``, ``commit``, ``rollback``, on the connection or its cursors, as seen from
+  this process) over the handler's own time for that request (``lambda_handler`` in, response out; the
+  client's JSON encoding of the body is outside). Median over the requests without ``client_id``.
+  1.0 would mean the process only waits for the database; 0.5, that it spends as long as the database.
+* ``ledger_cost_<workload>=``: the handler time of a repetition with ``client_id`` over the one without,
+  taken pair by pair (with, without, then without, with: the two orders alternate) and the median of
+  the ratios quoted, so the machine's drift between two runs does not enter the ratio.
+
+The figures are ratios of times on one machine, never asserted (DESIGN.md section 6).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from powersync_upload import dialects
+
+TIMED = frozenset(
+    {"execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall", "commit", "rollback"}
+)
+"""The driver calls whose wall time is the database's (they wait on the wire, or decode what came back)."""
+
+
+@dataclass
+class DriverClock:
+    """Seconds spent in driver calls since it was created."""
+
+    seconds: float = 0.0
+
+
+class TimedConnection:
+    """A DB-API connection or cursor whose :data:`TIMED` calls add their wall time to a
+    :class:`DriverClock`; what they return is wrapped too (psycopg's ``conn.execute`` returns the
+    cursor whose ``fetchall`` follows). Everything else is forwarded. The wrapper's own attributes have
+    names no driver uses."""
+
+    __slots__ = ("_timed_clock", "_timed_target")
+
+    def __init__(self, target: Any, clock: DriverClock) -> None:
+        object.__setattr__(self, "_timed_target", target)
+        object.__setattr__(self, "_timed_clock", clock)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._timed_target, name)
+        if name == "cursor":
+            return lambda *args, **kwargs: TimedConnection(value(*args, **kwargs), self._timed_clock)
+        if name not in TIMED:
+            return value
+        clock = self._timed_clock
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                result = value(*args, **kwargs)
+            finally:
+                clock.seconds += time.perf_counter() - started
+            # psycopg's execute returns its cursor: wrap it so its fetch is timed
+            return TimedConnection(result, clock) if hasattr(result, "fetchall") else result
+
+        return timed
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._timed_target, name, value)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._timed_target)
+
+
+@contextmanager
+def timing_driver_calls(url: str) -> Iterator[DriverClock]:
+    """Time the driver calls of every connection the dialect of ``url`` opens while the block runs."""
+    clock = DriverClock()
+    module: Any = dialects.load(dialects.dialect_name(url))
+    original = module.connect
+    module.connect = lambda target, timeout_s: TimedConnection(original(target, timeout_s), clock)
+    try:
+        yield clock
+    finally:
+        module.connect = original
+
+
+Send = Callable[[list[dict[str, Any]], "str | None"], float]
+"""``bench.send``: one request through the handler; returns the handler's time in seconds."""
+
+
+@dataclass
+class Shares:
+    """The paired figures of one workload on one dialect."""
+
+    db_share: float
+    ledger_cost: float
+    handler_ms: list[float] = field(default_factory=list)
+    ledger_ratios: list[float] = field(default_factory=list)
+
+    def spread(self) -> str:
+        """The middle half of the pair ratios (``p25-p75``): how much the machine moved them."""
+        if len(self.ledger_ratios) < 2:
+            return "-"
+        quartiles = statistics.quantiles(self.ledger_ratios, n=4)
+        return f"{quartiles[0]:.2f}-{quartiles[2]:.2f}"
+
+
+def paired(workload: Callable[[str], Any], send: Send, clock: DriverClock, reps: int) -> Shares:
+    """Run ``reps`` pairs of repetitions of ``workload`` (one without ``client_id``, one with; the order
+    alternates) and return the database's share and the ledger's cost (see the module docstring)."""
+    shares: list[float] = []
+    ratios: list[float] = []
+    plain_ms: list[float] = []
+    for rep in range(reps):
+        order = (None, f"bench-{uuid.uuid4().hex[:12]}")
+        totals: dict[bool, float] = {}
+        for client_id in order if rep % 2 == 0 else order[::-1]:
+            run = workload(f"share-{uuid.uuid4().hex[:10]}")
+            for batch in run.setup:
+                send(batch, None)
+            total = 0.0
+            for batch in run.requests:
+                before = clock.seconds
+                elapsed = send(batch, client_id)
+                total += elapsed
+                if client_id is None:
+                    shares.append((clock.seconds - before) / elapsed)
+            totals[client_id is not None] = total
+            if client_id is None:
+                plain_ms.append(total * 1000)
+        ratios.append(totals[True] / totals[False])
+    return Shares(statistics.median(shares), statistics.median(ratios), plain_ms, ratios)
