@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from powersync_upload import dialects
+from tests.support import DriverCallWrapper
 
 TIMED = frozenset(
     {"execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall", "commit", "rollback"}
@@ -39,42 +40,27 @@ class DriverClock:
     seconds: float = 0.0
 
 
-class TimedConnection:
+class TimedConnection(DriverCallWrapper):
     """A DB-API connection or cursor whose :data:`TIMED` calls add their wall time to a
     :class:`DriverClock`; what they return is wrapped too (psycopg's ``conn.execute`` returns the
-    cursor whose ``fetchall`` follows). Everything else is forwarded. The wrapper's own attributes have
-    names no driver uses."""
+    cursor whose ``fetchall`` follows). Everything else is forwarded."""
 
-    __slots__ = ("_timed_clock", "_timed_target")
+    __slots__ = ()
+
+    WRAPPED = TIMED
 
     def __init__(self, target: Any, clock: DriverClock) -> None:
-        object.__setattr__(self, "_timed_target", target)
-        object.__setattr__(self, "_timed_clock", clock)
+        super().__init__(target, clock)
 
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._timed_target, name)
-        if name == "cursor":
-            return lambda *args, **kwargs: TimedConnection(value(*args, **kwargs), self._timed_clock)
-        if name not in TIMED:
-            return value
-        clock = self._timed_clock
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                result = value(*args, **kwargs)
-            finally:
-                clock.seconds += time.perf_counter() - started
-            # psycopg's execute returns its cursor: wrap it so its fetch is timed
-            return TimedConnection(result, clock) if hasattr(result, "fetchall") else result
-
-        return timed
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._timed_target, name, value)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._timed_target)
+    def _call(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        clock = self._wrapped_state
+        started = time.perf_counter()
+        try:
+            result = function(*args, **kwargs)
+        finally:
+            clock.seconds += time.perf_counter() - started
+        # psycopg's execute returns its cursor: wrap it so its fetch is timed
+        return TimedConnection(result, clock) if hasattr(result, "fetchall") else result
 
 
 @contextmanager

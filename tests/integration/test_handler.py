@@ -30,6 +30,8 @@ from tests.support import (
     event,
     install_runtime,
     reset_database,
+    stored_count,
+    stored_row,
     token,
 )
 
@@ -54,14 +56,6 @@ def _put_list(name: str = "Groceries", list_id: str = LIST) -> dict[str, Any]:
     return {"op_id": 1, "op": "PUT", "type": "lists", "id": list_id, "tx_id": 1, "data": {"name": name}}
 
 
-def _rows(url: str, table: str, row_id: str) -> dict[str, Any] | None:
-    reader = RowReader(url)
-    try:
-        return reader.row(table, "id", row_id, None)
-    finally:
-        reader.close()
-
-
 def test_sdk_batch_is_applied(demo_db: tuple[str, str, Runtime]) -> None:
     # Given a list owned by U1 and the real SDK's CrudEntry output for the todos table
     _, url, _ = demo_db
@@ -76,8 +70,8 @@ def test_sdk_batch_is_applied(demo_db: tuple[str, str, Runtime]) -> None:
     # Then every transaction succeeds, the deleted row is gone and the other one is there
     assert response.status == 200
     assert [r["status"] for r in response.body["results"]] == ["success"] * 4
-    assert _rows(url, "todos", "11111111-1111-4111-8111-111111111111") is None
-    kept = _rows(url, "todos", "3a92b379-a4df-4378-baea-85a5fef36ddb")
+    assert stored_row(url, "todos", "11111111-1111-4111-8111-111111111111") is None
+    kept = stored_row(url, "todos", "3a92b379-a4df-4378-baea-85a5fef36ddb")
     assert kept is not None
     assert kept["description"] == "only description, nulls omitted"
     assert kept["owner_id"] == USERS["U1"]
@@ -92,7 +86,7 @@ def test_patch_of_missing_row_warns_and_creates_nothing(demo_db: tuple[str, str,
     assert response.body["results"] == [
         {"status": "success", "warnings": [{"operation_index": 0, "code": "ROW_NOT_FOUND"}]}
     ]
-    assert _rows(url, "lists", LIST) is None
+    assert stored_row(url, "lists", LIST) is None
 
 
 def test_shape_a_stop_leaves_the_rest_not_attempted(demo_db: tuple[str, str, Runtime]) -> None:
@@ -110,7 +104,7 @@ def test_shape_a_stop_leaves_the_rest_not_attempted(demo_db: tuple[str, str, Run
     # Then the second is not attempted and nothing is written
     assert response.status == 200
     assert [r["status"] for r in response.body["results"]] == ["fatal_error", "not_attempted"]
-    assert _rows(url, "lists", LIST) is None
+    assert stored_row(url, "lists", LIST) is None
 
 
 def test_shape_a_stop_after_a_value_that_cannot_be_converted_keeps_the_transactions_before_it(
@@ -132,8 +126,8 @@ def test_shape_a_stop_after_a_value_that_cannot_be_converted_keeps_the_transacti
     # Then the first is committed, the second is fatal and the third not attempted
     assert response.status == 200
     assert [r["status"] for r in response.body["results"]] == ["success", "fatal_error", "not_attempted"]
-    assert _rows(url, "lists", LIST) is not None
-    assert _rows(url, "lists", third) is None
+    assert stored_row(url, "lists", LIST) is not None
+    assert stored_row(url, "lists", third) is None
 
 
 def test_shape_b_continues_after_fatal_even_with_stop(demo_db: tuple[str, str, Runtime]) -> None:
@@ -169,7 +163,7 @@ def test_a_transaction_over_the_body_cap_is_too_large_for_itself_only(demo_db: t
     assert response.status == 200
     failed = response.body["results"][0]["failed_operation"]
     assert (failed["error_code"], failed["details"]) == ("TOO_LARGE", {"limit": "MAX_BODY_BYTES"})
-    assert _rows(url, "lists", LIST) is None
+    assert stored_row(url, "lists", LIST) is None
 
 
 @pytest.mark.parametrize(
@@ -190,7 +184,7 @@ def test_bad_tokens_are_401_and_write_nothing(demo_db: tuple[str, str, Runtime],
     out = lambda_handler(event(json.dumps({"batch": [_put_list()]}), header), LocalContext())  # type: ignore[arg-type]
     assert out["statusCode"] == 401
     assert "message" in json.loads(out["body"])
-    assert _rows(url, "lists", LIST) is None
+    assert stored_row(url, "lists", LIST) is None
 
 
 def test_health(demo_db: tuple[str, str, Runtime]) -> None:
@@ -226,7 +220,7 @@ def test_body_is_json_whatever_the_content_type(demo_db: tuple[str, str, Runtime
     out = lambda_handler(request, LocalContext())  # type: ignore[arg-type]
     # Then it is applied like a JSON body
     assert out["statusCode"] == 200
-    assert _rows(url, "lists", LIST) is not None
+    assert stored_row(url, "lists", LIST) is not None
 
 
 def test_fatal_results_are_recorded_in_the_errors_table(demo_db: tuple[str, str, Runtime]) -> None:
@@ -403,7 +397,7 @@ def test_nan_inside_a_json_value_is_invalid_data_for_its_transaction_only(demo_d
     assert first["failed_operation"]["error_code"] == "INVALID_DATA"
     assert first["failed_operation"]["details"]["column"] == "tags"
     assert second == {"status": "success"}
-    assert _rows(url, "todos", TODO) is None
+    assert stored_row(url, "todos", TODO) is None
 
 
 def test_an_errors_table_created_after_the_first_rejection_records_the_next_ones(tmp_path: Path) -> None:
@@ -444,11 +438,7 @@ def test_mariadb_demo_ids_that_differ_only_by_accent_or_case_are_different_rows(
         response = call({"batch": [{**e, "tx_id": i} for i, e in enumerate(batch)]})
         # Then each is a row of its own, stored as sent (the device has three)
         assert [r["status"] for r in response.body["results"]] == ["success"] * 3
-        reader = RowReader(url)
-        try:
-            assert reader.count("lists") == 3
-        finally:
-            reader.close()
+        assert stored_count(url, "lists") == 3
     finally:
         rt.db.discard()
         set_runtime(None)
@@ -488,3 +478,34 @@ def test_a_subject_the_uuid_owner_column_cannot_hold_is_named_as_such(
     # And the operator gets one warning for that column, not one per request
     warnings = [r for r in caplog.records if "cannot hold the token's subject" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_operations_with_the_same_columns_are_each_checked_and_a_later_one_names_its_own_failure(
+    demo_db: tuple[str, str, Runtime],
+) -> None:
+    # Given one transaction of three PUTs with the same columns (resolved once for the transaction),
+    # the third with a name longer than the column takes, and the second naming a column nobody has
+    lists = [f"a0000000-0000-4000-8000-00000000001{i}" for i in range(4)]
+    too_long = {"op": "PUT", "type": "lists", "id": lists[2], "tx_id": 1, "data": {"name": "x" * 101}}
+    body = {
+        "batch": [
+            {"op": "PUT", "type": "lists", "id": lists[0], "tx_id": 1, "data": {"name": "a"}},
+            {"op": "PUT", "type": "lists", "id": lists[1], "tx_id": 1, "data": {"name": "b"}},
+            too_long,
+            {"op": "PUT", "type": "lists", "id": lists[3], "tx_id": 2, "data": {"name": "d", "nope": 1}},
+        ]
+    }
+
+    # When they are sent
+    response = call(body)
+
+    # Then the first transaction fails at its third operation for the value, the second at its
+    # unknown column, and nothing of either is written
+    assert response.status == 200
+    first, second = response.body["results"]
+    assert (first["failed_operation"]["operation_index"], first["failed_operation"]["error_code"]) == (
+        2,
+        "INVALID_DATA",
+    )
+    assert second["failed_operation"]["error_code"] == "SCHEMA_MISMATCH"
+    assert all(stored_row(demo_db[1], "lists", list_id) is None for list_id in lists)

@@ -119,3 +119,30 @@ def test_error_statuses_match_the_published_schema(sqlite_url: str, name: str, s
     assert got == status, answer
     assert answer["message"]
     _assert_valid(status, answer)
+
+
+def test_a_shape_a_request_over_the_reference_limit_of_50_transactions_is_a_400(sqlite_url: str) -> None:
+    # Given the default max_transactions (50) and a request of 51 transactions (over the reference
+    # write API's maxItems: shared case 023)
+    body = {"transactions": [{"crud": [_put("x", n)]} for n in range(1, 52)]}
+
+    # When it is sent
+    status, answer = _send(body)
+
+    # Then it is a malformed envelope (400, nothing written), valid against the document
+    assert status == 400
+    assert "at most 50" in answer["message"]
+    _assert_valid(400, answer)
+
+
+def test_a_cap_below_50_answers_the_transactions_past_it_not_attempted(sqlite_url: str) -> None:
+    # Given max_transactions 10 (a cap below the connector's batch size) and 50 transactions
+    runtime().config = runtime().config.model_copy(update={"max_transactions": 10})
+    body = {"transactions": [{"crud": [_put(f"list {n}", n)]} for n in range(1, 51)]}
+
+    # When they are sent
+    status, answer = _send(body)
+
+    # Then the first 10 are applied and the other 40 are not attempted (sent again), never a 400
+    assert status == 200
+    assert [r["status"] for r in answer["results"]] == ["success"] * 10 + ["not_attempted"] * 40

@@ -40,6 +40,15 @@ def _serve(env_overrides: dict[str, str], tmp_path: Path) -> subprocess.Complete
     return _local(["serve"], {"JWT_SECRET": "s" * 40, **env_overrides}, tmp_path)
 
 
+def _assert_refused(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
+    """Serve stopped before serving: exit status 2, each of ``phrases`` in its stderr, no traceback."""
+    assert result.returncode == 2
+    assert "serving" not in result.stdout
+    for phrase in phrases:
+        assert phrase in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -53,21 +62,14 @@ def test_a_broken_upload_config_stops_serve_at_start_naming_the_key(tmp_path: Pa
     # When serve starts with it
     result = _serve({"UPLOAD_CONFIG": str(config), "PORT": str(_free_port())}, tmp_path)
     # Then it exits with status 2 before serving, and the message names the file and the key
-    assert result.returncode == 2
-    assert "serving" not in result.stdout
-    assert "configuration error, not started" in result.stderr
-    assert str(config) in result.stderr
-    assert "tables.lists.colums" in result.stderr
-    assert "Traceback" not in result.stderr
+    _assert_refused(result, "configuration error, not started", str(config), "tables.lists.colums")
 
 
 def test_an_invalid_environment_variable_stops_serve_at_start_naming_it(tmp_path: Path) -> None:
     # Given / When serve starts with a deadline that is not a number
     result = _serve({"DEADLINE_S": "soon", "PORT": str(_free_port())}, tmp_path)
     # Then it exits with status 2 and names the variable
-    assert result.returncode == 2
-    assert "DEADLINE_S" in result.stderr
-    assert "Traceback" not in result.stderr
+    _assert_refused(result, "DEADLINE_S")
 
 
 def test_a_port_in_use_stops_serve_with_what_to_do(tmp_path: Path) -> None:
@@ -79,10 +81,7 @@ def test_a_port_in_use_stops_serve_with_what_to_do(tmp_path: Path) -> None:
         # When serve starts on it
         result = _serve({"PORT": str(port)}, tmp_path)
     # Then it exits with status 2, says the port is in use and how to pick another, no traceback
-    assert result.returncode == 2
-    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
-    assert f"PORT={port + 1} make serve" in result.stderr
-    assert "Traceback" not in result.stderr
+    _assert_refused(result, f"port {port} on 127.0.0.1 is already in use", f"PORT={port + 1} make serve")
 
 
 def test_serve_prints_the_database_it_writes_to_without_a_password(tmp_path: Path) -> None:
@@ -105,16 +104,13 @@ def test_the_database_label_never_shows_the_password() -> None:
 def test_a_port_that_is_no_port_number_stops_serve_with_a_message(tmp_path: Path) -> None:
     # Given PORT=abc / When serve starts / Then it exits 2 naming the setting, without a traceback
     result = _serve({"PORT": "abc"}, tmp_path)
-    assert result.returncode == 2
-    assert "PORT='abc'" in result.stderr
-    assert "Traceback" not in result.stderr
+    _assert_refused(result, "PORT='abc'")
 
 
 def test_a_database_url_of_an_unknown_kind_stops_serve_with_a_message(tmp_path: Path) -> None:
     # Given DATABASE_URL=foo://bar / When serve starts / Then it exits 2 naming the schemes it knows
     result = _serve({"DATABASE_URL": "foo://bar", "PORT": str(_free_port())}, tmp_path)
-    assert result.returncode == 2
-    assert "unsupported database URL scheme 'foo'" in result.stderr
+    _assert_refused(result, "unsupported database URL scheme 'foo'")
 
 
 def test_a_table_listed_twice_stops_serve_naming_it(tmp_path: Path) -> None:

@@ -127,75 +127,46 @@ def put(table: str, row_id: str, data: dict[str, Any], tx: int, op_id: int | Non
     return {"op_id": op_id or tx, "op": "PUT", "type": table, "id": row_id, "tx_id": tx, "data": data}
 
 
-def scenarios() -> list[tuple[str, Any, str | None, str | None]]:
+Scenario = tuple[str, Any, str | None, str | None]
+"""(name, body, authorization, raw text)."""
+
+
+def scenarios() -> list[Scenario]:
     """(name, body, authorization, raw text) — each body full of markers."""
     u1, u2 = f"Bearer {_token('U1')}", f"Bearer {_token('U2')}"
+
+    def one_put(name: str, table: str, row_id: str, data: dict[str, Any], tx: int, by: str | None = u1) -> Scenario:
+        """A scenario whose body is one PUT, sent with the authorization ``by``."""
+        return (name, {"batch": [put(table, row_id, data, tx)]}, by, None)
+
+    todo = {"list_id": LIST_ID, "description": "d"}
+    forged = jwt.encode(
+        {"sub": MARK, "exp": int(time.time()) + 60, "note": TOKEN_SECRET_CLAIM},
+        "wrong-secret-0123456789-abcdefghijklmno",
+    )
     return [
-        ("committed", {"batch": [put("lists", LIST_ID, {"name": f"{MARK} groceries"}, 1)]}, u1, None),
-        (
+        one_put("committed", "lists", LIST_ID, {"name": f"{MARK} groceries"}, 1),
+        one_put(
             "committed todo",
-            {
-                "batch": [
-                    put(
-                        "todos",
-                        TODO_ID,
-                        {"list_id": LIST_ID, "description": MARK, "tags": [MARK], "priority": "7", "amount": "1.5"},
-                        1,
-                    )
-                ]
-            },
-            u1,
-            None,
+            "todos",
+            TODO_ID,
+            {"list_id": LIST_ID, "description": MARK, "tags": [MARK], "priority": "7", "amount": "1.5"},
+            1,
         ),
-        ("unique violation", {"batch": [put("lists", OTHER_LIST_ID, {"name": f"{MARK} groceries"}, 2)]}, u1, None),
-        ("not null", {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID, "completed": MARK}, 3)]}, u1, None),
-        ("missing description", {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID}, 3)]}, u1, None),
-        (
-            "foreign key",
-            {"batch": [put("todos", TODO_ID, {"list_id": MISSING_LIST_ID, "description": MARK}, 4)]},
-            u1,
-            None,
-        ),
-        (
-            "invalid integer",
-            {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID, "description": "d", "priority": MARK}, 5)]},
-            u1,
-            None,
-        ),
-        (
-            "invalid decimal",
-            {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID, "description": "d", "amount": MARK}, 5)]},
-            u1,
-            None,
-        ),
-        (
-            "invalid timestamp",
-            {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID, "description": "d", "completed_at": MARK}, 5)]},
-            u1,
-            None,
-        ),
-        ("too long", {"batch": [put("lists", LIST_ID, {"name": MARK * 20}, 6)]}, u1, None),
-        ("bad id", {"batch": [put("lists", MARK, {"name": MARK}, 7)]}, u1, None),
-        (
-            "owner mismatch",
-            {"batch": [put("lists", OTHER_LIST_ID, {"name": MARK, "owner_id": USERS["U2"]}, 8)]},
-            u1,
-            None,
-        ),
-        ("someone else's row", {"batch": [put("lists", LIST_ID, {"name": MARK}, 9)]}, u2, None),
-        (
-            "someone else's parent",
-            {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID, "description": MARK}, 9)]},
-            u2,
-            None,
-        ),
-        (
-            "column not allowed",
-            {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID, "description": "d", "id_secret": MARK}, 10)]},
-            u1,
-            None,
-        ),
-        ("unknown table", {"batch": [put("unknown_table", LIST_ID, {"name": MARK}, 11)]}, u1, None),
+        one_put("unique violation", "lists", OTHER_LIST_ID, {"name": f"{MARK} groceries"}, 2),
+        one_put("not null", "todos", TODO_ID, {"list_id": LIST_ID, "completed": MARK}, 3),
+        one_put("missing description", "todos", TODO_ID, {"list_id": LIST_ID}, 3),
+        one_put("foreign key", "todos", TODO_ID, {"list_id": MISSING_LIST_ID, "description": MARK}, 4),
+        one_put("invalid integer", "todos", TODO_ID, {**todo, "priority": MARK}, 5),
+        one_put("invalid decimal", "todos", TODO_ID, {**todo, "amount": MARK}, 5),
+        one_put("invalid timestamp", "todos", TODO_ID, {**todo, "completed_at": MARK}, 5),
+        one_put("too long", "lists", LIST_ID, {"name": MARK * 20}, 6),
+        one_put("bad id", "lists", MARK, {"name": MARK}, 7),
+        one_put("owner mismatch", "lists", OTHER_LIST_ID, {"name": MARK, "owner_id": USERS["U2"]}, 8),
+        one_put("someone else's row", "lists", LIST_ID, {"name": MARK}, 9, by=u2),
+        one_put("someone else's parent", "todos", TODO_ID, {"list_id": LIST_ID, "description": MARK}, 9, by=u2),
+        one_put("column not allowed", "todos", TODO_ID, {**todo, "id_secret": MARK}, 10),
+        one_put("unknown table", "unknown_table", LIST_ID, {"name": MARK}, 11),
         (
             "patch and delete",
             {
@@ -227,28 +198,23 @@ def scenarios() -> list[tuple[str, Any, str | None, str | None]]:
         ("not JSON", None, u1, f'{{"batch": [{{"id": "{MARK}", "op": "PUT"'),
         ("over the cap", None, u1, json.dumps({"batch": [put("lists", LIST_ID, {"name": MARK * 6000}, 1)]})),
         ("too large", None, u1, json.dumps({"batch": [put("lists", LIST_ID, {"name": MARK * 420_000}, 1)]})),
-        ("no token", {"batch": [put("lists", LIST_ID, {"name": MARK}, 1)]}, None, None),
-        (
+        one_put("no token", "lists", LIST_ID, {"name": MARK}, 1, by=None),
+        one_put(
             "garbage token",
-            {"batch": [put("lists", LIST_ID, {"name": MARK}, 1)]},
-            f"Bearer {MARK}.{TOKEN_SECRET_CLAIM}.SIGNATURE-LEAK-77",
-            None,
+            "lists",
+            LIST_ID,
+            {"name": MARK},
+            1,
+            by=f"Bearer {MARK}.{TOKEN_SECRET_CLAIM}.SIGNATURE-LEAK-77",
         ),
-        (
-            "forged token",
-            {"batch": [put("lists", LIST_ID, {"name": MARK}, 1)]},
-            "Bearer "
-            + jwt.encode(
-                {"sub": MARK, "exp": int(time.time()) + 60, "note": TOKEN_SECRET_CLAIM},
-                "wrong-secret-0123456789-abcdefghijklmno",
-            ),
-            None,
-        ),
-        (
+        one_put("forged token", "lists", LIST_ID, {"name": MARK}, 1, by="Bearer " + forged),
+        one_put(
             "expired token",
-            {"batch": [put("lists", LIST_ID, {"name": MARK}, 1)]},
-            f"Bearer {_token('U1', exp=int(time.time()) - 3600)}",
-            None,
+            "lists",
+            LIST_ID,
+            {"name": MARK},
+            1,
+            by=f"Bearer {_token('U1', exp=int(time.time()) - 3600)}",
         ),
     ]
 

@@ -408,3 +408,27 @@ def test_a_jwks_file_that_is_not_a_jwks_is_refused(tmp_path: Path) -> None:
     path.write_text('{"not": "keys"}', encoding="utf-8")
     with pytest.raises(ValidationError, match=r"JWT_JWKS_FILE: .* is not a JWKS"):
         Settings(jwt_jwks_file=path)
+
+
+@pytest.mark.parametrize(
+    "table",
+    ["{rename: {a: name, b: name}}", "{rename: {a: name}, columns: [a, name]}"],
+    ids=["two-renames", "rename-and-allowed-name"],
+)
+def test_two_client_names_writing_one_server_column_name_the_rename_key(tmp_path: Path, table: str) -> None:
+    # Given a table where two client column names would write the same server column
+    path = write(tmp_path, f"tables:\n  t: {table}\n")
+
+    # When / Then loading fails at cold start naming the key and the column, instead of one value
+    # silently winning when an operation sends both
+    with pytest.raises(ConfigError) as caught:
+        load_upload_config(path)
+    assert "tables.t.rename: 'a' and " in str(caught.value)
+    assert "the same server column 'name'" in str(caught.value)
+
+
+def test_a_rename_to_a_name_no_other_client_name_writes_is_accepted(tmp_path: Path) -> None:
+    # Given renames that swap two columns and an allow-list naming only the client names
+    path = write(tmp_path, "tables:\n  t: {rename: {a: b, b: a, c: d}, columns: [a, b, c, e]}\n")
+    # When / Then it loads
+    assert load_upload_config(path).tables["t"].server_column("c") == "d"

@@ -93,23 +93,25 @@ def test_old_keys_the_server_does_not_know_are_not_checked() -> None:
 # ---- missing_previous: entries without previous values at all (the SDKs' reference connectors) -----
 
 PREVIOUS_APPLY = _rules(conflicts={"detect": "previous_values", "missing_previous": "apply"}, deltas=["quantity"])
+PREVIOUS_REJECT = _rules(conflicts={"detect": "previous_values", "missing_previous": "reject"})
 VERSION_APPLY = _rules(conflicts={"detect": "version", "version_column": "version", "missing_previous": "apply"})
 
 
 @pytest.mark.parametrize(
     ("rules", "change"),
     [
-        (PREVIOUS, Change("PATCH", {"name": "x"})),
+        (PREVIOUS_REJECT, Change("PATCH", {"name": "x"})),
         (VERSION, Change("PATCH", {"name": "x"})),
         (VERSION, Change("PUT", {"name": "x"})),
     ],
-    ids=["previous_values-patch", "version-patch", "version-put-of-existing-row"],
+    ids=["previous_values-reject-patch", "version-patch", "version-put-of-existing-row"],
 )
-def test_by_default_a_change_without_any_previous_values_is_rejected_saying_the_connector_sent_none(
+def test_a_change_without_any_previous_values_is_rejected_saying_the_connector_sent_none(
     rules: conflicts.TableRules, change: Change
 ) -> None:
-    # Given a table whose check needs previous values (missing_previous: reject, the default) and an
-    # entry that carries none (old absent: what the reference connectors send)
+    # Given a version table (missing_previous unset: reject) or a previous_values table with
+    # missing_previous: reject, and an entry that carries none (old absent: what the reference
+    # connectors send)
     # When it is checked against the existing row
     with pytest.raises(FatalOpError) as caught:
         _check(rules, change)
@@ -119,6 +121,30 @@ def test_by_default_a_change_without_any_previous_values_is_rejected_saying_the_
     assert (caught.value.code, caught.value.reason) == (ErrorCode.INVALID_DATA, Reason.NEEDS_PREVIOUS_VALUE)
     assert "the connector sent no previous values" in caught.value.message
     assert "missing_previous: apply" in caught.value.message
+
+
+def test_by_default_a_previous_values_patch_without_any_previous_values_is_applied_unchecked() -> None:
+    # Given a previous_values table with missing_previous unset, and a PATCH without old at all,
+    # against a row whose name someone else changed
+    change = Change("PATCH", {"name": "mine"})
+    row = {**ROW, "name": "someone else's"}
+
+    # When it is checked
+    finding = _check(PREVIOUS, change, row)
+
+    # Then nothing is found (DESIGN: a PATCH without old is not checked) and the skipped check is
+    # named for the CONFLICT_UNCHECKED warning, so it is not silent
+    assert finding is None
+    assert conflicts.unchecked(change, PREVIOUS) == "name"
+
+
+def test_by_default_a_delta_without_any_previous_values_is_rejected_and_never_unchecked() -> None:
+    # Given a previous_values table with a delta column, missing_previous unset
+    change = Change("PATCH", {"quantity": 4})
+
+    # When / Then the delta cannot be computed: it needs old (rejected before any read), never a warning
+    assert conflicts.needs_old(change, PREVIOUS) == "quantity"
+    assert conflicts.unchecked(change, PREVIOUS) is None
 
 
 def test_a_delta_without_any_previous_values_says_the_connector_sent_none_and_one_with_some_does_not() -> None:

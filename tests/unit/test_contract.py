@@ -263,9 +263,6 @@ def shape_b(crud: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("key", "value", "reason"),
     [
-        ("op", "UPSERT", "format"),
-        ("op", "put", "format"),
-        ("op", "", "format"),
         ("op", None, "type"),
         ("op", 1, "type"),
         ("id", 3479, "type"),
@@ -305,6 +302,18 @@ def test_an_entry_with_a_bad_op_table_or_id_refuses_only_its_transaction(
     )
     assert second.refused is None
     assert f"entry key '{field}'" in error.message
+
+
+@pytest.mark.parametrize("wrap", [shape_a, shape_b], ids=["A", "B"])
+@pytest.mark.parametrize("op", ["UPSERT", "put", ""])
+def test_an_op_string_other_than_the_three_kinds_is_a_malformed_envelope(wrap: Any, op: str) -> None:
+    # Given an entry whose op is a string outside PUT/PATCH/DELETE (the reference write API's enum;
+    # shared case 023: a connector that invents an op is broken whatever the data)
+    body = wrap({"op": op, "type": "todos", "id": ROW, "data": {}})
+
+    # When / Then the request does not validate (the handler answers 400)
+    with pytest.raises(pydantic.ValidationError, match="op must be 'PUT', 'PATCH' or 'DELETE'"):
+        ADAPTER.validate_python(body)
 
 
 def test_a_numeric_id_is_kept_as_its_json_text_for_the_errors_table() -> None:

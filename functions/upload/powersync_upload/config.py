@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .convert import InvalidValue, convert
 from .schema import Kind, TableSchema
@@ -48,7 +48,10 @@ class ConflictsConfig(BaseModel):
             ``reject`` it (``INVALID_DATA`` ``needs_previous_value``, with a message saying the
             connector sent none and how to fix it: no silent lost update) or ``apply`` it unchecked
             (last write wins, a delta column takes the value sent) with the warning
-            ``CONFLICT_UNCHECKED``.
+            ``CONFLICT_UNCHECKED``. Unset: ``reject`` where the write cannot be computed without
+            them (a delta, a version check), and for ``detect: previous_values`` the PATCH is applied
+            unchecked with the warning ``CONFLICT_UNCHECKED`` (DESIGN section 3: "a PATCH without
+            ``old`` is not checked"; the warning makes it seen); set ``reject`` to refuse those too.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -56,7 +59,7 @@ class ConflictsConfig(BaseModel):
     detect: Literal["none", "previous_values", "version"] = "none"
     on_conflict: Literal["reject", "skip"] = "reject"
     version_column: str | None = None
-    missing_previous: Literal["reject", "apply"] = "reject"
+    missing_previous: Literal["reject", "apply"] | None = None
 
 
 class RulesConfig(BaseModel):
@@ -114,6 +117,13 @@ class TableConfig(BaseModel):
     conflicts: ConflictsConfig = Field(default_factory=ConflictsConfig)
     deltas: list[str] = Field(default_factory=list)
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    _patch_only: bool = PrivateAttr(default=False)
+
+    @property
+    def patch_only(self) -> bool:
+        """Whether PUT and DELETE are ``UNAUTHORIZED`` (the conflicts table when the file does not
+        configure it: the app may only PATCH ``resolved`` on its own rows)."""
+        return self._patch_only
 
     @property
     def reads_rows(self) -> bool:
@@ -127,7 +137,27 @@ class TableConfig(BaseModel):
     def problems(self, name: str) -> list[str]:
         """Checks that need only the YAML, each message naming the full key (``tables.<name>....``)."""
         where = f"tables.{name}"
-        return [*self._version_problems(where), *self._delta_problems(where), *self._rule_problems(where)]
+        return [
+            *self._version_problems(where),
+            *self._delta_problems(where),
+            *self._rule_problems(where),
+            *self._rename_problems(where),
+        ]
+
+    def _rename_problems(self, where: str) -> list[str]:
+        """Two client names that write one server column (two ``rename`` sources with one target, or
+        two names of the ``columns`` allow-list, when set): an operation sending both would keep one
+        value silently."""
+        names = list(self.rename) if self.columns is None else list(dict.fromkeys(self.columns))
+        writers: dict[str, list[str]] = {}
+        for name in names:
+            writers.setdefault(self.server_column(name).casefold(), []).append(name)
+        return [
+            f"{where}.rename: {' and '.join(repr(n) for n in found)} write the same server column "
+            f"'{self.server_column(found[0])}'"
+            for found in writers.values()
+            if len(found) > 1
+        ]
 
     def _version_problems(self, where: str) -> list[str]:
         detect, version = self.conflicts.detect, self.conflicts.version_column
@@ -184,8 +214,9 @@ class Limits(BaseModel):
         max_columns_per_operation: more keys in one operation's data: ``INVALID_DATA`` (``too_long``).
         max_text_chars: longest text value, in characters: ``INVALID_DATA`` (``too_long``).
         max_json_chars: longest array or object value, as JSON text: ``INVALID_DATA`` (``too_long``).
-    (The body size cap, ``MAX_BODY_BYTES``, answers 413; the shape A transaction cap,
-    ``max_transactions``, 400.)
+    (A body over ``MAX_BODY_BYTES`` is answered per transaction, ``TOO_LARGE``; shape A transactions
+    past ``max_transactions`` are ``not_attempted``, and a request over both it and the reference
+    write API's 50 is a 400.)
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -201,7 +232,8 @@ class UploadConfig(BaseModel):
 
     Attributes:
         on_fatal_error: after a fatal transaction, ``continue`` with the next one or ``stop`` (shape A).
-        max_transactions: shape A cap per request (400 above it).
+        max_transactions: shape A cap per request: transactions past it are ``not_attempted``; a
+            request over both it and the reference write API's 50 is a 400.
         errors_table: server table where every fatal result is also recorded; ``null`` disables it.
         limits: see :class:`Limits`.
         tables: client table name -> :class:`TableConfig`.
@@ -240,8 +272,12 @@ class UploadConfig(BaseModel):
     @model_validator(mode="after")
     def _conflicts_table_is_writable(self) -> UploadConfig:
         """The app marks a conflict resolved by a PATCH of ``resolved`` on its own row (DESIGN.md
-        section 3): the conflicts table is writable that far unless the file configures it itself."""
-        self.tables.setdefault(CONFLICTS_TABLE, TableConfig(owner="user_id", columns=["resolved"]))
+        section 3): the conflicts table is writable that far (a PATCH only) unless the file configures
+        it itself."""
+        if CONFLICTS_TABLE not in self.tables:
+            table = TableConfig(owner="user_id", columns=["resolved"])
+            table._patch_only = True
+            self.tables[CONFLICTS_TABLE] = table
         return self
 
     def server_table(self, client_table: str) -> str:

@@ -41,8 +41,9 @@ class TableRules:
     Attributes:
         detect: ``none``, ``previous_values`` or ``version``.
         on_conflict: ``reject`` or ``skip`` (the engine's business; kept here for one lookup).
-        missing_previous: ``reject`` or ``apply``: an entry without previous values at all on a change
-            that needs them (:func:`unchecked`).
+        missing_previous: ``reject``, ``apply`` or ``None`` (unset): an entry without previous values
+            at all on a change that needs them (:func:`unchecked`); unset rejects a delta or version
+            change and applies a ``previous_values`` PATCH unchecked, with the warning.
         version: the version column, with ``detect: version``.
         deltas: delta columns.
         frozen_when: column -> values that freeze the row.
@@ -52,7 +53,7 @@ class TableRules:
 
     detect: Literal["none", "previous_values", "version"] = "none"
     on_conflict: Literal["reject", "skip"] = "reject"
-    missing_previous: Literal["reject", "apply"] = "reject"
+    missing_previous: Literal["reject", "apply"] | None = None
     version: Column | None = None
     deltas: tuple[Column, ...] = ()
     frozen_when: tuple[tuple[Column, tuple[Any, ...]], ...] = ()
@@ -319,12 +320,22 @@ def missing_hint(change: Change) -> str | None:
 
 
 def unchecked(change: Change, rules: TableRules) -> str | None:
-    """With ``missing_previous: apply``, the server column whose conflict check or delta this change
-    goes without because its entry carries no previous values at all (the engine then warns
-    ``CONFLICT_UNCHECKED``); ``None`` when nothing was skipped."""
-    if rules.missing_previous != "apply":
-        return None
-    return _needing_previous(change, rules)
+    """The server column whose conflict check or delta this change goes without because its entry
+    carries no previous values at all (with ``missing_previous: apply``, or unset for a
+    ``previous_values`` check; the engine then warns ``CONFLICT_UNCHECKED``); ``None`` when nothing
+    was skipped."""
+    column = _needing_previous(change, rules)
+    if column is None or rules.missing_previous == "apply":
+        return column
+    if rules.missing_previous is None and not _computed_from_previous(column, rules):
+        return column  # unset: a previous_values PATCH goes unchecked, with the warning
+    return None
+
+
+def _computed_from_previous(column: str, rules: TableRules) -> bool:
+    """Whether the write of ``column`` cannot be computed without a previous value (a delta, the
+    version): such a change is rejected unless ``missing_previous: apply``."""
+    return column in {c.name for c in rules.deltas} or (rules.version is not None and column == rules.version.name)
 
 
 def _needing_previous(change: Change, rules: TableRules) -> str | None:

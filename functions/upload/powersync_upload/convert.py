@@ -26,9 +26,10 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import Reason
 from .schema import BMP_ONLY, Column, Kind
@@ -262,6 +263,10 @@ def _to_boolean(value: Any, column: Column) -> bool:
     raise InvalidValue(Reason.TYPE)
 
 
+_set = object.__setattr__
+_UNKNOWN = uuid.SafeUUID.unknown
+
+
 class TextUUID(uuid.UUID):
     """A :class:`uuid.UUID` made from checked text, keeping its canonical (lower-case) text: a key is
     converted once, then turned into text several times per operation (the planner's row identity,
@@ -272,9 +277,9 @@ class TextUUID(uuid.UUID):
     _text: str
 
     def __init__(self, text: str) -> None:  # text matched _UUID_TEXT: 32 hex digits, 4 hyphens
-        object.__setattr__(self, "int", int(text.replace("-", ""), 16))
-        object.__setattr__(self, "is_safe", uuid.SafeUUID.unknown)
-        object.__setattr__(self, "_text", text.lower())
+        _set(self, "int", int(text.replace("-", ""), 16))  # uuid.UUID forbids setattr: as its __init__ does
+        _set(self, "is_safe", _UNKNOWN)
+        _set(self, "_text", text.lower())
 
     def __str__(self) -> str:
         return self._text
@@ -312,14 +317,38 @@ def _offset(text: str | None) -> timezone | None:
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
+T = TypeVar("T")
+
+
+def _stripped(value: Any) -> str:
+    """``value`` without surrounding white space; INVALID_DATA ``type`` when it is not text."""
+    if not isinstance(value, str):
+        raise InvalidValue(Reason.TYPE)
+    return value.strip()
+
+
+def _matched(value: Any, pattern: re.Pattern[str]) -> re.Match[str]:
+    """``pattern`` matched on the text ``value`` (stripped); INVALID_DATA ``type`` when it is not text,
+    ``format`` when it does not match."""
+    match = pattern.match(_stripped(value))
+    if not match:
+        raise InvalidValue(Reason.FORMAT)
+    return match
+
+
+def _built(build: Callable[..., T], *args: Any) -> T:
+    """``build(*args)`` (``date.fromisoformat``, ``time``); INVALID_DATA ``format`` when it raises
+    ``ValueError`` (a date or time that does not exist)."""
+    try:
+        return build(*args)
+    except ValueError as exc:
+        raise InvalidValue(Reason.FORMAT) from exc
+
+
 def _parse_timestamp(value: Any, column: Column) -> datetime:
     if isinstance(value, datetime):
         return value
-    if not isinstance(value, str):
-        raise InvalidValue(Reason.TYPE)
-    match = _TIMESTAMP_TEXT.match(value.strip())
-    if not match:
-        raise InvalidValue(Reason.FORMAT)
+    match = _matched(value, _TIMESTAMP_TEXT)
     year, month, day, hour, minute, second, frac, zone = match.groups()
     micros, carry = _fraction(frac, column.fraction_digits)
     try:
@@ -358,31 +387,18 @@ def _to_timestamptz(value: Any, column: Column) -> datetime:
 def _to_date(value: Any, column: Column) -> date:
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
-    if not isinstance(value, str):
-        raise InvalidValue(Reason.TYPE)
-    text = value.strip()
+    text = _stripped(value)
     if len(text) != 10:
         raise InvalidValue(Reason.FORMAT)
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise InvalidValue(Reason.FORMAT) from exc
+    return _built(date.fromisoformat, text)
 
 
 def _to_time(value: Any, column: Column) -> time:
     if isinstance(value, time):
         return value
-    if not isinstance(value, str):
-        raise InvalidValue(Reason.TYPE)
-    match = _TIME_TEXT.match(value.strip())
-    if not match:
-        raise InvalidValue(Reason.FORMAT)
-    hour, minute, second, frac = match.groups()
+    hour, minute, second, frac = _matched(value, _TIME_TEXT).groups()
     micros, carry = _fraction(frac, column.fraction_digits)
-    try:
-        result = time(int(hour), int(minute), int(second or 0), micros)
-    except ValueError as exc:
-        raise InvalidValue(Reason.FORMAT) from exc
+    result = _built(time, int(hour), int(minute), int(second or 0), micros)
     if carry:
         moved = datetime.combine(date(2000, 1, 1), result) + timedelta(seconds=1)
         if moved.day != 1:  # 23:59:59.9995 must not wrap to midnight: keep the largest time instead

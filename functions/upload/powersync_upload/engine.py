@@ -166,7 +166,8 @@ def _prepare_transaction(
     """One transaction's operations prepared; ``None`` when one is fatal (decided here).
 
     Raises:
-        RetryableError: the schema could not be read now (or an unexpected error, classified).
+        RetryableError: the schema could not be read now (or an unexpected error, classified); a
+            database error the dialect classes as fatal rejects the transaction instead.
     """
     session = request.session
     cache: dict[tuple[Any, ...], Any] = {}
@@ -185,7 +186,11 @@ def _prepare_transaction(
     except RetryableError:
         raise
     except Exception as exc:
-        raise session.classified(exc, operations[op_index], op_index) from exc
+        error = session.classified(exc, operations[op_index], op_index)
+        if isinstance(error, RetryableError):
+            raise error from exc
+        request.decisions.fatal_at(position, error, op_index)  # e.g. a table dropped: not a 503 for ever
+        return None
     return PreparedTransaction(position, transaction, items)
 
 

@@ -32,10 +32,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from . import auth, observability
 from .config import Settings, UploadConfig, load_upload_config, log_level
 from .contract import (
+    REFERENCE_MAX_TRANSACTIONS,
     ErrorMessage,
     NotAttemptedResult,
     UnavailableResponse,
     UploadRequest,
+    UploadRequestA,
     UploadResponse,
     entry_sizes,
     limit_size,
@@ -254,6 +256,10 @@ def health() -> dict[str, str]:
 def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
     """Apply a PowerSync upload: shape A (reference write API) or shape B (``CrudEntry.toJSON()`` list)."""
     rt: Runtime = app.context["runtime"]
+    ceiling = max(REFERENCE_MAX_TRANSACTIONS, rt.config.max_transactions)
+    if isinstance(body, UploadRequestA) and len(body.transactions) > ceiling:
+        message = f"transactions: at most {ceiling} per request (the reference write API's limit)"
+        return _json_response(400, ErrorMessage(message=message).model_dump())
     parsed = to_upload(body, rt.config.max_transactions)
     if app.context.get("over_cap"):  # a body over MAX_BODY_BYTES: answered per transaction (TOO_LARGE)
         parsed = limit_size(parsed, entry_sizes(app.current_event.json_body), rt.settings.max_body_bytes)

@@ -314,12 +314,15 @@ def prepare(
 
     Raises:
         FatalOpError: ``SCHEMA_MISMATCH``, ``INVALID_DATA`` or ``UNAUTHORIZED`` (an owner value other
-            than the caller's, a column outside the allow-list or not writable).
+            than the caller's, a column outside the allow-list or not writable, a PUT or DELETE on a
+            PATCH-only table).
     """
     memo: dict[tuple[Any, ...], Any] = cache if cache is not None else {}
     target = memo.get(("target", operation.table))
     if target is None:
         target = memo[("target", operation.table)] = resolve_table(conn, operation.table, config, db)
+    if target.config.patch_only and operation.op != "PATCH":
+        raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table)
     key_value = _key(operation, target)
     values = _values(conn, operation, target, key_value, db, config.limits, memo)
     if operation.op == "PATCH" and not values:

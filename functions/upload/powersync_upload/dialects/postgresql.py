@@ -138,12 +138,15 @@ def _type_facts(
     return {}
 
 
+# The parent table by its bare name (``relname``): ``regclass::text`` quotes names such as ``"Order"`` or
+# ``"user"``, which then never matched the planner's table names, so such a parent was not written first.
 _FOREIGN_KEYS = """
-SELECT c.oid, a.attname, c.confrelid::regclass::text, pa.attname, c.confdeltype
+SELECT c.oid, a.attname, parent.relname, pa.attname, c.confdeltype
 FROM pg_constraint c
 CROSS JOIN LATERAL unnest(c.conkey, c.confkey) WITH ORDINALITY AS k(child, parent, position)
 JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.child
 JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attnum = k.parent
+JOIN pg_class parent ON parent.oid = c.confrelid
 WHERE c.conrelid = to_regclass(%s) AND c.contype = 'f'
 ORDER BY c.oid, k.position
 """
