@@ -37,6 +37,7 @@ from tests.support import (
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
 LIST = "a0000000-0000-4000-8000-000000000001"
+OTHER_LIST = "a0000000-0000-4000-8000-000000000002"
 TODO = "b0000000-0000-4000-8000-000000000001"
 SAMPLES = ROOT.parent / "shared" / "samples" / "sdk-crud-entries.jsonl"
 
@@ -260,17 +261,24 @@ def test_missing_errors_table_never_changes_the_result(tmp_path: Path) -> None:
         set_runtime(None)
 
 
-@pytest.mark.parametrize("depth", [300, 100_000])
-def test_deeply_nested_values_are_never_a_500(demo_db: tuple[str, str, Runtime], depth: int) -> None:
-    # Given a value nested absurdly deep
+@pytest.mark.parametrize("depth", [300, 900, 990, 5_000, 100_000])
+def test_a_value_nested_at_any_depth_fails_only_its_own_operation(
+    demo_db: tuple[str, str, Runtime], depth: int
+) -> None:
+    # Given a value nested deep, in a request whose second transaction is fine
     nested = "[" * depth + "]" * depth
-    raw = '{"batch":[{"op":"PUT","type":"lists","id":"' + LIST + '","tx_id":1,"data":{"name":' + nested + "}}]}"
+    raw = (
+        '{"batch":[{"op":"PUT","type":"lists","id":"' + LIST + '","tx_id":1,"data":{"name":' + nested + "}},"
+        '{"op":"PUT","type":"lists","id":"' + OTHER_LIST + '","tx_id":2,"data":{"name":"ok"}}]}'
+    )
     # When it is uploaded
     response = call(None, raw=raw)
-    # Then it is either a 400 (not parseable) or a per-transaction result, never a server error
-    assert response.status in (200, 400)
-    if response.status == 200:
-        assert response.body["results"][0]["status"] in ("success", "fatal_error")
+    # Then the request is answered per transaction (never a 400 or a 500): the deep value's own
+    # transaction is rejected INVALID_DATA (too long for the column, or too deep), the other one commits
+    assert response.status == 200
+    first, second = response.body["results"]
+    assert first["failed_operation"]["error_code"] == "INVALID_DATA"
+    assert second["status"] == "success"
 
 
 def test_hostile_envelopes_never_become_a_500(demo_db: tuple[str, str, Runtime]) -> None:
@@ -452,6 +460,24 @@ def test_an_unexpected_error_in_our_code_answers_503_not_500(
     assert response.status == 503
     assert response.headers.get("Retry-After") == "5"
     assert "s3cr3t" not in json.dumps(response.body)
+
+
+@pytest.mark.parametrize("demo_db", ["postgresql"], indirect=True)  # its owner columns are uuid
+def test_a_subject_the_uuid_owner_column_cannot_hold_is_named_as_such(
+    demo_db: tuple[str, str, Runtime], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a token whose sub is an Auth0 user id, against the demo's uuid owner column
+    # When that user writes twice
+    first = call({"batch": [_put_list()]}, "auth0|5f7c8ec7c33c6c004bbafe82")
+    call({"batch": [_put_list(list_id=OTHER_LIST)]}, "auth0|5f7c8ec7c33c6c004bbafe82")
+    # Then the rejection says the owner column cannot hold the subject (not "not allowed")
+    failed = first.body["results"][0]["failed_operation"]
+    assert failed["error_code"] == "UNAUTHORIZED"
+    assert failed["details"]["reason"] == "subject_not_storable"
+    assert "cannot hold the token's subject" in failed["message"]
+    # And the operator gets one warning for that column, not one per request
+    warnings = [r for r in caplog.records if "cannot hold the token's subject" in r.getMessage()]
+    assert len(warnings) == 1
 
 
 def test_operations_with_the_same_columns_are_each_checked_and_a_later_one_names_its_own_failure(

@@ -5,8 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from powersync_upload.config import ConfigError, Settings, TableConfig, load_upload_config, schema_problems
+from powersync_upload.config import (
+    ConfigError,
+    Settings,
+    TableConfig,
+    load_upload_config,
+    log_level,
+    schema_problems,
+)
 from powersync_upload.schema import INT_RANGES, Column, Kind, TableSchema
 
 VALID = """\
@@ -363,6 +371,43 @@ def test_bad_environment_value_names_the_variable(clean_env: pytest.MonkeyPatch,
     # When / Then building settings fails naming the variable
     with pytest.raises(ConfigError, match=name):
         Settings.from_env()
+
+
+def test_a_key_given_twice_anywhere_in_the_file_is_refused_naming_it(tmp_path: Path) -> None:
+    # Given: a table listed twice and a rename key given twice
+    path = tmp_path / "upload.yaml"
+    path.write_text("tables:\n  lists:\n    owner: owner_id\n    rename: {a: b, a: c}\n  lists: {}\n", encoding="utf-8")
+    # When / Then: loading fails naming both keys with their lines
+    with pytest.raises(ConfigError) as caught:
+        load_upload_config(path)
+    assert "tables.lists.rename.a is given twice (lines 4 and 4)" in str(caught.value)
+    assert "tables.lists is given twice (lines 2 and 5)" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "level"), [("trace", "DEBUG"), ("warn", "WARNING"), ("info", "INFO"), ("DEBUG", "DEBUG"), ("", None)]
+)
+def test_log_level_accepts_the_standard_names_and_trace(value: str, level: str | None) -> None:
+    assert log_level({"POWERTOOLS_LOG_LEVEL": value}) == level
+
+
+def test_an_unknown_log_level_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="POWERTOOLS_LOG_LEVEL: 'verbose' is not a log level"):
+        log_level({"POWERTOOLS_LOG_LEVEL": "verbose"})
+
+
+def test_an_hs256_secret_shorter_than_32_bytes_is_refused() -> None:
+    # Given / When / Then: 31 bytes fail naming JWT_SECRET and the RFC; 32 bytes pass
+    with pytest.raises(ValidationError, match="JWT_SECRET: an HS256 secret must be at least 32 bytes"):
+        Settings(jwt_secret="x" * 31)
+    assert Settings(jwt_secret="x" * 32).jwt_secret == "x" * 32
+
+
+def test_a_jwks_file_that_is_not_a_jwks_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text('{"not": "keys"}', encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"JWT_JWKS_FILE: .* is not a JWKS"):
+        Settings(jwt_jwks_file=path)
 
 
 @pytest.mark.parametrize(

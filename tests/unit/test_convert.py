@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from powersync_upload.convert import InvalidValue, convert
+from powersync_upload.convert import InvalidValue, check_key, convert
 from powersync_upload.errors import Reason
 from powersync_upload.schema import BMP_ONLY, FLOAT32_MAX, INT_RANGES, Column, Kind
 
@@ -452,3 +452,41 @@ def test_bmp_only_columns_refuse_supplementary_characters() -> None:
         convert("😀", column)
     assert caught.value.reason is Reason.ENCODING
     assert convert("漢字", column) == "漢字"
+
+
+@pytest.mark.parametrize(
+    ("pads", "ignores_case", "key", "refused"),
+    [
+        (True, False, "x ", True),
+        (True, False, "x", False),
+        (True, False, "X", False),
+        (False, False, "x ", False),
+        (False, True, "X", True),
+        (False, True, "x", False),
+        (False, True, "C0000000-0000-4000-8000-00000000000A", False),
+        (True, True, " x", False),
+    ],
+)
+def test_a_key_the_column_would_fold_onto_another_id_is_refused(
+    pads: bool, ignores_case: bool, key: str, refused: bool
+) -> None:
+    # Given a text key column that pads and/or ignores case
+    column = Column("id", Kind.TEXT, pads_spaces=pads, ignores_case=ignores_case)
+    # When / Then: an id it would fold onto a different id is INVALID_DATA format, others pass
+    if refused:
+        with pytest.raises(InvalidValue) as caught:
+            check_key(key, column)
+        assert caught.value.reason is Reason.FORMAT
+    else:
+        check_key(key, column)
+
+
+def test_collations_are_read_into_key_folding_per_dialect() -> None:
+    from powersync_upload.dialects import mssql, mysql
+
+    assert mysql.key_folding("utf8mb4_bin") == {"pads_spaces": True, "ignores_case": False}
+    assert mysql.key_folding("utf8mb4_unicode_ci") == {"pads_spaces": True, "ignores_case": True}
+    assert mysql.key_folding("utf8mb4_nopad_bin") == {"pads_spaces": False, "ignores_case": False}
+    assert mysql.key_folding("utf8mb4_0900_as_cs") == {"pads_spaces": False, "ignores_case": False}
+    assert mssql.key_folding("SQL_Latin1_General_CP1_CI_AS") == {"pads_spaces": True, "ignores_case": True}
+    assert mssql.key_folding("Latin1_General_100_CS_AS_SC_UTF8") == {"pads_spaces": True, "ignores_case": False}

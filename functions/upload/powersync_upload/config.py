@@ -6,7 +6,9 @@ with a message that names the key to fix instead of failing the first upload.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -334,6 +336,26 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def duplicate_keys(node: yaml.Node | None, where: str = "") -> list[str]:
+    """Every mapping key given twice in a composed YAML document, as ``path.key (lines a and b)``:
+    YAML loaders keep the last one silently, and a second ``lists:`` block would drop the first
+    one's ``owner``."""
+    found: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+            path = f"{where}.{name}" if where else name
+            if name in seen:
+                found.append(f"{path} is given twice (lines {seen[name]} and {key.start_mark.line + 1})")
+            seen.setdefault(name, key.start_mark.line + 1)
+            found.extend(duplicate_keys(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found.extend(duplicate_keys(item, f"{where}[{index}]"))
+    return found
+
+
 def load_upload_config(path: Path) -> UploadConfig:
     """Read and validate the YAML configuration file.
 
@@ -341,12 +363,17 @@ def load_upload_config(path: Path) -> UploadConfig:
         ConfigError: the file is missing, is not YAML, or does not match :class:`UploadConfig`;
             the message names the file and each key to fix.
     """
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+        text = path.read_text(encoding="utf-8")
+        twice = duplicate_keys(yaml.compose(text, Loader=loader))
+        raw = yaml.load(text, Loader=loader)  # noqa: S506
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the upload configuration ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if twice:
+        raise ConfigError(f"{path}: invalid upload configuration\n" + "\n".join(f"  - {t}" for t in twice))
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the upload configuration must be a mapping with a 'tables' key")
     try:
@@ -393,6 +420,20 @@ class Settings(BaseModel):
     fast_path: bool = True
     local_sqlite: Path | None = None
 
+    @model_validator(mode="after")
+    def _usable_token_settings(self) -> Settings:
+        """Token settings that could only answer 401 refuse to start instead, naming the variable."""
+        if self.jwt_secret is not None and len(self.jwt_secret.encode("utf-8")) < MIN_HS256_SECRET_BYTES:
+            raise ValueError(
+                f"JWT_SECRET: an HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes "
+                "(RFC 7518 section 3.2); generate one with `openssl rand -base64 48`"
+            )
+        if self.jwt_jwks_file is not None:
+            problem = jwks_file_problem(self.jwt_jwks_file)
+            if problem is not None:
+                raise ValueError(f"JWT_JWKS_FILE: {problem}")
+        return self
+
     @classmethod
     def from_env(cls) -> Settings:
         """Build from ``os.environ`` (names upper-cased: ``DATABASE_URL``, ``UPLOAD_CONFIG``, ...).
@@ -404,5 +445,51 @@ class Settings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(_env_problem(e) for e in exc.errors())
             raise ConfigError(f"invalid environment: {problems}") from exc
+
+
+def _env_problem(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"]).upper()
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def jwks_file_problem(path: Path) -> str | None:
+    """Why ``JWT_JWKS_FILE`` cannot be used (missing, unreadable, not a JWKS with a signing key), or
+    ``None`` when it can: checked at cold start, so a mistake stops start-up instead of answering 401
+    to every request."""
+    import jwt  # PyJWT loads only when a JWKS file is configured (the handler verifies tokens itself)
+
+    try:
+        with path.open(encoding="utf-8") as handle:
+            keys = jwt.PyJWKSet.from_dict(json.load(handle)).keys
+    except OSError as exc:
+        return f"cannot read {path} ({exc.strerror})"
+    except (ValueError, jwt.PyJWTError) as exc:
+        return f"{path} is not a JWKS ({type(exc).__name__})"
+    return None if keys else f"{path} holds no usable signing key"
+
+
+MIN_HS256_SECRET_BYTES = 32
+"""RFC 7518 section 3.2: an HS256 key must be at least as long as the hash output (256 bits)."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(environ: Mapping[str, str]) -> str | None:
+    """The log level ``POWERTOOLS_LOG_LEVEL`` (or the legacy ``LOG_LEVEL``) asks for, upper-cased;
+    ``TRACE`` is ``DEBUG`` (as Lambda's advanced logging controls map it), ``WARN`` is ``WARNING``;
+    ``None`` when unset.
+
+    Raises:
+        ConfigError: any other name; the message names the variable and the accepted levels.
+    """
+    for name in ("POWERTOOLS_LOG_LEVEL", "LOG_LEVEL"):
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        level = {"TRACE": "DEBUG", "WARN": "WARNING", "FATAL": "CRITICAL"}.get(value.upper(), value.upper())
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"{name}: {value!r} is not a log level (one of {', '.join(LOG_LEVELS)}, or TRACE)")
+        return level
+    return None

@@ -92,6 +92,29 @@ def converter(column: Column) -> Converter:
     return _CONVERTERS[column.kind]
 
 
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def check_key(value: Any, column: Column) -> None:
+    """Refuse a row id that the key column would fold onto a different id (DESIGN.md section 3, "One
+    device id, one row"): the device compares ids byte for byte, so ``"x"`` and ``"x "`` (or ``"X"``)
+    are two rows there and must not be one row here.
+
+    Rules, on text keys only: under a padding comparison (:attr:`Column.pads_spaces`) an id ending in a
+    space; under a case-insensitive one (:attr:`Column.ignores_case`) an id with upper-case letters,
+    unless it is a UUID (the same UUID in any case is one id; UUID-typed keys are never refused).
+
+    Raises:
+        InvalidValue: reason ``format``.
+    """
+    if column.kind is not Kind.TEXT or not isinstance(value, str):
+        return
+    if column.pads_spaces and value.endswith(" "):
+        raise InvalidValue(Reason.FORMAT)
+    if column.ignores_case and value != value.lower() and not _UUID_TEXT.fullmatch(value):
+        raise InvalidValue(Reason.FORMAT)
+
+
 def json_text(value: Any) -> str:
     """Compact JSON text of a client value; a ``Decimal`` keeps the digits that were sent.
 

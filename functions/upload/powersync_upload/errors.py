@@ -62,6 +62,23 @@ class ConflictReason(StrEnum):
     """``rules.transitions``: the change of that column is not an allowed transition."""
 
 
+class AuthReason(StrEnum):
+    """``details.reason`` for :attr:`ErrorCode.UNAUTHORIZED` when the caller is not at fault."""
+
+    SUBJECT_NOT_STORABLE = "subject_not_storable"
+    """The owner column's type cannot hold the token's ``sub`` (a ``uuid`` column and an Auth0
+    ``auth0|...`` or Firebase uid): no write of that user can ever pass; the configuration or the
+    column must change."""
+
+
+_REASON_SUMMARY: dict[StrEnum, str] = {
+    AuthReason.SUBJECT_NOT_STORABLE: (
+        "the owner column cannot hold the token's subject (sub): its type does not fit the identity "
+        "provider's user ids; change the column's type (text) or the identity provider"
+    ),
+}
+
+
 _SUMMARY: dict[ErrorCode, str] = {
     ErrorCode.NOT_NULL_VIOLATION: "a required value is missing",
     ErrorCode.UNIQUE_VIOLATION: "a row with the same unique value already exists",
@@ -123,7 +140,7 @@ class FatalOpError(Exception):
         column: str | None = None,
         constraint: str | None = None,
         number: int | str | None = None,
-        reason: Reason | ConflictReason | None = None,
+        reason: Reason | ConflictReason | AuthReason | None = None,
         limit: str | None = None,
         conflict_id: str | None = None,
         field: str | None = None,
@@ -147,6 +164,8 @@ class FatalOpError(Exception):
         text = _SUMMARY[self.code]
         if self.limit is not None:
             text = f"the change exceeds the configured limit {self.limit}"
+        elif self.reason in _REASON_SUMMARY:
+            text = _REASON_SUMMARY[self.reason]
         elif self.reason is not None:
             text += f" ({self.reason.value})"
         where = []
@@ -162,14 +181,18 @@ class FatalOpError(Exception):
         return f"{text}; {self.hint}" if self.hint else text
 
     def details(self) -> dict[str, Any]:
-        """``failed_operation.details``: names (see :func:`safe_name`) and the error number, never values."""
+        """``failed_operation.details``: names (see :func:`safe_name`) and the error number, never values.
+
+        ``error_number`` is always a string, on every dialect: SQL Server's and MySQL's error number as
+        decimal text (``"515"``), PostgreSQL's SQLSTATE (``"23502"``, ``"22P02"``), SQLite's extended
+        result code (``"1299"``)."""
         out: dict[str, Any] = {}
         for key in ("table", "column", "field", "constraint", "reason", "limit", "conflict_id"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = safe_name(str(value))
         if self.number is not None:
-            out["error_number"] = self.number
+            out["error_number"] = str(self.number)
         return out
 
 

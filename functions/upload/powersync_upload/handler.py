@@ -13,6 +13,8 @@ import base64
 import gc
 import json
 import math
+import os
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import auth, observability
-from .config import Settings, UploadConfig, load_upload_config
+from .config import Settings, UploadConfig, load_upload_config, log_level
 from .contract import (
     REFERENCE_MAX_TRANSACTIONS,
     ErrorMessage,
@@ -43,9 +45,9 @@ from .contract import (
 )
 from .database import Database, resolve_url
 from .engine import Caller, Deadline, Outcome, apply_upload, unavailable
-from .errors import RetryableError
+from .errors import AuthReason, RetryableError
 
-logger = Logger(service="powersync-upload")
+logger = Logger(service="powersync-upload", level=log_level(os.environ))
 copy_config_to_registered_loggers(source_logger=logger, include={"powersync_upload"})
 
 UPLOAD_PATH = "/api/data"
@@ -72,6 +74,42 @@ def _int_token(text: str) -> int | Decimal:
     return int(text) if len(text) <= 4000 else Decimal(text)
 
 
+MAX_PARSE_DEPTH = 500
+"""Nesting level at which :func:`shallow` cuts a value too deep for the parser (its recursion limit is
+about 1000 levels, envelope included)."""
+_JSON_SPECIALS = re.compile(r'[\\"\[\]{}]')
+
+
+def shallow(text: str, limit: int = MAX_PARSE_DEPTH) -> str:
+    """``text`` with every array or object that opens at nesting level ``limit`` replaced by the token
+    ``NaN``, which :func:`lenient_json` accepts and the conversion rejects per value (``INVALID_DATA``):
+    a value nested too deep fails its own operation, never the whole request (docs/contract.md section 2).
+    Brackets inside strings are text; a malformed body stays malformed. One linear pass, no recursion."""
+    parts: list[str] = []
+    depth, cut, last, in_string, escaped_at = 0, -1, 0, False, -1
+    for match in _JSON_SPECIALS.finditer(text):
+        char, at = match.group(), match.start()
+        if in_string:
+            if at == escaped_at:
+                continue
+            if char == "\\":
+                escaped_at = at + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            cut = at if depth == limit and cut < 0 else cut
+        elif char in "]}":
+            if depth == limit and cut >= 0:
+                parts += [text[last:cut], "NaN"]
+                last, cut = match.end(), -1
+            depth -= 1
+    parts.append(text[last:])
+    return "".join(parts)
+
+
 def lenient_json(text: str) -> Any:
     """Parse a body as docs/contract.md section 2 asks: non-integers as exact ``Decimal``; ``NaN``, ``Infinity``,
     huge integers and numbers beyond float range as tokens, so each is rejected per value later, never
@@ -86,8 +124,8 @@ def lenient_json(text: str) -> Any:
         raise
     except ValueError:  # an integer of more than 4300 digits: parse again, keeping such numbers whole
         pass
-    except RecursionError as exc:  # absurd nesting: a malformed envelope, not a 500
-        raise json.JSONDecodeError("nested too deeply", text, 0) from exc
+    except RecursionError:  # a value nested too deep: cut it, so it fails only its own operation
+        text = shallow(text)
     try:
         return json.loads(text, parse_float=Decimal, parse_int=_int_token, parse_constant=float)
     except json.JSONDecodeError:
@@ -253,8 +291,18 @@ def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
     return _json_response(200, UploadResponse(results=results).to_json())
 
 
+_WARNED_SUBJECT: set[str] = set()
+"""Owner columns already warned about (:attr:`AuthReason.SUBJECT_NOT_STORABLE`): once per container."""
+
+
 def _log_outcome(shape: str, outcome: Outcome) -> None:
     for index, _transaction, error, op_index in outcome.fatal:
+        if error.reason is AuthReason.SUBJECT_NOT_STORABLE and f"{error.table}.{error.column}" not in _WARNED_SUBJECT:
+            _WARNED_SUBJECT.add(f"{error.table}.{error.column}")
+            logger.warning(
+                "the owner column cannot hold the token's subject: every write to this table is refused",
+                extra={"table": error.table, "column": error.column},
+            )
         logger.info(
             "transaction rejected",
             extra={
@@ -404,9 +452,29 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 _frozen = False
 
+UNSUPPORTED_EVENT = (
+    "unsupported event format: this function takes API Gateway HTTP API events (payload format 2.0); "
+    "a REST API (payload format 1.0) or another trigger is not supported: deploy template.yaml's HttpApi"
+)
+
+
+def unsupported_event(event: Any) -> bool:
+    """Whether ``event`` is not an API Gateway HTTP API payload v2 event (a REST API's payload v1,
+    with ``httpMethod`` and ``path``, or anything else): answered 400 with :data:`UNSUPPORTED_EVENT`
+    instead of a resolver error that the last resort would turn into a 503 for ever."""
+    if not isinstance(event, dict):
+        return True
+    context = event.get("requestContext")
+    return event.get("version") != "2.0" and (
+        "httpMethod" in event or not isinstance(context, dict) or "http" not in context
+    )
+
 
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rt = runtime()
+    if unsupported_event(event):
+        logger.error("unsupported event format", extra={"event_version": str(event.get("version", "1.0"))[:10]})
+        return _plain_response(400, UNSUPPORTED_EVENT)
     app.append_context(runtime=rt, deadline=request_deadline(rt.settings, event, context))
     if _is_upload(event):
         app.append_context(over_cap=over_cap(event, rt.settings.max_body_bytes))
@@ -427,6 +495,9 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 claims = auth.claims_from_authorizer(event)
             app.append_context(caller=Caller(auth.user_id(claims)))
         except auth.Unauthorized as exc:
-            logger.info("unauthorized", extra={"reason": str(exc)})
+            logger.info("unauthorized", extra={"reason": exc.reason})
             return _plain_response(401, str(exc), {"WWW-Authenticate": 'Bearer realm="powersync-upload"'})
+        except auth.KeysUnavailable as exc:
+            logger.error("token keys unavailable; answering 503", extra={"reason": exc.reason})
+            return _plain_response(503, "token verification keys unreachable; retry", {"Retry-After": "5"})
     return app.resolve(event, context)

@@ -140,6 +140,8 @@ def demo(events_dir: Path = EVENTS_DIR) -> int:
         print("demo database: DATABASE_URL (used as it is: load db/migrations/<dialect> and db/demo/<dialect> first)")
     else:
         print(f"demo database: {DEMO_DB} (recreated)")
+    if not cold_start("demo"):
+        return 2
     for path in sorted(events_dir.glob("*.json")):
         _print_response(path.name, invoke(json.loads(path.read_text(encoding="utf-8"))))
     _print_rows()
@@ -158,6 +160,8 @@ def invoke_file(path: Path) -> int:
         return 2
     _use_local_database(fresh=False)
     os.environ.setdefault("AUTH_MODE", "authorizer")
+    if not cold_start("invoke"):
+        return 2
     _print_response(path.name, invoke(event))
     return 0
 
@@ -307,6 +311,35 @@ def _database_in_use(settings: Any) -> str:
     return f"SQLite {settings.local_sqlite} (the demo database; set DATABASE_URL for another)"
 
 
+def cold_start(command: str) -> bool:
+    """Load the settings and ``UPLOAD_CONFIG`` as a Lambda cold start would (the handler module's
+    logger included); on a mistake print one line naming the key and return ``False`` (exit 2)."""
+    from .config import ConfigError
+
+    try:
+        from .dialects import dialect_name
+        from .handler import runtime
+
+        rt = runtime()
+        if rt.settings.database_url:
+            dialect_name(rt.settings.database_url)
+    except (ConfigError, ValueError) as exc:
+        print(f"{command}: configuration error, not started: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def development_claims(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    """The claims of ``serve``'s development token: user 1111...1111 for 24 h, with the
+    ``JWT_ISSUER``/``JWT_AUDIENCE`` that serve then checks, so the printed token is accepted."""
+    claims: dict[str, Any] = {"sub": "11111111-1111-1111-1111-111111111111", "exp": int(time.time()) + 86400}
+    if environ.get("JWT_ISSUER"):
+        claims["iss"] = environ["JWT_ISSUER"]
+    if environ.get("JWT_AUDIENCE"):
+        claims["aud"] = environ["JWT_AUDIENCE"]
+    return claims
+
+
 def serve(port: int) -> int:
     """Serve the handler on 127.0.0.1:``port`` until interrupted.
 
@@ -324,22 +357,12 @@ def serve(port: int) -> int:
         os.environ["JWT_SECRET"] = DEV_SECRET
         import jwt
 
-        development_token = jwt.encode(
-            {"sub": "11111111-1111-1111-1111-111111111111", "exp": int(time.time()) + 86400},
-            DEV_SECRET,
-            algorithm="HS256",
-        )
-    from .config import ConfigError
-    from .dialects import dialect_name
+        development_token = jwt.encode(development_claims(os.environ), DEV_SECRET, algorithm="HS256")
+    if not cold_start("serve"):
+        return 2
     from .handler import runtime
 
-    try:
-        rt = runtime()
-        if rt.settings.database_url:
-            dialect_name(rt.settings.database_url)
-    except (ConfigError, ValueError) as exc:
-        print(f"serve: configuration error, not started: {exc}", file=sys.stderr)
-        return 2
+    rt = runtime()
     try:
         server = LocalServer(("127.0.0.1", port), _Handler)
     except OSError as exc:

@@ -16,9 +16,9 @@ from typing import Any
 
 from .config import Limits, TableConfig, UploadConfig
 from .contract import Operation, Transaction
-from .convert import Converter, InvalidValue, convert, converter, json_text
+from .convert import Converter, InvalidValue, check_key, convert, converter, json_text
 from .database import Database
-from .errors import ErrorCode, FatalOpError, Reason
+from .errors import AuthReason, ErrorCode, FatalOpError, Reason
 from .plan import OnDelete, RowRef, Step, Tables, identity
 from .schema import Column, TableSchema
 
@@ -155,6 +155,17 @@ def _convert(value: Any, column: Column, table: str, name: str) -> Any:
         return convert(value, column)
     except InvalidValue as exc:
         raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=exc.reason) from exc
+
+
+def _key(operation: Operation, target: Target) -> Any:
+    """The operation's row id converted for the key column, refused when that column would fold it
+    onto another id (:func:`~powersync_upload.convert.check_key`)."""
+    key_value = _convert(operation.id, target.key, operation.table, "id")
+    try:
+        check_key(key_value, target.key)
+    except InvalidValue as exc:
+        raise FatalOpError(ErrorCode.INVALID_DATA, table=operation.table, column="id", reason=exc.reason) from exc
+    return key_value
 
 
 def _too_long(name: str, raw: Any, limits: Limits, table: str) -> None:
@@ -333,7 +344,7 @@ def prepare(
         target = memo[("target", operation.table)] = resolve_table(conn, operation.table, config, db)
     if target.patch_only and operation.op != "PATCH":
         raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table)
-    key_value = _convert(operation.id, target.key, operation.table, "id")
+    key_value = _key(operation, target)
     values = _values(conn, operation, target, key_value, db, config.limits, memo)
     if operation.op == "PATCH" and not values:
         return None
@@ -395,8 +406,10 @@ def _caller(operation: Operation, target: Target, name: str, user_id: str) -> tu
         raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=operation.table, column=name)
     try:
         return owner, convert(user_id, owner)
-    except InvalidValue as exc:
-        raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table, column=owner.name) from exc
+    except InvalidValue as exc:  # a uuid owner column and an Auth0 or Firebase subject
+        raise FatalOpError(
+            ErrorCode.UNAUTHORIZED, table=operation.table, column=owner.name, reason=AuthReason.SUBJECT_NOT_STORABLE
+        ) from exc
 
 
 def plan_table(name: str) -> str:

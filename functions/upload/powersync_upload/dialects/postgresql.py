@@ -133,7 +133,8 @@ def _type_facts(
     if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ, Kind.TIME):
         return {"fraction_digits": dt_precision if dt_precision is not None else 6}
     if kind is Kind.TEXT:
-        return {"max_length": max_len}
+        # char(n) compares ignoring trailing spaces; text and varchar compare exactly (deterministic collations)
+        return {"max_length": max_len, "pads_spaces": data_type == "character"}
     return {}
 
 
