@@ -9,10 +9,10 @@ SAM_CLI_VERSION := 1.170.0
 export PYTHONPATH := functions/upload
 EVENT ?= events/01-shape-a-two-transactions.json
 
-.PHONY: help install demo invoke serve test lint typecheck unit integration conformance test-next actionlint test-client openapi sam-validate sam-build clean bench bench-memory bench-drain chaos
+.PHONY: help install prereqs demo invoke serve test lint typecheck unit integration conformance test-next actionlint test-client openapi sam-validate sam-build clean bench bench-memory bench-drain bench-load chaos
 
 help:
-	@echo "make demo | invoke EVENT=events/x.json | serve | test | unit | integration | conformance | test-next | lint | typecheck | actionlint | bench | bench-memory | bench-drain | chaos SEED= DURATION= | sam-validate | sam-build"
+	@echo "make demo | invoke EVENT=events/x.json | serve | test | unit | integration | conformance | test-next | lint | typecheck | actionlint | bench | bench-memory | bench-drain | bench-load | chaos SEED= DURATION= | sam-validate | sam-build"
 
 $(VENV)/.installed: requirements-dev.txt layers/deps/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +41,13 @@ typecheck: install
 # The GitHub Actions workflows (actionlint runs shellcheck on their run: scripts) and the compose init script.
 actionlint: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" actionlint .github/workflows/*.yml
-	$(VENV)/bin/shellcheck docker/mssql/init.sh
+	$(VENV)/bin/shellcheck docker/mssql/init.sh tools/prereqs
 
-test: lint typecheck  ## the README's test command: lint, types, unit, integration, the shared cases and the client connector
+# Node.js 20+ and a Chromium, installed here when root on Debian (apt-get), else one line saying what to install.
+prereqs:
+	@tools/prereqs
+
+test: prereqs lint typecheck  ## the README's test command: lint, types, unit, integration, the shared cases and the client connector
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory test-client
 
@@ -67,7 +71,7 @@ $(CLIENT_DIR)/node_modules/.installed: $(CLIENT_DIR)/package.json $(CLIENT_DIR)/
 	cd $(CLIENT_DIR) && npm ci
 	touch $@
 
-test-client: install $(CLIENT_DIR)/node_modules/.installed  ## the TypeScript connector: unit, real SDK (Node) against `serve`, npm pack + install, headless Chromium (Node 20+)
+test-client: prereqs install $(CLIENT_DIR)/node_modules/.installed  ## the TypeScript connector: unit, real SDK (Node) against `serve`, npm pack + install, headless Chromium (Node 20+)
 	cd $(CLIENT_DIR) && PYTHON="$(abspath $(PY))" npm test
 
 $(SAM_VENV)/.installed: Makefile
@@ -75,8 +79,12 @@ $(SAM_VENV)/.installed: Makefile
 	$(SAM_VENV)/bin/pip install --quiet "aws-sam-cli==$(SAM_CLI_VERSION)"
 	touch $@
 
+# The template as it is (SnapStart off, the default), then with the SnapStart parameter's default set to "true".
 sam-validate: $(SAM_VENV)/.installed
 	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint
+	mkdir -p .local && sed '/^  SnapStart:$$/,/Default:/ s/Default: "false"/Default: "true"/' template.yaml > .local/template-snapstart.yaml
+	grep -q 'Default: "true"' .local/template-snapstart.yaml
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint -t .local/template-snapstart.yaml
 
 sam-build: $(SAM_VENV)/.installed
 	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam build
@@ -112,6 +120,9 @@ bench: install $(BENCH_VENV)/.installed  ## planned vs per-operation, loopback a
 
 bench-memory: install $(BENCH_VENV)/.installed  ## peak RSS at the body cap (PostgreSQL) and the import time of app
 	$(PY) bench/memory.py
+
+bench-load: install  ## N = 1, 2, 4, 8 serve workers under 50 devices (one transaction per request vs 50), PostgreSQL and MariaDB: requests/s, transactions/s, p50/p99, and docs/bench-load.png. LOAD_ARGS=--seconds 3
+	$(PY) bench/load.py $(LOAD_ARGS)
 
 bench-drain: install $(CLIENT_DIR)/node_modules/.installed  ## 500 offline transactions drained through a 100 ms round-trip proxy: this connector vs one transaction per request
 	cd $(CLIENT_DIR) && PYTHON="$(abspath $(PY))" npm run --silent bench:drain

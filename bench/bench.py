@@ -30,8 +30,10 @@ benchmark process during the workload (MiB; the high-water mark is reset before 
 the speedup (fast ops/s / per-op ops/s, same network, dialect and ``client_id``). Then the memory
 figures of ``bench/memory.py`` (a fresh process at the body cap) and the import time of ``app``, and
 ``summary`` lines: ``speedup_<workload>_1ms=`` (through the proxy, without ``client_id``),
-``statements_<workload>=`` (fast path, per request), ``peak_mb_cap=``, ``import_ms=``; the last line
-is PostgreSQL's. Nothing here asserts anything: these are figures to compare run to run.
+``statements_<workload>=`` (fast path, per request), ``db_share_<workload>=`` and
+``ledger_cost_<workload>=`` (loopback, paired: ``bench/share.py``), ``peak_mb_cap=``, ``import_ms=``;
+the last line is PostgreSQL's. ``--shares-only`` prints only the paired figures. Nothing here asserts
+anything: these are figures to compare run to run.
 
 Usage: ``make bench`` (or ``python bench/bench.py [--quick] [--dialects postgresql,mysql]
 [--workloads put_1000,...]``). ``--quick`` (or ``BENCH_QUICK=1``) runs fewer repetitions, and skips
@@ -69,7 +71,7 @@ os.environ.setdefault("MYSQL_URL", "mysql://root@127.0.0.1:3306/powersync_upload
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
-from bench import memory  # noqa: E402
+from bench import memory, share  # noqa: E402
 from powersync_upload import dialects  # noqa: E402
 from powersync_upload.handler import lambda_handler, set_runtime  # noqa: E402
 from powersync_upload.local import LocalContext, schema_scripts  # noqa: E402
@@ -318,16 +320,35 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def send(batch: list[Entry], client_id: str | None) -> None:
-    """One request through the handler; anything but 200 with every transaction a success stops the run."""
+def send(batch: list[Entry], client_id: str | None) -> float:
+    """One request through the handler; anything but 200 with every transaction a success stops the run.
+    Returns the handler's time (s): the event is built before, the response read after."""
     body: dict[str, Any] = {"batch": batch}
     if client_id is not None:
         body["client_id"] = client_id
     context = LocalContext(timeout_s=BASELINE_DEADLINE_S + 10)
-    out = lambda_handler(event(json.dumps(body), authorization("U1")), context)  # type: ignore[arg-type]
+    request = event(json.dumps(body), authorization("U1"))
+    started = time.perf_counter()
+    out = lambda_handler(request, context)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - started
     results = json.loads(out["body"]).get("results") if out.get("body") else None
     if out["statusCode"] != 200 or not results or any(r["status"] != "success" for r in results):
         raise RuntimeError(f"benchmark request failed: HTTP {out['statusCode']}: {str(results)[:300]}")
+    return elapsed
+
+
+def shares(url: str, name: str, quick: bool) -> share.Shares:
+    """``db_share`` and ``ledger_cost`` of workload ``name`` (loopback, fast path; bench/share.py)."""
+    reps = (3 if quick else 4) if name in HEAVY else (6 if quick else 10)
+    with share.timing_driver_calls(url) as clock:
+        rt = install_runtime(url, CONFIGS.get(name, CONFIG))
+        try:
+            for client_id in (None, f"bench-{uuid.uuid4().hex[:12]}"):  # connection, schema cache, ledger
+                send(tx100x1(f"warm-{uuid.uuid4().hex[:8]}").requests[0][:10], client_id)
+            return share.paired(WORKLOADS[name], send, clock, reps)
+        finally:
+            rt.db.discard()
+            set_runtime(None)
 
 
 @dataclass
@@ -443,13 +464,14 @@ def statement_forms(url: str, quick: bool) -> str:
     )
 
 
-def run_dialect(dialect: str, workloads: list[str], quick: bool) -> dict[str, dict[str, Any]]:
-    """Every workload on ``dialect``; returns the summary figures of its proxy (or loopback) runs."""
+def run_dialect(dialect: str, workloads: list[str], quick: bool, table: bool = True) -> dict[str, dict[str, Any]]:
+    """Every workload on ``dialect`` (:func:`_run_dialect`); on SQL Server also ``distinct_sql`` and the
+    two statement forms of ``put_1000``."""
     if dialect != "mssql":
-        return _run_dialect(dialect, workloads, quick)
+        return _run_dialect(dialect, workloads, quick, table)
     texts: set[str] = set()
     with recording_sql_server_texts(texts):
-        summary = _run_dialect(dialect, workloads, quick)
+        summary = _run_dialect(dialect, workloads, quick, table)
     print(f"mssql: {len(texts)} distinct statement texts over the whole run")
     if "put_1000" in workloads:
         print(statement_forms(MSSQL_URL, quick))
@@ -457,9 +479,23 @@ def run_dialect(dialect: str, workloads: list[str], quick: bool) -> dict[str, di
     return summary
 
 
-def _run_dialect(dialect: str, workloads: list[str], quick: bool) -> dict[str, dict[str, Any]]:
+def _run_dialect(dialect: str, workloads: list[str], quick: bool, table: bool = True) -> dict[str, dict[str, Any]]:
+    """Every workload on ``dialect``; returns the summary figures of its proxy (or loopback) runs and
+    the paired ``db_share``/``ledger_cost`` (only those when ``table`` is False)."""
     url = reset_database(dialect, schema_scripts(dialect), Path(tempfile.mkdtemp(prefix="bench-")))
     summary: dict[str, dict[str, Any]] = {}
+    for name in workloads:
+        paired = shares(url, name, quick)
+        summary[name] = {"speedup": None, "statements": None, "db_share": paired.db_share}
+        summary[name]["ledger_cost"] = paired.ledger_cost
+        print(
+            f"{dialect}: {name} loopback, paired: db_share={paired.db_share:.2f} ledger_cost={paired.ledger_cost:.2f} "
+            f"(pairs p25-p75 {paired.spread()}) "
+            f"(handler ms without client_id: {', '.join(f'{ms:.0f}' for ms in paired.handler_ms)})",
+            flush=True,
+        )
+    if not table:
+        return summary
     nets = [False] if dialect == "sqlite" else [False, True]
     per_op: dict[tuple[str, bool], Figures] = {}
     if dialect != "sqlite":
@@ -490,7 +526,7 @@ def _run_dialect(dialect: str, workloads: list[str], quick: bool) -> dict[str, d
                     )
                 sys.stdout.flush()
                 if not with_client_id and (via_proxy or dialect == "sqlite"):
-                    summary[name] = {"speedup": speedup, "statements": figures["fast"].statements}
+                    summary[name].update(speedup=speedup, statements=figures["fast"].statements)
                 if not with_client_id and "per-op" in figures:
                     per_op[(name, via_proxy)] = figures["per-op"]
     loop, slow = per_op.get(("put_1000", False)), per_op.get(("put_1000", True))
@@ -509,6 +545,8 @@ def summary_line(label: str, figures: dict[str, dict[str, Any]], peak_mb: float 
         parts.append(f"speedup_{name}_{suffix}={_fmt(values['speedup'], '.1f')}")
     for name, values in workloads.items():
         parts.append(f"statements_{name}={_fmt(values['statements'], '.0f')}")
+    for key in ("db_share", "ledger_cost"):
+        parts += [f"{key}_{name}={_fmt(values.get(key), '.2f')}" for name, values in workloads.items()]
     parts += [f"{name}={values['value']}" for name, values in figures.items() if "value" in values]
     parts += [f"peak_mb_cap={_fmt(peak_mb, '.0f')}", f"import_ms={import_ms:.0f}"]
     return " ".join(parts)
@@ -520,6 +558,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
     parser.add_argument("--dialects", help="comma-separated subset of postgresql,mysql,sqlite,mssql")
     parser.add_argument("--workloads", help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    parser.add_argument("--shares-only", action="store_true", help="only db_share and ledger_cost (bench/share.py)")
     args = parser.parse_args()
     workloads = args.workloads.split(",") if args.workloads else list(WORKLOADS)
     names = available(args.dialects.split(",") if args.dialects else None)
@@ -529,7 +568,11 @@ def main() -> int:
     )
     print(HEADER)
     print("-" * len(HEADER))
-    summaries = {dialect: run_dialect(dialect, workloads, args.quick) for dialect in names}
+    summaries = {dialect: run_dialect(dialect, workloads, args.quick, not args.shares_only) for dialect in names}
+    if args.shares_only:
+        for dialect in names:
+            print(summary_line(f"summary_{dialect}", summaries[dialect], None, 0.0))
+        return 0
     cap = memory.measure_cap(POSTGRES_URL) if "postgresql" in names else None
     if cap is not None:
         print(

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import jwt
@@ -28,7 +28,7 @@ from powersync_upload.config import Settings, load_upload_config
 from powersync_upload.convert import convert
 from powersync_upload.database import Database
 from powersync_upload.handler import Runtime, lambda_handler, set_runtime
-from powersync_upload.local import LocalContext, event_from_request
+from powersync_upload.local import LocalContext, event_from_request, schema_scripts
 from powersync_upload.schema import Kind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,6 +205,19 @@ def install_runtime(url: str, config_path: Path, **settings: Any) -> Runtime:
     return rt
 
 
+@contextmanager
+def demo_sqlite(tmp_path: Path, **settings: Any) -> Iterator[tuple[str, Runtime]]:
+    """A fresh SQLite demo database (``schema_scripts('sqlite')``) behind the handler with the demo
+    configuration; yields its URL and the runtime, and discards both afterwards."""
+    url = reset_database("sqlite", schema_scripts("sqlite"), tmp_path)
+    rt = install_runtime(url, ROOT / "functions" / "upload" / "upload.yaml", **settings)
+    try:
+        yield url, rt
+    finally:
+        rt.db.discard()
+        set_runtime(None)
+
+
 # ---- reading rows back ---------------------------------------------------------------------------
 
 
@@ -304,47 +317,91 @@ class RowReader:
         return value
 
 
+T = TypeVar("T")
+
+
+def classified_as(kind: type[T], result: object) -> T:
+    """``result`` (what a dialect's ``classify`` returned), asserted to be a ``kind`` (``FatalOpError``
+    or ``RetryableError``)."""
+    assert isinstance(result, kind), result
+    return result
+
+
+def stored_row(url: str, table: str, row_id: str, expected: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The row of ``table`` whose ``id`` is ``row_id`` (as :meth:`RowReader.row` reads it), through a
+    reader opened and closed around the one read; ``None`` when there is none."""
+    reader = RowReader(url)
+    try:
+        return reader.row(table, "id", row_id, expected)
+    finally:
+        reader.close()
+
+
+def stored_count(url: str, table: str) -> int:
+    """Rows in ``table`` (as :meth:`RowReader.count` counts them), through a reader opened and closed
+    around the one count."""
+    reader = RowReader(url)
+    try:
+        return reader.count(table)
+    finally:
+        reader.close()
+
+
 # ---- counting round trips ------------------------------------------------------------------------
 
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 
-class DriverCallCounter:
-    """A DB-API connection that counts the driver calls that cost a round trip on a server database:
-    ``execute``, ``executemany``, ``executescript``, ``commit`` and ``rollback`` (on the connection or
-    on its cursors). For SQLite, which has no wire to count at.
+class DriverCallWrapper:
+    """A DB-API connection or cursor that forwards everything to the one it wraps, except the driver
+    calls named in :attr:`WRAPPED`, which go through :meth:`_call`; the cursors it opens are wrapped
+    the same way. ``state`` is what the subclass records into (a count, a clock), shared by a
+    connection and its cursors. The wrapper's own two attributes have names no driver uses (an
+    attribute named like the driver's own, e.g. pymssql's ``_conn``, would hide it)."""
 
-    Everything else is forwarded to the wrapped connection, reads and writes alike; the wrapper's own
-    two attributes have names no driver uses (an attribute named like the driver's own, e.g.
-    pymssql's ``_conn``, would hide it).
-    """
+    __slots__ = ("_wrapped_state", "_wrapped_target")
 
-    __slots__ = ("_counted_calls", "_counted_target")
+    WRAPPED: frozenset[str] = frozenset()
 
-    _COUNTED = frozenset({"execute", "executemany", "executescript", "commit", "rollback"})
+    def __init__(self, target: Any, state: Any) -> None:
+        object.__setattr__(self, "_wrapped_target", target)
+        object.__setattr__(self, "_wrapped_state", state)
 
-    def __init__(self, target: Any, calls: list[int]) -> None:
-        object.__setattr__(self, "_counted_target", target)
-        object.__setattr__(self, "_counted_calls", calls)
+    def _call(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call one of the :attr:`WRAPPED` driver functions and record it into the state."""
+        raise NotImplementedError
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(self._counted_target, name)
+        value = getattr(self._wrapped_target, name)
         if name == "cursor":
-            return lambda *args, **kwargs: DriverCallCounter(value(*args, **kwargs), self._counted_calls)
-        if name in self._COUNTED:
-
-            def counted(*args: Any, **kwargs: Any) -> Any:
-                self._counted_calls[0] += 1
-                return value(*args, **kwargs)
-
-            return counted
+            return lambda *args, **kwargs: type(self)(value(*args, **kwargs), self._wrapped_state)
+        if name in self.WRAPPED:
+            return lambda *args, **kwargs: self._call(value, args, kwargs)
         return value
 
     def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._counted_target, name, value)
+        setattr(self._wrapped_target, name, value)
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._counted_target)
+        return iter(self._wrapped_target)
+
+
+class DriverCallCounter(DriverCallWrapper):
+    """A DB-API connection that counts the driver calls that cost a round trip on a server database:
+    ``execute``, ``executemany``, ``executescript``, ``commit`` and ``rollback`` (on the connection or
+    on its cursors), into ``calls[0]``. For SQLite, which has no wire to count at. Everything else is
+    forwarded to the wrapped connection, reads and writes alike."""
+
+    __slots__ = ()
+
+    WRAPPED = frozenset({"execute", "executemany", "executescript", "commit", "rollback"})
+
+    def __init__(self, target: Any, calls: list[int]) -> None:
+        super().__init__(target, calls)
+
+    def _call(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self._wrapped_state[0] += 1
+        return function(*args, **kwargs)
 
 
 @dataclass

@@ -15,10 +15,14 @@
   each device's lists, todos and journal rows (its own, written by it alone) equal its model's; every
   shared counter's ``total`` is its seed plus the deltas of the committed transactions (one more or one
   fewer is a duplicated or a lost transaction) and its ``label`` that of the committed transaction with
-  the highest ``seq``; a journal row exists exactly for each committed transaction (a fatal one with a
-  row was half applied); every ``fatal_error`` is one the model predicts (a bad value, a missing
-  parent), with exactly one errors-table row; every 2xx success has its ledger row (its COMMIT); a
-  resent transaction is answered ``ALREADY_APPLIED`` or with the same fatal error; no 500.
+  the highest ``seq``; the shared documents under conflict detection replayed in ``seq`` order
+  (:class:`tests.chaos.devices.SharedModel`) give each ``chaos_versioned`` row its version and body (a
+  PATCH with a stale version skipped, ``CONFLICT_SKIPPED``) and each ``chaos_notes`` row its title and
+  status, with no committed stale title or refused transition; a journal row exists exactly for each
+  committed transaction (a fatal one with a row was half applied); every ``fatal_error`` is one the
+  model predicts (a bad value, a missing parent, a ``CONFLICT`` on a note), with exactly one
+  errors-table row; every 2xx success has its ledger row (its COMMIT); a resent transaction is
+  answered ``ALREADY_APPLIED`` or with the same fatal error; no 500.
 
 Run: ``python -m tests.chaos.campaign --dialect postgresql --seed 7 --duration 60`` (``make chaos``).
 The seed fixes every device's transactions and every random choice of devices and proxy; the
@@ -52,7 +56,17 @@ from bench.proxy import Proxy, Rates
 from powersync_upload.database import Database
 from powersync_upload.local import schema_scripts
 from tests import support
-from tests.chaos.devices import COUNTER_SEED, COUNTERS, Generator, OwnModel, Tx, normalize_todo
+from tests.chaos.devices import (
+    COUNTER_SEED,
+    COUNTERS,
+    NOTES,
+    VERSIONED,
+    Generator,
+    OwnModel,
+    SharedModel,
+    Tx,
+    normalize_todo,
+)
 
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE / "fixture"
@@ -303,9 +317,40 @@ def _seed_counters(url: str) -> None:
         cursor = conn.cursor()
         for counter in COUNTERS:
             cursor.execute(f"INSERT INTO chaos_counters (id, label, total) VALUES ('{counter}', NULL, {COUNTER_SEED})")
+        for row in VERSIONED:
+            cursor.execute(f"INSERT INTO chaos_versioned (id, body, version) VALUES ('{row}', NULL, 1)")
+        for row in NOTES:
+            cursor.execute(f"INSERT INTO chaos_notes (id, title, status) VALUES ('{row}', 'seed', 'draft')")
         conn.commit()
     finally:
         conn.close()
+
+
+class Sync:
+    """What a device last synced of the shared documents: one direct connection (no proxy), one read
+    at a time (:data:`tests.chaos.devices.Peek`)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.lock = threading.Lock()
+        self.conn: Any = None
+
+    def __call__(self, table: str, row: str) -> Any:
+        """The row's ``version`` (``chaos_versioned``) or ``title`` (``chaos_notes``) now."""
+        column = "version" if table == "chaos_versioned" else "title"
+        with self.lock:
+            if self.conn is None:
+                self.conn = Database.from_url(self.url).dialect.connect(self.url, 10)
+            cursor = self.conn.cursor()
+            cursor.execute(f"SELECT {column} FROM {table} WHERE id = '{row}'")
+            value = cursor.fetchall()[0][0]
+            self.conn.rollback()
+            return value
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self.conn is not None:
+            self.conn.close()
 
 
 # ---- the checker ------------------------------------------------------------------------------------
@@ -352,8 +397,8 @@ def check(url: str, devices: list[Device]) -> Verdict:
             if len(rows) > 1:
                 verdict.bad("duplicated", f"{where}: {len(rows)} ledger rows")
             unrecorded = not rows and answered.get("status") == "fatal_error"
-            if unrecorded:  # its short recording transaction failed: the result stands (DESIGN.md section 3)
-                verdict.figures["fatal_unrecorded"] = verdict.figures.get("fatal_unrecorded", 0) + 1
+            if unrecorded:  # a rejection answered without its rows: they must stand or fall together
+                verdict.bad("fatal_unrecorded", f"{where}: answered {_brief(answered)}, no ledger row")
             elif not rows:
                 verdict.bad("lost", f"{where}: answered {_brief(answered)}, no ledger row")
             rows = rows or [(-1, str(answered.get("status")))]
@@ -367,6 +412,7 @@ def check(url: str, devices: list[Device]) -> Verdict:
                 if status == "fatal_error" and later != first:
                     verdict.bad("unexplained", f"{where}: a resend answered {later}, first {first}")
             commits, codes = model.predict(tx)
+            codes_or_conflict = codes | tx.maybe
             if status == "success":
                 if not commits:
                     verdict.bad("unexplained", f"{where}: committed, the model expects {sorted(codes)}")
@@ -374,7 +420,7 @@ def check(url: str, devices: list[Device]) -> Verdict:
                 committed.append((seq, tx))
             else:
                 code = (answered.get("failed_operation") or {}).get("error_code")
-                if commits or code not in codes:
+                if (commits and code not in tx.maybe) or code not in codes_or_conflict:
                     verdict.bad(
                         "unexplained", f"{where}: {_brief(answered)}, the model expects {sorted(codes) or 'success'}"
                     )
@@ -384,7 +430,43 @@ def check(url: str, devices: list[Device]) -> Verdict:
             _compare_own(url, device, model, verdict)
     if not any(d.queue for d in devices):
         _compare_shared(url, committed, verdict)
+        _compare_documents(url, committed, {id(s.tx): s for d in devices for s in d.done}, verdict)
     return verdict
+
+
+def _skipped_warnings(sent: Sent) -> int | None:
+    """``CONFLICT_SKIPPED`` warnings of the first answer that was not a replay, ``None`` when every
+    answer the device kept came from the ledger (its first 200 was lost)."""
+    for answer in sent.answers:
+        warnings = answer.get("warnings") or []
+        if warnings != [{"code": "ALREADY_APPLIED"}]:
+            return sum(1 for w in warnings if w.get("code") == "CONFLICT_SKIPPED")
+    return None
+
+
+def _compare_documents(url: str, committed: list[tuple[int, Tx]], sent: dict[int, Sent], verdict: Verdict) -> None:
+    """The shared documents against :class:`SharedModel` fed the committed transactions in ``seq`` order."""
+    model = SharedModel()
+    for _seq, tx in sorted(committed, key=lambda c: c[0]):
+        wrong, skipped = model.apply(tx)
+        where = f"device {tx.device} tx {tx.number}"
+        for problem in wrong:
+            verdict.bad("unexplained", f"{where}: {problem}")
+        answered = _skipped_warnings(sent[id(tx)])
+        if answered is not None and answered != skipped:
+            verdict.bad("unexplained", f"{where}: {answered} CONFLICT_SKIPPED answered, the model skips {skipped}")
+    versioned = {str(r["id"]): r for r in _read(url, "SELECT id, body, version FROM chaos_versioned")}
+    for row, (version, body) in model.versioned.items():
+        have = (int(versioned[row]["version"]), versioned[row]["body"])
+        if have != (version, body):
+            figure = "duplicated" if have[0] > version else "lost"
+            verdict.bad(figure, f"{row} is (version, body) {have}, the model has {(version, body)}")
+    notes = {str(r["id"]): r for r in _read(url, "SELECT id, title, status FROM chaos_notes")}
+    for row, (title, status) in model.notes.items():
+        if (notes[row]["title"], notes[row]["status"]) != (title, status):
+            verdict.bad(
+                "lost", f"{row} is {(notes[row]['title'], notes[row]['status'])}, the model has {(title, status)}"
+            )
 
 
 def _brief(result: dict[str, Any]) -> str:
@@ -500,12 +582,13 @@ def run(options: Options, workdir: Path) -> Outcome:
         host, port = _target(url)
         proxy = Proxy(host, port, seed=options.seed, rates=options.rates, stall_s=STALL_S).start()
         worker_url = _proxied(url, proxy.port)
+    sync = Sync(url)
     devices = [
         Device(
             number=n,
             user_id=str(uuid.UUID(int=random.Random(f"{options.seed}/user/{n}").getrandbits(128), version=4)),
             client_id=f"chaos-{options.seed}-{n}",
-            generator=Generator(options.seed, n, ""),
+            generator=Generator(options.seed, n, "", sync),
             rng=random.Random(f"{options.seed}/device/{n}"),
         )
         for n in range(options.devices)
@@ -527,6 +610,7 @@ def run(options: Options, workdir: Path) -> Outcome:
                 thread.join()
             drained = time.monotonic()
     finally:
+        sync.close()
         injected = proxy.injected() if proxy is not None else {}
         if proxy is not None:
             proxy.stop()
@@ -561,6 +645,13 @@ def run(options: Options, workdir: Path) -> Outcome:
         "retries": totals["retries"],
         "refreshes": totals["refreshes"],
         "already_applied": totals["already_applied"],
+        "conflicts": sum(
+            1
+            for d in devices
+            for s in d.done
+            if ((s.answers[-1].get("failed_operation") or {}).get("error_code") == "CONFLICT")
+        ),
+        "conflicts_skipped": sum(_skipped_warnings(s) or 0 for d in devices for s in d.done),
         **verdict.figures,
         "load_s": round(drained - began, 1),
         "wall_s": round(time.monotonic() - started, 1),

@@ -3,10 +3,13 @@
 A :class:`Generator` makes one device's transactions (PowerSync ``CrudEntry`` JSON, shape B): lists and
 todos the device owns alone (PUT, PATCH, DELETE, parents before children, a todo sometimes pointing at
 a list the device deleted), PATCHes of shared counters (``chaos_counters``: ``total`` is a ``deltas``
-column, so each PATCH carries ``old``; ``label`` is last write wins), one ``chaos_journal`` PUT per
-transaction, and now and then a bad value. :class:`OwnModel` applies a device's transactions in its
-own order (the order its rows see them: a device sends one request at a time) and says which must be
-fatal and why, from the rules of DESIGN.md section 3.
+column, so each PATCH carries ``old``; ``label`` is last write wins), PATCHes of shared documents
+under conflict detection (``chaos_versioned``: ``detect: version``, ``on_conflict: skip``; ``chaos_notes``:
+``detect: previous_values`` and ``rules.transitions`` on ``status``, ``on_conflict: reject``), one
+``chaos_journal`` PUT per transaction, and now and then a bad value. :class:`OwnModel` applies a
+device's transactions in its own order (the order its rows see them: a device sends one request at a
+time) and says which must be fatal and why, from the rules of DESIGN.md section 3; :class:`SharedModel`
+replays the committed transactions in commit order over the shared rows.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import copy
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -26,6 +30,18 @@ COUNTER_SEED = 1000
 
 BAD_RATE = 0.04
 """Share of operations that carry a bad value (each makes its whole transaction fatal)."""
+
+VERSIONED = tuple(f"versioned-{n}" for n in range(3))
+"""Shared ``chaos_versioned`` rows (``detect: version``, ``skip``), each seeded at version 1."""
+NOTES = tuple(f"note-{n}" for n in range(3))
+"""Shared ``chaos_notes`` rows (``detect: previous_values``, status transitions, ``reject``), seeded
+with title ``"seed"`` and status ``draft``."""
+TRANSITIONS = {"draft": ["review"], "review": ["draft", "published"], "published": ["draft"]}
+"""``chaos_notes``' ``rules.transitions`` on ``status`` (as in the campaign's ``upload.yaml``)."""
+
+Peek = Callable[[str, str], Any]
+"""(table, row id) -> the row's current value as the device last synced it: ``chaos_versioned``'s
+version, ``chaos_notes``' title. The campaign reads the database (a device's sync)."""
 
 
 @dataclass
@@ -49,6 +65,11 @@ class Tx:
     counters: list[tuple[str, int | None, str | None]] = field(default_factory=list)
     bad: set[str] = field(default_factory=set)
     referenced: set[str] = field(default_factory=set)
+    shared: list[tuple[str, str, Any, dict[str, Any]]] = field(default_factory=list)
+    """(table, row id, the value the device saw, data) of its ``chaos_versioned``/``chaos_notes``
+    PATCHes, in queue order."""
+    maybe: set[str] = field(default_factory=set)
+    """Codes it may be rejected with depending on other devices (``CONFLICT``), beside :attr:`bad`."""
 
     @property
     def first_op_id(self) -> int:
@@ -74,10 +95,11 @@ class Generator:
         user_id: the device's user (the JWT ``sub``; owner of its lists, todos and journal rows).
     """
 
-    def __init__(self, seed: int, device: int, user_id: str) -> None:
+    def __init__(self, seed: int, device: int, user_id: str, peek: Peek | None = None) -> None:
         self.rng = random.Random(f"{seed}/generate/{device}")
         self.device = device
         self.user_id = user_id
+        self.peek = peek
         self.lists: list[str] = []
         self.todos: list[str] = []
         self.op_id = 0
@@ -120,7 +142,30 @@ class Generator:
             return [self._patch_todo(tx)]
         if roll < 0.65 and self.todos:
             return [_entry("DELETE", "todos", rng.choice(self.todos))]
+        if roll < 0.75 and self.peek is not None:
+            return [self._patch_shared(tx)]
         return [self._patch_counter(tx)]
+
+    def _patch_shared(self, tx: Tx) -> dict[str, Any]:
+        """A PATCH of a shared document with the value the device last saw: sometimes stale by the
+        time it commits (another device got there first), sometimes stale already (an old sync)."""
+        rng, peek = self.rng, self.peek
+        assert peek is not None
+        tag = f"d{self.device}t{self.number}s{len(tx.shared)}"
+        if rng.random() < 0.5:
+            row = rng.choice(VERSIONED)
+            seen = int(peek("chaos_versioned", row)) - (1 if rng.random() < 0.15 else 0)
+            data: dict[str, Any] = {"body": tag}
+            tx.shared.append(("chaos_versioned", row, seen, data))
+            return _entry("PATCH", "chaos_versioned", row, data, {"version": seen})
+        row = rng.choice(NOTES)
+        seen = peek("chaos_notes", row) if rng.random() < 0.85 else "an old title"
+        data = {"title": tag}
+        if rng.random() < 0.5:
+            data["status"] = rng.choice(list(TRANSITIONS))
+        tx.shared.append(("chaos_notes", row, seen, data))
+        tx.maybe.add("CONFLICT")
+        return _entry("PATCH", "chaos_notes", row, data, {"title": seen})
 
     def _put_list(self, tx: Tx) -> dict[str, Any]:
         rng = self.rng
@@ -269,3 +314,38 @@ def normalize_todo(row: dict[str, Any]) -> dict[str, Any]:
         "priority": None if row["priority"] is None else int(row["priority"]),
         "amount": _cents(row["amount"]),
     }
+
+
+@dataclass
+class SharedModel:
+    """The shared documents, replaying committed transactions in commit order (the ledger's ``seq``).
+
+    Attributes:
+        versioned: row -> (version, body).
+        notes: row -> (title, status).
+    """
+
+    versioned: dict[str, tuple[int, str | None]] = field(default_factory=lambda: dict.fromkeys(VERSIONED, (1, None)))
+    notes: dict[str, tuple[str, str]] = field(default_factory=lambda: dict.fromkeys(NOTES, ("seed", "draft")))
+
+    def apply(self, tx: Tx) -> tuple[list[str], int]:
+        """Apply a committed ``tx``; returns what contradicts the rules (a conflict that committed) and
+        how many ``chaos_versioned`` PATCHes had to be skipped (their version was stale)."""
+        wrong: list[str] = []
+        skipped = 0
+        for table, row, seen, data in tx.shared:
+            if table == "chaos_versioned":
+                version, _body = self.versioned[row]
+                if version != seen:  # on_conflict: skip: only that operation is dropped
+                    skipped += 1
+                    continue
+                self.versioned[row] = (version + 1, data["body"])
+                continue
+            title, status = self.notes[row]
+            new_status = data.get("status", status)
+            if title not in (seen, data["title"]):
+                wrong.append(f"{row}: committed with a stale title (server {title!r})")
+            if new_status != status and new_status not in TRANSITIONS[status]:
+                wrong.append(f"{row}: committed a refused transition {status} -> {new_status}")
+            self.notes[row] = (data["title"], new_status)
+        return wrong, skipped

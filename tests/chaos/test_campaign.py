@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench.proxy import NO_FAULTS
-from tests.chaos.campaign import Options, check, run
-from tests.chaos.devices import COUNTERS
+from tests.chaos.campaign import Options, Outcome, Verdict, check, run
+from tests.chaos.devices import COUNTERS, NOTES, VERSIONED
 from tests.support import RowReader, available_dialects
 
 SHORT_S = float(os.environ.get("CHAOS_SHORT_S", "20"))
@@ -46,15 +46,41 @@ def test_the_checker_reports_a_duplicated_delta_and_a_lost_journal_row(tmp_path:
     committed = next(s.tx for d in outcome.devices for s in d.done if s.answers[-1]["status"] == "success")
 
     # When a counter gains one delta too many and a committed transaction's journal row disappears
-    reader = RowReader(outcome.url)
-    try:
-        reader.execute(f"UPDATE chaos_counters SET total = total + 1 WHERE id = '{COUNTERS[0]}'")
-        reader.execute(f"DELETE FROM chaos_journal WHERE id = '{committed.journal_id}'")
-    finally:
-        reader.close()
-    verdict = check(outcome.url, outcome.devices)
+    verdict = _tampered(
+        outcome,
+        f"UPDATE chaos_counters SET total = total + 1 WHERE id = '{COUNTERS[0]}'",
+        f"DELETE FROM chaos_journal WHERE id = '{committed.journal_id}'",
+    )
 
     # Then the checker counts one duplicated and one lost transaction, naming both
     assert (verdict.figures["duplicated"], verdict.figures["lost"]) == (1, 1), verdict.problems
     assert any(COUNTERS[0] in p for p in verdict.problems)
     assert any(committed.journal_id in p for p in verdict.problems)
+
+
+def test_the_checker_reports_a_version_bumped_twice_and_a_note_in_another_state(tmp_path: Path) -> None:
+    # Given a short fault-free campaign on SQLite that the checker finds clean
+    outcome = run(Options("sqlite", seed=8, duration_s=2, devices=2, workers=1, rates=NO_FAULTS), tmp_path)
+    assert outcome.verdict.problems == [], outcome.report()
+
+    # When a versioned row gains a version no committed PATCH explains and a note changes behind the model
+    verdict = _tampered(
+        outcome,
+        f"UPDATE chaos_versioned SET version = version + 1 WHERE id = '{VERSIONED[0]}'",
+        f"UPDATE chaos_notes SET title = 'edited behind the model' WHERE id = '{NOTES[0]}'",
+    )
+
+    # Then the checker names both rows
+    assert any(VERSIONED[0] in p and p.startswith("duplicated") for p in verdict.problems), verdict.problems
+    assert any(NOTES[0] in p and p.startswith("lost") for p in verdict.problems), verdict.problems
+
+
+def _tampered(outcome: Outcome, *statements: str) -> Verdict:
+    """The checker's verdict after ``statements`` changed the campaign's database behind its back."""
+    reader = RowReader(outcome.url)
+    try:
+        for statement in statements:
+            reader.execute(statement)
+    finally:
+        reader.close()
+    return check(outcome.url, outcome.devices)

@@ -16,7 +16,7 @@ import pytest
 
 from powersync_upload.handler import LAMBDA_EVENT_LIMIT, Runtime, event_size, lambda_handler, set_runtime
 from powersync_upload.local import LocalContext, schema_scripts
-from tests.support import ROOT, RowReader, authorization, event, install_runtime, reset_database
+from tests.support import ROOT, authorization, event, install_runtime, reset_database, stored_count, stored_row
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
 LIST = "a0000000-0000-4000-8000-000000000001"
@@ -78,11 +78,7 @@ def test_one_byte_over_lambdas_limit_is_413_naming_that_limit(sqlite_rt: tuple[s
     assert status == 413
     assert "6291456-byte invocation payload limit" in body["message"]
     assert "send smaller batches" in body["message"]
-    reader = RowReader(url)
-    try:
-        assert reader.count("lists") == 0
-    finally:
-        reader.close()
+    assert stored_count(url, "lists") == 0
 
 
 def test_a_base64_body_counts_as_base64_in_the_event(sqlite_rt: tuple[str, Runtime]) -> None:
@@ -103,16 +99,43 @@ def test_a_base64_body_counts_as_base64_in_the_event(sqlite_rt: tuple[str, Runti
     assert "invocation payload limit" in body["message"]
 
 
-def test_a_body_over_max_body_bytes_is_413_naming_max_body_bytes(sqlite_rt: tuple[str, Runtime]) -> None:
-    _, rt = sqlite_rt
-    # Given MAX_BODY_BYTES of 4096 and a 5000-byte body
+def _list_put(number: int, name: str) -> dict[str, Any]:
+    return {
+        "op": "PUT",
+        "table": "lists",
+        "id": f"a0000000-0000-4000-8000-00000000000{number}",
+        "op_data": {"name": name},
+    }
+
+
+def test_a_body_over_max_body_bytes_is_answered_per_transaction(sqlite_rt: tuple[str, Runtime]) -> None:
+    url, rt = sqlite_rt
+    # Given MAX_BODY_BYTES of 4096 and a shape A body of three transactions, the middle one 5000 bytes
     rt.settings = rt.settings.model_copy(update={"max_body_bytes": 4096})
-    text = json.dumps({"batch": [{"op": "PUT", "type": "lists", "id": LIST, "data": {"name": "x" * 4900}}]})
+    crud = [_list_put(1, "first"), _list_put(2, "x" * 4900), _list_put(3, "third")]
+    text = json.dumps({"transactions": [{"crud": [c]} for c in crud]})
     # When it is invoked
     status, body = _invoke(event(text, authorization("U1")))
-    # Then the 413 names MAX_BODY_BYTES and the body's size
-    assert status == 413
-    assert f"request body is {len(text)} bytes, over MAX_BODY_BYTES (4096)" in body["message"]
+    # Then it is a 200 (no connector blocks on it): the large one is fatal TOO_LARGE, the others applied
+    assert status == 200, body
+    assert [r["status"] for r in body["results"]] == ["success", "fatal_error", "success"]
+    assert body["results"][1]["failed_operation"]["error_code"] == "TOO_LARGE"
+    assert stored_count(url, "lists") == 2
+
+
+def test_shape_a_transactions_past_max_body_bytes_are_not_attempted(sqlite_rt: tuple[str, Runtime]) -> None:
+    url, rt = sqlite_rt
+    # Given MAX_BODY_BYTES of 4096 and three transactions of about 1700 bytes each (15 lists each)
+    rt.settings = rt.settings.model_copy(update={"max_body_bytes": 4096})
+    numbers = [[t * 100 + n for n in range(15)] for t in (1, 2, 3)]
+    transactions = [{"crud": [_list_put(n, f"list {n:016d}") for n in tx]} for tx in numbers]
+    text = json.dumps({"transactions": transactions})
+    # When it is invoked
+    status, body = _invoke(event(text, authorization("U1")))
+    # Then the first two (within the cap) are applied and the third is not_attempted (sent again later)
+    assert status == 200, body
+    assert [r["status"] for r in body["results"]] == ["success", "success", "not_attempted"]
+    assert stored_count(url, "lists") == 30
 
 
 def test_a_request_whose_deadline_passed_during_a_cold_start_is_503_and_writes_nothing(
@@ -131,11 +154,7 @@ def test_a_request_whose_deadline_passed_during_a_cold_start_is_503_and_writes_n
     assert status == 503
     assert body["results"][0]["status"] == "retryable_error"
     assert time.monotonic() - started < 2
-    reader = RowReader(url)
-    try:
-        assert reader.count("lists") == 0
-    finally:
-        reader.close()
+    assert stored_count(url, "lists") == 0
 
 
 def test_a_replayed_event_file_with_an_old_time_epoch_counts_from_the_handlers_start(
@@ -150,8 +169,4 @@ def test_a_replayed_event_file_with_an_old_time_epoch_counts_from_the_handlers_s
     status, _ = _invoke(replayed)
     # Then it is applied
     assert status == 200
-    reader = RowReader(url)
-    try:
-        assert reader.row("lists", "id", LIST, None)["name"] == "replayed"  # type: ignore[index]
-    finally:
-        reader.close()
+    assert stored_row(url, "lists", LIST)["name"] == "replayed"  # type: ignore[index]

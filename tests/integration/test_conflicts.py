@@ -17,7 +17,16 @@ import pytest
 
 from powersync_upload.handler import Runtime, set_runtime
 from powersync_upload.local import schema_scripts
-from tests.support import FIXTURES, USERS, RowReader, available_dialects, call, install_runtime, reset_database
+from tests.support import (
+    FIXTURES,
+    USERS,
+    RowReader,
+    available_dialects,
+    call,
+    install_runtime,
+    reset_database,
+    stored_row,
+)
 
 WIDGET = "c0000000-0000-0000-0000-000000000001"
 GADGET = "c0000000-0000-0000-0000-000000000002"  # shipped: frozen
@@ -140,10 +149,8 @@ def test_a_skipped_conflict_warns_with_the_id_of_its_row_and_commits_the_rest(sh
     [row] = _conflicts(url)
     assert row["id"] == warning["details"]["conflict_id"]
     assert json.loads(row["server_values"]) == {"label": "blue"}
-    reader = RowReader(url)
-    assert reader.row("tags", "id", new_tag, None)["label"] == "new"
-    assert reader.row("tags", "id", TAG, None)["label"] == "blue"
-    reader.close()
+    assert stored_row(url, "tags", new_tag)["label"] == "new"
+    assert stored_row(url, "tags", TAG)["label"] == "blue"
 
 
 def test_a_conflict_on_another_users_row_is_unauthorized_and_records_nothing(shop: tuple[str, Runtime]) -> None:
@@ -227,9 +234,7 @@ def test_the_rows_of_a_planned_batch_are_read_once_and_each_gets_its_own_delta(
 
     # Then all succeed, each row got its own delta, and the fast path read the three rows in one statement
     assert [r["status"] for r in response.body["results"]] == ["success"] * 3
-    reader = RowReader(url)
-    assert [reader.row("items", "id", row, None)["quantity"] for row in rows] == [9, 8, 7]
-    reader.close()
+    assert [stored_row(url, "items", row)["quantity"] for row in rows] == [9, 8, 7]
     assert reads == [3]
 
 
@@ -253,11 +258,9 @@ def test_a_stale_patch_among_grouped_transactions_rejects_only_its_own(shop: tup
     results = response.body["results"]
     assert [r["status"] for r in results] == ["success", "success", "fatal_error", "success"]
     assert results[2]["failed_operation"]["details"]["reason"] == "stale"
-    reader = RowReader(url)
-    assert reader.row("items", "id", WIDGET, None)["name"] == "renamed on server"
-    assert reader.row("items", "id", WIDGET, None)["quantity"] == 8
-    assert [reader.row("items", "id", row, None)["quantity"] for row in rows] == [9, 9]
-    reader.close()
+    assert stored_row(url, "items", WIDGET)["name"] == "renamed on server"
+    assert stored_row(url, "items", WIDGET)["quantity"] == 8
+    assert [stored_row(url, "items", row)["quantity"] for row in rows] == [9, 9]
     assert len(_conflicts(url)) == 1
 
 
@@ -288,14 +291,108 @@ def test_a_transaction_that_ships_an_item_and_then_edits_it_is_refused_at_the_ed
     # Given a pending widget
     url, _ = shop
 
-    # When one transaction packs it, ships it, then renames it
-    steps = [{"status": "packed"}, {"status": "shipped"}, {"name": "renamed after shipping"}]
-    batch = [{**_patch(WIDGET, data, op_id=n + 1), "tx_id": 1} for n, data in enumerate(steps)]
+    # When one transaction packs it, ships it, then renames it (each PATCH with the previous values the
+    # SDK tracks)
+    steps = [
+        ({"status": "packed"}, {"status": "pending"}),
+        ({"status": "shipped"}, {"status": "packed"}),
+        ({"name": "renamed after shipping"}, {"name": "widget"}),
+    ]
+    batch = [{**_patch(WIDGET, data, old, op_id=n + 1), "tx_id": 1} for n, (data, old) in enumerate(steps)]
     response = call({"batch": batch})
 
     # Then the rename is refused as frozen by the status the transaction itself set; nothing of it stays
     failed = response.body["results"][0]["failed_operation"]
     assert (failed["error_code"], failed["operation_index"], failed["details"]["reason"]) == ("CONFLICT", 2, "frozen")
-    reader = RowReader(url)
-    assert reader.row("items", "id", WIDGET, None)["status"] == "pending"
-    reader.close()
+    assert stored_row(url, "items", WIDGET)["status"] == "pending"
+
+
+NOTE = "d0000000-0000-0000-0000-000000000001"
+
+
+def _reference_patch(table: str, row: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One PATCH as the reference connectors send it: shape A, no previous values, op_id or client id."""
+    return {"transactions": [{"crud": [{"op": "PATCH", "table": table, "id": row, "op_data": data}]}]}
+
+
+@pytest.mark.parametrize(
+    ("table", "row", "data"),
+    [("items", WIDGET, {"quantity": 7}), ("notes", NOTE, {"body": "mine"})],
+    ids=["delta", "version"],
+)
+def test_by_default_a_reference_connectors_patch_is_rejected_saying_no_previous_values_were_sent(
+    shop: tuple[str, Runtime], table: str, row: str, data: dict[str, Any]
+) -> None:
+    # Given the shop fixture (items: previous_values and a quantity delta; notes: version), with
+    # missing_previous unset (reject where the write cannot be computed without them)
+    url, _ = shop
+    before = _row(url, table, row)
+    # When a connector written the reference way sends a PATCH without previous values
+    response = call(_reference_patch(table, row, data))
+    # Then it is fatal INVALID_DATA needs_previous_value, its message says the connector sent no
+    # previous values and how to fix it, and the row is unchanged
+    result = response.body["results"][0]
+    assert result["failed_operation"]["error_code"] == "INVALID_DATA"
+    assert result["failed_operation"]["details"]["reason"] == "needs_previous_value"
+    assert "the connector sent no previous values" in result["message"]
+    assert _row(url, table, row) == before
+
+
+def test_by_default_a_reference_connectors_patch_of_a_previous_values_column_is_applied_with_a_warning(
+    shop: tuple[str, Runtime],
+) -> None:
+    # Given the shop fixture (items: detect previous_values), missing_previous unset
+    url, _ = shop
+    # When a connector written the reference way sends a PATCH of a checked column without old
+    response = call(_reference_patch("items", WIDGET, {"name": "mine"}))
+    # Then it commits unchecked (DESIGN: a PATCH without old is not checked), and the warning
+    # CONFLICT_UNCHECKED names the column whose check was skipped, so the app can see it
+    assert response.body["results"] == [
+        {
+            "status": "success",
+            "warnings": [
+                {"operation_index": 0, "code": "CONFLICT_UNCHECKED", "details": {"table": "items", "column": "name"}}
+            ],
+        }
+    ]
+    assert _row(url, "items", WIDGET)["name"] == "mine"
+
+
+def _row(url: str, table: str, row: str) -> dict[str, Any]:
+    found = stored_row(url, table, row)
+    assert found is not None
+    return found
+
+
+def test_with_missing_previous_apply_the_patches_are_applied_unchecked_with_a_warning(
+    shop: tuple[str, Runtime], tmp_path: Path
+) -> None:
+    # Given items and notes configured with missing_previous: apply
+    url, rt = shop
+    config = tmp_path / "upload.yaml"
+    config.write_text(
+        "tables:\n"
+        "  items:\n    owner: owner_id\n    deltas: [quantity]\n"
+        "    conflicts: {detect: previous_values, missing_previous: apply}\n"
+        "  notes:\n    owner: owner_id\n"
+        "    conflicts: {detect: version, version_column: version, missing_previous: apply}\n",
+        encoding="utf-8",
+    )
+    rt.db.discard()
+    install_runtime(url, config)
+    # When a reference connector's PATCHes (no previous values) arrive for a delta, a checked column
+    # and a versioned row
+    answers = [
+        call(_reference_patch("items", WIDGET, {"quantity": 7, "name": "mine"})),
+        call(_reference_patch("notes", NOTE, {"body": "mine"})),
+    ]
+    # Then each commits with one CONFLICT_UNCHECKED warning naming the table and the unchecked column
+    warnings = [a.body["results"][0]["warnings"] for a in answers]
+    assert warnings == [
+        [{"operation_index": 0, "code": "CONFLICT_UNCHECKED", "details": {"table": "items", "column": "quantity"}}],
+        [{"operation_index": 0, "code": "CONFLICT_UNCHECKED", "details": {"table": "notes", "column": "version"}}],
+    ]
+    # And the delta column took the value sent (last write wins), the version was still incremented
+    item, note = _row(url, "items", WIDGET), _row(url, "notes", NOTE)
+    assert (item["quantity"], item["name"]) == (7, "mine")
+    assert (note["body"], int(note["version"])) == ("mine", 2)

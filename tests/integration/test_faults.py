@@ -21,7 +21,16 @@ from powersync_upload.contract import Operation, Transaction, Upload
 from powersync_upload.engine import Caller, Deadline, apply_upload
 from powersync_upload.handler import Runtime, set_runtime
 from powersync_upload.local import schema_scripts
-from tests.support import ROOT, USERS, RowReader, available_dialects, call, install_runtime, reset_database
+from tests.support import (
+    ROOT,
+    USERS,
+    available_dialects,
+    call,
+    install_runtime,
+    reset_database,
+    stored_count,
+    stored_row,
+)
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
 LIST = "a0000000-0000-4000-8000-000000000001"
@@ -44,14 +53,6 @@ def fresh(tmp_path: Path) -> Iterator[Callable[..., tuple[str, Runtime]]]:
     for rt in runtimes:
         rt.db.discard()
     set_runtime(None)
-
-
-def _row(url: str, table: str, row_id: str) -> dict[str, Any] | None:
-    reader = RowReader(url)
-    try:
-        return reader.row(table, "id", row_id, None)
-    finally:
-        reader.close()
 
 
 def _put(list_id: str, name: str, tx: int = 1) -> dict[str, Any]:
@@ -144,13 +145,34 @@ def _wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
         time.sleep(0.15)  # InnoDB refreshes information_schema.innodb_trx at most every 0.1 s
 
 
+def _groceries(fresh: Callable[..., tuple[str, Runtime]], dialect: str, deadline_s: float) -> tuple[str, Runtime]:
+    """A fresh database of ``dialect`` holding one list (``LIST``, "Groceries"), the handler pointed at
+    it with a request deadline of ``deadline_s`` seconds."""
+    url, rt = fresh(dialect, deadline_s=deadline_s)
+    assert call({"batch": [_put(LIST, "Groceries")]}).status == 200
+    return url, rt
+
+
+def _assert_nothing_written(url: str) -> None:
+    """Nothing of a transaction that creates ``LIST2`` and changes ``LIST`` was written."""
+    assert stored_row(url, "lists", LIST2) is None
+    assert stored_row(url, "lists", LIST)["name"] == "Groceries"  # type: ignore[index]
+
+
+def _assert_resend_applies(url: str, body: dict[str, Any], name: str) -> None:
+    """Sending ``body`` (create ``LIST2``, rename ``LIST`` to ``name``) again is applied in full."""
+    again = call(body)
+    assert again.status == 200, again.body
+    assert stored_row(url, "lists", LIST2) is not None
+    assert stored_row(url, "lists", LIST)["name"] == name  # type: ignore[index]
+
+
 @pytest.mark.parametrize("dialect", SERVERS)
 def test_session_killed_mid_transaction_is_503_and_the_resend_succeeds(
     dialect: str, fresh: Callable[..., tuple[str, Runtime]]
 ) -> None:
     # Given a list, and an upload whose transaction is inside the database, waiting for a row lock
-    url, rt = fresh(dialect, deadline_s=15)
-    assert call({"batch": [_put(LIST, "Groceries")]}).status == 200
+    url, rt = _groceries(fresh, dialect, 15)
     session = _session_id(dialect, rt.db.connection(5))
     body = {"batch": [_put(LIST2, "new list"), _patch(LIST, "renamed")]}
     responses: list[Any] = []
@@ -164,13 +186,9 @@ def test_session_killed_mid_transaction_is_503_and_the_resend_succeeds(
         worker.join(20)
     # Then the client is told to retry and nothing of the transaction was written
     assert responses and responses[0].status == 503
-    assert _row(url, "lists", LIST2) is None
-    assert _row(url, "lists", LIST)["name"] == "Groceries"  # type: ignore[index]
+    _assert_nothing_written(url)
     # And the resend (on a new connection) succeeds in full
-    again = call(body)
-    assert again.status == 200, again.body
-    assert _row(url, "lists", LIST2) is not None
-    assert _row(url, "lists", LIST)["name"] == "renamed"  # type: ignore[index]
+    _assert_resend_applies(url, body, "renamed")
 
 
 @pytest.mark.parametrize("dialect", SERVERS)
@@ -178,8 +196,7 @@ def test_locked_row_is_503_within_the_deadline_then_resend_succeeds(
     dialect: str, fresh: Callable[..., tuple[str, Runtime]]
 ) -> None:
     # Given a row locked by another session and a 4 s request deadline
-    url, _ = fresh(dialect, deadline_s=4)
-    assert call({"batch": [_put(LIST, "Groceries")]}).status == 200
+    url, _ = _groceries(fresh, dialect, 4)
     body = {"batch": [_put(LIST2, "other"), _patch(LIST, "new")]}
     with _other_session(dialect, url) as holder:
         _lock_row(dialect, holder, LIST)
@@ -190,11 +207,9 @@ def test_locked_row_is_503_within_the_deadline_then_resend_succeeds(
     # Then it answers 503 before the deadline and writes nothing of the transaction
     assert response.status == 503
     assert elapsed < 4
-    assert _row(url, "lists", LIST2) is None
-    assert _row(url, "lists", LIST)["name"] == "Groceries"  # type: ignore[index]
+    _assert_nothing_written(url)
     # And after the lock is released the resend succeeds
-    assert call(body).status == 200
-    assert _row(url, "lists", LIST)["name"] == "new"  # type: ignore[index]
+    _assert_resend_applies(url, body, "new")
 
 
 def _together(calls: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
@@ -206,6 +221,22 @@ def _together(calls: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
         t.join()
 
 
+@contextmanager
+def _two_sessions(rt: Runtime) -> Iterator[list[Runtime]]:
+    """Two runtimes with the configuration of ``rt`` and a database session each, discarded after."""
+    workers = [Runtime(rt.settings, rt.config) for _ in range(2)]
+    try:
+        yield workers
+    finally:
+        for w in workers:
+            w.db.discard()
+
+
+def _apply_as_u1(worker: Runtime, upload: Upload) -> Any:
+    """``upload`` applied by user U1 through ``worker``'s session, with a 10-second deadline."""
+    return apply_upload(upload, Caller(USERS["U1"]), worker.config, worker.db, Deadline.after(10))
+
+
 @pytest.mark.parametrize("dialect", available_dialects())
 def test_opposite_order_uploads_both_apply_or_one_is_503(
     dialect: str, fresh: Callable[..., tuple[str, Runtime]]
@@ -213,33 +244,28 @@ def test_opposite_order_uploads_both_apply_or_one_is_503(
     # Given two lists and two sessions that update them in opposite orders at the same time
     url, rt = fresh(dialect, deadline_s=10)
     assert call({"batch": [_put(LIST, "a"), _put(LIST2, "b", tx=2)]}).status == 200
-    workers = [Runtime(rt.settings, rt.config) for _ in range(2)]
     orders = [(LIST, LIST2), (LIST2, LIST)]
-    for round_ in range(20):
-        outcomes: list[Any] = [None, None]
+    with _two_sessions(rt) as workers:
+        for round_ in range(20):
+            outcomes: list[Any] = [None, None]
 
-        def run(i: int, round_: int = round_, outcomes: list[Any] = outcomes) -> None:
-            first, second = orders[i]
-            ops = (
-                Operation("PATCH", "lists", first, {"name": f"w{i}-r{round_}:{first}"}),
-                Operation("PATCH", "lists", second, {"name": f"w{i}-r{round_}:{second}"}),
-            )
-            upload = Upload([Transaction(ops)], "B")
-            outcomes[i] = apply_upload(
-                upload, Caller(USERS["U1"]), workers[i].config, workers[i].db, Deadline.after(10)
-            )
+            def run(i: int, round_: int = round_, outcomes: list[Any] = outcomes) -> None:
+                first, second = orders[i]
+                ops = (
+                    Operation("PATCH", "lists", first, {"name": f"w{i}-r{round_}:{first}"}),
+                    Operation("PATCH", "lists", second, {"name": f"w{i}-r{round_}:{second}"}),
+                )
+                outcomes[i] = _apply_as_u1(workers[i], Upload([Transaction(ops)], "B"))
 
-        _together([(run, (i,)) for i in range(2)])
-        # Then each upload either committed, or answered 503 with nothing of it written
-        applied = [o.committed == 1 for o in outcomes]
-        for o in outcomes:
-            assert o.committed == 1 or o.retry_after_ms is not None
-        a = _row(url, "lists", LIST)["name"].partition(":")[0]  # type: ignore[index]
-        b = _row(url, "lists", LIST2)["name"].partition(":")[0]  # type: ignore[index]
-        assert a == b, f"round {round_}: half-applied transaction ({a!r}, {b!r})"
-        assert a in {f"w{i}-r{round_}" for i, ok in enumerate(applied) if ok} or not any(applied)
-    for w in workers:
-        w.db.discard()
+            _together([(run, (i,)) for i in range(2)])
+            # Then each upload either committed, or answered 503 with nothing of it written
+            applied = [o.committed == 1 for o in outcomes]
+            for o in outcomes:
+                assert o.committed == 1 or o.retry_after_ms is not None
+            a = stored_row(url, "lists", LIST)["name"].partition(":")[0]  # type: ignore[index]
+            b = stored_row(url, "lists", LIST2)["name"].partition(":")[0]  # type: ignore[index]
+            assert a == b, f"round {round_}: half-applied transaction ({a!r}, {b!r})"
+            assert a in {f"w{i}-r{round_}" for i, ok in enumerate(applied) if ok} or not any(applied)
 
 
 @pytest.mark.parametrize("dialect", available_dialects())
@@ -248,7 +274,6 @@ def test_concurrent_puts_of_the_same_new_id_never_conflict(
 ) -> None:
     # Given two sessions that PUT the same new ids at the same time, 50 rounds
     url, rt = fresh(dialect)
-    workers = [Runtime(rt.settings, rt.config) for _ in range(2)]
     statuses: list[str] = []
     barrier = threading.Barrier(2)
 
@@ -256,20 +281,14 @@ def test_concurrent_puts_of_the_same_new_id_never_conflict(
         list_id = f"a0000000-0000-4000-8000-{round_:012d}"
         upload = Upload([Transaction((Operation("PUT", "lists", list_id, {"name": f"n{round_}"}),))], "B")
         barrier.wait()
-        outcome = apply_upload(upload, Caller(USERS["U1"]), worker.config, worker.db, Deadline.after(10))
-        statuses.extend(r.status for r in outcome.results)
+        statuses.extend(r.status for r in _apply_as_u1(worker, upload).results)
 
-    for round_ in range(50):
-        _together([(run, (w, round_)) for w in workers])
+    with _two_sessions(rt) as workers:
+        for round_ in range(50):
+            _together([(run, (w, round_)) for w in workers])
     # Then every PUT succeeded: no UNIQUE_VIOLATION, one row per id
     assert statuses == ["success"] * 100
-    reader = RowReader(url)
-    try:
-        assert reader.count("lists") == 50
-    finally:
-        reader.close()
-    for w in workers:
-        w.db.discard()
+    assert stored_count(url, "lists") == 50
 
 
 @pytest.mark.parametrize("dialect", available_dialects())
@@ -290,21 +309,17 @@ def test_lost_response_then_resend_leaves_rows_as_if_sent_once(
         ]
     }
     first = call(body)
-    before = _row(url, "todos", todo)
+    before = stored_row(url, "todos", todo)
     # When the client sends the same body again
     second = call(body)
     # Then both succeed and the rows are as if it had been sent once
     assert first.body == second.body
     assert [r["status"] for r in second.body["results"]] == ["success"] * 4
-    assert _row(url, "todos", todo) == before
+    assert stored_row(url, "todos", todo) == before
     assert before is not None and before["description"] == "b" and before["priority"] == 3
-    assert _row(url, "todos", gone) is None
-    reader = RowReader(url)
-    try:
-        assert reader.count("todos") == 1
-        assert reader.count("lists") == 1
-    finally:
-        reader.close()
+    assert stored_row(url, "todos", gone) is None
+    assert stored_count(url, "todos") == 1
+    assert stored_count(url, "lists") == 1
 
 
 @pytest.mark.parametrize("dialect", available_dialects())

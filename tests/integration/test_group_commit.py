@@ -16,7 +16,7 @@ from powersync_upload.errors import RetryableError
 from powersync_upload.handler import Runtime, set_runtime
 from powersync_upload.local import schema_scripts
 from powersync_upload.session import Session
-from tests.support import ROOT, RowReader, available_dialects, call, install_runtime, reset_database
+from tests.support import ROOT, available_dialects, call, install_runtime, reset_database, stored_count, stored_row
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
 
@@ -32,14 +32,6 @@ def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, 
 
 def _put_list(tx: int, list_id: str, name: str) -> dict[str, Any]:
     return {"op_id": tx, "op": "PUT", "type": "lists", "id": list_id, "tx_id": tx, "data": {"name": name}}
-
-
-def _count(url: str, table: str) -> int:
-    reader = RowReader(url)
-    try:
-        return reader.count(table)
-    finally:
-        reader.close()
 
 
 @pytest.mark.parametrize("bad", [0, 4, 9])
@@ -60,8 +52,8 @@ def test_a_fatal_transaction_anywhere_in_a_group_leaves_the_others_committed(
     statuses = [r["status"] for r in response.body["results"]]
     assert statuses == ["fatal_error" if i == bad else "success" for i in range(10)]
     assert response.body["results"][bad]["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
-    assert _count(url, "lists") == 1 + 9
-    assert _count(url, "powersync_upload_errors") == 1
+    assert stored_count(url, "lists") == 1 + 9
+    assert stored_count(url, "powersync_upload_errors") == 1
 
 
 def test_two_transactions_of_one_group_that_collide_end_as_if_applied_one_after_the_other(
@@ -73,7 +65,7 @@ def test_two_transactions_of_one_group_that_collide_end_as_if_applied_one_after_
     # When sent together / Then the first wins and the second is fatal, as in queue order
     response = call({"batch": batch})
     assert [r["status"] for r in response.body["results"]] == ["success", "fatal_error"]
-    assert _count(url, "lists") == 1
+    assert stored_count(url, "lists") == 1
 
 
 def test_a_put_that_updates_an_existing_row_in_a_group_does_not_free_a_name_for_an_earlier_one(
@@ -89,12 +81,8 @@ def test_a_put_that_updates_an_existing_row_in_a_group_does_not_free_a_name_for_
     # Then transaction 1 fails as it would have alone (the rename came later), and the rename stands
     assert [r["status"] for r in response.body["results"]] == ["fatal_error", "success"]
     assert response.body["results"][0]["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
-    reader = RowReader(url)
-    try:
-        assert reader.row("lists", "id", existing, {"name": "new"})["name"] == "new"  # type: ignore[index]
-        assert reader.count("lists") == 1
-    finally:
-        reader.close()
+    assert stored_row(url, "lists", existing, {"name": "new"})["name"] == "new"  # type: ignore[index]
+    assert stored_count(url, "lists") == 1
 
 
 def test_a_retryable_failure_in_a_later_group_keeps_the_earlier_groups_committed(
@@ -138,14 +126,8 @@ def test_a_retryable_failure_in_a_later_group_keeps_the_earlier_groups_committed
     # Then the first group (transactions 0 and 1) is committed, the third is retryable
     assert response.status == 200
     assert [r["status"] for r in response.body["results"]] == ["success", "success", "retryable_error"]
-    assert _count(url, "lists") == 1
-    assert _count(url, "todos") == 1
-
-
-def _assert_unique_violation_at_first_operation(result: dict[str, Any]) -> None:
-    assert result["status"] == "fatal_error"
-    assert result["failed_operation"]["error_code"] == "UNIQUE_VIOLATION"
-    assert result["failed_operation"]["operation_index"] == 0
+    assert stored_count(url, "lists") == 1
+    assert stored_count(url, "todos") == 1
 
 
 def _patch_list(list_id: str, name: str) -> dict[str, Any]:
@@ -159,39 +141,36 @@ def _two_lists(url: str) -> tuple[str, str]:
 
 
 def _names(url: str, *ids: str) -> list[str]:
-    reader = RowReader(url)
-    try:
-        return [reader.row("lists", "id", i, {"name": ""})["name"] for i in ids]  # type: ignore[index]
-    finally:
-        reader.close()
+    return [stored_row(url, "lists", i, {"name": ""})["name"] for i in ids]  # type: ignore[index]
 
 
-def test_a_swap_of_unique_names_fails_where_queue_order_fails(demo: tuple[str, Runtime]) -> None:
-    # Given lists "x" and "y" of one owner (name unique per owner)
+REFUSED_AT_FIRST = {"status": "fatal_error", "error_code": "UNIQUE_VIOLATION", "operation_index": 0}
+"""The outcome when the first rename meets its new name still taken: fatal at operation 0, nothing changed."""
+
+
+@pytest.mark.parametrize(
+    ("renames", "outcome", "names"),
+    [
+        # the first to "y", then the second to "x": the first rename meets "y" still taken
+        pytest.param([(0, "y"), (1, "x")], REFUSED_AT_FIRST, ["x", "y"], id="swap"),
+        # the same swap through a temporary name
+        pytest.param([(0, "tmp"), (1, "x"), (0, "y")], {"status": "success"}, ["y", "x"], id="swap-through-tmp"),
+        # the second to "x" and only then the first (holding "x") to "w": refused whatever order a batch
+        # statement would visit the rows in (PostgreSQL visits the first list first and would succeed)
+        pytest.param([(1, "x"), (0, "w")], REFUSED_AT_FIRST, ["x", "y"], id="take-before-the-holder-gives-up"),
+    ],
+)
+def test_renames_of_unique_names_succeed_or_fail_as_in_queue_order(
+    demo: tuple[str, Runtime], renames: list[tuple[int, str]], outcome: dict[str, Any], names: list[str]
+) -> None:
+    # Given lists "x" (created first) and "y" of one owner (name unique per owner)
     url, _ = demo
-    first, second = _two_lists(url)
-    # When one transaction renames the first to "y", then the second to "x"
-    response = call({"batch": [_patch_list(first, "y"), _patch_list(second, "x")]})
-    # Then, as in queue order, the first rename meets "y" still taken: fatal at operation 0, nothing changed
-    _assert_unique_violation_at_first_operation(response.body["results"][0])
-    assert _names(url, first, second) == ["x", "y"]
-
-
-def test_a_swap_of_unique_names_through_a_temporary_name_succeeds(demo: tuple[str, Runtime]) -> None:
-    url, _ = demo
-    first, second = _two_lists(url)
-    batch = [_patch_list(first, "tmp"), _patch_list(second, "x"), _patch_list(first, "y")]
-    assert call({"batch": batch}).body["results"] == [{"status": "success"}]
-    assert _names(url, first, second) == ["y", "x"]
-
-
-def test_taking_a_name_before_its_holder_gives_it_up_fails_as_in_queue_order(demo: tuple[str, Runtime]) -> None:
-    # Given lists "x" (created first) and "y"
-    url, _ = demo
-    first, second = _two_lists(url)
-    # When one transaction renames the second to "x" and only then the first (holding "x") to "w"
-    response = call({"batch": [_patch_list(second, "x"), _patch_list(first, "w")]})
-    # Then, as in queue order, the first rename meets "x" still taken, whatever order a batch statement
-    # would visit the rows in (PostgreSQL visits the first list first and would succeed)
-    _assert_unique_violation_at_first_operation(response.body["results"][0])
-    assert _names(url, first, second) == ["x", "y"]
+    lists = _two_lists(url)
+    # When one transaction renames them in the given order
+    response = call({"batch": [_patch_list(lists[which], name) for which, name in renames]})
+    # Then it succeeds or fails as queue order would, and the names are as queue order leaves them
+    [result] = response.body["results"]
+    failed = result.get("failed_operation", {})
+    got = {"status": result["status"], **{k: failed[k] for k in ("error_code", "operation_index") if k in failed}}
+    assert got == outcome
+    assert _names(url, *lists) == names

@@ -30,11 +30,14 @@ from tests.support import (
     event,
     install_runtime,
     reset_database,
+    stored_count,
+    stored_row,
     token,
 )
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
 LIST = "a0000000-0000-4000-8000-000000000001"
+OTHER_LIST = "a0000000-0000-4000-8000-000000000002"
 TODO = "b0000000-0000-4000-8000-000000000001"
 SAMPLES = ROOT.parent / "shared" / "samples" / "sdk-crud-entries.jsonl"
 
@@ -53,14 +56,6 @@ def _put_list(name: str = "Groceries", list_id: str = LIST) -> dict[str, Any]:
     return {"op_id": 1, "op": "PUT", "type": "lists", "id": list_id, "tx_id": 1, "data": {"name": name}}
 
 
-def _rows(url: str, table: str, row_id: str) -> dict[str, Any] | None:
-    reader = RowReader(url)
-    try:
-        return reader.row(table, "id", row_id, None)
-    finally:
-        reader.close()
-
-
 def test_sdk_batch_is_applied(demo_db: tuple[str, str, Runtime]) -> None:
     # Given a list owned by U1 and the real SDK's CrudEntry output for the todos table
     _, url, _ = demo_db
@@ -75,8 +70,8 @@ def test_sdk_batch_is_applied(demo_db: tuple[str, str, Runtime]) -> None:
     # Then every transaction succeeds, the deleted row is gone and the other one is there
     assert response.status == 200
     assert [r["status"] for r in response.body["results"]] == ["success"] * 4
-    assert _rows(url, "todos", "11111111-1111-4111-8111-111111111111") is None
-    kept = _rows(url, "todos", "3a92b379-a4df-4378-baea-85a5fef36ddb")
+    assert stored_row(url, "todos", "11111111-1111-4111-8111-111111111111") is None
+    kept = stored_row(url, "todos", "3a92b379-a4df-4378-baea-85a5fef36ddb")
     assert kept is not None
     assert kept["description"] == "only description, nulls omitted"
     assert kept["owner_id"] == USERS["U1"]
@@ -91,7 +86,7 @@ def test_patch_of_missing_row_warns_and_creates_nothing(demo_db: tuple[str, str,
     assert response.body["results"] == [
         {"status": "success", "warnings": [{"operation_index": 0, "code": "ROW_NOT_FOUND"}]}
     ]
-    assert _rows(url, "lists", LIST) is None
+    assert stored_row(url, "lists", LIST) is None
 
 
 def test_shape_a_stop_leaves_the_rest_not_attempted(demo_db: tuple[str, str, Runtime]) -> None:
@@ -109,7 +104,7 @@ def test_shape_a_stop_leaves_the_rest_not_attempted(demo_db: tuple[str, str, Run
     # Then the second is not attempted and nothing is written
     assert response.status == 200
     assert [r["status"] for r in response.body["results"]] == ["fatal_error", "not_attempted"]
-    assert _rows(url, "lists", LIST) is None
+    assert stored_row(url, "lists", LIST) is None
 
 
 def test_shape_a_stop_after_a_value_that_cannot_be_converted_keeps_the_transactions_before_it(
@@ -131,8 +126,8 @@ def test_shape_a_stop_after_a_value_that_cannot_be_converted_keeps_the_transacti
     # Then the first is committed, the second is fatal and the third not attempted
     assert response.status == 200
     assert [r["status"] for r in response.body["results"]] == ["success", "fatal_error", "not_attempted"]
-    assert _rows(url, "lists", LIST) is not None
-    assert _rows(url, "lists", third) is None
+    assert stored_row(url, "lists", LIST) is not None
+    assert stored_row(url, "lists", third) is None
 
 
 def test_shape_b_continues_after_fatal_even_with_stop(demo_db: tuple[str, str, Runtime]) -> None:
@@ -156,14 +151,19 @@ def test_fatal_result_never_echoes_the_submitted_value(demo_db: tuple[str, str, 
     assert secret not in json.dumps(response.body)
 
 
-def test_body_over_the_cap_is_413(demo_db: tuple[str, str, Runtime]) -> None:
+def test_a_transaction_over_the_body_cap_is_too_large_for_itself_only(demo_db: tuple[str, str, Runtime]) -> None:
+    # Given MAX_BODY_BYTES of 2048 and one transaction of over 3000 bytes (one per request, as the
+    # reference connectors send): a 413 would be retried by them for ever
     _, url, rt = demo_db
     rt.settings = rt.settings.model_copy(update={"max_body_bytes": 2048})
     body = {"batch": [_put_list(name="x" * 3000)]}
+    # When it is sent
     response = call(body)
-    assert response.status == 413
-    assert "smaller batches" in response.body["message"]
-    assert _rows(url, "lists", LIST) is None
+    # Then it is answered 200, fatal_error TOO_LARGE naming MAX_BODY_BYTES, and nothing is written
+    assert response.status == 200
+    failed = response.body["results"][0]["failed_operation"]
+    assert (failed["error_code"], failed["details"]) == ("TOO_LARGE", {"limit": "MAX_BODY_BYTES"})
+    assert stored_row(url, "lists", LIST) is None
 
 
 @pytest.mark.parametrize(
@@ -184,7 +184,7 @@ def test_bad_tokens_are_401_and_write_nothing(demo_db: tuple[str, str, Runtime],
     out = lambda_handler(event(json.dumps({"batch": [_put_list()]}), header), LocalContext())  # type: ignore[arg-type]
     assert out["statusCode"] == 401
     assert "message" in json.loads(out["body"])
-    assert _rows(url, "lists", LIST) is None
+    assert stored_row(url, "lists", LIST) is None
 
 
 def test_health(demo_db: tuple[str, str, Runtime]) -> None:
@@ -220,7 +220,7 @@ def test_body_is_json_whatever_the_content_type(demo_db: tuple[str, str, Runtime
     out = lambda_handler(request, LocalContext())  # type: ignore[arg-type]
     # Then it is applied like a JSON body
     assert out["statusCode"] == 200
-    assert _rows(url, "lists", LIST) is not None
+    assert stored_row(url, "lists", LIST) is not None
 
 
 def test_fatal_results_are_recorded_in_the_errors_table(demo_db: tuple[str, str, Runtime]) -> None:
@@ -261,17 +261,24 @@ def test_missing_errors_table_never_changes_the_result(tmp_path: Path) -> None:
         set_runtime(None)
 
 
-@pytest.mark.parametrize("depth", [300, 100_000])
-def test_deeply_nested_values_are_never_a_500(demo_db: tuple[str, str, Runtime], depth: int) -> None:
-    # Given a value nested absurdly deep
+@pytest.mark.parametrize("depth", [300, 900, 990, 5_000, 100_000])
+def test_a_value_nested_at_any_depth_fails_only_its_own_operation(
+    demo_db: tuple[str, str, Runtime], depth: int
+) -> None:
+    # Given a value nested deep, in a request whose second transaction is fine
     nested = "[" * depth + "]" * depth
-    raw = '{"batch":[{"op":"PUT","type":"lists","id":"' + LIST + '","tx_id":1,"data":{"name":' + nested + "}}]}"
+    raw = (
+        '{"batch":[{"op":"PUT","type":"lists","id":"' + LIST + '","tx_id":1,"data":{"name":' + nested + "}},"
+        '{"op":"PUT","type":"lists","id":"' + OTHER_LIST + '","tx_id":2,"data":{"name":"ok"}}]}'
+    )
     # When it is uploaded
     response = call(None, raw=raw)
-    # Then it is either a 400 (not parseable) or a per-transaction result, never a server error
-    assert response.status in (200, 400)
-    if response.status == 200:
-        assert response.body["results"][0]["status"] in ("success", "fatal_error")
+    # Then the request is answered per transaction (never a 400 or a 500): the deep value's own
+    # transaction is rejected INVALID_DATA (too long for the column, or too deep), the other one commits
+    assert response.status == 200
+    first, second = response.body["results"]
+    assert first["failed_operation"]["error_code"] == "INVALID_DATA"
+    assert second["status"] == "success"
 
 
 def test_hostile_envelopes_never_become_a_500(demo_db: tuple[str, str, Runtime]) -> None:
@@ -320,7 +327,7 @@ def test_base64_body_that_is_not_utf8_is_400(demo_db: tuple[str, str, Runtime]) 
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ({"batch": [{"op": "UPSERT", "type": "lists", "id": LIST}]}, "batch.0.op: Input should be"),
+        ({"batch": [{"op": "PUT", "type": "lists"}]}, "batch.0.id: Field required"),
         ({"transactions": [{}]}, "transactions.0.crud: Field required"),
         ({"rows": []}, '"transactions"'),
         ({"batch": [], "transactions": []}, "not both"),
@@ -390,7 +397,7 @@ def test_nan_inside_a_json_value_is_invalid_data_for_its_transaction_only(demo_d
     assert first["failed_operation"]["error_code"] == "INVALID_DATA"
     assert first["failed_operation"]["details"]["column"] == "tags"
     assert second == {"status": "success"}
-    assert _rows(url, "todos", TODO) is None
+    assert stored_row(url, "todos", TODO) is None
 
 
 def test_an_errors_table_created_after_the_first_rejection_records_the_next_ones(tmp_path: Path) -> None:
@@ -431,11 +438,7 @@ def test_mariadb_demo_ids_that_differ_only_by_accent_or_case_are_different_rows(
         response = call({"batch": [{**e, "tx_id": i} for i, e in enumerate(batch)]})
         # Then each is a row of its own, stored as sent (the device has three)
         assert [r["status"] for r in response.body["results"]] == ["success"] * 3
-        reader = RowReader(url)
-        try:
-            assert reader.count("lists") == 3
-        finally:
-            reader.close()
+        assert stored_count(url, "lists") == 3
     finally:
         rt.db.discard()
         set_runtime(None)
@@ -457,3 +460,52 @@ def test_an_unexpected_error_in_our_code_answers_503_not_500(
     assert response.status == 503
     assert response.headers.get("Retry-After") == "5"
     assert "s3cr3t" not in json.dumps(response.body)
+
+
+@pytest.mark.parametrize("demo_db", ["postgresql"], indirect=True)  # its owner columns are uuid
+def test_a_subject_the_uuid_owner_column_cannot_hold_is_named_as_such(
+    demo_db: tuple[str, str, Runtime], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a token whose sub is an Auth0 user id, against the demo's uuid owner column
+    # When that user writes twice
+    first = call({"batch": [_put_list()]}, "auth0|5f7c8ec7c33c6c004bbafe82")
+    call({"batch": [_put_list(list_id=OTHER_LIST)]}, "auth0|5f7c8ec7c33c6c004bbafe82")
+    # Then the rejection says the owner column cannot hold the subject (not "not allowed")
+    failed = first.body["results"][0]["failed_operation"]
+    assert failed["error_code"] == "UNAUTHORIZED"
+    assert failed["details"]["reason"] == "subject_not_storable"
+    assert "cannot hold the token's subject" in failed["message"]
+    # And the operator gets one warning for that column, not one per request
+    warnings = [r for r in caplog.records if "cannot hold the token's subject" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_operations_with_the_same_columns_are_each_checked_and_a_later_one_names_its_own_failure(
+    demo_db: tuple[str, str, Runtime],
+) -> None:
+    # Given one transaction of three PUTs with the same columns (resolved once for the transaction),
+    # the third with a name longer than the column takes, and the second naming a column nobody has
+    lists = [f"a0000000-0000-4000-8000-00000000001{i}" for i in range(4)]
+    too_long = {"op": "PUT", "type": "lists", "id": lists[2], "tx_id": 1, "data": {"name": "x" * 101}}
+    body = {
+        "batch": [
+            {"op": "PUT", "type": "lists", "id": lists[0], "tx_id": 1, "data": {"name": "a"}},
+            {"op": "PUT", "type": "lists", "id": lists[1], "tx_id": 1, "data": {"name": "b"}},
+            too_long,
+            {"op": "PUT", "type": "lists", "id": lists[3], "tx_id": 2, "data": {"name": "d", "nope": 1}},
+        ]
+    }
+
+    # When they are sent
+    response = call(body)
+
+    # Then the first transaction fails at its third operation for the value, the second at its
+    # unknown column, and nothing of either is written
+    assert response.status == 200
+    first, second = response.body["results"]
+    assert (first["failed_operation"]["operation_index"], first["failed_operation"]["error_code"]) == (
+        2,
+        "INVALID_DATA",
+    )
+    assert second["failed_operation"]["error_code"] == "SCHEMA_MISMATCH"
+    assert all(stored_row(demo_db[1], "lists", list_id) is None for list_id in lists)

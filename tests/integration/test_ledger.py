@@ -18,6 +18,7 @@ import pytest
 from powersync_upload import engine, ledger, replays
 from powersync_upload.contract import Operation, Transaction
 from powersync_upload.database import Database
+from powersync_upload.errors import RetryableError
 from powersync_upload.handler import Runtime, set_runtime
 from powersync_upload.local import schema_scripts
 from powersync_upload.session import Session
@@ -267,3 +268,38 @@ def test_a_transaction_whose_ledger_row_expired_is_applied_again_and_decided_ane
     assert _read(url, "todos", TODO)["description"] == "from device 1"
     assert _read(url, "powersync_upload_ledger") == 1
     assert call(body).body["results"] == [{"status": "success", "warnings": [{"code": "ALREADY_APPLIED"}]}]
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["nothing-kept", "commit-kept-answer-lost"])
+def test_a_rejection_whose_recording_fails_is_503_and_the_resend_answers_it_with_one_row(
+    demo: tuple[str, Runtime], monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    # Given a transaction that is rejected (NOT NULL), whose short recording transaction fails once:
+    # before its COMMIT, or after a COMMIT whose answer was lost
+    url, rt = demo
+    original = rt.db.dialect.commit
+    failures: list[bool] = []
+
+    def failing_once(conn: Any) -> None:
+        if not failures:
+            failures.append(True)
+            if committed:
+                original(conn)
+            raise RetryableError("commit_unknown")
+        original(conn)
+
+    monkeypatch.setattr(rt.db.dialect, "commit", failing_once)
+    body = {
+        "batch": [{"op_id": 40, "op": "PUT", "type": "lists", "id": MISSING_LIST, "tx_id": 40, "data": {"name": None}}],
+        "client_id": "device-recording",
+    }
+    errors_before = _read(url, "powersync_upload_errors")
+    # When it is sent, then sent again as the SDK does after a 503
+    first = call(body)
+    second = call(body)
+    # Then the first answer is 503 (no fatal_error without its errors-table row), the resend is the
+    # rejection, and the errors table holds exactly one row for it either way
+    assert first.status == 503
+    assert second.status == 200
+    assert second.body["results"][0]["failed_operation"]["error_code"] == "NOT_NULL_VIOLATION"
+    assert _read(url, "powersync_upload_errors") == errors_before + 1

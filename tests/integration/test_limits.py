@@ -11,7 +11,7 @@ import pytest
 from powersync_upload.config import Limits
 from powersync_upload.handler import Runtime, set_runtime
 from powersync_upload.local import schema_scripts
-from tests.support import ROOT, RowReader, available_dialects, call, install_runtime, reset_database
+from tests.support import ROOT, available_dialects, call, install_runtime, reset_database, stored_row
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
 LIST = "a0000000-0000-4000-8000-000000000001"
@@ -63,8 +63,4 @@ def test_a_breached_limit_rejects_only_its_transaction(
     if column:
         assert first["failed_operation"]["details"]["column"] == column
     assert second["status"] == "success"
-    reader = RowReader(url)
-    try:
-        assert reader.row("lists", "id", OTHER, None) is not None
-    finally:
-        reader.close()
+    assert stored_row(url, "lists", OTHER) is not None

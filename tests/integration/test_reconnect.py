@@ -14,7 +14,7 @@ import pytest
 from powersync_upload import dialects
 from powersync_upload.handler import Runtime, set_runtime
 from powersync_upload.local import schema_scripts
-from tests.support import ROOT, RowReader, available_dialects, call, install_runtime, reset_database
+from tests.support import ROOT, available_dialects, call, install_runtime, reset_database, stored_row
 
 CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
 SERVERS = [d for d in available_dialects() if d != "sqlite"]
@@ -48,6 +48,11 @@ def _scalar(conn: Any, sql: str) -> Any:
     return value
 
 
+def _kept_session(dialect: str, rt: Runtime) -> int:
+    """The server session id of the handler's kept connection (opened if there is none)."""
+    return int(_scalar(rt.db.connection(5), SESSION_ID[dialect]))
+
+
 def _end_session(dialect: str, url: str, session: int) -> None:
     """End ``session`` from a second connection, as an idle timeout or an administrator would."""
     module = dialects.load(dialect)
@@ -70,19 +75,15 @@ def test_a_kept_connection_killed_while_idle_is_replaced_within_the_same_request
 ) -> None:
     dialect, url, rt = warm
     # Given the kept connection's server session was ended while the container was idle
-    session = int(_scalar(rt.db.connection(5), SESSION_ID[dialect]))
+    session = _kept_session(dialect, rt)
     _end_session(dialect, url, session)
     # When the next upload arrives
     response = call({"batch": [_put(LIST2, "after the kill")]})
     # Then it is applied in the same request (200, not a 503 to retry) on a new session
     assert response.status == 200, response.body
     assert response.body == {"results": [{"status": "success"}]}
-    assert int(_scalar(rt.db.connection(5), SESSION_ID[dialect])) != session
-    reader = RowReader(url)
-    try:
-        assert reader.row("lists", "id", LIST2, None)["name"] == "after the kill"  # type: ignore[index]
-    finally:
-        reader.close()
+    assert _kept_session(dialect, rt) != session
+    assert stored_row(url, "lists", LIST2)["name"] == "after the kill"  # type: ignore[index]
 
 
 @pytest.mark.parametrize("warm", ["postgresql"], indirect=True)
@@ -91,19 +92,14 @@ def test_a_database_that_stays_down_after_the_kill_is_503_not_a_rejection(
 ) -> None:
     dialect, url, rt = warm
     # Given the kept connection was killed and the database now refuses new connections
-    session = int(_scalar(rt.db.connection(5), SESSION_ID[dialect]))
-    _end_session(dialect, url, session)
+    _end_session(dialect, url, _kept_session(dialect, rt))
     rt.db.url = "postgresql://postgres@127.0.0.1:1/none"
     # When the next upload arrives
     response = call({"batch": [_put(LIST2, "x")]})
     # Then the one reconnect fails and the client is told to retry: nothing is dropped
     assert response.status == 503
     assert response.body["results"][0]["status"] == "retryable_error"
-    reader = RowReader(url)
-    try:
-        assert reader.row("lists", "id", LIST2, None) is None
-    finally:
-        reader.close()
+    assert stored_row(url, "lists", LIST2) is None
 
 
 @pytest.mark.parametrize("warm", ["postgresql"], indirect=True)

@@ -113,3 +113,50 @@ def test_a_body_announced_over_the_lambda_limit_is_413_before_it_is_read(tmp_pat
             # Then serve answers 413 at once instead of trying to read (or hold) it
             reply = sock.recv(4096)
         assert reply.startswith(b"HTTP/1.0 413") or reply.startswith(b"HTTP/1.1 413")
+
+
+def test_one_connection_carries_several_requests_until_the_client_closes_it(tmp_path: Path) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    with running_serve(tmp_path) as (base, database):
+        # Given one HTTP/1.1 connection to serve
+        address = urlsplit(base)
+        connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
+        headers = {"Authorization": authorization("U1") or "", "Content-Type": "application/json"}
+        try:
+            # When three uploads and a health check are sent one after another on it
+            answers = []
+            for number in range(3):
+                body = {
+                    "transactions": [
+                        {
+                            "crud": [
+                                {
+                                    "op": "PUT",
+                                    "table": "lists",
+                                    "id": str(uuid.uuid4()),
+                                    "op_data": {"name": f"list {number}"},
+                                }
+                            ]
+                        }
+                    ]
+                }
+                connection.request("POST", "/api/data", json.dumps(body), headers)
+                socket_used = connection.sock
+                response = connection.getresponse()
+                answers.append((response.version, response.status, json.loads(response.read()), response.will_close))
+                # Then the same TCP connection stays open for the next request
+                assert connection.sock is socket_used is not None
+            connection.request("GET", "/health", headers={"Connection": "close"})
+            health = connection.getresponse()
+            health.read()
+        finally:
+            connection.close()
+
+        # Then every upload was answered with HTTP/1.1 on the kept connection and applied
+        assert answers == [(11, 200, {"results": [{"status": "success"}]}, False)] * 3
+        # And a request saying "Connection: close" is answered and then closed
+        assert health.status == 200 and health.will_close
+        with sqlite3.connect(database) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM lists").fetchone()[0] == 3

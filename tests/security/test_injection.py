@@ -11,15 +11,25 @@ nothing behind.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from powersync_upload.handler import lambda_handler, set_runtime
 from powersync_upload.local import LocalContext, schema_scripts
-from tests.support import USERS, RowReader, authorization, available_dialects, event, install_runtime, reset_database
+from tests.support import (
+    ROOT,
+    USERS,
+    RowReader,
+    authorization,
+    available_dialects,
+    event,
+    install_runtime,
+    reset_database,
+)
 
 L1 = "a0000000-0000-4000-8000-0000000000a1"  # U1's list
 L2 = "a0000000-0000-4000-8000-0000000000a2"  # U2's list
@@ -91,16 +101,17 @@ CORPUS: list[str] = [
     "x" * LONG,
     "'" * 10_000,
 ]
-CONFIG = """
-tables:
-  lists:
-    owner: owner_id
-  todos:
-    owner: owner_id
-    parents: {list_id: lists}
-    columns: [description, completed, completed_at, priority, amount, tags, created_at]
-  notes: {}
-"""
+SHIPPED_CONFIG = ROOT / "functions" / "upload" / "upload.yaml"
+"""The demo configuration users start from; the tests add the ``notes`` table (text key, no owner) to it."""
+
+
+def _config_with_notes() -> str:
+    """The shipped ``upload.yaml`` with ``notes: {}`` added to its tables."""
+    config = yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+    config["tables"]["notes"] = {}
+    return yaml.safe_dump(config)
+
+
 NOTES = {
     "sqlite": "CREATE TABLE notes (id TEXT NOT NULL PRIMARY KEY, title VARCHAR(200) NULL, body TEXT NULL)",
     "postgresql": "CREATE TABLE notes (id text NOT NULL PRIMARY KEY, title varchar(200) NULL, body text NULL)",
@@ -137,6 +148,13 @@ def legal(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def assert_no_problems(check: Callable[[int, str], Iterator[str]]) -> None:
+    """Run ``check`` on every payload of :data:`CORPUS` (with its index) and fail listing every
+    problem it reports, so one run shows them all."""
+    problems = [problem for index, payload in enumerate(CORPUS) for problem in check(index, payload)]
+    assert not problems, "\n".join(problems)
 
 
 def short_name(text: str) -> str:
@@ -207,7 +225,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     _run(url, dialect, [notes, UNLISTED[dialect]])
     _run(url, dialect, [sql.format(p=placeholder) for sql, _ in SEED_SQL], [params for _, params in SEED_SQL])
     config = tmp_path / "upload.yaml"
-    config.write_text(CONFIG, encoding="utf-8")
+    config.write_text(_config_with_notes(), encoding="utf-8")
     rt = install_runtime(url, config)
     fixture = Db(dialect, url)
     assert [len(fixture.tables[t]) for t in ("lists", "todos", "notes", "unlisted")] == [2, 1, 2, 1]
@@ -241,8 +259,7 @@ def results(answer: dict[str, Any]) -> list[tuple[str, str | None]]:
 
 
 def test_values_are_stored_verbatim_or_rejected(db: Db) -> None:
-    problems: list[str] = []
-    for index, payload in enumerate(CORPUS):
+    def check(index: int, payload: str) -> Iterator[str]:
         note_id, list_id = f"v{index}", f"c0000000-0000-4000-8000-{index:012d}"
         # When the payload is a value in a text column, a varchar(100) and a varchar(200)
         answer = send(
@@ -264,8 +281,8 @@ def test_values_are_stored_verbatim_or_rejected(db: Db) -> None:
             ("success", None) if expect_title else ("fatal_error", "INVALID_DATA"),
         ]
         if got != expected:
-            problems.append(f"{short_name(payload)}: {got} != {expected}")
-            continue
+            yield f"{short_name(payload)}: {got} != {expected}"
+            return
         note, listed = db.row("notes", "body, title", note_id), db.row("lists", "name", list_id)
         if expect_body:
             assert note == (payload, payload if expect_title else None), short_name(payload)
@@ -283,12 +300,12 @@ def test_values_are_stored_verbatim_or_rejected(db: Db) -> None:
             )
         )
         db.assert_intact(f"value {short_name(payload)}")
-    assert not problems, "\n".join(problems)
+
+    assert_no_problems(check)
 
 
 def test_ids_are_stored_verbatim_or_rejected(db: Db) -> None:
-    problems: list[str] = []
-    for payload in CORPUS:
+    def check(index: int, payload: str) -> Iterator[str]:
         # When the payload is the id of a text-keyed row, of a UUID-keyed row, and of a todo
         answer = send(
             [
@@ -305,24 +322,24 @@ def test_ids_are_stored_verbatim_or_rejected(db: Db) -> None:
         # Then the note is either stored under exactly that id, or rejected and absent
         if got[0] == ("success", None):
             if stored != (payload, "by id"):
-                problems.append(f"{short_name(payload)}: success but not stored verbatim")
+                yield f"{short_name(payload)}: success but not stored verbatim"
         elif got[0][1] not in REFUSAL_CODES or stored is not None:
-            problems.append(f"{short_name(payload)}: {got[0]}, stored={stored is not None}")
+            yield f"{short_name(payload)}: {got[0]}, stored={stored is not None}"
         elif legal(payload) and len(payload) <= 191:
-            problems.append(f"{short_name(payload)}: a legal id was refused: {got[0]}")
+            yield f"{short_name(payload)}: a legal id was refused: {got[0]}"
         # and nothing else may have succeeded in a way that touches another row
         for status, code in got[1:]:
             if status == "fatal_error" and code not in REFUSAL_CODES | {"FOREIGN_KEY_VIOLATION"}:
-                problems.append(f"{short_name(payload)}: unexpected {code}")
+                yield f"{short_name(payload)}: unexpected {code}"
         results(send([{"op": "DELETE", "type": "notes", "id": payload}], payload))
         assert not legal(payload) or db.row("notes", "id", payload) is None
         db.assert_intact(f"id {short_name(payload)}")
-    assert not problems, "\n".join(problems)
+
+    assert_no_problems(check)
 
 
 def test_table_names_never_reach_sql(db: Db) -> None:
-    problems: list[str] = []
-    for payload in CORPUS:
+    def check(index: int, payload: str) -> Iterator[str]:
         answer = send(
             [
                 {"op": "PUT", "type": payload, "id": "t1", "data": {"body": "x"}},
@@ -333,17 +350,17 @@ def test_table_names_never_reach_sql(db: Db) -> None:
         )
         got = results(answer)
         if got != [("fatal_error", "SCHEMA_MISMATCH")] * 3:
-            problems.append(f"{short_name(payload)}: {got}")
+            yield f"{short_name(payload)}: {got}"
         for result in answer["body"]["results"]:
             shown = result["failed_operation"]["details"].get("table", "")
             assert len(shown) <= 64 or (len(shown) == 65 and shown.endswith("…")), "names are cut to 64 characters"
         db.assert_intact(f"table name {short_name(payload)}")
-    assert not problems, "\n".join(problems)
+
+    assert_no_problems(check)
 
 
 def test_column_names_never_reach_sql(db: Db) -> None:
-    problems: list[str] = []
-    for index, payload in enumerate(CORPUS):
+    def check(index: int, payload: str) -> Iterator[str]:
         answer = send(
             [
                 {"op": "PUT", "type": "notes", "id": f"c{index}", "data": {payload: "x", "body": "b"}},
@@ -355,10 +372,11 @@ def test_column_names_never_reach_sql(db: Db) -> None:
         # Then every one is refused for its own transaction (even lone surrogates in a key: not a 400)
         got = results(answer)
         if [code for _, code in got[:2]] != ["SCHEMA_MISMATCH"] * 2 or got[2][0] != "fatal_error":
-            problems.append(f"{short_name(payload)}: {got}")
+            yield f"{short_name(payload)}: {got}"
         assert db.row("notes", "id", f"c{index}") is None
         db.assert_intact(f"column name {short_name(payload)}")
-    assert not problems, "\n".join(problems)
+
+    assert_no_problems(check)
 
 
 def test_errors_table_stores_hostile_client_ids_verbatim(db: Db) -> None:

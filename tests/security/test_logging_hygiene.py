@@ -4,7 +4,7 @@ the logs or the metrics, whatever happens to the request.
 Uploads run through the real Lambda handler with distinctive markers in every submitted value and id,
 a secret-looking token, and a database URL whose password is a marker (PostgreSQL with trust auth
 ignores it; an unreachable server with one gives the connection-failure path). The outcomes cover
-success, every fatal code the demo schema can produce, 400, 401, 413 and 503. Everything written is
+success, every fatal code the demo schema can produce (TOO_LARGE included), 400, 401, 413 and 503. Everything written is
 captured at DEBUG level: every logging handler's stream (Powertools logs JSON to stdout through its
 own handler), ``caplog`` and ``capsys`` (EMF metrics are printed), with metrics turned on. Responses
 are checked too: results and messages name tables and columns, never values or ids.
@@ -127,75 +127,46 @@ def put(table: str, row_id: str, data: dict[str, Any], tx: int, op_id: int | Non
     return {"op_id": op_id or tx, "op": "PUT", "type": table, "id": row_id, "tx_id": tx, "data": data}
 
 
-def scenarios() -> list[tuple[str, Any, str | None, str | None]]:
+Scenario = tuple[str, Any, str | None, str | None]
+"""(name, body, authorization, raw text)."""
+
+
+def scenarios() -> list[Scenario]:
     """(name, body, authorization, raw text) — each body full of markers."""
     u1, u2 = f"Bearer {_token('U1')}", f"Bearer {_token('U2')}"
+
+    def one_put(name: str, table: str, row_id: str, data: dict[str, Any], tx: int, by: str | None = u1) -> Scenario:
+        """A scenario whose body is one PUT, sent with the authorization ``by``."""
+        return (name, {"batch": [put(table, row_id, data, tx)]}, by, None)
+
+    todo = {"list_id": LIST_ID, "description": "d"}
+    forged = jwt.encode(
+        {"sub": MARK, "exp": int(time.time()) + 60, "note": TOKEN_SECRET_CLAIM},
+        "wrong-secret-0123456789-abcdefghijklmno",
+    )
     return [
-        ("committed", {"batch": [put("lists", LIST_ID, {"name": f"{MARK} groceries"}, 1)]}, u1, None),
-        (
+        one_put("committed", "lists", LIST_ID, {"name": f"{MARK} groceries"}, 1),
+        one_put(
             "committed todo",
-            {
-                "batch": [
-                    put(
-                        "todos",
-                        TODO_ID,
-                        {"list_id": LIST_ID, "description": MARK, "tags": [MARK], "priority": "7", "amount": "1.5"},
-                        1,
-                    )
-                ]
-            },
-            u1,
-            None,
+            "todos",
+            TODO_ID,
+            {"list_id": LIST_ID, "description": MARK, "tags": [MARK], "priority": "7", "amount": "1.5"},
+            1,
         ),
-        ("unique violation", {"batch": [put("lists", OTHER_LIST_ID, {"name": f"{MARK} groceries"}, 2)]}, u1, None),
-        ("not null", {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID, "completed": MARK}, 3)]}, u1, None),
-        ("missing description", {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID}, 3)]}, u1, None),
-        (
-            "foreign key",
-            {"batch": [put("todos", TODO_ID, {"list_id": MISSING_LIST_ID, "description": MARK}, 4)]},
-            u1,
-            None,
-        ),
-        (
-            "invalid integer",
-            {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID, "description": "d", "priority": MARK}, 5)]},
-            u1,
-            None,
-        ),
-        (
-            "invalid decimal",
-            {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID, "description": "d", "amount": MARK}, 5)]},
-            u1,
-            None,
-        ),
-        (
-            "invalid timestamp",
-            {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID, "description": "d", "completed_at": MARK}, 5)]},
-            u1,
-            None,
-        ),
-        ("too long", {"batch": [put("lists", LIST_ID, {"name": MARK * 20}, 6)]}, u1, None),
-        ("bad id", {"batch": [put("lists", MARK, {"name": MARK}, 7)]}, u1, None),
-        (
-            "owner mismatch",
-            {"batch": [put("lists", OTHER_LIST_ID, {"name": MARK, "owner_id": USERS["U2"]}, 8)]},
-            u1,
-            None,
-        ),
-        ("someone else's row", {"batch": [put("lists", LIST_ID, {"name": MARK}, 9)]}, u2, None),
-        (
-            "someone else's parent",
-            {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID, "description": MARK}, 9)]},
-            u2,
-            None,
-        ),
-        (
-            "column not allowed",
-            {"batch": [put("todos", TODO_ID, {"list_id": LIST_ID, "description": "d", "id_secret": MARK}, 10)]},
-            u1,
-            None,
-        ),
-        ("unknown table", {"batch": [put("unknown_table", LIST_ID, {"name": MARK}, 11)]}, u1, None),
+        one_put("unique violation", "lists", OTHER_LIST_ID, {"name": f"{MARK} groceries"}, 2),
+        one_put("not null", "todos", TODO_ID, {"list_id": LIST_ID, "completed": MARK}, 3),
+        one_put("missing description", "todos", TODO_ID, {"list_id": LIST_ID}, 3),
+        one_put("foreign key", "todos", TODO_ID, {"list_id": MISSING_LIST_ID, "description": MARK}, 4),
+        one_put("invalid integer", "todos", TODO_ID, {**todo, "priority": MARK}, 5),
+        one_put("invalid decimal", "todos", TODO_ID, {**todo, "amount": MARK}, 5),
+        one_put("invalid timestamp", "todos", TODO_ID, {**todo, "completed_at": MARK}, 5),
+        one_put("too long", "lists", LIST_ID, {"name": MARK * 20}, 6),
+        one_put("bad id", "lists", MARK, {"name": MARK}, 7),
+        one_put("owner mismatch", "lists", OTHER_LIST_ID, {"name": MARK, "owner_id": USERS["U2"]}, 8),
+        one_put("someone else's row", "lists", LIST_ID, {"name": MARK}, 9, by=u2),
+        one_put("someone else's parent", "todos", TODO_ID, {"list_id": LIST_ID, "description": MARK}, 9, by=u2),
+        one_put("column not allowed", "todos", TODO_ID, {**todo, "id_secret": MARK}, 10),
+        one_put("unknown table", "unknown_table", LIST_ID, {"name": MARK}, 11),
         (
             "patch and delete",
             {
@@ -225,29 +196,25 @@ def scenarios() -> list[tuple[str, Any, str | None, str | None]]:
         ("envelope: types", {"batch": [{"op": "PUT", "type": [MARK], "id": {"x": LIST_ID}, "tx_id": MARK}]}, u1, None),
         ("envelope: both shapes", {"batch": [], "transactions": [{"crud": [{"id": MARK}]}]}, u1, None),
         ("not JSON", None, u1, f'{{"batch": [{{"id": "{MARK}", "op": "PUT"'),
-        ("too large", None, u1, json.dumps({"batch": [put("lists", LIST_ID, {"name": MARK * 6000}, 1)]})),
-        ("no token", {"batch": [put("lists", LIST_ID, {"name": MARK}, 1)]}, None, None),
-        (
+        ("over the cap", None, u1, json.dumps({"batch": [put("lists", LIST_ID, {"name": MARK * 6000}, 1)]})),
+        ("too large", None, u1, json.dumps({"batch": [put("lists", LIST_ID, {"name": MARK * 420_000}, 1)]})),
+        one_put("no token", "lists", LIST_ID, {"name": MARK}, 1, by=None),
+        one_put(
             "garbage token",
-            {"batch": [put("lists", LIST_ID, {"name": MARK}, 1)]},
-            f"Bearer {MARK}.{TOKEN_SECRET_CLAIM}.SIGNATURE-LEAK-77",
-            None,
+            "lists",
+            LIST_ID,
+            {"name": MARK},
+            1,
+            by=f"Bearer {MARK}.{TOKEN_SECRET_CLAIM}.SIGNATURE-LEAK-77",
         ),
-        (
-            "forged token",
-            {"batch": [put("lists", LIST_ID, {"name": MARK}, 1)]},
-            "Bearer "
-            + jwt.encode(
-                {"sub": MARK, "exp": int(time.time()) + 60, "note": TOKEN_SECRET_CLAIM},
-                "wrong-secret-0123456789-abcdefghijklmno",
-            ),
-            None,
-        ),
-        (
+        one_put("forged token", "lists", LIST_ID, {"name": MARK}, 1, by="Bearer " + forged),
+        one_put(
             "expired token",
-            {"batch": [put("lists", LIST_ID, {"name": MARK}, 1)]},
-            f"Bearer {_token('U1', exp=int(time.time()) - 3600)}",
-            None,
+            "lists",
+            LIST_ID,
+            {"name": MARK},
+            1,
+            by=f"Bearer {_token('U1', exp=int(time.time()) - 3600)}",
         ),
     ]
 
@@ -280,7 +247,9 @@ def test_nothing_submitted_reaches_logs_metrics_or_responses(database: str, capt
     assert seen["committed"] == 200 and seen["too large"] == 413 and seen["not JSON"] == 400
     assert {seen[n] for n in ("no token", "garbage token", "forged token", "expired token")} == {401}
     assert {seen[n] for n in ("envelope: op", "envelope: types", "envelope: both shapes")} == {400}
+    assert seen["over the cap"] == 200  # answered per transaction (TOO_LARGE)
     expected = {"UNIQUE_VIOLATION", "NOT_NULL_VIOLATION", "FOREIGN_KEY_VIOLATION", "INVALID_DATA", "UNAUTHORIZED"}
+    expected |= {"TOO_LARGE"}
     assert expected | {"SCHEMA_MISMATCH"} <= codes, codes
     text = capture.text()
     assert "transaction rejected" in text, "the logs were not captured"

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from powersync_upload import auth
-from powersync_upload.auth import Unauthorized, user_id, verify_bearer
+from powersync_upload.auth import KeysUnavailable, Unauthorized, user_id, verify_bearer
 from powersync_upload.config import Settings
 from powersync_upload.handler import lambda_handler, set_runtime
 from powersync_upload.local import LocalContext, schema_scripts
@@ -214,14 +214,15 @@ def test_hs256_signed_with_the_public_key_where_a_jwks_url_is_configured(
     refused(bearer(token), Settings(jwt_jwks_url=url, jwt_leeway_s=LEEWAY))
 
 
-def test_unreachable_jwks_url_is_401() -> None:
-    # Current behaviour: the JWKS endpoint being down answers 401 (the client refreshes its token and
-    # sends again), not 503.
+def test_unreachable_jwks_url_is_keys_unavailable_not_the_clients_fault() -> None:
+    # Given: a JWKS URL nobody listens on
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     settings = Settings(jwt_jwks_url=f"http://127.0.0.1:{port}/jwks.json", jwt_leeway_s=LEEWAY)
-    refused(bearer(jwt.encode(claims(), "x" * 64, algorithm="HS256", headers={"kid": KID})), settings)
+    # When/Then: verification fails as an outage (503 in the handler), not as a 401
+    with pytest.raises(KeysUnavailable):
+        verify_bearer(bearer(jwt.encode(claims(), "x" * 64, algorithm="HS256", headers={"kid": KID})), settings)
 
 
 def test_small_clock_skew_is_accepted() -> None:
@@ -238,7 +239,7 @@ def test_small_clock_skew_is_accepted() -> None:
 
 @pytest.mark.parametrize("header", [None, "", "   "])
 def test_no_header(header: str | None) -> None:
-    assert "Authorization" in str(refused(header, hs_settings()))
+    assert refused(header, hs_settings()).reason == "missing"
 
 
 @pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer    ", "Token abc", "eyJhbGciOi"])
@@ -248,11 +249,12 @@ def test_not_a_bearer_header(header: str) -> None:
 
 @pytest.mark.parametrize("token", ["not-a-jwt", "a.b.c", "a.b", "....", "e30.e30.", "eyJhbGciOiJIUzI1NiJ9.e30"])
 def test_not_a_jwt(token: str) -> None:
-    assert str(refused(bearer(token), hs_settings())) == "invalid token"
+    assert refused(bearer(token), hs_settings()).reason in ("malformed", "algorithm")
 
 
 def test_bad_signature() -> None:
-    refused(bearer(hs256(claims(), secret="another-secret-0123456789-abcdefghijklmnop")), hs_settings())
+    error = refused(bearer(hs256(claims(), secret="another-secret-0123456789-abcdefghijklmnop")), hs_settings())
+    assert error.reason == "signature"
 
 
 def test_tampered_payload() -> None:
@@ -262,7 +264,7 @@ def test_tampered_payload() -> None:
 
 
 def test_expired() -> None:
-    assert str(refused(bearer(hs256(claims(exp=int(time.time()) - 3600))), hs_settings())) == "token expired"
+    assert refused(bearer(hs256(claims(exp=int(time.time()) - 3600))), hs_settings()).reason == "expired"
 
 
 def test_expired_beyond_leeway() -> None:
@@ -270,7 +272,7 @@ def test_expired_beyond_leeway() -> None:
 
 
 def test_not_yet_valid() -> None:
-    refused(bearer(hs256(claims(nbf=int(time.time()) + LEEWAY + 60))), hs_settings())
+    assert refused(bearer(hs256(claims(nbf=int(time.time()) + LEEWAY + 60))), hs_settings()).reason == "not_yet_valid"
 
 
 def test_issued_in_the_future() -> None:
@@ -278,7 +280,8 @@ def test_issued_in_the_future() -> None:
 
 
 def test_wrong_issuer() -> None:
-    refused(bearer(hs256(claims(iss="https://evil.example.com/"))), hs_settings(jwt_issuer=ISSUER))
+    error = refused(bearer(hs256(claims(iss="https://evil.example.com/"))), hs_settings(jwt_issuer=ISSUER))
+    assert error.reason == "issuer"
 
 
 def test_missing_issuer_when_one_is_configured() -> None:
@@ -286,7 +289,7 @@ def test_missing_issuer_when_one_is_configured() -> None:
 
 
 def test_wrong_audience() -> None:
-    refused(bearer(hs256(claims(aud="someone-else"))), hs_settings(jwt_audience=AUDIENCE))
+    assert refused(bearer(hs256(claims(aud="someone-else"))), hs_settings(jwt_audience=AUDIENCE)).reason == "audience"
 
 
 def test_missing_audience_when_one_is_configured() -> None:
@@ -366,7 +369,7 @@ def test_embedded_key_headers_are_not_trusted(jwks_file: Path, other_rsa_key: rs
 
 def test_unknown_kid(jwks_file: Path, rsa_key: rsa.RSAPrivateKey) -> None:
     token = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "not-ours"})
-    assert "unknown key" in str(refused(bearer(token), jwks_settings(jwks_file)))
+    assert refused(bearer(token), jwks_settings(jwks_file)).reason == "unknown_key"
 
 
 # A token whose alg does not fit the key it selects made PyJWT raise TypeError, which escaped as a 500
@@ -392,11 +395,11 @@ def test_es256_token_without_kid_where_the_first_key_is_rsa(
 
 def test_expired_rs256(jwks_file: Path, rsa_key: rsa.RSAPrivateKey) -> None:
     token = jwt.encode(claims(exp=int(time.time()) - 3600), rsa_key, algorithm="RS256", headers={"kid": KID})
-    assert str(refused(bearer(token), jwks_settings(jwks_file))) == "token expired"
+    assert refused(bearer(token), jwks_settings(jwks_file)).reason == "expired"
 
 
 def test_nothing_configured() -> None:
-    assert "not configured" in str(refused(bearer(hs256(claims())), Settings()))
+    assert refused(bearer(hs256(claims())), Settings()).reason == "not_configured"
 
 
 def test_messages_never_echo_the_token(jwks_file: Path) -> None:
@@ -476,3 +479,56 @@ def test_valid_token_through_the_handler_writes(handler_db: Path) -> None:
     out = lambda_handler(event(json.dumps(PUT_LIST), bearer(hs256(claims()))), LocalContext())  # type: ignore[arg-type]
     assert out["statusCode"] == 200
     assert _counts(handler_db) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        pytest.param(None, "missing", id="no header"),
+        pytest.param(bearer(hs256(claims(), secret="wrong-secret-0123456789-abcdefghijklmn")), "signature", id="sig"),
+        pytest.param(bearer(hs256(claims(exp=int(time.time()) - 3600))), "expired", id="expired"),
+        pytest.param(bearer(hs256(claims(nbf=int(time.time()) + 3600))), "not_yet_valid", id="nbf"),
+        pytest.param(bearer(hs256(claims(iss="https://evil.example.com/"))), "issuer", id="issuer"),
+        pytest.param(bearer(hs256(claims(iss=ISSUER, aud="someone-else"))), "audience", id="audience"),
+    ],
+)
+def test_a_401_logs_its_reason_code_and_answers_a_bare_message(
+    handler_db: Path, header: str | None, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given: a handler that checks issuer and audience
+    install_runtime(
+        f"sqlite:///{handler_db}",
+        ROOT / "functions" / "upload" / "upload.yaml",
+        jwt_secret=SECRET,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+    )
+    # When: a refused token arrives
+    out = lambda_handler(event(json.dumps(PUT_LIST), header), LocalContext())  # type: ignore[arg-type]
+    # Then: the client learns nothing but 401; the operator's log line names the reason
+    assert out["statusCode"] == 401
+    assert json.loads(out["body"]) == {"message": Unauthorized.ANSWER}
+    lines = [r for r in caplog.records if r.getMessage() == "unauthorized"]
+    assert [r.__dict__["reason"] for r in lines] == [reason]
+
+
+def test_a_jwks_outage_answers_503_with_retry_after(handler_db: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Given: a JWKS URL nobody listens on
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    install_runtime(
+        f"sqlite:///{handler_db}",
+        ROOT / "functions" / "upload" / "upload.yaml",
+        jwt_jwks_url=f"http://127.0.0.1:{port}/jwks.json",
+    )
+    token = jwt.encode(claims(), "x" * 64, algorithm="HS256", headers={"kid": KID})
+    # When: a request arrives
+    out = lambda_handler(event(json.dumps(PUT_LIST), bearer(token)), LocalContext())  # type: ignore[arg-type]
+    # Then: 503 with Retry-After (the device keeps its token and its queue), logged as jwks_unavailable
+    assert out["statusCode"] == 503
+    assert int(out["headers"]["Retry-After"]) >= 1
+    assert [r.__dict__["reason"] for r in caplog.records if "keys unavailable" in r.getMessage()] == [
+        "jwks_unavailable"
+    ]
+    assert _counts(handler_db) == (0, 0)

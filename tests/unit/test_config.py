@@ -5,8 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from powersync_upload.config import ConfigError, Settings, TableConfig, load_upload_config, schema_problems
+from powersync_upload.config import (
+    ConfigError,
+    Settings,
+    TableConfig,
+    load_upload_config,
+    log_level,
+    schema_problems,
+)
 from powersync_upload.schema import INT_RANGES, Column, Kind, TableSchema
 
 VALID = """\
@@ -198,6 +206,8 @@ def test_conflict_delta_and_rule_keys_are_read_with_their_defaults(tmp_path: Pat
             "tables.t.deltas: 'v' is conflicts.version_column",
         ),
         ("{columns: [name], deltas: [qty]}", "tables.t.deltas: 'qty' is not in tables.t.columns"),
+        ("conflicts: {missing_previous: skip}", "tables.t.conflicts.missing_previous"),
+        ("conflicts: {missing_previous: apply}", "tables.t.conflicts.missing_previous: only used with detect"),
     ],
     ids=[
         "detect-choice",
@@ -212,6 +222,8 @@ def test_conflict_delta_and_rule_keys_are_read_with_their_defaults(tmp_path: Pat
         "delta-on-owner",
         "delta-on-version",
         "delta-not-writable",
+        "missing-previous-choice",
+        "missing-previous-without-checks",
     ],
 )
 def test_conflict_configuration_errors_name_the_full_key(tmp_path: Path, table: str, key: str) -> None:
@@ -374,3 +386,64 @@ def test_bad_environment_value_names_the_variable(clean_env: pytest.MonkeyPatch,
     # When / Then building settings fails naming the variable
     with pytest.raises(ConfigError, match=name):
         Settings.from_env()
+
+
+def test_a_key_given_twice_anywhere_in_the_file_is_refused_naming_it(tmp_path: Path) -> None:
+    # Given: a table listed twice and a rename key given twice
+    path = tmp_path / "upload.yaml"
+    path.write_text("tables:\n  lists:\n    owner: owner_id\n    rename: {a: b, a: c}\n  lists: {}\n", encoding="utf-8")
+    # When / Then: loading fails naming both keys with their lines
+    with pytest.raises(ConfigError) as caught:
+        load_upload_config(path)
+    assert "tables.lists.rename.a is given twice (lines 4 and 4)" in str(caught.value)
+    assert "tables.lists is given twice (lines 2 and 5)" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "level"), [("trace", "DEBUG"), ("warn", "WARNING"), ("info", "INFO"), ("DEBUG", "DEBUG"), ("", None)]
+)
+def test_log_level_accepts_the_standard_names_and_trace(value: str, level: str | None) -> None:
+    assert log_level({"POWERTOOLS_LOG_LEVEL": value}) == level
+
+
+def test_an_unknown_log_level_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="POWERTOOLS_LOG_LEVEL: 'verbose' is not a log level"):
+        log_level({"POWERTOOLS_LOG_LEVEL": "verbose"})
+
+
+def test_an_hs256_secret_shorter_than_32_bytes_is_refused() -> None:
+    # Given / When / Then: 31 bytes fail naming JWT_SECRET and the RFC; 32 bytes pass
+    with pytest.raises(ValidationError, match="JWT_SECRET: an HS256 secret must be at least 32 bytes"):
+        Settings(jwt_secret="x" * 31)
+    assert Settings(jwt_secret="x" * 32).jwt_secret == "x" * 32
+
+
+def test_a_jwks_file_that_is_not_a_jwks_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text('{"not": "keys"}', encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"JWT_JWKS_FILE: .* is not a JWKS"):
+        Settings(jwt_jwks_file=path)
+
+
+@pytest.mark.parametrize(
+    "table",
+    ["{rename: {a: name, b: name}}", "{rename: {a: name}, columns: [a, name]}"],
+    ids=["two-renames", "rename-and-allowed-name"],
+)
+def test_two_client_names_writing_one_server_column_name_the_rename_key(tmp_path: Path, table: str) -> None:
+    # Given a table where two client column names would write the same server column
+    path = write(tmp_path, f"tables:\n  t: {table}\n")
+
+    # When / Then loading fails at cold start naming the key and the column, instead of one value
+    # silently winning when an operation sends both
+    with pytest.raises(ConfigError) as caught:
+        load_upload_config(path)
+    assert "tables.t.rename: 'a' and " in str(caught.value)
+    assert "the same server column 'name'" in str(caught.value)
+
+
+def test_a_rename_to_a_name_no_other_client_name_writes_is_accepted(tmp_path: Path) -> None:
+    # Given renames that swap two columns and an allow-list naming only the client names
+    path = write(tmp_path, "tables:\n  t: {rename: {a: b, b: a, c: d}, columns: [a, b, c, e]}\n")
+    # When / Then it loads
+    assert load_upload_config(path).tables["t"].server_column("c") == "d"

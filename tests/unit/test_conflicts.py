@@ -82,14 +82,120 @@ def test_a_replay_whose_new_value_is_already_there_is_not_stale() -> None:
     assert _check(PREVIOUS, change) is None
 
 
-def test_old_keys_the_server_does_not_know_and_patches_without_old_are_not_checked() -> None:
-    # Given a PATCH whose old names only other columns, and one without old
+def test_old_keys_the_server_does_not_know_are_not_checked() -> None:
+    # Given a PATCH whose old names only other columns
     unknown = Change("PATCH", {"name": "x"}, old={"colour": "red"})
-    without = Change("PATCH", {"name": "x"})
 
-    # When / Then neither conflicts
+    # When / Then it does not conflict
     assert _check(PREVIOUS, unknown) is None
-    assert _check(PREVIOUS, without) is None
+
+
+# ---- missing_previous: entries without previous values at all (the SDKs' reference connectors) -----
+
+PREVIOUS_APPLY = _rules(conflicts={"detect": "previous_values", "missing_previous": "apply"}, deltas=["quantity"])
+PREVIOUS_REJECT = _rules(conflicts={"detect": "previous_values", "missing_previous": "reject"})
+VERSION_APPLY = _rules(conflicts={"detect": "version", "version_column": "version", "missing_previous": "apply"})
+
+
+@pytest.mark.parametrize(
+    ("rules", "change"),
+    [
+        (PREVIOUS_REJECT, Change("PATCH", {"name": "x"})),
+        (VERSION, Change("PATCH", {"name": "x"})),
+        (VERSION, Change("PUT", {"name": "x"})),
+    ],
+    ids=["previous_values-reject-patch", "version-patch", "version-put-of-existing-row"],
+)
+def test_a_change_without_any_previous_values_is_rejected_saying_the_connector_sent_none(
+    rules: conflicts.TableRules, change: Change
+) -> None:
+    # Given a version table (missing_previous unset: reject) or a previous_values table with
+    # missing_previous: reject, and an entry that carries none (old absent: what the reference
+    # connectors send)
+    # When it is checked against the existing row
+    with pytest.raises(FatalOpError) as caught:
+        _check(rules, change)
+
+    # Then it is INVALID_DATA needs_previous_value, and the message says the connector sent none and
+    # how to fix it (no silent lost update)
+    assert (caught.value.code, caught.value.reason) == (ErrorCode.INVALID_DATA, Reason.NEEDS_PREVIOUS_VALUE)
+    assert "the connector sent no previous values" in caught.value.message
+    assert "missing_previous: apply" in caught.value.message
+
+
+def test_by_default_a_previous_values_patch_without_any_previous_values_is_applied_unchecked() -> None:
+    # Given a previous_values table with missing_previous unset, and a PATCH without old at all,
+    # against a row whose name someone else changed
+    change = Change("PATCH", {"name": "mine"})
+    row = {**ROW, "name": "someone else's"}
+
+    # When it is checked
+    finding = _check(PREVIOUS, change, row)
+
+    # Then nothing is found (DESIGN: a PATCH without old is not checked) and the skipped check is
+    # named for the CONFLICT_UNCHECKED warning, so it is not silent
+    assert finding is None
+    assert conflicts.unchecked(change, PREVIOUS) == "name"
+
+
+def test_by_default_a_delta_without_any_previous_values_is_rejected_and_never_unchecked() -> None:
+    # Given a previous_values table with a delta column, missing_previous unset
+    change = Change("PATCH", {"quantity": 4})
+
+    # When / Then the delta cannot be computed: it needs old (rejected before any read), never a warning
+    assert conflicts.needs_old(change, PREVIOUS) == "quantity"
+    assert conflicts.unchecked(change, PREVIOUS) is None
+
+
+def test_a_delta_without_any_previous_values_says_the_connector_sent_none_and_one_with_some_does_not() -> None:
+    # Given a PATCH of a delta column without old at all, and one whose old lacks that column
+    none_sent = Change("PATCH", {"quantity": 1})
+    some_sent = Change("PATCH", {"quantity": 1}, old={"name": "widget"})
+
+    # When / Then both need a previous value; only the first names the connector as the cause
+    assert conflicts.missing_hint(none_sent) == conflicts.NO_PREVIOUS_VALUES
+    assert conflicts.missing_hint(some_sent) is None
+    with pytest.raises(FatalOpError) as caught:
+        conflicts.delta_values(ROW, some_sent, PREVIOUS_APPLY)
+    assert "connector sent no previous values" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("rules", "change", "column"),
+    [
+        (PREVIOUS_APPLY, Change("PATCH", {"name": "x"}), "name"),
+        (VERSION_APPLY, Change("PATCH", {"name": "x"}), "version"),
+        (VERSION_APPLY, Change("PUT", {"name": "x"}), "version"),
+        (PREVIOUS_APPLY, Change("PATCH", {"quantity": 4}), "quantity"),
+    ],
+    ids=["previous_values", "version-patch", "version-put", "delta"],
+)
+def test_with_apply_a_change_without_any_previous_values_is_unchecked(
+    rules: conflicts.TableRules, change: Change, column: str
+) -> None:
+    # Given missing_previous: apply and an entry without previous values, against a row whose version
+    # and name differ from anything the client saw
+    row = {**ROW, "version": 99, "name": "someone else's"}
+
+    # When it is checked
+    finding = _check(rules, change, row)
+
+    # Then nothing is found, a delta takes the value sent (no previous value to subtract), and the
+    # column whose check was skipped is named for the CONFLICT_UNCHECKED warning
+    assert finding is None
+    assert conflicts.needs_old(change, rules) is None
+    assert conflicts.delta_values(row, change, rules) == {}
+    assert conflicts.unchecked(change, rules) == column
+
+
+def test_with_apply_a_change_that_sent_previous_values_is_still_checked() -> None:
+    # Given missing_previous: apply and a stale PATCH that does carry old
+    change = Change("PATCH", {"name": "mine"}, old={"name": "before"})
+
+    # When / Then it is a conflict as usual, and nothing is unchecked
+    assert _check(PREVIOUS_APPLY, change) == Finding(ConflictReason.STALE, "name", ("name",))
+    assert conflicts.unchecked(change, PREVIOUS_APPLY) is None
+    assert conflicts.unchecked(Change("DELETE", {}), PREVIOUS_APPLY) is None
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ import pytest
 
 from powersync_upload import contract
 from powersync_upload.contract import (
-    EnvelopeError,
     FailedOperation,
     FatalResult,
     NotAttemptedResult,
@@ -99,13 +98,16 @@ def test_shape_a_accepts_every_alias(crud_keys: dict[str, Any], tx_keys: dict[st
     assert upload.transactions[0].operations[0] == contract.Operation("PATCH", "todos", ROW, {"a": 1}, None, {"a": 0})
 
 
-def test_shape_a_over_the_cap_is_an_envelope_error() -> None:
-    # Given 51 transactions and the default cap of 50
-    body = {"transactions": [{"crud": [{"op": "DELETE", "table": "t", "id": str(i)}]} for i in range(51)]}
+def test_shape_a_over_the_cap_keeps_the_first_transactions_and_counts_the_rest_not_attempted() -> None:
+    # Given 53 transactions and the default cap of 50
+    body = {"transactions": [{"crud": [{"op": "DELETE", "table": "t", "id": str(i)}]} for i in range(53)]}
 
-    # When / Then converting it is refused with a message giving the cap
-    with pytest.raises(EnvelopeError, match="at most 50"):
-        parse(body, max_transactions=50)
+    # When converted
+    upload = parse(body, max_transactions=50)
+
+    # Then the first 50 are attempted, in order, and the last 3 are answered not_attempted (sent again)
+    assert [t.operations[0].id for t in upload.transactions] == [str(i) for i in range(50)]
+    assert upload.not_attempted == 3
 
 
 def test_shape_a_at_the_cap_is_accepted() -> None:
@@ -258,14 +260,99 @@ def shape_b(crud: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("wrap", [shape_a, shape_b], ids=["A", "B"])
-@pytest.mark.parametrize("op", ["UPSERT", "put", "GET", "", None])
-def test_op_other_than_put_patch_delete_is_rejected(wrap: Any, op: Any) -> None:
-    # Given an entry whose op is not PUT, PATCH or DELETE
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("op", None, "type"),
+        ("op", 1, "type"),
+        ("id", 3479, "type"),
+        ("id", None, "type"),
+        ("id", "", "format"),
+        ("id", {"a": 1}, "type"),
+        ("type", 7, "type"),
+        ("type", "", "format"),
+        ("type", ["todos"], "type"),
+    ],
+)
+def test_an_entry_with_a_bad_op_table_or_id_refuses_only_its_transaction(
+    wrap: Any, key: str, value: Any, reason: str
+) -> None:
+    # Given a request of two transactions whose first entry has an op, table or id of the wrong kind
+    bad = {"op": "PUT", "type": "todos", "id": ROW, "data": {}, key: value}
+    good = {"op": "PUT", "type": "todos", "id": ROW, "data": {}}
+    body = wrap(bad)
+    if "batch" in body:
+        body["batch"] += [{**good, "tx_id": 2}]
+    else:
+        body["transactions"] += [{"crud": [good]}]
+
+    # When parsed (no 400)
+    upload = parse(body)
+
+    # Then the first transaction is refused INVALID_DATA naming the key; the second is not
+    first, second = upload.transactions
+    assert first.refused is not None
+    index, error = first.refused
+    field = "table" if key == "type" else key
+    assert (index, error.code.value, error.details()["field"], error.details()["reason"]) == (
+        0,
+        "INVALID_DATA",
+        field,
+        reason,
+    )
+    assert second.refused is None
+    assert f"entry key '{field}'" in error.message
+
+
+@pytest.mark.parametrize("wrap", [shape_a, shape_b], ids=["A", "B"])
+@pytest.mark.parametrize("op", ["UPSERT", "put", ""])
+def test_an_op_string_other_than_the_three_kinds_is_a_malformed_envelope(wrap: Any, op: str) -> None:
+    # Given an entry whose op is a string outside PUT/PATCH/DELETE (the reference write API's enum;
+    # shared case 023: a connector that invents an op is broken whatever the data)
     body = wrap({"op": op, "type": "todos", "id": ROW, "data": {}})
 
-    # When / Then validation fails (the handler answers 400)
-    with pytest.raises(pydantic.ValidationError):
+    # When / Then the request does not validate (the handler answers 400)
+    with pytest.raises(pydantic.ValidationError, match="op must be 'PUT', 'PATCH' or 'DELETE'"):
         ADAPTER.validate_python(body)
+
+
+def test_a_numeric_id_is_kept_as_its_json_text_for_the_errors_table() -> None:
+    # Given a shape B entry whose id is a JSON number (powersync.dart issue 137)
+    upload = parse({"batch": [entry(id=3479)]})
+
+    # Then the operation names it as text and its transaction is refused
+    assert upload.transactions[0].operations[0].id == "3479"
+    assert upload.transactions[0].refused is not None
+
+
+def test_a_transaction_larger_than_the_cap_alone_is_too_large_and_the_others_are_kept() -> None:
+    # Given shape B: a small transaction, one of about 3 kB, another small one; a cap of 1000 bytes
+    body = {"batch": [entry(tx_id=1), entry(tx_id=2, data={"x": "y" * 3000}), entry(tx_id=3)]}
+    upload = parse(body)
+
+    # When the body is limited to the cap
+    limited = contract.limit_size(upload, contract.entry_sizes(body), 1000)
+
+    # Then only the large one is refused TOO_LARGE (naming MAX_BODY_BYTES); all three are still answered
+    refused = [t.refused for t in limited.transactions]
+    assert refused[0] is None and refused[2] is None
+    assert refused[1] is not None and refused[1][1].code.value == "TOO_LARGE"
+    assert refused[1][1].details() == {"limit": "MAX_BODY_BYTES"}
+    assert limited.not_attempted == 0
+
+
+def test_shape_a_past_the_cap_is_not_attempted_after_the_first_transactions_that_fit() -> None:
+    # Given shape A: three transactions of about 600 bytes each, a cap of 1000 bytes
+    crud = [{"op": "PUT", "table": "t", "id": str(i), "op_data": {"x": "y" * 550}} for i in range(3)]
+    body = {"transactions": [{"crud": [c]} for c in crud]}
+    upload = parse(body)
+
+    # When limited to the cap
+    limited = contract.limit_size(upload, contract.entry_sizes(body), 1000)
+
+    # Then the first is attempted and the other two are answered not_attempted (none refused)
+    assert [t.operations[0].id for t in limited.transactions] == ["0"]
+    assert limited.not_attempted == 2
 
 
 @pytest.mark.parametrize("wrap", [shape_a, shape_b], ids=["A", "B"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from powersync_upload.convert import InvalidValue, convert
+from powersync_upload.convert import InvalidValue, check_key, convert
 from powersync_upload.errors import Reason
 from powersync_upload.schema import BMP_ONLY, FLOAT32_MAX, INT_RANGES, Column, Kind
 
@@ -272,12 +272,26 @@ def test_json_column_refuses_invalid_json_text(value: str) -> None:
     ],
 )
 def test_uuid_is_case_insensitive_and_canonical(value: str) -> None:
-    # Given a UUID column / When canonical text in any case arrives / Then it is the same UUID
-    assert convert(value, UUID) == uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    # Given a UUID column / When canonical text in any case arrives
+    converted = convert(value, UUID)
+
+    # Then it is the same UUID, hashed as one, with the canonical lower-case text
+    plain = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    assert converted == plain and hash(converted) == hash(plain) and {plain: 1}[converted] == 1
+    assert isinstance(converted, uuid.UUID)
+    assert str(converted) == str(plain) and converted.hex == plain.hex and converted.version == 4
 
 
 @pytest.mark.parametrize(
-    "value", ["not-a-uuid", "a0eebc999c0b4ef8bb6d6bb9bd380a11", "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}", ""]
+    "value",
+    [
+        "not-a-uuid",
+        "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+        "",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\n",
+        " a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+    ],
 )
 def test_uuid_refuses_non_canonical_text_as_format(value: str) -> None:
     # Given a UUID column / When text not in 8-4-4-4-12 form arrives / Then format
@@ -438,3 +452,41 @@ def test_bmp_only_columns_refuse_supplementary_characters() -> None:
         convert("😀", column)
     assert caught.value.reason is Reason.ENCODING
     assert convert("漢字", column) == "漢字"
+
+
+@pytest.mark.parametrize(
+    ("pads", "ignores_case", "key", "refused"),
+    [
+        (True, False, "x ", True),
+        (True, False, "x", False),
+        (True, False, "X", False),
+        (False, False, "x ", False),
+        (False, True, "X", True),
+        (False, True, "x", False),
+        (False, True, "C0000000-0000-4000-8000-00000000000A", False),
+        (True, True, " x", False),
+    ],
+)
+def test_a_key_the_column_would_fold_onto_another_id_is_refused(
+    pads: bool, ignores_case: bool, key: str, refused: bool
+) -> None:
+    # Given a text key column that pads and/or ignores case
+    column = Column("id", Kind.TEXT, pads_spaces=pads, ignores_case=ignores_case)
+    # When / Then: an id it would fold onto a different id is INVALID_DATA format, others pass
+    if refused:
+        with pytest.raises(InvalidValue) as caught:
+            check_key(key, column)
+        assert caught.value.reason is Reason.FORMAT
+    else:
+        check_key(key, column)
+
+
+def test_collations_are_read_into_key_folding_per_dialect() -> None:
+    from powersync_upload.dialects import mssql, mysql
+
+    assert mysql.key_folding("utf8mb4_bin") == {"pads_spaces": True, "ignores_case": False}
+    assert mysql.key_folding("utf8mb4_unicode_ci") == {"pads_spaces": True, "ignores_case": True}
+    assert mysql.key_folding("utf8mb4_nopad_bin") == {"pads_spaces": False, "ignores_case": False}
+    assert mysql.key_folding("utf8mb4_0900_as_cs") == {"pads_spaces": False, "ignores_case": False}
+    assert mssql.key_folding("SQL_Latin1_General_CP1_CI_AS") == {"pads_spaces": True, "ignores_case": True}
+    assert mssql.key_folding("Latin1_General_100_CS_AS_SC_UTF8") == {"pads_spaces": True, "ignores_case": False}

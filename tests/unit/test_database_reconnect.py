@@ -17,65 +17,67 @@ MSSQL = Database.from_url("mssql://sa:x@127.0.0.1:1433/db")
 POSTGRES = Database.from_url("postgresql://postgres@127.0.0.1:5432/db")
 
 
-@pytest.mark.parametrize(
-    "exc",
-    [
-        pymssql.exceptions.OperationalError(20047, b"DBPROCESS is dead or not enabled"),
-        pymssql.exceptions.OperationalError(20006, b"Write to the server failed"),
-        pymssql.exceptions.OperationalError(20004, b"Read from the server failed"),
-        pymssql.exceptions.InterfaceError("Connection is closed."),
-    ],
-    ids=["20047", "20006", "20004", "closed"],
-)
-def test_a_dead_sql_server_session_is_a_lost_connection(exc: Exception) -> None:
-    # Given / When the error pymssql raises on a session the server ended
-    # Then the kept connection is replaced
-    assert MSSQL.is_lost_connection(exc)
+LOST, LIVE = True, False
+"""Whether an error means the server ended the session (replace the connection) or not (keep it)."""
 
-
-@pytest.mark.parametrize(
-    "exc",
-    [
+CASES = [
+    # the errors pymssql raises on a session the server ended
+    pytest.param(
+        MSSQL, pymssql.exceptions.OperationalError(20047, b"DBPROCESS is dead or not enabled"), LOST, id="mssql-20047"
+    ),
+    pytest.param(
+        MSSQL, pymssql.exceptions.OperationalError(20006, b"Write to the server failed"), LOST, id="mssql-20006"
+    ),
+    pytest.param(
+        MSSQL, pymssql.exceptions.OperationalError(20004, b"Read from the server failed"), LOST, id="mssql-20004"
+    ),
+    pytest.param(MSSQL, pymssql.exceptions.InterfaceError("Connection is closed."), LOST, id="mssql-closed"),
+    # errors from a live session
+    pytest.param(
+        MSSQL,
         pymssql.exceptions.OperationalError(1222, b"Lock request time out period exceeded."),
-        pymssql.exceptions.OperationalError(1205, b"deadlock victim"),
+        LIVE,
+        id="mssql-lock-timeout",
+    ),
+    pytest.param(MSSQL, pymssql.exceptions.OperationalError(1205, b"deadlock victim"), LIVE, id="mssql-deadlock"),
+    pytest.param(
+        MSSQL,
         pymssql.exceptions.IntegrityError(2627, b"Violation of PRIMARY KEY constraint"),
-        pymssql.exceptions.OperationalError(40501, b"The service is currently busy."),
-    ],
-    ids=["lock-timeout", "deadlock", "duplicate-key", "busy"],
-)
-def test_a_busy_or_refusing_sql_server_is_not_a_lost_connection(exc: Exception) -> None:
-    # Given / When an error from a live session
-    # Then the connection is not replaced (the engine answers as usual)
-    assert not MSSQL.is_lost_connection(exc)
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [
-        pg_errors.AdminShutdown("terminating connection due to administrator command"),
+        LIVE,
+        id="mssql-duplicate-key",
+    ),
+    pytest.param(
+        MSSQL, pymssql.exceptions.OperationalError(40501, b"The service is currently busy."), LIVE, id="mssql-busy"
+    ),
+    # the errors psycopg raises on a backend the server ended
+    pytest.param(
+        POSTGRES, pg_errors.AdminShutdown("terminating connection due to administrator command"), LOST, id="pg-57P01"
+    ),
+    pytest.param(
+        POSTGRES,
         pg_errors.IdleSessionTimeout("terminating connection due to idle-session timeout"),
+        LOST,
+        id="pg-57P05",
+    ),
+    pytest.param(
+        POSTGRES,
         psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly"),
-        pg_errors.ConnectionFailure("connection failure"),
-    ],
-    ids=["57P01", "57P05", "closed", "08006"],
-)
-def test_a_terminated_postgresql_backend_is_a_lost_connection(exc: Exception) -> None:
-    # Given / When the error psycopg raises on a backend the server ended
-    # Then the kept connection is replaced
-    assert POSTGRES.is_lost_connection(exc)
+        LOST,
+        id="pg-closed",
+    ),
+    pytest.param(POSTGRES, pg_errors.ConnectionFailure("connection failure"), LOST, id="pg-08006"),
+    # errors from a live backend, or one refusing new work
+    pytest.param(POSTGRES, pg_errors.LockNotAvailable("canceling statement due to lock timeout"), LIVE, id="pg-55P03"),
+    pytest.param(
+        POSTGRES, pg_errors.QueryCanceled("canceling statement due to statement timeout"), LIVE, id="pg-57014"
+    ),
+    pytest.param(POSTGRES, pg_errors.TooManyConnections("too many clients already"), LIVE, id="pg-53300"),
+    pytest.param(POSTGRES, pg_errors.NotNullViolation("null value"), LIVE, id="pg-23502"),
+]
 
 
-@pytest.mark.parametrize(
-    "exc",
-    [
-        pg_errors.LockNotAvailable("canceling statement due to lock timeout"),
-        pg_errors.QueryCanceled("canceling statement due to statement timeout"),
-        pg_errors.TooManyConnections("too many clients already"),
-        pg_errors.NotNullViolation("null value"),
-    ],
-    ids=["55P03", "57014", "53300", "23502"],
-)
-def test_a_busy_or_refusing_postgresql_is_not_a_lost_connection(exc: Exception) -> None:
-    # Given / When an error from a live backend, or one refusing new work
-    # Then the connection is not replaced
-    assert not POSTGRES.is_lost_connection(exc)
+@pytest.mark.parametrize(("database", "exc", "lost"), CASES)
+def test_only_a_session_the_server_ended_is_a_lost_connection(database: Database, exc: Exception, lost: bool) -> None:
+    # Given / When an error at the first statement of a transaction
+    # Then the kept connection is replaced exactly when the server ended the session
+    assert database.is_lost_connection(exc) is lost

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from powersync_upload import ledger
 from powersync_upload.contract import Operation, Transaction, UploadRequest, to_upload
+from powersync_upload.handler import lenient_json
 
 USER = "11111111-1111-1111-1111-111111111111"
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
@@ -105,6 +111,106 @@ def test_both_shapes_give_the_same_identity_for_the_same_transaction() -> None:
     assert ids[0] == ids[1]
 
 
+# Digests computed by the code that wrote the ledger rows before the fingerprint was rewritten on the
+# C JSON encoder (a recursive canonical JSON in Python): stored rows must still answer replays.
+_BEFORE = {
+    "shape_a_aliases": (
+        r'{"client_id":"c","transactions":[{"crud":[{"op":"PUT","type":"todos","id":"t1","op_id":1,'
+        r'"opData":{"b":2,"a":"x"}},{"op":"PATCH","table":"todos","id":"t1","op_id":2,"data":{"n":1},'
+        r'"previousValues":{"n":0},"metadata":{"k":[1,2]}},{"op":"DELETE","table":"todos","id":"t1","op_id":3}]}]}',
+        "291f23dea56df6348fe2703d689dd218ce69b90f1e2fcea2bee40f04d9abb0bf",
+    ),
+    "shape_b_same": (
+        r'{"client_id":"c","batch":[{"op":"PUT","table":"todos","id":"t1","op_id":1,"tx_id":9,"data":{"a":"x",'
+        r'"b":2}},{"op":"PATCH","type":"todos","id":"t1","op_id":2,"tx_id":9,"op_data":{"n":1},"old":{"n":0},'
+        r'"metadata":{"k":[1,2]}},{"op":"DELETE","type":"todos","id":"t1","op_id":3,"tx_id":9}]}',
+        "291f23dea56df6348fe2703d689dd218ce69b90f1e2fcea2bee40f04d9abb0bf",
+    ),
+    "decimals": (
+        r'{"client_id":"c","batch":[{"op":"PUT","type":"t","id":"d","op_id":1,"data":{"a":1.50,"b":-0.0,'
+        r'"c":1e400,"d":1E+2,"e":0.1,"f":123456789012345678901234567890.123456789,"g":[2.50,{"h":-1e-7}],'
+        r'"i":12345678901234567890123}}]}',
+        "c1dca046a52de606f57195dde7dcb4da315f0b79276023b10e85a73b0c789cc6",
+    ),
+    "unicode": (
+        '{"client_id":"c","batch":[{"op":"PUT","type":"t\u00e9","id":"\\ud800x","op_id":1,"data":{"\u00e9":'
+        '"\u65e5\u672c\ud83d\ude00","s":"\\udc00","q":"a\\"b\\\\c\\n\\t\\u0001","z":"\\u0000"}}]}',
+        "f724c60e225ba16ff0c5f4293085c6dcd5327969d1cb01e5f8169e2a525f1eb0",
+    ),
+    "nul_next_to_decimal": (
+        r'{"client_id":"c","batch":[{"op":"PUT","type":"t","id":"e","op_id":1,"data":{"a":"x\"\u0000",'
+        r'"b":"\u0000","c":1.5,"d":"\"\u0000\""}}]}',
+        "b768c08dc576032736443a7718f43ce5c772232aa3ee4e532a39cf3182537bee",
+    ),
+    "nested_json": (
+        r'{"client_id":"c","batch":[{"op":"PUT","type":"t","id":"n","op_id":1,"data":{"j":{"z":{"y":[1,[2,'
+        r'[3,{"x":null,"w":true,"v":false}]]]},"a":[]},"k":{}},"metadata":[{"b":1,"a":2}]}]}',
+        "d3bc1374ddf48349e490e5e1369d0e53c1572e483fa402dbe6cf5b99944b5f6c",
+    ),
+    "floats": (
+        r'{"client_id":"c","batch":[{"op":"PUT","type":"t","id":"f","op_id":1,"data":{"a":NaN,"b":Infinity,'
+        r'"c":-Infinity,"d":[NaN,1.5]}}]}',
+        "cc2bae5bfb80aaa4044f068bc238fbcd37edb54409e045eae98762f207c0e6ae",
+    ),
+    "big_int": (
+        '{"client_id":"c","batch":[{"op":"PUT","type":"t","id":"b","op_id":1,"data":{"a":'
+        + "9" * 4500
+        + ',"b":-9223372036854775808}}]}',
+        "f8f104d67d91b91008517902703d5a945d2655fa1b75a0644462f50b6b4db58e",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BEFORE))
+def test_digest_equals_the_one_stored_by_the_previous_code(name: str) -> None:
+    # Given a request body and the digest the previous fingerprint code stored for its transaction
+    body, stored = _BEFORE[name]
+
+    # When the body is parsed as the handler parses it and the transaction digested
+    transaction = to_upload(ADAPTER.validate_python(lenient_json(body)), 50).transactions[0]
+
+    # Then the digest is the stored one: a replay of that transaction is answered from its ledger row
+    assert ledger.digest(transaction.operations) == stored
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats()
+    | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec=None, exclude_categories=()) | st.sampled_from(["\x00", '"', "\\"]))
+)
+_JSON = st.recursive(
+    _SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4), max_leaves=20
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["PUT", "PATCH", "DELETE"]),
+            st.text(),
+            st.text(),
+            st.none() | st.dictionaries(st.text(), _JSON, max_size=5),
+            st.none() | st.dictionaries(st.text(), _JSON, max_size=3),
+            _JSON,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_digest_is_the_previous_function_of_any_json_transaction(ops: list[tuple[Any, ...]]) -> None:
+    # Given any operations with JSON values: decimals, floats (NaN, infinities), unicode, NUL, nesting
+    operations = [Operation(op, table, id_, data, 1, old, metadata) for op, table, id_, data, old, metadata in ops]
+
+    # When digested / Then the digest is the SHA-256 of the reference canonical text (the previous code,
+    # kept as the fallback; the frozen digests above pin it)
+    text = ledger._canonical([[o.op, o.table, o.id, o.data, o.old, o.metadata] for o in operations])
+    assert ledger.digest(operations) == hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _entry(result: dict[str, Any], age: timedelta) -> ledger.Entry:
     ident = ledger.identity(USER, "dev-1", _tx(PATCH))
     assert ident is not None
@@ -184,3 +290,17 @@ def test_decided_at_is_stored_as_naive_utc_milliseconds() -> None:
     # When an entry is made / Then decided_at is naive UTC cut to milliseconds
     ident = ledger.Identity(USER, "c", 1, 1, "d")
     assert ledger.entry(ident, {"status": "success"}, when).decided_at == datetime(2026, 12, 1, 14, 0, 0, 123000)
+
+
+def test_the_stored_result_text_is_the_sorted_compact_json_of_the_result() -> None:
+    # Given a success without warnings (the common row), one with a warning, and a fatal result
+    results = [
+        {"status": "success"},
+        {"status": "success", "warnings": [{"code": "ROW_NOT_FOUND", "operation_index": 1}]},
+        {"status": "fatal_error", "message": "m", "failed_operation": {"error_code": "X", "operation_index": 0}},
+    ]
+
+    # When each is stored / Then its text is the sorted, compact JSON of the result, as rows before it were
+    for result in results:
+        text = ledger.entry(ledger.Identity(USER, "c", 1, 1, "0" * 64), result, NOW).result_text()
+        assert text == json.dumps(result, sort_keys=True, separators=(",", ":"))

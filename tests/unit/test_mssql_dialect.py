@@ -335,7 +335,7 @@ def test_unknown_error_number_is_unclassified_with_the_number(raised: Any) -> No
 
     # Then it is UNCLASSIFIED_ERROR carrying the number, not the text
     assert result.code is ErrorCode.UNCLASSIFIED_ERROR
-    assert result.details() == {"error_number": 50000}
+    assert result.details() == {"error_number": "50000"}
 
 
 @pytest.mark.parametrize("exc", [ValueError("x"), KeyError("k"), RuntimeError("boom")])

@@ -10,6 +10,7 @@ import pytest
 from powersync_upload.dialects import _sql, postgresql
 from powersync_upload.errors import ErrorCode, FatalOpError, Reason, RetryableError
 from powersync_upload.schema import INT_RANGES, Kind
+from tests.support import classified_as
 
 
 def pg_error(sqlstate: str) -> psycopg.Error:
@@ -18,52 +19,39 @@ def pg_error(sqlstate: str) -> psycopg.Error:
 
 
 def fatal(exc: BaseException) -> FatalOpError:
-    result = postgresql.classify(exc)
-    assert isinstance(result, FatalOpError), result
-    return result
+    return classified_as(FatalOpError, postgresql.classify(exc))
 
 
 def retryable(exc: BaseException) -> RetryableError:
-    result = postgresql.classify(exc)
-    assert isinstance(result, RetryableError), result
-    return result
+    return classified_as(RetryableError, postgresql.classify(exc))
 
 
 # ---- classification ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("sqlstate", "code"),
+    ("sqlstate", "code", "reason"),
     [
-        ("23502", ErrorCode.NOT_NULL_VIOLATION),
-        ("23505", ErrorCode.UNIQUE_VIOLATION),
-        ("23503", ErrorCode.FOREIGN_KEY_VIOLATION),
-        ("23514", ErrorCode.CHECK_VIOLATION),
-        ("23P01", ErrorCode.CONSTRAINT_VIOLATION),
+        ("23502", ErrorCode.NOT_NULL_VIOLATION, None),
+        ("23505", ErrorCode.UNIQUE_VIOLATION, None),
+        ("23503", ErrorCode.FOREIGN_KEY_VIOLATION, None),
+        ("23514", ErrorCode.CHECK_VIOLATION, None),
+        ("23P01", ErrorCode.CONSTRAINT_VIOLATION, None),
+        ("22001", ErrorCode.INVALID_DATA, Reason.TOO_LONG),
+        ("22003", ErrorCode.INVALID_DATA, Reason.OUT_OF_RANGE),
+        ("22P02", ErrorCode.INVALID_DATA, Reason.FORMAT),
+        ("22007", ErrorCode.INVALID_DATA, Reason.FORMAT),
+        ("22012", ErrorCode.INVALID_DATA, Reason.TYPE),
     ],
 )
-def test_integrity_errors_map_to_constraint_codes(sqlstate: str, code: ErrorCode) -> None:
-    # Given an integrity error / When classified / Then its constraint code, with the SQLSTATE as number
+def test_integrity_and_data_errors_map_to_a_code_and_reason(
+    sqlstate: str, code: ErrorCode, reason: Reason | None
+) -> None:
+    # Given an integrity error (class 23) or a data exception (class 22) / When classified
     result = fatal(pg_error(sqlstate))
-    assert result.code is code
+    # Then its constraint code, or INVALID_DATA with the matching reason; the SQLSTATE as number
+    assert (result.code, result.reason) == (code, reason)
     assert result.number == sqlstate
-
-
-@pytest.mark.parametrize(
-    ("sqlstate", "reason"),
-    [
-        ("22001", Reason.TOO_LONG),
-        ("22003", Reason.OUT_OF_RANGE),
-        ("22P02", Reason.FORMAT),
-        ("22007", Reason.FORMAT),
-        ("22012", Reason.TYPE),
-    ],
-)
-def test_data_exceptions_are_invalid_data_with_a_reason(sqlstate: str, reason: Reason) -> None:
-    # Given a data exception (class 22) / When classified / Then INVALID_DATA with the matching reason
-    result = fatal(pg_error(sqlstate))
-    assert result.code is ErrorCode.INVALID_DATA
-    assert result.reason is reason
 
 
 @pytest.mark.parametrize(

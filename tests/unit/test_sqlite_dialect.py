@@ -12,6 +12,7 @@ import pytest
 from powersync_upload.dialects import sqlite
 from powersync_upload.errors import ErrorCode, FatalOpError, RetryableError
 from powersync_upload.schema import FLOAT32_MAX, INT_RANGES, Column, Kind
+from tests.support import classified_as
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "cases" / "fixtures"
 U1 = "11111111-1111-1111-1111-111111111111"
@@ -176,9 +177,7 @@ def raised(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> 
 
 
 def fatal(exc: BaseException) -> FatalOpError:
-    result = sqlite.classify(exc)
-    assert isinstance(result, FatalOpError), result
-    return result
+    return classified_as(FatalOpError, sqlite.classify(exc))
 
 
 def test_not_null_names_the_column(todo: sqlite3.Connection) -> None:

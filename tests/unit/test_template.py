@@ -299,3 +299,21 @@ def test_the_smallest_memory_allowed_holds_a_request_at_the_body_cap() -> None:
     # Then the template refuses a memory size that leaves less than 30 MiB above it
     memory = PARAMETERS["MemorySize"]
     assert memory["MinValue"] >= measured_peak_mib + 30
+
+
+@pytest.mark.parametrize(("snapstart", "apply_on"), [("false", "None"), ("true", "PublishedVersions")])
+def test_snapstart_is_opt_in_on_published_versions_of_a_python_312_runtime(snapstart: str, apply_on: str) -> None:
+    # Given the template's defaults, with the SnapStart parameter set
+    params = {name: str(p.get("Default", "")) for name, p in PARAMETERS.items()}
+    assert params["SnapStart"] == "false"  # off unless asked for
+    evaluate = _Evaluator({**params, "SnapStart": snapstart})
+    function = RESOURCES["UploadFunction"]["Properties"]
+    # When the function's properties are evaluated
+    applied = evaluate.value(function["SnapStart"]["ApplyOn"])
+    # Then SnapStart applies to published versions only when asked, versions are published behind an
+    # alias, the runtime supports it (python3.12+), and nothing it cannot be combined with is set
+    assert applied == apply_on
+    assert function["AutoPublishAlias"] == "live"
+    major, minor = (int(part) for part in function["Runtime"].removeprefix("python").split("."))
+    assert (major, minor) >= (3, 12)
+    assert "ProvisionedConcurrencyConfig" not in function

@@ -1,7 +1,7 @@
 /**
  * `uploadData()` for PowerSync apps that upload to the powersync-upload backend (`POST /api/data`).
  *
- * It follows DESIGN.md section 7:
+ * It follows docs/contract.md section 5 (in the backend's repository):
  *
  * - It sends whole client transactions, never a `getCrudBatch()` window that may cut one in two:
  *   up to `maxTransactionsPerRequest` transactions from `db.getCrudTransactions()` (or one from
@@ -16,7 +16,9 @@
  *   at once for the rest (it only delays when the head of its queue did not move).
  * - 503 (and 429): waits `Retry-After` (capped by `maxRetryAfterMs`), then throws.
  * - 401: awaits `refreshCredentials()`, then throws.
- * - 413 (body over the server's cap) for a request of several transactions: it halves the number of
+ * - 413 (an event over Lambda's 6 MB, which the function cannot read; a body over the server's own cap,
+ *   `MAX_BODY_BYTES`, is answered per transaction instead: `not_attempted` past it, `fatal_error`
+ *   `TOO_LARGE` for a transaction larger than it) for a request of several transactions: it halves the number of
  *   transactions and sends again at once, and keeps later requests below the refused size (and within
  *   the size that then passed), so a queue of similar transactions meets one 413, not one per call.
  *   413 for a single transaction: that transaction can never upload, and by default it is completed

@@ -16,6 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { PowerSyncDatabase, type Schema } from '@powersync/node';
 import Database from 'better-sqlite3';
 
+import type { FetchLike } from '../src/connector.js';
+
 /** clients/typescript (this file runs from clients/typescript/dist/test). */
 export const CLIENT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const REPO_ROOT = join(CLIENT_ROOT, '..', '..');
@@ -159,4 +161,29 @@ export async function closeAll(db: PowerSyncDatabase | undefined, backend: Backe
   await db?.close();
   await backend?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
+}
+
+/** A recorded answer: the HTTP status and the parsed JSON body (`{}` when empty). */
+export interface Answer<T> {
+  status: number;
+  body: T;
+}
+
+/**
+ * A fetch that forwards every request and pushes each answer onto `answers`; after `loseNext()`, it
+ * throws the next answer away once the server has sent it (a connection dropped after COMMIT).
+ */
+export function recordingFetch<T>(answers: Answer<T>[]): { fetch: FetchLike; loseNext(): void } {
+  let lose = false;
+  const wrapped: FetchLike = async (url, init) => {
+    const response = await fetch(url, init);
+    const text = await response.text();
+    answers.push({ status: response.status, body: (text ? JSON.parse(text) : {}) as T });
+    if (lose) {
+      lose = false;
+      throw new TypeError('fetch failed: the connection dropped after the server answered');
+    }
+    return new Response(text, { status: response.status, headers: response.headers });
+  };
+  return { fetch: wrapped, loseNext: () => void (lose = true) };
 }

@@ -1,5 +1,5 @@
 /**
- * The connector as an app gets it: `npm pack` (which runs `prepare`, the build), the tarball installed
+ * The connector as an app gets it: `npm pack` (which runs `prepack`, the build), the tarball installed
  * into a scratch app beside its peer dependency `@powersync/common`, then imported by Node and type
  * checked by TypeScript against the SDK's own `AbstractPowerSyncDatabase`.
  */

@@ -16,8 +16,8 @@ import { after, before, describe, it } from 'node:test';
 import { column, PowerSyncDatabase, Schema, Table } from '@powersync/node';
 import Database from 'better-sqlite3';
 
-import { PowerSyncUploader, type FatalErrorResult, type FetchLike } from '../src/connector.js';
-import { closeAll, openClient, startBackend, USER_ID, type Backend } from './backend.js';
+import { PowerSyncUploader, type FatalErrorResult } from '../src/connector.js';
+import { closeAll, openClient, recordingFetch, startBackend, USER_ID, type Backend } from './backend.js';
 
 const AppSchema = new Schema({
   lists: new Table({ name: column.text, owner_id: column.text }),
@@ -44,25 +44,13 @@ describe('conflicts and replays with the real @powersync/node SDK against `serve
   let dir: string;
   const rejected: FatalErrorResult[] = [];
   const answers: { status: number; body: { results?: { status: string; warnings?: { code: string }[] }[] } }[] = [];
-  let loseNextResponse = false;
-
-  /** Forwards every request; when asked, throws away the response after the server answered it. */
-  const flakyFetch: FetchLike = async (url, init) => {
-    const response = await fetch(url, init);
-    const text = await response.text();
-    answers.push({ status: response.status, body: text ? JSON.parse(text) : {} });
-    if (loseNextResponse) {
-      loseNextResponse = false;
-      throw new TypeError('fetch failed: the connection dropped after the server answered');
-    }
-    return new Response(text, { status: response.status, headers: response.headers });
-  };
+  const flaky = recordingFetch(answers);
 
   const uploader = () =>
     new PowerSyncUploader({
       endpoint: backend.endpoint,
       getToken: () => backend.token(),
-      fetch: flakyFetch,
+      fetch: flaky.fetch,
       onRejected: (result: FatalErrorResult) => void rejected.push(result),
       logger: { error: () => undefined, warn: () => undefined }
     });
@@ -132,7 +120,7 @@ describe('conflicts and replays with the real @powersync/node SDK against `serve
   it('a resend after a response lost past COMMIT is ALREADY_APPLIED and keeps a newer change from another device', async () => {
     // Given the device marks the todo completed, and the server's answer is lost on the way back
     await db.execute('UPDATE todos SET completed = 1 WHERE id = ?', [todo]);
-    loseNextResponse = true;
+    flaky.loseNext();
     await assert.rejects(uploader().uploadData(db));
     assert.notEqual(await db.getNextCrudTransaction(), null, 'still queued: the device never saw the answer');
     assert.equal(backend.rows('SELECT completed FROM todos WHERE id = ?', todo)[0].completed, 1, 'committed on the server');

@@ -1,4 +1,4 @@
--- Rejected uploads, one row per fatal_error result (DESIGN.md section 3, "Errors table").
+-- Rejected uploads, one row per fatal_error result (docs/contract.md section 4, "The errors table").
 -- To sync it back to devices, enable CDC on it like the other synced tables:
 --   EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'powersync_upload_errors', @role_name = NULL;
 IF OBJECT_ID(N'dbo.powersync_upload_errors', N'U') IS NULL

@@ -1,4 +1,4 @@
--- Conflicts and refused rules, one row each (DESIGN.md section 3, "Conflicts"); synced to the user.
+-- Conflicts and refused rules, one row each (docs/contract.md section 4, "Conflicts"); synced to the user.
 -- To sync it back to devices, enable CDC on it like the other synced tables:
 --   EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'powersync_upload_conflicts', @role_name = NULL;
 IF OBJECT_ID(N'dbo.powersync_upload_conflicts', N'U') IS NULL

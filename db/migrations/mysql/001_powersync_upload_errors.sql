@@ -1,4 +1,4 @@
--- Rejected uploads, one row per fatal_error result (DESIGN.md section 3, "Errors table").
+-- Rejected uploads, one row per fatal_error result (docs/contract.md section 4, "The errors table").
 CREATE TABLE IF NOT EXISTS powersync_upload_errors (
   id varchar(36) NOT NULL PRIMARY KEY,
   user_id varchar(255) NOT NULL,

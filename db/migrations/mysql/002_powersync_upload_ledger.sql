@@ -1,4 +1,4 @@
--- Decided client transactions, for exactly-once replays (DESIGN.md section 3, "Replays are harmless").
+-- Decided client transactions, for exactly-once replays (docs/contract.md section 4, "Replays are harmless").
 -- identity = (user_id, client_id, first_op_id, last_op_id, digest), compared exactly (binary collation);
 -- result = the result JSON answered. seq gives commit order. Internal: never synced. Rows older than
 -- ledger_days are deleted by the upload function itself (at most once an hour per container).

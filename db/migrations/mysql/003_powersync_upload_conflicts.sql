@@ -1,4 +1,4 @@
--- Conflicts and refused rules, one row each (DESIGN.md section 3, "Conflicts"); synced to the user.
+-- Conflicts and refused rules, one row each (docs/contract.md section 4, "Conflicts"); synced to the user.
 CREATE TABLE IF NOT EXISTS powersync_upload_conflicts (
   id varchar(36) NOT NULL PRIMARY KEY,
   user_id varchar(255) NOT NULL,

@@ -1,4 +1,4 @@
--- Decided client transactions, for exactly-once replays (DESIGN.md section 3, "Replays are harmless").
+-- Decided client transactions, for exactly-once replays (docs/contract.md section 4, "Replays are harmless").
 -- One row per transaction of a request that named client_id and gave every operation an op_id:
 -- identity = (user_id, client_id, first_op_id, last_op_id, digest); result = the result JSON answered
 -- (a replay within ledger_days gets it again). seq gives commit order. Internal: never synced.

@@ -1,4 +1,4 @@
--- Conflicts and refused rules, one row each (DESIGN.md section 3, "Conflicts"); synced to the user by a
+-- Conflicts and refused rules, one row each (docs/contract.md section 4, "Conflicts"); synced to the user by a
 -- sync rule (SELECT * FROM powersync_upload_conflicts WHERE user_id = request.user_id()). The app marks
 -- one resolved with a PATCH of `resolved` on its own row. Values are JSON text of the columns involved.
 CREATE TABLE IF NOT EXISTS powersync_upload_conflicts (

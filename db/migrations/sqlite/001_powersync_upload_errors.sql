@@ -1,4 +1,4 @@
--- Rejected uploads, one row per fatal_error result (DESIGN.md section 3, "Errors table").
+-- Rejected uploads, one row per fatal_error result (docs/contract.md section 4, "The errors table").
 CREATE TABLE IF NOT EXISTS powersync_upload_errors (
   id TEXT NOT NULL PRIMARY KEY,            -- UUID text, as PowerSync requires for synced tables
   user_id TEXT NOT NULL,                   -- JWT sub of the uploader

@@ -1,4 +1,4 @@
--- Conflicts and refused rules, one row each (DESIGN.md section 3, "Conflicts"); synced to the user.
+-- Conflicts and refused rules, one row each (docs/contract.md section 4, "Conflicts"); synced to the user.
 CREATE TABLE IF NOT EXISTS powersync_upload_conflicts (
   id TEXT NOT NULL PRIMARY KEY,            -- UUID text, as PowerSync requires for synced tables
   user_id TEXT NOT NULL,

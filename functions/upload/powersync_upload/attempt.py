@@ -86,6 +86,7 @@ class _Progress:
     skipped: dict[int, list[OperationWarning]] = field(default_factory=dict)
     conflict_rows: list[dict[str, Any]] = field(default_factory=list)
     known: writes.Known = field(default_factory=dict)
+    remembering: bool = True
     at: Member | None = None
 
 
@@ -149,7 +150,9 @@ def _execute_plan(
 ) -> None:
     """Plan the group and run its batches in order, checking the deadline after each."""
     items = [(tx, index, item) for tx in group for index, item in tx.items]
-    for batch in _planned(session, conn, group, items).batches:
+    planned = _planned(session, conn, group, items)
+    progress.remembering = not per_operation and _reads_known(session, planned, items)
+    for batch in planned.batches:
         members = [items[i] for i in batch.steps]
         if per_operation or len(members) == 1:
             for member in members:
@@ -160,6 +163,18 @@ def _execute_plan(
             progress.at = members[0]
             _execute_batch(session, conn, members, batch.speculative, progress)
             session.check_deadline()
+
+
+def _reads_known(session: Session, planned: plan.Plan, items: list[Member]) -> bool:
+    """Whether :func:`writes.row_by_row` may read what the attempt wrote (``_Progress.known``): only for
+    a PATCH batch of two or more rows on a table with a unique index besides the key, on a dialect
+    whose batches visit rows in their own order. Otherwise the writes are not noted (a dict per row)."""
+    if session.db.dialect.ordered_batches:
+        return False
+    return any(
+        batch.kind == "PATCH" and len(batch.steps) > 1 and items[batch.steps[0]][2].target.schema.unique
+        for batch in planned.batches
+    )
 
 
 def _planned(session: Session, conn: Any, group: list[PreparedTransaction], items: list[Member]) -> plan.Plan:
@@ -183,7 +198,8 @@ def _execute_one(session: Session, conn: Any, member: Member, progress: _Progres
     if write is not None:
         if writes.execute_one(conn, session.db.dialect, write):
             progress.missing.setdefault(tx.position, []).append(index)
-        writes.remember(progress.known, [write])
+        if progress.remembering:
+            writes.remember(progress.known, [write])
 
 
 def _execute_batch(session: Session, conn: Any, members: list[Member], speculative: bool, progress: _Progress) -> None:
@@ -207,7 +223,8 @@ def _write_piece(
 ) -> None:
     """One batch statement set for ``piece`` (positions in ``members``, writes); ``ROW_NOT_FOUND`` noted."""
     found = writes.execute_batch(conn, session.db.dialect, [write for _, write in piece], speculative=speculative)
-    writes.remember(progress.known, [write for _, write in piece])
+    if progress.remembering:
+        writes.remember(progress.known, [write for _, write in piece])
     for position in found:
         tx, index, _ = members[piece[position][0]]
         progress.missing.setdefault(tx.position, []).append(index)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
@@ -23,7 +24,28 @@ _ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "E
 
 
 class Unauthorized(Exception):
-    """No usable identity (401). The message is safe to return: it never echoes the token."""
+    """No usable identity (401). The answer is always the same bare message (nothing for an attacker to
+    learn); :attr:`reason` is a short code for the operator's log line, never the token.
+
+    Attributes:
+        reason: ``missing``, ``malformed``, ``signature``, ``expired``, ``not_yet_valid``, ``issuer``,
+            ``audience``, ``missing_claim``, ``algorithm``, ``unknown_key``, ``no_sub``,
+            ``not_configured`` or ``no_claims`` (no authorizer claims in the event).
+    """
+
+    ANSWER = "missing or invalid token"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(self.ANSWER)
+        self.reason = reason
+
+
+class KeysUnavailable(Exception):
+    """The token's verification keys cannot be read (JWKS URL unreachable or not a JWKS, JWKS file
+    gone): not the client's fault, so the handler answers 503 and the device keeps its token. The log
+    line's reason is ``jwks_unavailable``."""
+
+    reason = "jwks_unavailable"
 
 
 def claims_from_authorizer(event: dict[str, Any]) -> dict[str, Any]:
@@ -31,7 +53,7 @@ def claims_from_authorizer(event: dict[str, Any]) -> dict[str, Any]:
     context = event.get("requestContext") or {}
     claims = ((context.get("authorizer") or {}).get("jwt") or {}).get("claims")
     if not isinstance(claims, dict):
-        raise Unauthorized("no verified token claims in the request")
+        raise Unauthorized("no_claims")
     return claims
 
 
@@ -50,21 +72,71 @@ def _jwks_file(path: str) -> jwt.PyJWKSet:
         return jwt.PyJWKSet.from_dict(json.load(handle))
 
 
-def _key_for(token: str, settings: Settings) -> tuple[Any, list[str]]:
+def forget_keys() -> None:
+    """Drop the cached JWKS clients and key sets: the next token fetches them again (after a
+    SnapStart restore, so no environment starts from keys or HTTP state frozen in the snapshot)."""
+    _jwks_client.cache_clear()
+    _jwks_file.cache_clear()
+
+
+def _url_key(token: str, url: str) -> Any:
     import jwt
 
-    if settings.jwt_jwks_url or settings.jwt_jwks_file:
-        kid = jwt.get_unverified_header(token).get("kid")
-        if settings.jwt_jwks_url:
-            return _jwks_client(settings.jwt_jwks_url).get_signing_key_from_jwt(token).key, _ASYMMETRIC
-        keys = _jwks_file(str(settings.jwt_jwks_file)).keys
-        matching = [k for k in keys if kid is None or k.key_id == kid]
-        if not matching:
-            raise Unauthorized("token signed with an unknown key")
-        return matching[0].key, _ASYMMETRIC
+    client = _jwks_client(url)
+    try:
+        client.get_signing_keys()  # cached for 5 minutes; fails when the endpoint is down or not a JWKS
+    except jwt.PyJWKClientError as exc:
+        raise KeysUnavailable from exc
+    try:
+        return client.get_signing_key_from_jwt(token).key
+    except jwt.PyJWKClientConnectionError as exc:
+        raise KeysUnavailable from exc
+    except jwt.PyJWKClientError as exc:
+        raise Unauthorized("unknown_key") from exc
+
+
+def _file_key(token: str, path: Path) -> Any:
+    import jwt
+
+    kid = jwt.get_unverified_header(token).get("kid")
+    try:
+        keys = _jwks_file(str(path)).keys
+    except (OSError, ValueError, jwt.PyJWTError) as exc:
+        raise KeysUnavailable from exc
+    matching = [k for k in keys if kid is None or k.key_id == kid]
+    if not matching:
+        raise Unauthorized("unknown_key")
+    return matching[0].key
+
+
+def _key_for(token: str, settings: Settings) -> tuple[Any, list[str]]:
+    if settings.jwt_jwks_url:
+        return _url_key(token, settings.jwt_jwks_url), _ASYMMETRIC
+    if settings.jwt_jwks_file:
+        return _file_key(token, settings.jwt_jwks_file), _ASYMMETRIC
     if settings.jwt_secret:
         return settings.jwt_secret, ["HS256"]
-    raise Unauthorized("token verification is not configured (set JWT_SECRET, JWT_JWKS_URL or JWT_JWKS_FILE)")
+    raise Unauthorized("not_configured")
+
+
+def reason_of(exc: Exception) -> str:
+    """The log reason code for a PyJWT verification error (see :class:`Unauthorized`)."""
+    import jwt
+
+    for kind, reason in (
+        (jwt.ExpiredSignatureError, "expired"),
+        (jwt.ImmatureSignatureError, "not_yet_valid"),
+        (jwt.InvalidIssuedAtError, "not_yet_valid"),
+        (jwt.InvalidIssuerError, "issuer"),
+        (jwt.InvalidAudienceError, "audience"),
+        (jwt.MissingRequiredClaimError, "missing_claim"),
+        (jwt.InvalidSignatureError, "signature"),
+        (jwt.InvalidAlgorithmError, "algorithm"),
+        (jwt.DecodeError, "malformed"),
+    ):
+        if isinstance(exc, kind):
+            return reason
+    return "algorithm" if isinstance(exc, TypeError | jwt.InvalidKeyError) else "malformed"
 
 
 def verify_bearer(authorization: str | None, settings: Settings) -> dict[str, Any]:
@@ -72,13 +144,15 @@ def verify_bearer(authorization: str | None, settings: Settings) -> dict[str, An
 
     Raises:
         Unauthorized: no header, not a bearer JWT, bad signature, expired or not yet valid, wrong
-            issuer or audience, ``alg: none``, or an HS256 token where an asymmetric key is configured.
+            issuer or audience, ``alg: none``, or an HS256 token where an asymmetric key is configured;
+            its ``reason`` says which.
+        KeysUnavailable: the JWKS cannot be fetched or read (a 503, not the client's fault).
     """
-    if not authorization:
-        raise Unauthorized("missing Authorization header")
+    if not authorization or not authorization.strip():
+        raise Unauthorized("missing")
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("Authorization must be 'Bearer <token>'")
+        raise Unauthorized("malformed")
     token = token.strip()
     import jwt
 
@@ -93,12 +167,10 @@ def verify_bearer(authorization: str | None, settings: Settings) -> dict[str, An
             leeway=settings.jwt_leeway_s,
             options={"require": ["exp", "sub"], "verify_aud": settings.jwt_audience is not None},
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise Unauthorized("token expired") from exc
-    except Unauthorized:
+    except (Unauthorized, KeysUnavailable):
         raise
     except Exception as exc:  # PyJWT raises TypeError when alg and key type disagree
-        raise Unauthorized("invalid token") from exc
+        raise Unauthorized(reason_of(exc)) from exc
 
 
 def user_id(claims: dict[str, Any]) -> str:
@@ -109,5 +181,5 @@ def user_id(claims: dict[str, Any]) -> str:
     """
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
-        raise Unauthorized("token has no 'sub' claim")
+        raise Unauthorized("no_sub")
     return sub

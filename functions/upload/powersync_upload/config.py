@@ -6,12 +6,14 @@ with a message that names the key to fix instead of failing the first upload.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .convert import InvalidValue, convert
 from .schema import Column, Kind, TableSchema
@@ -41,6 +43,15 @@ class ConflictsConfig(BaseModel):
             conflicting operation (``CONFLICT_SKIPPED`` warning; the rest commits).
         version_column: with ``detect: version``, the server column holding the row's version
             (compared, never written by the client; every update sets it to ``version + 1``).
+        missing_previous: what to do with an entry that carries no previous values at all (the
+            reference connectors of the SDKs send none) on a change whose check or delta needs them:
+            ``reject`` it (``INVALID_DATA`` ``needs_previous_value``, with a message saying the
+            connector sent none and how to fix it: no silent lost update) or ``apply`` it unchecked
+            (last write wins, a delta column takes the value sent) with the warning
+            ``CONFLICT_UNCHECKED``. Unset: ``reject`` where the write cannot be computed without
+            them (a delta, a version check), and for ``detect: previous_values`` the PATCH is applied
+            unchecked with the warning ``CONFLICT_UNCHECKED`` (DESIGN section 3: "a PATCH without
+            ``old`` is not checked"; the warning makes it seen); set ``reject`` to refuse those too.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -48,6 +59,7 @@ class ConflictsConfig(BaseModel):
     detect: Literal["none", "previous_values", "version"] = "none"
     on_conflict: Literal["reject", "skip"] = "reject"
     version_column: str | None = None
+    missing_previous: Literal["reject", "apply"] | None = None
 
 
 class RulesConfig(BaseModel):
@@ -105,6 +117,13 @@ class TableConfig(BaseModel):
     conflicts: ConflictsConfig = Field(default_factory=ConflictsConfig)
     deltas: list[str] = Field(default_factory=list)
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    _patch_only: bool = PrivateAttr(default=False)
+
+    @property
+    def patch_only(self) -> bool:
+        """Whether PUT and DELETE are ``UNAUTHORIZED`` (the conflicts table when the file does not
+        configure it: the app may only PATCH ``resolved`` on its own rows)."""
+        return self._patch_only
 
     @property
     def reads_rows(self) -> bool:
@@ -118,7 +137,27 @@ class TableConfig(BaseModel):
     def problems(self, name: str) -> list[str]:
         """Checks that need only the YAML, each message naming the full key (``tables.<name>....``)."""
         where = f"tables.{name}"
-        return [*self._version_problems(where), *self._delta_problems(where), *self._rule_problems(where)]
+        return [
+            *self._version_problems(where),
+            *self._delta_problems(where),
+            *self._rule_problems(where),
+            *self._rename_problems(where),
+        ]
+
+    def _rename_problems(self, where: str) -> list[str]:
+        """Two client names that write one server column (two ``rename`` sources with one target, or
+        two names of the ``columns`` allow-list, when set): an operation sending both would keep one
+        value silently."""
+        names = list(self.rename) if self.columns is None else list(dict.fromkeys(self.columns))
+        writers: dict[str, list[str]] = {}
+        for name in names:
+            writers.setdefault(self.server_column(name).casefold(), []).append(name)
+        return [
+            f"{where}.rename: {' and '.join(repr(n) for n in found)} write the same server column "
+            f"'{self.server_column(found[0])}'"
+            for found in writers.values()
+            if len(found) > 1
+        ]
 
     def _version_problems(self, where: str) -> list[str]:
         detect, version = self.conflicts.detect, self.conflicts.version_column
@@ -126,6 +165,9 @@ class TableConfig(BaseModel):
             return [f"{where}.conflicts.version_column: required when detect is 'version'"]
         if detect != "version" and version:
             return [f"{where}.conflicts.version_column: only used with detect: version (detect is '{detect}')"]
+        if self.conflicts.missing_previous == "apply" and detect == "none" and not self.deltas:
+            uses = "detect: previous_values or version, or with deltas"
+            return [f"{where}.conflicts.missing_previous: only used with {uses}"]
         return []
 
     def _delta_problems(self, where: str) -> list[str]:
@@ -172,8 +214,9 @@ class Limits(BaseModel):
         max_columns_per_operation: more keys in one operation's data: ``INVALID_DATA`` (``too_long``).
         max_text_chars: longest text value, in characters: ``INVALID_DATA`` (``too_long``).
         max_json_chars: longest array or object value, as JSON text: ``INVALID_DATA`` (``too_long``).
-    (The body size cap, ``MAX_BODY_BYTES``, answers 413; the shape A transaction cap,
-    ``max_transactions``, 400.)
+    (A body over ``MAX_BODY_BYTES`` is answered per transaction, ``TOO_LARGE``; shape A transactions
+    past ``max_transactions`` are ``not_attempted``, and a request over both it and the reference
+    write API's 50 is a 400.)
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -189,7 +232,8 @@ class UploadConfig(BaseModel):
 
     Attributes:
         on_fatal_error: after a fatal transaction, ``continue`` with the next one or ``stop`` (shape A).
-        max_transactions: shape A cap per request (400 above it).
+        max_transactions: shape A cap per request: transactions past it are ``not_attempted``; a
+            request over both it and the reference write API's 50 is a 400.
         errors_table: server table where every fatal result is also recorded; ``null`` disables it.
         limits: see :class:`Limits`.
         tables: client table name -> :class:`TableConfig`.
@@ -228,8 +272,12 @@ class UploadConfig(BaseModel):
     @model_validator(mode="after")
     def _conflicts_table_is_writable(self) -> UploadConfig:
         """The app marks a conflict resolved by a PATCH of ``resolved`` on its own row (DESIGN.md
-        section 3): the conflicts table is writable that far unless the file configures it itself."""
-        self.tables.setdefault(CONFLICTS_TABLE, TableConfig(owner="user_id", columns=["resolved"]))
+        section 3): the conflicts table is writable that far (a PATCH only) unless the file configures
+        it itself."""
+        if CONFLICTS_TABLE not in self.tables:
+            table = TableConfig(owner="user_id", columns=["resolved"])
+            table._patch_only = True
+            self.tables[CONFLICTS_TABLE] = table
         return self
 
     def server_table(self, client_table: str) -> str:
@@ -299,6 +347,26 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def duplicate_keys(node: yaml.Node | None, where: str = "") -> list[str]:
+    """Every mapping key given twice in a composed YAML document, as ``path.key (lines a and b)``:
+    YAML loaders keep the last one silently, and a second ``lists:`` block would drop the first
+    one's ``owner``."""
+    found: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+            path = f"{where}.{name}" if where else name
+            if name in seen:
+                found.append(f"{path} is given twice (lines {seen[name]} and {key.start_mark.line + 1})")
+            seen.setdefault(name, key.start_mark.line + 1)
+            found.extend(duplicate_keys(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found.extend(duplicate_keys(item, f"{where}[{index}]"))
+    return found
+
+
 def load_upload_config(path: Path) -> UploadConfig:
     """Read and validate the YAML configuration file.
 
@@ -306,12 +374,17 @@ def load_upload_config(path: Path) -> UploadConfig:
         ConfigError: the file is missing, is not YAML, or does not match :class:`UploadConfig`;
             the message names the file and each key to fix.
     """
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+        text = path.read_text(encoding="utf-8")
+        twice = duplicate_keys(yaml.compose(text, Loader=loader))
+        raw = yaml.load(text, Loader=loader)  # noqa: S506
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the upload configuration ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if twice:
+        raise ConfigError(f"{path}: invalid upload configuration\n" + "\n".join(f"  - {t}" for t in twice))
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the upload configuration must be a mapping with a 'tables' key")
     try:
@@ -358,6 +431,20 @@ class Settings(BaseModel):
     fast_path: bool = True
     local_sqlite: Path | None = None
 
+    @model_validator(mode="after")
+    def _usable_token_settings(self) -> Settings:
+        """Token settings that could only answer 401 refuse to start instead, naming the variable."""
+        if self.jwt_secret is not None and len(self.jwt_secret.encode("utf-8")) < MIN_HS256_SECRET_BYTES:
+            raise ValueError(
+                f"JWT_SECRET: an HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes "
+                "(RFC 7518 section 3.2); generate one with `openssl rand -base64 48`"
+            )
+        if self.jwt_jwks_file is not None:
+            problem = jwks_file_problem(self.jwt_jwks_file)
+            if problem is not None:
+                raise ValueError(f"JWT_JWKS_FILE: {problem}")
+        return self
+
     @classmethod
     def from_env(cls) -> Settings:
         """Build from ``os.environ`` (names upper-cased: ``DATABASE_URL``, ``UPLOAD_CONFIG``, ...).
@@ -369,5 +456,51 @@ class Settings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(_env_problem(e) for e in exc.errors())
             raise ConfigError(f"invalid environment: {problems}") from exc
+
+
+def _env_problem(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"]).upper()
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def jwks_file_problem(path: Path) -> str | None:
+    """Why ``JWT_JWKS_FILE`` cannot be used (missing, unreadable, not a JWKS with a signing key), or
+    ``None`` when it can: checked at cold start, so a mistake stops start-up instead of answering 401
+    to every request."""
+    import jwt  # PyJWT loads only when a JWKS file is configured (the handler verifies tokens itself)
+
+    try:
+        with path.open(encoding="utf-8") as handle:
+            keys = jwt.PyJWKSet.from_dict(json.load(handle)).keys
+    except OSError as exc:
+        return f"cannot read {path} ({exc.strerror})"
+    except (ValueError, jwt.PyJWTError) as exc:
+        return f"{path} is not a JWKS ({type(exc).__name__})"
+    return None if keys else f"{path} holds no usable signing key"
+
+
+MIN_HS256_SECRET_BYTES = 32
+"""RFC 7518 section 3.2: an HS256 key must be at least as long as the hash output (256 bits)."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(environ: Mapping[str, str]) -> str | None:
+    """The log level ``POWERTOOLS_LOG_LEVEL`` (or the legacy ``LOG_LEVEL``) asks for, upper-cased;
+    ``TRACE`` is ``DEBUG`` (as Lambda's advanced logging controls map it), ``WARN`` is ``WARNING``;
+    ``None`` when unset.
+
+    Raises:
+        ConfigError: any other name; the message names the variable and the accepted levels.
+    """
+    for name in ("POWERTOOLS_LOG_LEVEL", "LOG_LEVEL"):
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        level = {"TRACE": "DEBUG", "WARN": "WARNING", "FATAL": "CRITICAL"}.get(value.upper(), value.upper())
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"{name}: {value!r} is not a log level (one of {', '.join(LOG_LEVELS)}, or TRACE)")
+        return level
+    return None

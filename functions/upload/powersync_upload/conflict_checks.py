@@ -160,7 +160,11 @@ def _change_of(item: Prepared, rules: conflicts.TableRules) -> tuple[conflicts.C
     if missing is not None:
         column = client_column(target.config, missing)
         raise FatalOpError(
-            ErrorCode.INVALID_DATA, table=operation.table, column=column, reason=Reason.NEEDS_PREVIOUS_VALUE
+            ErrorCode.INVALID_DATA,
+            table=operation.table,
+            column=column,
+            reason=Reason.NEEDS_PREVIOUS_VALUE,
+            hint=conflicts.missing_hint(change),
         )
     if operation.op == "PATCH" and not values:
         return None, {}
@@ -208,7 +212,19 @@ def _adjusted(
     version = rules.version if rules.version is not None and rules.version.writable else None  # not a rowversion
     if version is not None and conflicts.changed_columns(current, change, target.schema.columns):
         values[version.name] = _next_version(current, version, operation.table, names)
-    return replace(item, values=values), None
+    return replace(item, values=values), _unchecked(change, rules, op_index, operation.table, names)
+
+
+def _unchecked(
+    change: conflicts.Change, rules: conflicts.TableRules, op_index: int, table: str, names: TableConfig
+) -> OperationWarning | None:
+    """The ``CONFLICT_UNCHECKED`` warning when ``missing_previous: apply`` wrote the change without its
+    check or delta (its entry carried no previous values), else ``None``."""
+    column = conflicts.unchecked(change, rules)
+    if column is None:
+        return None
+    details = {"table": table, "column": client_column(names, column)}
+    return OperationWarning(operation_index=op_index, code="CONFLICT_UNCHECKED", details=details)
 
 
 def _current_rows(

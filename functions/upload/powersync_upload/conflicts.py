@@ -41,6 +41,9 @@ class TableRules:
     Attributes:
         detect: ``none``, ``previous_values`` or ``version``.
         on_conflict: ``reject`` or ``skip`` (the engine's business; kept here for one lookup).
+        missing_previous: ``reject``, ``apply`` or ``None`` (unset): an entry without previous values
+            at all on a change that needs them (:func:`unchecked`); unset rejects a delta or version
+            change and applies a ``previous_values`` PATCH unchecked, with the warning.
         version: the version column, with ``detect: version``.
         deltas: delta columns.
         frozen_when: column -> values that freeze the row.
@@ -50,6 +53,7 @@ class TableRules:
 
     detect: Literal["none", "previous_values", "version"] = "none"
     on_conflict: Literal["reject", "skip"] = "reject"
+    missing_previous: Literal["reject", "apply"] | None = None
     version: Column | None = None
     deltas: tuple[Column, ...] = ()
     frozen_when: tuple[tuple[Column, tuple[Any, ...]], ...] = ()
@@ -88,6 +92,7 @@ def compile_rules(table: TableConfig, schema: TableSchema) -> TableRules:
     return TableRules(
         detect=table.conflicts.detect,
         on_conflict=table.conflicts.on_conflict,
+        missing_previous=table.conflicts.missing_previous,
         version=version,
         deltas=deltas,
         frozen_when=frozen,
@@ -199,10 +204,17 @@ def check(
         return found
     if change.op == "DELETE":
         return None  # deletes win
-    if rules.detect == "previous_values" and change.op == "PATCH" and change.old is not None:
-        return _stale(current, change, rules, columns)
+    if rules.detect == "previous_values" and change.op == "PATCH":
+        if change.old is not None:
+            return _stale(current, change, rules, columns)
+        column = _needing_previous(change, rules)
+        if column is not None and rules.missing_previous == "reject":
+            raise FatalOpError(
+                ErrorCode.INVALID_DATA, column=column, reason=Reason.NEEDS_PREVIOUS_VALUE, hint=NO_PREVIOUS_VALUES
+            )
+        return None  # apply: unchecked (CONFLICT_UNCHECKED)
     if rules.detect == "version" and rules.version is not None:
-        return _version(current, change, rules.version, changed)
+        return _version(current, change, rules, changed)
     return None
 
 
@@ -238,9 +250,14 @@ def _stale(
     return Finding(ConflictReason.STALE, stale[0], tuple(stale)) if stale else None
 
 
-def _version(current: Mapping[str, Any], change: Change, version: Column, changed: list[str]) -> Finding | None:
+def _version(current: Mapping[str, Any], change: Change, rules: TableRules, changed: list[str]) -> Finding | None:
+    assert rules.version is not None
+    version = rules.version
     if change.version_seen is None:
-        raise FatalOpError(ErrorCode.INVALID_DATA, column=version.name, reason=Reason.NEEDS_PREVIOUS_VALUE)
+        if change.old is None and rules.missing_previous == "apply":
+            return None  # unchecked (CONFLICT_UNCHECKED)
+        hint = missing_hint(change)
+        raise FatalOpError(ErrorCode.INVALID_DATA, column=version.name, reason=Reason.NEEDS_PREVIOUS_VALUE, hint=hint)
     if same(current.get(version.name), change.version_seen, version):
         return None
     return Finding(ConflictReason.VERSION, version.name, (version.name, *changed))
@@ -262,8 +279,11 @@ def delta_values(current: Mapping[str, Any], change: Change, rules: TableRules) 
             continue
         raw_old = (change.old or {}).get(col.name)
         new = change.values[col.name]
+        if change.old is None and rules.missing_previous == "apply":
+            continue  # unchecked: the value sent is written as it is (CONFLICT_UNCHECKED)
         if raw_old is None or new is None:
-            raise FatalOpError(ErrorCode.INVALID_DATA, column=col.name, reason=Reason.NEEDS_PREVIOUS_VALUE)
+            hint = missing_hint(change)
+            raise FatalOpError(ErrorCode.INVALID_DATA, column=col.name, reason=Reason.NEEDS_PREVIOUS_VALUE, hint=hint)
         try:
             increment = convert(new, col) - convert(raw_old, col)
             base = current.get(col.name)
@@ -276,11 +296,63 @@ def delta_values(current: Mapping[str, Any], change: Change, rules: TableRules) 
 def needs_old(change: Change, rules: TableRules) -> str | None:
     """The first delta column a PATCH changes without a non-null ``old`` for it (checked before any row
     is read: ``INVALID_DATA`` ``needs_previous_value``), else ``None``."""
-    if change.op != "PATCH":
+    if change.op != "PATCH" or (change.old is None and rules.missing_previous == "apply"):
         return None
     for col in rules.deltas:
         if col.name in change.values and ((change.old or {}).get(col.name) is None or change.values[col.name] is None):
             return col.name
+    return None
+
+
+NO_PREVIOUS_VALUES = (
+    "the connector sent no previous values for this operation: track previous values on this table in the "
+    "app's schema and send them with each operation (previous_values in shape A, old in shape B), or set "
+    "conflicts.missing_previous: apply for this table on the server to accept such changes unchecked"
+)
+"""The hint of a ``needs_previous_value`` rejection when the entry carried no previous values at all
+(the reference connectors of the SDKs drop them): what the app developer can do about it."""
+
+
+def missing_hint(change: Change) -> str | None:
+    """:data:`NO_PREVIOUS_VALUES` when the entry carries no previous values at all, else ``None`` (it
+    sent some, without the one needed: the plain ``needs_previous_value`` message says which)."""
+    return NO_PREVIOUS_VALUES if change.old is None else None
+
+
+def unchecked(change: Change, rules: TableRules) -> str | None:
+    """The server column whose conflict check or delta this change goes without because its entry
+    carries no previous values at all (with ``missing_previous: apply``, or unset for a
+    ``previous_values`` check; the engine then warns ``CONFLICT_UNCHECKED``); ``None`` when nothing
+    was skipped."""
+    column = _needing_previous(change, rules)
+    if column is None or rules.missing_previous == "apply":
+        return column
+    if rules.missing_previous is None and not _computed_from_previous(column, rules):
+        return column  # unset: a previous_values PATCH goes unchecked, with the warning
+    return None
+
+
+def _computed_from_previous(column: str, rules: TableRules) -> bool:
+    """Whether the write of ``column`` cannot be computed without a previous value (a delta, the
+    version): such a change is rejected unless ``missing_previous: apply``."""
+    return column in {c.name for c in rules.deltas} or (rules.version is not None and column == rules.version.name)
+
+
+def _needing_previous(change: Change, rules: TableRules) -> str | None:
+    """The first server column whose check or delta needs previous values the entry does not carry
+    at all: a delta column a PATCH changes, a column a PATCH changes under ``detect:
+    previous_values``, the version column under ``detect: version`` when no version was sent."""
+    if change.old is not None or change.op == "DELETE":
+        return None
+    deltas = {c.name for c in rules.deltas}
+    if change.op == "PATCH":
+        delta = next((name for name in change.values if name in deltas), None)
+        if delta is not None:
+            return delta
+        if rules.detect == "previous_values":
+            return next((name for name in change.values if name not in deltas), None)
+    if rules.detect == "version" and rules.version is not None and change.version_seen is None:
+        return rules.version.name
     return None
 
 

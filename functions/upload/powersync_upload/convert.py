@@ -26,9 +26,10 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import Reason
 from .schema import BMP_ONLY, Column, Kind
@@ -46,6 +47,7 @@ class InvalidValue(Exception):
 # column parses the same way).
 _NUMERIC_TEXT = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$", re.ASCII)
 _UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UUID_MATCH = _UUID_TEXT.fullmatch
 _TIMESTAMP_TEXT = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})"
     r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,12}))?)?)?"
@@ -79,6 +81,40 @@ def convert(value: Any, column: Column) -> Any:
     return converter(value, column)
 
 
+Converter = Callable[[Any, Column], Any]
+"""A conversion rule: ``(value, column) -> converted``, for a value that is not ``None``."""
+
+
+def converter(column: Column) -> Converter:
+    """The rule :func:`convert` applies to ``column``'s values, for callers converting many values of
+    one column: ``converter(column)(value, column)`` is ``convert(value, column)`` when ``value`` is
+    not ``None``."""
+    return _CONVERTERS[column.kind]
+
+
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def check_key(value: Any, column: Column) -> None:
+    """Refuse a row id that the key column would fold onto a different id (DESIGN.md section 3, "One
+    device id, one row"): the device compares ids byte for byte, so ``"x"`` and ``"x "`` (or ``"X"``)
+    are two rows there and must not be one row here.
+
+    Rules, on text keys only: under a padding comparison (:attr:`Column.pads_spaces`) an id ending in a
+    space; under a case-insensitive one (:attr:`Column.ignores_case`) an id with upper-case letters,
+    unless it is a UUID (the same UUID in any case is one id; UUID-typed keys are never refused).
+
+    Raises:
+        InvalidValue: reason ``format``.
+    """
+    if column.kind is not Kind.TEXT or not isinstance(value, str):
+        return
+    if column.pads_spaces and value.endswith(" "):
+        raise InvalidValue(Reason.FORMAT)
+    if column.ignores_case and value != value.lower() and not _UUID_TEXT.fullmatch(value):
+        raise InvalidValue(Reason.FORMAT)
+
+
 def json_text(value: Any) -> str:
     """Compact JSON text of a client value; a ``Decimal`` keeps the digits that were sent.
 
@@ -110,6 +146,17 @@ def json_text(value: Any) -> str:
 
 
 def _checked_text(text: str, column: Column) -> str:
+    if text.isascii() and column.encoding is None:  # the common case: one unit per character, whatever the unit
+        if "\x00" in text:
+            raise InvalidValue(Reason.FORMAT)
+        if column.max_length is not None and len(text) > column.max_length:
+            raise InvalidValue(Reason.TOO_LONG)
+        return text
+    return _checked_wide(text, column)
+
+
+def _checked_wide(text: str, column: Column) -> str:
+    """:func:`_checked_text` for text that is not ASCII, or for a column with its own character set."""
     try:
         encoded = text.encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates
@@ -239,11 +286,35 @@ def _to_boolean(value: Any, column: Column) -> bool:
     raise InvalidValue(Reason.TYPE)
 
 
+_set = object.__setattr__
+_UNKNOWN = uuid.SafeUUID.unknown
+
+
+class TextUUID(uuid.UUID):
+    """A :class:`uuid.UUID` made from checked text, keeping its canonical (lower-case) text: a key is
+    converted once, then turned into text several times per operation (the planner's row identity,
+    the drivers that take UUIDs as text), which ``uuid.UUID.__str__`` recomputes each time. Equal to,
+    and hashed as, the plain UUID of the same value."""
+
+    __slots__ = ("_text",)
+    _text: str
+
+    def __init__(self, text: str) -> None:  # text matched _UUID_TEXT: 32 hex digits, 4 hyphens
+        _set(self, "int", int(text.replace("-", ""), 16))  # uuid.UUID forbids setattr: as its __init__ does
+        _set(self, "is_safe", _UNKNOWN)
+        _set(self, "_text", text.lower())
+
+    def __str__(self) -> str:
+        return self._text
+
+
 def _to_uuid(value: Any, column: Column) -> uuid.UUID:
+    if type(value) is str and _UUID_MATCH(value):  # the common case first: a key as the client sends it
+        return TextUUID(value)
     if isinstance(value, uuid.UUID):
         return value
-    if isinstance(value, str) and _UUID_TEXT.match(value):
-        return uuid.UUID(value)
+    if isinstance(value, str) and _UUID_MATCH(value):
+        return TextUUID(value)
     raise InvalidValue(Reason.FORMAT if isinstance(value, str) else Reason.TYPE)
 
 
@@ -271,14 +342,38 @@ def _offset(text: str | None) -> timezone | None:
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
+T = TypeVar("T")
+
+
+def _stripped(value: Any) -> str:
+    """``value`` without surrounding white space; INVALID_DATA ``type`` when it is not text."""
+    if not isinstance(value, str):
+        raise InvalidValue(Reason.TYPE)
+    return value.strip()
+
+
+def _matched(value: Any, pattern: re.Pattern[str]) -> re.Match[str]:
+    """``pattern`` matched on the text ``value`` (stripped); INVALID_DATA ``type`` when it is not text,
+    ``format`` when it does not match."""
+    match = pattern.match(_stripped(value))
+    if not match:
+        raise InvalidValue(Reason.FORMAT)
+    return match
+
+
+def _built(build: Callable[..., T], *args: Any) -> T:
+    """``build(*args)`` (``date.fromisoformat``, ``time``); INVALID_DATA ``format`` when it raises
+    ``ValueError`` (a date or time that does not exist)."""
+    try:
+        return build(*args)
+    except ValueError as exc:
+        raise InvalidValue(Reason.FORMAT) from exc
+
+
 def _parse_timestamp(value: Any, column: Column) -> datetime:
     if isinstance(value, datetime):
         return value
-    if not isinstance(value, str):
-        raise InvalidValue(Reason.TYPE)
-    match = _TIMESTAMP_TEXT.match(value.strip())
-    if not match:
-        raise InvalidValue(Reason.FORMAT)
+    match = _matched(value, _TIMESTAMP_TEXT)
     year, month, day, hour, minute, second, frac, zone = match.groups()
     micros, carry = _fraction(frac, column.fraction_digits)
     try:
@@ -317,31 +412,18 @@ def _to_timestamptz(value: Any, column: Column) -> datetime:
 def _to_date(value: Any, column: Column) -> date:
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
-    if not isinstance(value, str):
-        raise InvalidValue(Reason.TYPE)
-    text = value.strip()
+    text = _stripped(value)
     if len(text) != 10:
         raise InvalidValue(Reason.FORMAT)
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise InvalidValue(Reason.FORMAT) from exc
+    return _built(date.fromisoformat, text)
 
 
 def _to_time(value: Any, column: Column) -> time:
     if isinstance(value, time):
         return value
-    if not isinstance(value, str):
-        raise InvalidValue(Reason.TYPE)
-    match = _TIME_TEXT.match(value.strip())
-    if not match:
-        raise InvalidValue(Reason.FORMAT)
-    hour, minute, second, frac = match.groups()
+    hour, minute, second, frac = _matched(value, _TIME_TEXT).groups()
     micros, carry = _fraction(frac, column.fraction_digits)
-    try:
-        result = time(int(hour), int(minute), int(second or 0), micros)
-    except ValueError as exc:
-        raise InvalidValue(Reason.FORMAT) from exc
+    result = _built(time, int(hour), int(minute), int(second or 0), micros)
     if carry:
         moved = datetime.combine(date(2000, 1, 1), result) + timedelta(seconds=1)
         if moved.day != 1:  # 23:59:59.9995 must not wrap to midnight: keep the largest time instead

@@ -137,14 +137,27 @@ def _prepared(request: _Request) -> Iterator[PreparedTransaction | None]:
     for position, transaction in enumerate(request.upload.transactions):
         if position in decisions.results:  # answered from the ledger
             continue
-        if len(transaction.operations) > limit:
-            error = FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TOO_LONG, limit="max_operations_per_transaction")
-            decisions.fatal_at(position, error, limit)
+        refused = _refused(transaction, limit)
+        if refused is not None:
+            decisions.fatal_at(position, *refused)
             yield None
             continue
         if conn is None and transaction.operations:
             conn = session.db.connection(min(10.0, session.budget()))
         yield _prepare_transaction(request, conn, position, transaction)
+
+
+def _refused(transaction: Transaction, limit: int) -> tuple[FatalOpError, int] | None:
+    """``(error, operation index)`` for a transaction that is fatal before any SQL: refused by the
+    contract (an entry's ``op``, ``table`` or ``id`` of the wrong kind, ``TOO_LARGE``), or longer than
+    ``max_operations_per_transaction``; ``None`` otherwise."""
+    if transaction.refused is not None:
+        index, error = transaction.refused
+        return error, index
+    if len(transaction.operations) > limit:
+        error = FatalOpError(ErrorCode.INVALID_DATA, reason=Reason.TOO_LONG, limit="max_operations_per_transaction")
+        return error, limit
+    return None
 
 
 def _prepare_transaction(
@@ -153,7 +166,8 @@ def _prepare_transaction(
     """One transaction's operations prepared; ``None`` when one is fatal (decided here).
 
     Raises:
-        RetryableError: the schema could not be read now (or an unexpected error, classified).
+        RetryableError: the schema could not be read now (or an unexpected error, classified); a
+            database error the dialect classes as fatal rejects the transaction instead.
     """
     session = request.session
     cache: dict[tuple[Any, ...], Any] = {}
@@ -172,7 +186,11 @@ def _prepare_transaction(
     except RetryableError:
         raise
     except Exception as exc:
-        raise session.classified(exc, operations[op_index], op_index) from exc
+        error = session.classified(exc, operations[op_index], op_index)
+        if isinstance(error, RetryableError):
+            raise error from exc
+        request.decisions.fatal_at(position, error, op_index)  # e.g. a table dropped: not a 503 for ever
+        return None
     return PreparedTransaction(position, transaction, items)
 
 
@@ -238,8 +256,11 @@ def _learn_targets(tx: PreparedTransaction, targets: dict[str, Target]) -> bool:
     """Add the tables ``tx`` writes or references to ``targets``; True when one was new."""
     new = False
     for _, item in tx.items:
-        for target in (item.target, *(ref.parent for ref in item.parents)):
-            if target.schema.name not in targets:
-                targets[target.schema.name] = target
+        if item.target.schema.name not in targets:
+            targets[item.target.schema.name] = item.target
+            new = True
+        for ref in item.parents:
+            if ref.parent.schema.name not in targets:
+                targets[ref.parent.schema.name] = ref.parent
                 new = True
     return new

@@ -31,6 +31,8 @@ class ErrorCode(StrEnum):
     SCHEMA_MISMATCH = "SCHEMA_MISMATCH"
     UNAUTHORIZED = "UNAUTHORIZED"
     CONFLICT = "CONFLICT"
+    TOO_LARGE = "TOO_LARGE"
+    """The transaction alone is larger than ``MAX_BODY_BYTES``: it can never be applied by any request."""
     UNCLASSIFIED_ERROR = "UNCLASSIFIED_ERROR"
 
 
@@ -60,6 +62,23 @@ class ConflictReason(StrEnum):
     """``rules.transitions``: the change of that column is not an allowed transition."""
 
 
+class AuthReason(StrEnum):
+    """``details.reason`` for :attr:`ErrorCode.UNAUTHORIZED` when the caller is not at fault."""
+
+    SUBJECT_NOT_STORABLE = "subject_not_storable"
+    """The owner column's type cannot hold the token's ``sub`` (a ``uuid`` column and an Auth0
+    ``auth0|...`` or Firebase uid): no write of that user can ever pass; the configuration or the
+    column must change."""
+
+
+_REASON_SUMMARY: dict[StrEnum, str] = {
+    AuthReason.SUBJECT_NOT_STORABLE: (
+        "the owner column cannot hold the token's subject (sub): its type does not fit the identity "
+        "provider's user ids; change the column's type (text) or the identity provider"
+    ),
+}
+
+
 _SUMMARY: dict[ErrorCode, str] = {
     ErrorCode.NOT_NULL_VIOLATION: "a required value is missing",
     ErrorCode.UNIQUE_VIOLATION: "a row with the same unique value already exists",
@@ -70,6 +89,7 @@ _SUMMARY: dict[ErrorCode, str] = {
     ErrorCode.SCHEMA_MISMATCH: "the table or column is not known to the server",
     ErrorCode.UNAUTHORIZED: "the caller may not make this change",
     ErrorCode.CONFLICT: "the change conflicts with the row on the server or a rule of its table",
+    ErrorCode.TOO_LARGE: "the transaction is larger than one request may be",
     ErrorCode.UNCLASSIFIED_ERROR: "the database rejected the change",
 }
 
@@ -101,6 +121,9 @@ class FatalOpError(Exception):
         limit: the configuration limit that was exceeded (``max_operations_per_transaction``, ...).
         conflict_id: for ``CONFLICT``, the id of its row in ``powersync_upload_conflicts`` (set once
             that row is recorded).
+        field: for an entry refused before any SQL, the entry key that is wrong (``op``, ``table``,
+            ``id``), or ``None``.
+        hint: what the app developer can do about it (our text, no values), appended to the message.
         operation_index: index of the failing operation in its transaction (set by the engine).
     """
 
@@ -117,11 +140,15 @@ class FatalOpError(Exception):
         column: str | None = None,
         constraint: str | None = None,
         number: int | str | None = None,
-        reason: Reason | ConflictReason | None = None,
+        reason: Reason | ConflictReason | AuthReason | None = None,
         limit: str | None = None,
         conflict_id: str | None = None,
+        field: str | None = None,
+        hint: str | None = None,
     ) -> None:
         self.code = code
+        self.field = field
+        self.hint = hint
         self.limit = limit
         self.conflict_id = conflict_id
         self.table = table
@@ -137,26 +164,35 @@ class FatalOpError(Exception):
         text = _SUMMARY[self.code]
         if self.limit is not None:
             text = f"the change exceeds the configured limit {self.limit}"
+        elif self.reason in _REASON_SUMMARY:
+            text = _REASON_SUMMARY[self.reason]
         elif self.reason is not None:
             text += f" ({self.reason.value})"
         where = []
+        if self.field:
+            where.append(f"entry key '{self.field}'")
         if self.column:
             where.append(f"column '{safe_name(self.column)}'")
         if self.table:
             where.append(f"table '{safe_name(self.table)}'")
         if self.constraint:
             where.append(f"constraint '{safe_name(self.constraint)}'")
-        return f"{text}: {', '.join(where)}" if where else text
+        text = f"{text}: {', '.join(where)}" if where else text
+        return f"{text}; {self.hint}" if self.hint else text
 
     def details(self) -> dict[str, Any]:
-        """``failed_operation.details``: names (see :func:`safe_name`) and the error number, never values."""
+        """``failed_operation.details``: names (see :func:`safe_name`) and the error number, never values.
+
+        ``error_number`` is always a string, on every dialect: SQL Server's and MySQL's error number as
+        decimal text (``"515"``), PostgreSQL's SQLSTATE (``"23502"``, ``"22P02"``), SQLite's extended
+        result code (``"1299"``)."""
         out: dict[str, Any] = {}
-        for key in ("table", "column", "constraint", "reason", "limit", "conflict_id"):
+        for key in ("table", "column", "field", "constraint", "reason", "limit", "conflict_id"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = safe_name(str(value))
         if self.number is not None:
-            out["error_number"] = self.number
+            out["error_number"] = str(self.number)
         return out
 
 

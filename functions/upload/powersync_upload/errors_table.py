@@ -4,8 +4,12 @@ Each rejected transaction gets one row in ``powersync_upload_errors`` (configura
 own short transaction right after the rejected one was rolled back (DESIGN.md section 3), together
 with the transaction's ledger row and its conflict rows when there are any. The table's
 ``id`` is a text UUID, as PowerSync requires of synced tables; the migrations per dialect are in
-``db/migrations/<dialect>/``. A failure to record never changes the result the client gets: it is
-logged (``"could not record a rejected transaction"``) and the upload goes on.
+``db/migrations/<dialect>/``. The row and the fatal answer stand or fall together: a failure that
+may pass (a lost connection, a timeout, a deadlock, a commit whose outcome is unknown) makes the
+transaction retryable (:attr:`Recorded.retry`), so the device sends it again and the rejection is
+decided and recorded again (the ledger answers the replay when the first attempt did commit); a
+failure that cannot pass (no errors table, no permission) is logged (``"could not record a rejected
+transaction"``) and the result stands, so the queue never blocks on it.
 
 The row holds names and codes only: the message is the engine's own, never a submitted value.
 """
@@ -21,7 +25,7 @@ from typing import Any
 
 from .convert import InvalidValue, convert
 from .database import Database
-from .errors import FatalOpError
+from .errors import FatalOpError, RetryableError
 from .ledger import CLAIMED, Claim, Entry
 from .schema import Column, Kind
 
@@ -74,11 +78,14 @@ class Recorded:
         errors_row: the errors-table row is among what was committed.
         claim: the ledger's answer when a ledger row was given: not ``claimed`` means a concurrent
             attempt of the same transaction decided it first (nothing was written here).
+        retry: the failure was temporary (classified retryable, or not a database error at all):
+            answer the transaction retryable, never a fatal result without its rows.
     """
 
     committed: bool
     errors_row: bool = False
     claim: Claim = CLAIMED
+    retry: RetryableError | None = None
 
 
 def _errors_values(
@@ -141,12 +148,28 @@ def record(
             db.dialect.upsert(conn, schema, key, convert(str(uuid.uuid4()), key), values, [], None)
         db.dialect.commit(conn)
         return Recorded(committed=True, errors_row=prepared is not None)
-    except (InvalidValue, Exception) as exc:  # noqa: BLE001 - recording must never change the result
+    except Exception as exc:  # noqa: BLE001 - classified: a temporary failure is retried, a lasting one stands
+        retry = recording_failure(db, exc)
         logger.warning(
-            "could not record a rejected transaction", extra={"table": table_name, "error_type": type(exc).__name__}
+            "could not record a rejected transaction",
+            extra={"table": table_name, "error_type": type(exc).__name__, "retryable": retry is not None},
         )
         try:
             db.dialect.rollback(conn)
         except Exception:  # noqa: BLE001
             db.discard()
-        return Recorded(committed=False)
+        return Recorded(committed=False, retry=retry)
+
+
+def recording_failure(db: Database, exc: BaseException) -> RetryableError | None:
+    """Whether a failure to record a rejection may pass: a :class:`RetryableError` to answer (the
+    device sends the transaction again) or ``None`` when it cannot (a value the table cannot hold, a
+    missing table or column, no permission: the result stands without its row)."""
+    if isinstance(exc, RetryableError):
+        return exc
+    if isinstance(exc, InvalidValue | FatalOpError):
+        return None
+    classified = db.dialect.classify(exc)
+    if isinstance(classified, FatalOpError):
+        return None
+    return classified if classified is not None else RetryableError("recording_failed", retry_after_ms=1000)

@@ -13,6 +13,8 @@ import base64
 import gc
 import json
 import math
+import os
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -28,13 +30,24 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import auth, observability
-from .config import Settings, UploadConfig, load_upload_config
-from .contract import EnvelopeError, ErrorMessage, UploadRequest, UploadResponse, to_upload
+from .config import Settings, UploadConfig, load_upload_config, log_level
+from .contract import (
+    REFERENCE_MAX_TRANSACTIONS,
+    ErrorMessage,
+    NotAttemptedResult,
+    UnavailableResponse,
+    UploadRequest,
+    UploadRequestA,
+    UploadResponse,
+    entry_sizes,
+    limit_size,
+    to_upload,
+)
 from .database import Database, resolve_url
 from .engine import Caller, Deadline, Outcome, apply_upload, unavailable
-from .errors import RetryableError
+from .errors import AuthReason, RetryableError
 
-logger = Logger(service="powersync-upload")
+logger = Logger(service="powersync-upload", level=log_level(os.environ))
 copy_config_to_registered_loggers(source_logger=logger, include={"powersync_upload"})
 
 UPLOAD_PATH = "/api/data"
@@ -50,12 +63,51 @@ MAX_REQUEST_AGE_S = 900.0
 than :data:`CLOCK_SKEW_S`) is not a live request's (a replayed event file): the deadline then
 counts from the handler's start."""
 CLOCK_SKEW_S = 5.0
+RETRY_MESSAGE = "temporary failure; send the transactions again"
+"""The 503 message when no result names the failure (every 503 body has a ``message``: the reference
+connectors print it)."""
 
 
 def _int_token(text: str) -> int | Decimal:
     # Python refuses to turn more than 4300 digits into an int; keep such a number as a Decimal so the
     # value alone is rejected (out_of_range) instead of the whole request.
     return int(text) if len(text) <= 4000 else Decimal(text)
+
+
+MAX_PARSE_DEPTH = 500
+"""Nesting level at which :func:`shallow` cuts a value too deep for the parser (its recursion limit is
+about 1000 levels, envelope included)."""
+_JSON_SPECIALS = re.compile(r'[\\"\[\]{}]')
+
+
+def shallow(text: str, limit: int = MAX_PARSE_DEPTH) -> str:
+    """``text`` with every array or object that opens at nesting level ``limit`` replaced by the token
+    ``NaN``, which :func:`lenient_json` accepts and the conversion rejects per value (``INVALID_DATA``):
+    a value nested too deep fails its own operation, never the whole request (docs/contract.md section 2).
+    Brackets inside strings are text; a malformed body stays malformed. One linear pass, no recursion."""
+    parts: list[str] = []
+    depth, cut, last, in_string, escaped_at = 0, -1, 0, False, -1
+    for match in _JSON_SPECIALS.finditer(text):
+        char, at = match.group(), match.start()
+        if in_string:
+            if at == escaped_at:
+                continue
+            if char == "\\":
+                escaped_at = at + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            cut = at if depth == limit and cut < 0 else cut
+        elif char in "]}":
+            if depth == limit and cut >= 0:
+                parts += [text[last:cut], "NaN"]
+                last, cut = match.end(), -1
+            depth -= 1
+    parts.append(text[last:])
+    return "".join(parts)
 
 
 def lenient_json(text: str) -> Any:
@@ -72,8 +124,8 @@ def lenient_json(text: str) -> Any:
         raise
     except ValueError:  # an integer of more than 4300 digits: parse again, keeping such numbers whole
         pass
-    except RecursionError as exc:  # absurd nesting: a malformed envelope, not a 500
-        raise json.JSONDecodeError("nested too deeply", text, 0) from exc
+    except RecursionError:  # a value nested too deep: cut it, so it fails only its own operation
+        text = shallow(text)
     try:
         return json.loads(text, parse_float=Decimal, parse_int=_int_token, parse_constant=float)
     except json.JSONDecodeError:
@@ -97,6 +149,12 @@ class Runtime:
             self._db = Database.from_url(resolve_url(self.settings), self.settings)
         return self._db
 
+    def reset_database(self) -> Database | None:
+        """Forget the database object and return it (closing it is the caller's): the next request
+        makes a new one. Used after a SnapStart restore (:mod:`powersync_upload.snapstart`)."""
+        db, self._db = self._db, None
+        return db
+
 
 _runtime: Runtime | None = None
 
@@ -111,6 +169,11 @@ def runtime() -> Runtime:
     if _runtime is None:
         settings = Settings.from_env()
         _runtime = Runtime(settings, load_upload_config(settings.upload_config))
+    return _runtime
+
+
+def current_runtime() -> Runtime | None:
+    """The container's runtime if it was built, without building it."""
     return _runtime
 
 
@@ -168,11 +231,6 @@ def _not_found(exc: Exception) -> Response[Any]:
     return _json_response(404, ErrorMessage(message="not found: POST /api/data or GET /health").model_dump())
 
 
-@app.exception_handler(EnvelopeError)
-def _envelope(exc: EnvelopeError) -> Response[Any]:
-    return _json_response(400, ErrorMessage(message=str(exc)).model_dump())
-
-
 @app.get("/health")
 def health() -> dict[str, str]:
     """Liveness: the function is deployed and its configuration loaded (no database round trip)."""
@@ -185,17 +243,26 @@ def health() -> dict[str, str]:
         200: {"description": "one result per transaction", "content": {"application/json": {"model": UploadResponse}}},
         400: {"description": "malformed envelope", "content": {"application/json": {"model": ErrorMessage}}},
         401: {"description": "missing or invalid token", "content": {"application/json": {"model": ErrorMessage}}},
-        413: {"description": "body over the size cap", "content": {"application/json": {"model": ErrorMessage}}},
+        413: {
+            "description": "event over Lambda's 6 MB invocation limit (the function cannot read it)",
+            "content": {"application/json": {"model": ErrorMessage}},
+        },
         503: {
             "description": "temporary failure; send again after Retry-After",
-            "content": {"application/json": {"model": UploadResponse}},
+            "content": {"application/json": {"model": UnavailableResponse}},
         },
     },
 )
 def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
     """Apply a PowerSync upload: shape A (reference write API) or shape B (``CrudEntry.toJSON()`` list)."""
     rt: Runtime = app.context["runtime"]
+    ceiling = max(REFERENCE_MAX_TRANSACTIONS, rt.config.max_transactions)
+    if isinstance(body, UploadRequestA) and len(body.transactions) > ceiling:
+        message = f"transactions: at most {ceiling} per request (the reference write API's limit)"
+        return _json_response(400, ErrorMessage(message=message).model_dump())
     parsed = to_upload(body, rt.config.max_transactions)
+    if app.context.get("over_cap"):  # a body over MAX_BODY_BYTES: answered per transaction (TOO_LARGE)
+        parsed = limit_size(parsed, entry_sizes(app.current_event.json_body), rt.settings.max_body_bytes)
     # Powertools caches the parsed JSON on the event; the operations now hold what is needed of it.
     # Free it before the engine runs: at the body cap it is the largest object of the request.
     vars(app.current_event).pop("json_body", None)
@@ -215,15 +282,27 @@ def upload(body: Annotated[UploadRequest, Body()]) -> Response[Any]:
     _log_outcome(parsed.shape, outcome)
     operations = sum(len(t.operations) for t in parsed.transactions)
     observability.record(outcome, operations, elapsed_ms, rt.config.errors_table is not None)
-    response = UploadResponse(results=outcome.results).to_json()
+    results = [*outcome.results, *(NotAttemptedResult() for _ in range(parsed.not_attempted))]
     if outcome.retry_after_ms is not None:
         retry_after = str(max(1, math.ceil(outcome.retry_after_ms / 1000)))
-        return _json_response(HTTPStatus.SERVICE_UNAVAILABLE, response, {"Retry-After": retry_after})
-    return _json_response(200, response)
+        message = next((r.message for r in results if r.status == "retryable_error"), RETRY_MESSAGE)
+        unavailable_body = UnavailableResponse(message=message, results=results).to_json()
+        return _json_response(HTTPStatus.SERVICE_UNAVAILABLE, unavailable_body, {"Retry-After": retry_after})
+    return _json_response(200, UploadResponse(results=results).to_json())
+
+
+_WARNED_SUBJECT: set[str] = set()
+"""Owner columns already warned about (:attr:`AuthReason.SUBJECT_NOT_STORABLE`): once per container."""
 
 
 def _log_outcome(shape: str, outcome: Outcome) -> None:
     for index, _transaction, error, op_index in outcome.fatal:
+        if error.reason is AuthReason.SUBJECT_NOT_STORABLE and f"{error.table}.{error.column}" not in _WARNED_SUBJECT:
+            _WARNED_SUBJECT.add(f"{error.table}.{error.column}")
+            logger.warning(
+                "the owner column cannot hold the token's subject: every write to this table is refused",
+                extra={"table": error.table, "column": error.column},
+            )
         logger.info(
             "transaction rejected",
             extra={
@@ -287,19 +366,17 @@ def event_size(event: dict[str, Any]) -> int:
     return rest_size + len(escaped) + len(',"body":')
 
 
-def too_large(event: dict[str, Any], max_body_bytes: int) -> str | None:
-    """The 413 message naming the limit the request breaks, or ``None`` when it fits both.
+def too_large(event: dict[str, Any]) -> str | None:
+    """The 413 message when the event is over Lambda's invocation payload limit (API Gateway answers
+    such a request itself: the function never sees it), or ``None`` when the function can read it.
+
+    A body over ``MAX_BODY_BYTES`` that the function can read is not refused as a whole: it is
+    answered per transaction (:func:`over_cap`, :func:`~powersync_upload.contract.limit_size`), since
+    the reference connectors retry a 413 for ever.
 
     Args:
         event: the API Gateway payload v2 event, body as it arrived (base64 or text).
-        max_body_bytes: ``MAX_BODY_BYTES``, the decoded body's cap.
     """
-    body = _body_size(event)
-    if body > max_body_bytes:
-        return (
-            f"request body is {body} bytes, over MAX_BODY_BYTES ({max_body_bytes}): send smaller batches "
-            "(fewer transactions per request)"
-        )
     size = event_size(event)
     if size > LAMBDA_EVENT_LIMIT:
         return (
@@ -308,6 +385,11 @@ def too_large(event: dict[str, Any], max_body_bytes: int) -> str | None:
             "(fewer transactions per request)"
         )
     return None
+
+
+def over_cap(event: dict[str, Any], max_body_bytes: int) -> bool:
+    """Whether the decoded body is over ``MAX_BODY_BYTES`` (then answered per transaction)."""
+    return _body_size(event) > max_body_bytes
 
 
 def _request_age_s(event: dict[str, Any]) -> float:
@@ -361,7 +443,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "unexpected error in the handler; answering 503",
             extra={"error_type": type(exc).__name__, "stack": "".join(traceback.format_tb(exc.__traceback__))},
         )
-        return _plain_response(503, "temporary failure; retry", {"Retry-After": "5"})
+        return _plain_response(503, RETRY_MESSAGE, {"Retry-After": "5"})
     finally:
         if paused:
             gc.enable()
@@ -370,12 +452,33 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 _frozen = False
 
+UNSUPPORTED_EVENT = (
+    "unsupported event format: this function takes API Gateway HTTP API events (payload format 2.0); "
+    "a REST API (payload format 1.0) or another trigger is not supported: deploy template.yaml's HttpApi"
+)
+
+
+def unsupported_event(event: Any) -> bool:
+    """Whether ``event`` is not an API Gateway HTTP API payload v2 event (a REST API's payload v1,
+    with ``httpMethod`` and ``path``, or anything else): answered 400 with :data:`UNSUPPORTED_EVENT`
+    instead of a resolver error that the last resort would turn into a 503 for ever."""
+    if not isinstance(event, dict):
+        return True
+    context = event.get("requestContext")
+    return event.get("version") != "2.0" and (
+        "httpMethod" in event or not isinstance(context, dict) or "http" not in context
+    )
+
 
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rt = runtime()
+    if unsupported_event(event):
+        logger.error("unsupported event format", extra={"event_version": str(event.get("version", "1.0"))[:10]})
+        return _plain_response(400, UNSUPPORTED_EVENT)
     app.append_context(runtime=rt, deadline=request_deadline(rt.settings, event, context))
     if _is_upload(event):
-        oversize = too_large(event, rt.settings.max_body_bytes)
+        app.append_context(over_cap=over_cap(event, rt.settings.max_body_bytes))
+        oversize = too_large(event)
         if oversize is not None:
             logger.info("request too large", extra={"body_bytes": _body_size(event)})
             return _plain_response(413, oversize)
@@ -392,6 +495,9 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 claims = auth.claims_from_authorizer(event)
             app.append_context(caller=Caller(auth.user_id(claims)))
         except auth.Unauthorized as exc:
-            logger.info("unauthorized", extra={"reason": str(exc)})
+            logger.info("unauthorized", extra={"reason": exc.reason})
             return _plain_response(401, str(exc), {"WWW-Authenticate": 'Bearer realm="powersync-upload"'})
+        except auth.KeysUnavailable as exc:
+            logger.error("token keys unavailable; answering 503", extra={"reason": exc.reason})
+            return _plain_response(503, "token verification keys unreachable; retry", {"Retry-After": "5"})
     return app.resolve(event, context)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from .contract import Operation, Transaction
@@ -57,6 +58,10 @@ class Identity:
     digest: str
 
 
+_SUCCESS: dict[str, Any] = {"status": "success"}
+_SUCCESS_TEXT = '{"status":"success"}'
+
+
 @dataclass(frozen=True)
 class Entry:
     """One ledger row: a decided transaction.
@@ -74,6 +79,8 @@ class Entry:
 
     def result_text(self) -> str:
         """``result`` as the JSON text stored in the ``result`` column."""
+        if self.result == _SUCCESS:  # most rows: one text, not one encoding per transaction
+            return _SUCCESS_TEXT
         return json.dumps(self.result, sort_keys=True, separators=(",", ":"))
 
 
@@ -112,7 +119,10 @@ CLAIMED = Claim(claimed=True)
 
 
 def _canonical(value: Any) -> str:
-    """Canonical JSON: sorted keys, no spaces; numbers as parsed (a decimal keeps its digits)."""
+    """Canonical JSON: sorted keys, no spaces; numbers as parsed (a decimal keeps its digits).
+
+    The reference definition of the digest's text, and the path taken for what :func:`_canonical_fast`
+    cannot encode (``NaN``/``Infinity``, or a string that looks like its decimal placeholder)."""
     if isinstance(value, dict):
         items = sorted(value.items())
         return "{" + ",".join(f"{_canonical(str(k))}:{_canonical(v)}" for k, v in items) + "}"
@@ -125,10 +135,61 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+_PLACEHOLDER = "\x00"
+_DECIMAL_MARK = '"\\u0000"'
+"""A ``Decimal`` is encoded by the C encoder as the string ``"\\x00"`` (JSON ``"\\u0000"``), then the
+token is replaced by the decimal's digits."""
+
+
+def _canonical_fast(value: Any) -> str | None:
+    """:func:`_canonical`'s text from the C JSON encoder (about 10x faster), or ``None`` when it cannot
+    give the same text: a non-finite float (the encoder spells it ``NaN``, :func:`_canonical` ``nan``),
+    a value JSON cannot encode, or a string whose encoding holds the placeholder token.
+
+    Same text because both sort keys the same way, use the same string escaping (``ensure_ascii=False``,
+    lone surrogates kept) and ``repr`` for ints and floats; decimals are spliced in as ``str(value)``.
+    The placeholder check is exact: every decimal yields one token and tokens never overlap, so as many
+    tokens as decimals means none came from a string.
+
+    Raises:
+        RecursionError: values nested too deeply for the encoder.
+    """
+    numbers: list[str] = []
+
+    def number(item: Any) -> str:
+        if not isinstance(item, Decimal):
+            raise TypeError(type(item).__name__)
+        numbers.append(str(item))
+        return _PLACEHOLDER
+
+    try:
+        text = json.dumps(
+            value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False, default=number
+        )
+    except (TypeError, ValueError):
+        return None
+    if not numbers:
+        return text
+    parts = text.split(_DECIMAL_MARK)
+    if len(parts) != len(numbers) + 1:
+        return None
+    pieces = [parts[0]]
+    for digits, part in zip(numbers, parts[1:], strict=True):
+        pieces += (digits, part)
+    return "".join(pieces)
+
+
 def digest(operations: Sequence[Operation]) -> str:
     """SHA-256 (hex) of the canonical JSON of ``[op, table, id, data, old, metadata]`` per operation,
-    after aliases (both request shapes give the same digest for the same transaction)."""
-    text = _canonical([[o.op, o.table, o.id, o.data, o.old, o.metadata] for o in operations])
+    after aliases (both request shapes give the same digest for the same transaction).
+
+    Raises:
+        RecursionError: values nested too deeply to encode.
+    """
+    value = [[o.op, o.table, o.id, o.data, o.old, o.metadata] for o in operations]
+    text = _canonical_fast(value)
+    if text is None:
+        text = _canonical(value)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -200,6 +261,7 @@ def find(entries: Sequence[Entry], ident: Identity) -> Entry | None:
 _ID_COLUMN = Column("client_id", Kind.TEXT, max_length=MAX_ID_CHARS)
 
 
+@lru_cache(maxsize=64)
 def _storable(text: str) -> bool:
     """Whether an id can be stored and compared as sent: at most :data:`MAX_ID_CHARS` characters, valid
     UTF-8 (no lone surrogates) and no NUL (the rules of a client text value)."""

@@ -3,8 +3,8 @@
 * ``demo``  -- every event in ``events/`` through the handler against a fresh embedded SQLite demo
   database; prints each response and the resulting rows.
 * ``invoke EVENT`` -- one API Gateway HTTP API (payload v2) event file, like ``sam local invoke -e``.
-* ``serve`` -- an HTTP server on 127.0.0.1 (``PORT``, default 3000) for a client app under
-  development; it turns each request into a payload v2 event for the same handler and verifies bearer
+* ``serve`` -- an HTTP server on 127.0.0.1 (``PORT``, default 3000; HTTP/1.1, keep-alive) for a client
+  app under development; it turns each request into a payload v2 event for the same handler and verifies bearer
   tokens itself with the ``JWT_*`` settings (deployed, the HttpApi authorizer does that). It also
   answers ``GET /openapi.json`` with the API's OpenAPI document (:mod:`powersync_upload.openapi`).
 
@@ -140,6 +140,8 @@ def demo(events_dir: Path = EVENTS_DIR) -> int:
         print("demo database: DATABASE_URL (used as it is: load db/migrations/<dialect> and db/demo/<dialect> first)")
     else:
         print(f"demo database: {DEMO_DB} (recreated)")
+    if not cold_start("demo"):
+        return 2
     for path in sorted(events_dir.glob("*.json")):
         _print_response(path.name, invoke(json.loads(path.read_text(encoding="utf-8"))))
     _print_rows()
@@ -158,6 +160,8 @@ def invoke_file(path: Path) -> int:
         return 2
     _use_local_database(fresh=False)
     os.environ.setdefault("AUTH_MODE", "authorizer")
+    if not cold_start("invoke"):
+        return 2
     _print_response(path.name, invoke(event))
     return 0
 
@@ -194,7 +198,15 @@ def event_from_request(method: str, path: str, headers: dict[str, str], body: by
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One client connection: HTTP/1.1 with keep-alive (as API Gateway gives), so a connector or a
+    benchmark reuses its TCP connection; every answer carries a ``Content-Length``. A connection idle
+    for :attr:`timeout` seconds is closed; an answer sent without reading the body closes it too."""
+
     server_version = "powersync-upload-local"
+    protocol_version = "HTTP/1.1"
+    timeout = 60
+    disable_nagle_algorithm = True  # headers and body go out in two writes: without TCP_NODELAY the
+    # body waits for the client's delayed ACK of the headers (40 ms per request on a kept connection)
 
     def _handle(self) -> None:
         if self.headers.get("Transfer-Encoding"):
@@ -226,8 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
             for value in values:
                 self.send_header(name, value)
         self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
+        self._finish_headers(len(payload))
         self.wfile.write(payload)
 
     def _send_openapi(self) -> None:
@@ -237,9 +248,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
+        self._finish_headers(len(payload))
         self.wfile.write(payload)
+
+    def _finish_headers(self, length: int) -> None:
+        self.send_header("Content-Length", str(length))
+        if self.close_connection:  # the client asked for it (``Connection: close``, or HTTP/1.0)
+            self.send_header("Connection", "close")
+        self.end_headers()
 
     def _reply(self, status: int, payload: bytes) -> None:
         self.send_response(status)
@@ -255,8 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
         self.send_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        self._finish_headers(0)
 
     do_GET = _handle  # noqa: N815
     do_POST = _handle  # noqa: N815
@@ -296,6 +311,35 @@ def _database_in_use(settings: Any) -> str:
     return f"SQLite {settings.local_sqlite} (the demo database; set DATABASE_URL for another)"
 
 
+def cold_start(command: str) -> bool:
+    """Load the settings and ``UPLOAD_CONFIG`` as a Lambda cold start would (the handler module's
+    logger included); on a mistake print one line naming the key and return ``False`` (exit 2)."""
+    from .config import ConfigError
+
+    try:
+        from .dialects import dialect_name
+        from .handler import runtime
+
+        rt = runtime()
+        if rt.settings.database_url:
+            dialect_name(rt.settings.database_url)
+    except (ConfigError, ValueError) as exc:
+        print(f"{command}: configuration error, not started: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def development_claims(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    """The claims of ``serve``'s development token: user 1111...1111 for 24 h, with the
+    ``JWT_ISSUER``/``JWT_AUDIENCE`` that serve then checks, so the printed token is accepted."""
+    claims: dict[str, Any] = {"sub": "11111111-1111-1111-1111-111111111111", "exp": int(time.time()) + 86400}
+    if environ.get("JWT_ISSUER"):
+        claims["iss"] = environ["JWT_ISSUER"]
+    if environ.get("JWT_AUDIENCE"):
+        claims["aud"] = environ["JWT_AUDIENCE"]
+    return claims
+
+
 def serve(port: int) -> int:
     """Serve the handler on 127.0.0.1:``port`` until interrupted.
 
@@ -313,22 +357,12 @@ def serve(port: int) -> int:
         os.environ["JWT_SECRET"] = DEV_SECRET
         import jwt
 
-        development_token = jwt.encode(
-            {"sub": "11111111-1111-1111-1111-111111111111", "exp": int(time.time()) + 86400},
-            DEV_SECRET,
-            algorithm="HS256",
-        )
-    from .config import ConfigError
-    from .dialects import dialect_name
+        development_token = jwt.encode(development_claims(os.environ), DEV_SECRET, algorithm="HS256")
+    if not cold_start("serve"):
+        return 2
     from .handler import runtime
 
-    try:
-        rt = runtime()
-        if rt.settings.database_url:
-            dialect_name(rt.settings.database_url)
-    except (ConfigError, ValueError) as exc:
-        print(f"serve: configuration error, not started: {exc}", file=sys.stderr)
-        return 2
+    rt = runtime()
     try:
         server = LocalServer(("127.0.0.1", port), _Handler)
     except OSError as exc:

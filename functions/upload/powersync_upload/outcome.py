@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import errors_table
 from .config import UploadConfig
@@ -23,6 +24,7 @@ from .contract import (
     Upload,
 )
 from .errors import FatalOpError, RetryableError
+from .ledger import Entry
 from .replays import Replays
 from .session import Session
 
@@ -155,6 +157,24 @@ def assemble(decisions: Decisions, session: Session, replays: Replays) -> Outcom
     return outcome
 
 
+def _recorded(
+    session: Session, row: dict[str, Any], entry: Entry | None, conflicts: list[dict[str, Any]]
+) -> errors_table.Recorded:
+    """:func:`errors_table.record` on the session's connection; no connection is a temporary failure."""
+    try:
+        conn = session.db.connection(5.0)
+    except RetryableError as exc:
+        return errors_table.Recorded(committed=False, retry=exc)
+    return errors_table.record(
+        conn,
+        session.db,
+        session.config.errors_table,
+        row,
+        ledger_entries=[entry] if entry is not None else (),
+        conflicts=conflicts,
+    )
+
+
 def record_fatal(
     session: Session, replays: Replays, transaction: Transaction, exc: FatalOpError, op_index: int, result: FatalResult
 ) -> tuple[TransactionResult, int]:
@@ -182,14 +202,9 @@ def record_fatal(
         operation.id,
         exc,
     )
-    recorded = errors_table.record(
-        session.db.connection(5.0),
-        session.db,
-        config.errors_table,
-        row,
-        ledger_entries=[entry] if entry is not None else (),
-        conflicts=rows,
-    )
+    recorded = _recorded(session, row, entry, rows)
+    if recorded.retry is not None:  # the row and the fatal answer stand or fall together: send again
+        return RetryableResult(message=recorded.retry.message, retry_after_ms=recorded.retry.retry_after_ms), 0
     if entry is not None:
         if not recorded.claim.claimed:  # the first attempt decided it meanwhile: answer from its row
             stored = replays.stored(recorded.claim, entry.identity)

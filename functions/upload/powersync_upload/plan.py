@@ -31,7 +31,6 @@ step per batch, and the database's foreign keys decide (``FOREIGN_KEY_VIOLATION`
 from __future__ import annotations
 
 import heapq
-import itertools
 import uuid
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -58,9 +57,11 @@ def identity(value: object) -> Hashable:
     return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Step:
-    """One prepared operation as the planner sees it.
+    """One prepared operation as the planner sees it (not frozen: one is built per operation, and a
+    frozen dataclass's ``__init__`` costs several times as much; nothing changes a step once built,
+    :func:`dataclasses.replace` makes a new one).
 
     Attributes:
         tx: position of its client transaction in the group (0-based).
@@ -171,22 +172,36 @@ class _Graph:
 def _edges(steps: Sequence[Step], tables: Tables) -> _Graph:
     """The ordering constraints of one group (see the module docstring)."""
     graph = _Graph(len(steps))
-    by_row: dict[RowRef, list[int]] = {}
-    for i, step in enumerate(steps):
-        by_row.setdefault((step.table, step.row), []).append(i)
-    for rows in by_row.values():
-        for a, b in itertools.pairwise(rows):
-            graph.add(a, b)
+    by_row = _same_row_edges(steps, graph)
     for b, step in enumerate(steps):
         for parent in step.refs:
             for a in by_row.get(parent, ()):
                 _reference_edge(steps, a, b, graph)
+    deleting = {step.tx for step in steps if step.kind == "DELETE"}
     by_tx: dict[int, list[int]] = {}
     for i, step in enumerate(steps):
-        by_tx.setdefault(step.tx, []).append(i)
+        if step.tx in deleting:  # only a transaction that deletes has delete edges
+            by_tx.setdefault(step.tx, []).append(i)
     for members in by_tx.values():
         _delete_edges([(i, steps[i]) for i in members], tables, graph)
     return graph
+
+
+def _same_row_edges(steps: Sequence[Step], graph: _Graph) -> dict[RowRef, list[int]]:
+    """Queue order between the steps on one row (an edge from each to the next); returns the steps
+    of each row some step references, in order (the other rows' lists are not needed)."""
+    referenced = {ref for step in steps for ref in step.refs}
+    last: dict[RowRef, int] = {}
+    by_row: dict[RowRef, list[int]] = {}
+    for i, step in enumerate(steps):
+        row = (step.table, step.row)
+        before = last.get(row)
+        if before is not None:
+            graph.add(before, i)
+        last[row] = i
+        if row in referenced:
+            by_row.setdefault(row, []).append(i)
+    return by_row
 
 
 def _reference_edge(steps: Sequence[Step], a: int, b: int, graph: _Graph) -> None:
@@ -340,6 +355,10 @@ def groups(transactions: Sequence[Sequence[Step]], tables: Tables, max_steps: in
 def _frees_unique(transaction: Sequence[Step], tables: Tables) -> set[str]:
     """Tables with a unique index where the transaction may free an indexed value of a row it did not
     insert itself (a delete, or a PATCH of indexed columns)."""
+    unique = tables.unique
+    may_free = (s.kind == "DELETE" or (s.kind == "PATCH" and s.sets_unique) for s in transaction if s.table in unique)
+    if not any(may_free):
+        return set()  # nothing could free a value (a transaction of PUTs): no row needs following
     inserted: set[RowRef] = set()
     seen: set[RowRef] = set()
     frees: set[str] = set()

@@ -16,9 +16,9 @@ from typing import Any
 
 from .config import Limits, TableConfig, UploadConfig
 from .contract import Operation, Transaction
-from .convert import InvalidValue, convert, json_text
+from .convert import Converter, InvalidValue, check_key, convert, converter, json_text
 from .database import Database
-from .errors import ErrorCode, FatalOpError, Reason
+from .errors import AuthReason, ErrorCode, FatalOpError, Reason
 from .plan import OnDelete, RowRef, Step, Tables, identity
 from .schema import Column, TableSchema
 
@@ -27,12 +27,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Target:
-    """An operation's table, resolved: configuration, schema and key column."""
+    """An operation's table, resolved: configuration, schema and key column; ``patch_only`` is
+    ``config.patch_only``, read once (a pydantic private attribute costs a microsecond per read)."""
 
     client_table: str
     config: TableConfig
     schema: TableSchema
     key: Column
+    patch_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +119,7 @@ def resolve_table(conn: Any, client_table: str, config: UploadConfig, db: Databa
     key = schema.column(table_config.key)
     if key is None:
         raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=client_table, column=table_config.key)
-    return Target(client_table, table_config, schema, key)
+    return Target(client_table, table_config, schema, key, table_config.patch_only)
 
 
 def client_column(table_config: TableConfig, server_column: str) -> str:
@@ -155,6 +157,17 @@ def _convert(value: Any, column: Column, table: str, name: str) -> Any:
         raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=exc.reason) from exc
 
 
+def _key(operation: Operation, target: Target) -> Any:
+    """The operation's row id converted for the key column, refused when that column would fold it
+    onto another id (:func:`~powersync_upload.convert.check_key`)."""
+    key_value = _convert(operation.id, target.key, operation.table, "id")
+    try:
+        check_key(key_value, target.key)
+    except InvalidValue as exc:
+        raise FatalOpError(ErrorCode.INVALID_DATA, table=operation.table, column="id", reason=exc.reason) from exc
+    return key_value
+
+
 def _too_long(name: str, raw: Any, limits: Limits, table: str) -> None:
     if isinstance(raw, str):
         too_long = len(raw) > limits.max_text_chars
@@ -170,19 +183,80 @@ def _too_long(name: str, raw: Any, limits: Limits, table: str) -> None:
 
 
 def _values(
-    conn: Any, operation: Operation, target: Target, key_value: Any, db: Database, limits: Limits
+    conn: Any,
+    operation: Operation,
+    target: Target,
+    key_value: Any,
+    db: Database,
+    limits: Limits,
+    memo: dict[tuple[Any, ...], Any],
 ) -> dict[str, Any]:
-    """Server column -> converted value for the operation's data (the entry's own id left out)."""
-    table_config = target.config
+    """Server column -> converted value for the operation's data (the entry's own id left out).
+
+    The columns of a set of data keys are resolved once per transaction attempt (:func:`_resolved`,
+    kept in ``memo``); the operations after the first with the same keys only check and convert their
+    values. An operation whose keys do not all resolve takes the checks name by name, in the order
+    sent, so the error it gets is the same as before the cache."""
     data = operation.data or {}
     if len(data) > limits.max_columns_per_operation:
         raise FatalOpError(
             ErrorCode.INVALID_DATA, table=target.client_table, reason=Reason.TOO_LONG, limit="max_columns_per_operation"
         )
+    shape = ("columns", target.client_table, tuple(data))
+    cached = memo.get(shape)
+    if cached is None or cached[0] is not target.schema:
+        columns = _resolved(conn, data, target, db, limits, key_value)
+        cached = memo[shape] = (target.schema, [(c, converter(c)) if c is not None else None for c in columns])
+    values: dict[str, Any] = {}
+    table = target.client_table
+    for (name, raw), resolved in zip(data.items(), cached[1], strict=True):
+        if resolved is None:  # the key column: the same id, or refused
+            _too_long(name, raw, limits, table)
+            if not same(_convert(raw, target.key, table, name), key_value, target.key):
+                raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=Reason.FORMAT)
+            continue
+        column = resolved[0]
+        values[column.name] = _value(raw, resolved, limits, table, name)
+    return values
+
+
+def _value(raw: Any, resolved: tuple[Column, Converter], limits: Limits, table: str, name: str) -> Any:
+    """One data value checked (:func:`_too_long`) and converted with its column's rule.
+
+    Raises:
+        FatalOpError: ``INVALID_DATA`` (too long, or not convertible).
+    """
+    if raw is None:
+        return None
+    column, rule = resolved
+    if type(raw) is str:
+        if len(raw) > limits.max_text_chars:
+            raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=Reason.TOO_LONG)
+    else:
+        _too_long(name, raw, limits, table)
+    try:
+        return rule(raw, column)
+    except InvalidValue as exc:
+        raise FatalOpError(ErrorCode.INVALID_DATA, table=table, column=name, reason=exc.reason) from exc
+
+
+def _resolved(
+    conn: Any, data: dict[str, Any], target: Target, db: Database, limits: Limits, key_value: Any
+) -> list[Column | None]:
+    """The server column of each data key, in order (``None`` for the table's key column), after the
+    schema, rename, writable and allow-list checks, which raise for the first name that fails (each
+    after the value checks of the names before it, as sent).
+
+    Raises:
+        FatalOpError: ``SCHEMA_MISMATCH`` (no such column), ``UNAUTHORIZED`` (not writable, or outside
+            ``columns``), ``INVALID_DATA`` (a value before it too long or not convertible; the key
+            column with another id).
+    """
+    table_config = target.config
     allowed = set(table_config.columns) if table_config.columns is not None else None
     version = table_config.conflicts.version_column  # compared, never written: accepted like the key
     protected = {c.casefold() for c in [table_config.owner, *table_config.parents, version] if c}
-    values: dict[str, Any] = {}
+    columns: list[Column | None] = []
     for name, raw in data.items():
         _too_long(name, raw, limits, target.client_table)
         server_name = table_config.rename.get(name, name)
@@ -192,14 +266,16 @@ def _values(
         if column.name == target.key.name:
             if not same(_convert(raw, column, target.client_table, name), key_value, column):
                 raise FatalOpError(ErrorCode.INVALID_DATA, table=target.client_table, column=name, reason=Reason.FORMAT)
+            columns.append(None)
             continue
         compared = version is not None and name.casefold() == version.casefold()  # a rowversion is not writable
         if (not column.writable and not compared) or (
             allowed is not None and name not in allowed and column.name.casefold() not in protected
         ):
             raise FatalOpError(ErrorCode.UNAUTHORIZED, table=target.client_table, column=name)
-        values[column.name] = _convert(raw, column, target.client_table, name)
-    return values
+        _convert(raw, column, target.client_table, name)
+        columns.append(column)
+    return columns
 
 
 def unset_columns(target: Target, values: dict[str, Any]) -> list[str]:
@@ -260,14 +336,17 @@ def prepare(
 
     Raises:
         FatalOpError: ``SCHEMA_MISMATCH``, ``INVALID_DATA`` or ``UNAUTHORIZED`` (an owner value other
-            than the caller's, a column outside the allow-list or not writable).
+            than the caller's, a column outside the allow-list or not writable, a PUT or DELETE on a
+            PATCH-only table).
     """
     memo: dict[tuple[Any, ...], Any] = cache if cache is not None else {}
     target = memo.get(("target", operation.table))
     if target is None:
         target = memo[("target", operation.table)] = resolve_table(conn, operation.table, config, db)
-    key_value = _convert(operation.id, target.key, operation.table, "id")
-    values = _values(conn, operation, target, key_value, db, config.limits)
+    if target.patch_only and operation.op != "PATCH":
+        raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table)
+    key_value = _key(operation, target)
+    values = _values(conn, operation, target, key_value, db, config.limits, memo)
     if operation.op == "PATCH" and not values:
         return None
     prepared = Prepared(operation, target, key_value, values, user_id)
@@ -300,15 +379,10 @@ def _owner(
         FatalOpError: ``SCHEMA_MISMATCH`` (no such column), ``UNAUTHORIZED`` (someone else's id, or
             the caller's id does not fit the column).
     """
-    owner = target.schema.column(name)
-    if owner is None:
-        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=operation.table, column=name)
-    me = memo.get(("me", target.schema.name, owner.name))
-    if me is None:
-        try:
-            me = memo[("me", target.schema.name, owner.name)] = convert(user_id, owner)
-        except InvalidValue as exc:
-            raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table, column=owner.name) from exc
+    found = memo.get(("me", target.schema.name, name))
+    if found is None or found[0] is not target.schema:
+        found = memo[("me", target.schema.name, name)] = (target.schema, *_caller(operation, target, name, user_id))
+    owner, me = found[1], found[2]
     if owner.name in values:
         if not same(values[owner.name], me, owner):
             raise FatalOpError(
@@ -319,6 +393,24 @@ def _owner(
     if operation.op == "PUT":
         values[owner.name] = me
     return owner, me
+
+
+def _caller(operation: Operation, target: Target, name: str, user_id: str) -> tuple[Column, Any]:
+    """The owner column ``name`` of the operation's table and the caller's id converted for it.
+
+    Raises:
+        FatalOpError: ``SCHEMA_MISMATCH`` (no such column), ``UNAUTHORIZED`` (the caller's id does not
+            fit the column).
+    """
+    owner = target.schema.column(name)
+    if owner is None:
+        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=operation.table, column=name)
+    try:
+        return owner, convert(user_id, owner)
+    except InvalidValue as exc:  # a uuid owner column and an Auth0 or Firebase subject
+        raise FatalOpError(
+            ErrorCode.UNAUTHORIZED, table=operation.table, column=owner.name, reason=AuthReason.SUBJECT_NOT_STORABLE
+        ) from exc
 
 
 def plan_table(name: str) -> str:
@@ -369,21 +461,24 @@ def step_of(tx: int, index: int, item: Prepared, facts: dict[str, TableFacts] | 
     if table is None:
         table = known[schema.name] = TableFacts.of(schema)
     op = item.operation.op
-    refs: list[RowRef] = [(plan_table(ref.parent.schema.name), identity(ref.key_value)) for ref in item.parents]
+    refs: list[RowRef] = []
+    for ref in item.parents:
+        refs.append((plan_table(ref.parent.schema.name), identity(ref.key_value)))
+    values = item.values
     for column, parent in table.foreign_keys:
-        value = item.values.get(column)
+        value = values.get(column)
         if value is not None:
             refs.append((parent, identity(value)))
     sets_unique = False
     if table.indexed and op != "DELETE":
-        sets_unique = op == "PUT" or any(name.casefold() in table.indexed for name in item.values)
+        sets_unique = op == "PUT" or any(name.casefold() in table.indexed for name in values)
     return Step(
         tx,
         index,
         table.name,
         op,
         identity(item.key_value),
-        tuple(item.values) if op != "DELETE" else (),
+        tuple(values) if op != "DELETE" else (),
         tuple(dict.fromkeys(refs)) if len(refs) > 1 else tuple(refs),
         sets_unique,
     )

@@ -58,7 +58,8 @@ class Replays:
 
     Attributes:
         identities: ``id(transaction)`` -> its identity, for the transactions that have one.
-        known: ledger rows read for this request, and those this request decided.
+        known: ledger rows read for this request, and those this request decided, by identity (the
+            first row of an identity kept; a dict, so a replay of many transactions stays linear).
         pending: ledger rows claimed in the open database transaction, by ``id(transaction)``.
     """
 
@@ -66,7 +67,7 @@ class Replays:
     client_id: str | None
     retention_days: int
     identities: dict[int, ledger.Identity]
-    known: list[ledger.Entry] = field(default_factory=list)
+    known: dict[ledger.Identity, ledger.Entry] = field(default_factory=dict)
     pending: dict[int, ledger.Entry] = field(default_factory=dict)
 
     @classmethod
@@ -104,14 +105,15 @@ class Replays:
         session.opened = conn  # the first group's writes go in this transaction (nothing was written yet)
         session.db.mark_used()
         known = [e for e in (ledger.from_row(self.user_id, self.client_id, r) for r in rows) if e is not None]
-        self.known = _unexpired(session, conn, known, self.retention_days)
+        for entry in _unexpired(session, conn, known, self.retention_days):
+            self.remember(entry)
 
     def answer(self, transaction: Transaction) -> TransactionResult | None:
         """The stored answer for a transaction decided before, or ``None`` to apply it."""
         ident = self.identities.get(id(transaction))
         if ident is None:
             return None
-        return self._decided(ledger.find(self.known, ident))
+        return self._decided(self.known.get(ident))
 
     def _decided(self, stored: ledger.Entry | None) -> TransactionResult | None:
         decision = ledger.decide(stored, _now(), retention_days=self.retention_days)
@@ -126,7 +128,7 @@ class Replays:
         found = ledger.find(stored, ident) if ident is not None else None
         if found is None:
             return None
-        self.known.append(found)
+        self.remember(found)
         return self._decided(found)
 
     def stored(self, claim: ledger.Claim, ident: ledger.Identity) -> ledger.Entry | None:
@@ -174,8 +176,8 @@ class Replays:
             self.remember(entry)
 
     def remember(self, entry: ledger.Entry) -> None:
-        """A row this request decided."""
-        self.known.append(entry)
+        """A row this request read or decided (the first one of an identity answers its repeats)."""
+        self.known.setdefault(entry.identity, entry)
 
 
 def _begin(session: Session) -> Any:

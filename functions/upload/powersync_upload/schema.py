@@ -56,6 +56,11 @@ class Column:
             ``utf8mb4``). Text outside it is INVALID_DATA ``encoding``, never stored as ``?``.
         collation: the column's collation when a dialect must name it in SQL text (SQL Server
             ``varchar`` whose collation is not the database default), else empty.
+        pads_spaces: the column compares text ignoring trailing spaces (MariaDB/MySQL PAD SPACE
+            collations, SQL Server always, PostgreSQL ``char(n)``): as a key, ``"x "`` would be row ``"x"``.
+        ignores_case: the column compares text case-insensitively (``_ci`` collations): as a key,
+            ``"X"`` would be row ``"x"``. Both come from introspection (DESIGN.md section 3, "One device
+            id, one row"); :func:`~powersync_upload.convert.check_key` refuses such ids.
         int_range: inclusive (min, max) for integer kinds.
         precision, scale: for decimals, total and fractional digits.
         fraction_digits: fractional-second digits kept by time and timestamp kinds.
@@ -77,6 +82,8 @@ class Column:
     float_max: float | None = None
     encoding: str | None = None
     collation: str = ""
+    pads_spaces: bool = False
+    ignores_case: bool = False
 
 
 BMP_ONLY = "bmp"

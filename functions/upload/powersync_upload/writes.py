@@ -266,8 +266,11 @@ def _comparable(value: Any, column: Column) -> Any:
 
 
 def remember(known: Known, items: list[Prepared]) -> None:
-    """Note what a batch (or one operation) just wrote, for :func:`row_by_row`."""
+    """Note what a batch (or one operation) just wrote, for :func:`row_by_row`, which reads it only for
+    tables with a unique index besides the key: the writes to other tables are not noted."""
     for item in items:
+        if not item.target.schema.unique:
+            continue
         where = (item.target.schema.name, identity(item.key_value))
         op = item.operation.op
         if op == "PUT":

@@ -270,24 +270,33 @@ def run_ledger_read(conn: Any, s: Statements, user_id: str, client_id: str, dige
     return found
 
 
+def ledger_row(s: Statements, e: Entry) -> tuple[Any, ...]:
+    """The values of :data:`LEDGER_COLUMNS` for one entry, as the driver takes them."""
+    i = e.identity
+    stamp = s.to_driver(e.decided_at, STAMP)
+    return (i.user_id, i.client_id, i.first_op_id, i.last_op_id, i.digest, e.result_text(), stamp)
+
+
+def _insert_ledger_values(conn: Any, s: Statements, entries: Sequence[Entry]) -> None:
+    cursor = conn.cursor()
+    for part in chunks(entries, s.chunk):
+        params = tuple(value for e in part for value in ledger_row(s, e))
+        cursor.execute(insert_values_sql(LEDGER_TABLE, LEDGER_COLUMNS, len(part), s.ph), params)
+
+
 def run_ledger_claim(
     conn: Any,
     s: Statements,
     entries: Sequence[Entry],
     is_duplicate: Callable[[BaseException], bool],
     rollback: Callable[[Any], None],
+    insert: Callable[[Any, Statements, Sequence[Entry]], None] = _insert_ledger_values,
 ) -> Claim:
-    """One ``INSERT`` of every entry; on a duplicate identity: roll back, read the stored rows, and
-    return them (see the ``ledger_claim`` docstring of the Dialect protocol)."""
-    cursor = conn.cursor()
+    """One ``INSERT`` of every entry (``insert``: multi-row ``VALUES`` per chunk unless the dialect
+    has its own); on a duplicate identity: roll back, read the stored rows, and return them (see the
+    ``ledger_claim`` docstring of the Dialect protocol)."""
     try:
-        for part in chunks(entries, s.chunk):
-            params: list[Any] = []
-            for e in part:
-                i = e.identity
-                stamp = s.to_driver(e.decided_at, STAMP)
-                params += [i.user_id, i.client_id, i.first_op_id, i.last_op_id, i.digest, e.result_text(), stamp]
-            cursor.execute(insert_values_sql(LEDGER_TABLE, LEDGER_COLUMNS, len(part), s.ph), tuple(params))
+        insert(conn, s, entries)
     except Exception as exc:
         if not is_duplicate(exc):
             raise

@@ -313,6 +313,13 @@ _TEMPORAL = {"datetime2": Kind.TIMESTAMP, "datetimeoffset": Kind.TIMESTAMPTZ, "t
 _FIXED_DIGITS = {"datetime": 3, "smalldatetime": 0}
 
 
+def key_folding(collation: str) -> dict[str, Any]:
+    """How SQL Server compares a text column (DESIGN.md section 3, "One device id, one row"): trailing
+    spaces are always ignored (ANSI padding, every collation); case is ignored under ``_CI_``
+    collations (the default ``SQL_Latin1_General_CP1_CI_AS`` among them)."""
+    return {"pads_spaces": True, "ignores_case": "_CI" in collation.upper()}
+
+
 def column_from_catalog(row: tuple[Any, ...]) -> Column:
     """A :class:`Column` from one row of the first result set of :data:`_INTROSPECT`."""
     col, type_name, max_length, precision, scale, nullable, identity, computed, has_default = row[:9]
@@ -342,7 +349,7 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
     if type_name in ("nvarchar", "nchar", "ntext", "varchar", "char", "text"):
         code = int(code_page) if code_page not in (None, "") else None
         text = _text_column(type_name, max_length, str(collation or ""), code, str(database_collation or ""))
-        return Column(kind=Kind.TEXT, **text, **common)
+        return Column(kind=Kind.TEXT, **text, **key_folding(str(collation or database_collation or "")), **common)
     return Column(kind=Kind.OTHER, **common)
 
 

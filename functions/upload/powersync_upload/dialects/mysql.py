@@ -12,16 +12,19 @@
   hold is INVALID_DATA ``encoding`` before any SQL runs.
 * Each transaction caps lock waits (``innodb_lock_wait_timeout``, whole seconds) and statement time
   (MariaDB ``max_statement_time``; MySQL ``max_execution_time``, which only limits SELECT).
-* MariaDB's ``JSON`` is ``LONGTEXT`` with a ``json_valid`` CHECK: it is introspected as text, and bad
-  JSON there is a CHECK_VIOLATION (error 4025); MySQL's real JSON type rejects it with 3140.
+* MariaDB's ``JSON`` is ``LONGTEXT`` with a ``json_valid`` CHECK: introspection reads that CHECK and
+  makes the column JSON, so a value that is not JSON is INVALID_DATA before any SQL, as everywhere
+  (MySQL's real JSON type is introspected as JSON directly).
 
 Error numbers: MySQL "Server Error Message Reference" and MariaDB "MariaDB Error Codes".
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -114,7 +117,8 @@ def _is_mariadb(conn: Any) -> bool:
 
 _INTROSPECT = """
 SELECT column_name, data_type, column_type, is_nullable, column_default, extra,
-       character_maximum_length, numeric_precision, numeric_scale, datetime_precision, character_set_name
+       character_maximum_length, numeric_precision, numeric_scale, datetime_precision, character_set_name,
+       collation_name
 FROM information_schema.columns
 WHERE table_schema = COALESCE(%s, DATABASE()) AND table_name = %s
 ORDER BY ordinal_position
@@ -186,10 +190,23 @@ _KINDS = {
 """``information_schema.columns.data_type`` -> kind (``tinyint(1)`` is a boolean; any other: OTHER)."""
 
 
+def key_folding(collation: str | None) -> dict[str, Any]:
+    """How a text column's collation compares (DESIGN.md section 3, "One device id, one row"):
+    ``pads_spaces`` unless the collation is NO PAD (MariaDB ``*_nopad_*``, MySQL 8 ``*_0900_*``,
+    ``binary``); ``ignores_case`` for ``*_ci`` collations (MariaDB/MySQL name the comparison in the
+    collation's suffix)."""
+    name = str(collation or "").lower()
+    if not name:
+        return {}
+    no_pad = "nopad" in name or "_0900_" in name or name == "binary"
+    return {"pads_spaces": not no_pad, "ignores_case": name.endswith("_ci")}
+
+
 def column_from_catalog(row: tuple[Any, ...]) -> Column:
     """A :class:`Column` from one ``information_schema.columns`` row of :data:`_INTROSPECT`."""
     col, data_type, column_type, nullable, default, extra, max_len, precision, scale, dt_precision = row[:10]
     charset = row[10] if len(row) > 10 else None
+    collation = row[11] if len(row) > 11 else None
     data_type, column_type, extra = str(data_type).lower(), str(column_type).lower(), str(extra or "").lower()
     kind = Kind.BOOLEAN if column_type.startswith("tinyint(1)") else _KINDS.get(data_type, Kind.OTHER)
     facts: dict[str, Any] = {}
@@ -203,7 +220,7 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
     elif kind in (Kind.TIMESTAMP, Kind.TIME):
         facts["fraction_digits"] = dt_precision or 0
     elif kind is Kind.TEXT:
-        facts.update(max_length=max_len, encoding=codec_for(charset))
+        facts.update(max_length=max_len, encoding=codec_for(charset), **key_folding(collation))
     return Column(
         kind=kind,
         name=col,
@@ -226,7 +243,31 @@ def introspect(conn: Any, table: str) -> TableSchema | None:
     if not rows:
         return None
     columns = {row[0]: column_from_catalog(row) for row in rows}
+    if _is_mariadb(conn):
+        cursor.execute(_JSON_CHECKS, (schema or None, bare))
+        columns = with_json_checks(columns, [str(r[0]) for r in cursor.fetchall()])
     return table_with_constraints(cursor, table, columns, _FOREIGN_KEYS, _UNIQUE, (schema or None, bare))
+
+
+_JSON_CHECKS = """
+SELECT check_clause FROM information_schema.check_constraints
+WHERE constraint_schema = COALESCE(%s, DATABASE()) AND table_name = %s AND check_clause LIKE 'json\\_valid(%%'
+"""
+"""MariaDB's JSON columns: ``LONGTEXT`` with a ``json_valid(`c`)`` CHECK (one round trip, MariaDB only:
+MySQL 8 has a real JSON type and its ``check_constraints`` has no ``table_name``)."""
+_JSON_VALID = re.compile(r"json_valid\(`((?:[^`]|``)+)`\)", re.IGNORECASE)
+
+
+def with_json_checks(columns: dict[str, Column], clauses: list[str]) -> dict[str, Column]:
+    """``columns`` with each text column that a ``json_valid(`c`)`` CHECK guards turned into a JSON
+    column, so a value that is not JSON is ``INVALID_DATA`` before any SQL (as on the other dialects),
+    never the CHECK_VIOLATION of the constraint."""
+    matches = [_JSON_VALID.fullmatch(clause.strip()) for clause in clauses]
+    guarded = {m.group(1).replace("``", "`") for m in matches if m}
+    return {
+        name: replace(column, kind=Kind.JSON) if name in guarded and column.kind is Kind.TEXT else column
+        for name, column in columns.items()
+    }
 
 
 _FOREIGN_KEYS = """

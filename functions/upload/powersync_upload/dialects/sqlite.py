@@ -131,8 +131,11 @@ def _type_facts(kind: Kind, upper: str) -> dict[str, Any]:
 
 
 def introspect(conn: sqlite3.Connection, table: str) -> TableSchema | None:
-    """Read ``PRAGMA table_xinfo``; ``None`` when the table does not exist."""
+    """Read ``PRAGMA table_xinfo``; ``None`` when the table does not exist (also when its schema, an
+    attached database's name, does not: the pragma would fail with "unknown database")."""
     schema, _, bare = table.rpartition(".")
+    if schema and schema.casefold() not in {str(row[1]).casefold() for row in conn.execute("PRAGMA database_list")}:
+        return None
     prefix = f"{quote(schema)}." if schema else ""
     rows = conn.execute(f"PRAGMA {prefix}table_xinfo({quote(bare)})").fetchall()
     if not rows:

@@ -1,6 +1,6 @@
 /**
  * The browser test's page: a real @powersync/web database (wa-sqlite in a worker) writes rows in
- * transactions (one rejected by the server, one too large for any request), and PowerSyncUploader uploads its queue to `serve` on another origin. The test passes
+ * transactions (one rejected by the server, one larger than the server's body cap), and PowerSyncUploader uploads its queue to `serve` on another origin. The test passes
  * `endpoint` and `token` in the query string and reads `window.uploadReport` when the page is done.
  * Nothing connects to a PowerSync Service: the page calls uploadData() itself until the queue is empty,
  * as the SDK's upload loop would.
@@ -61,7 +61,7 @@ async function run(): Promise<UploadReport> {
   // Rejected by the server: a list without a name (NOT NULL).
   await db.execute('INSERT INTO lists (id, name, owner_id) VALUES (?, NULL, ?)', [rejectedList, owner]);
   await db.execute('INSERT INTO lists (id, name, owner_id) VALUES (?, ?, ?)', [laterList, 'After the rejected one', owner]);
-  // Too large for any request (the test runs serve with an 8 kB body cap): 20 todos of 450 characters.
+  // Larger than the body cap (the test runs serve with an 8 kB cap): answered fatal_error TOO_LARGE: 20 todos of 450 characters.
   const hugeTodos = Array.from({ length: 20 }, () => crypto.randomUUID());
   await db.writeTransaction(async (tx) => {
     for (const id of hugeTodos) {
