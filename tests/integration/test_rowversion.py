@@ -1,7 +1,7 @@
-"""SQL Server's rowversion as a table's version column, on a real T-SQL engine (MSSQL_URL): the
-version the client saw is the ``0x`` hex text it synced; the matching version wins and the server
-moves it, a stale one is a CONFLICT. (Its stale and missing cases are also a conformance case:
-``tests/conformance/cases/101-rowversion-version-column.json``.)"""
+"""SQL Server's rowversion as a table's version column, on a real T-SQL engine (MSSQL_URL; collected
+only when it is set, ``tests/conftest.py``): the version the client saw is the ``0x`` hex text it
+synced; the matching version wins and the server moves it, a stale one is a CONFLICT. (Its stale and
+missing cases are also a conformance case: ``tests/conformance/cases/101-rowversion-version-column.json``.)"""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 
 from powersync_upload.handler import set_runtime
-from tests.support import ROOT, RowReader, available_dialects, call, install_runtime, reset_database
+from tests.support import ROOT, RowReader, call, install_runtime, reset_database
 
 CASES = ROOT / "tests" / "conformance" / "cases" / "fixtures"
 NOTE = "d0000000-0000-0000-0000-000000000001"
-
-pytestmark = pytest.mark.skipif("mssql" not in available_dialects(), reason="SQL Server: MSSQL_URL unset")
 
 
 @pytest.fixture
