@@ -597,7 +597,7 @@ def test_547_kind_and_constraint_do_not_depend_on_the_login_language(
 
 def test_547_kind_comes_from_the_catalog_by_constraint_name() -> None:
     # Given the catalog said CK_odd is a CHECK constraint (introspection reads sys.check_constraints)
-    conn = CatalogConnection([catalog_row("id", "int")], [("CK_odd", "C"), ("FK_todos_lists", "F")])
+    conn = CatalogConnection([catalog_row("id", "int")], [("CK_odd", "C", "([id]>(0))"), ("FK_todos_lists", "F", None)])
     mssql.introspect(conn, "dbo.todos")
     # and a 547 whose text carries no kind word the dialect knows (a future wording, any language)
     text = b'Konflikt mit "CK_odd" in Tabelle "dbo.todos", column \'priority\'.'
@@ -852,7 +852,13 @@ def test_babelfish_547_names_the_constraint_not_the_table(
     mssql.CONSTRAINT_KINDS.clear()
     if catalog:
         mssql.introspect(
-            CatalogConnection([catalog_row("id", "int")], [("todos_list_id_fkey", "F"), ("ck_todos_tags", "C")]),
+            CatalogConnection(
+                [catalog_row("id", "int")],
+                [
+                    ("todos_list_id_fkey", "F", None),
+                    ("ck_todos_tags", "C", "(isjson(tags) = 1)"),
+                ],
+            ),
             "todos",
         )
 
@@ -1159,3 +1165,20 @@ def test_babelfish_reads_text_cells_as_nvarchar_max_and_decodes_their_escapes(mo
     assert "c1 nvarchar(max) '$[1]'" in statement and "c2 datetime2(3) '$[2]'" in statement
     assert "CAST(CASE WHEN CHARINDEX(N'\\', j.c1) = 0 THEN j.c1 ELSE REPLACE(" in statement
     assert statement.count("AS nvarchar(100))") == 1
+
+
+@pytest.mark.parametrize(
+    ("definition", "columns"),
+    [
+        ("([tags] IS NULL OR isjson([tags])=(1))", {"tags"}),  # SQL Server's normalised text
+        ("(((tags IS NULL) OR (isjson(tags) = 1)))", {"tags"}),  # Babelfish keeps the text as written
+        ("(ISJSON([odd]]name])=(1))", {"odd]name"}),
+        ("([priority]>(0))", set()),
+    ],
+)
+def test_a_check_calling_isjson_makes_its_column_a_json_column(definition: str, columns: set[str]) -> None:
+    # Given a CHECK constraint's definition as the catalog gives it
+    # When the columns it holds to JSON are read from it
+    found = mssql._json_checked([definition])
+    # Then they are the columns ISJSON names (a non-JSON value is then INVALID_DATA, never 547)
+    assert found == columns

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from ..conflicts import TABLE as CONFLICTS_TABLE
@@ -456,3 +456,14 @@ class RowStatements:
     def conflicts_insert(self, conn: Any, rows: Sequence[dict[str, Any]]) -> None:
         """``INSERT ... VALUES`` of every row."""
         run_conflicts_insert(conn, self.s, rows)
+
+
+def json_guarded(columns: dict[str, Column], guarded: set[str]) -> dict[str, Column]:
+    """``columns`` with each text column named in ``guarded`` (a CHECK holds it to JSON: MariaDB's
+    ``json_valid``, SQL Server's ``ISJSON``) turned into a JSON column, so a value that is not JSON is
+    ``INVALID_DATA`` before any SQL, as on the dialects with a JSON type, never the constraint's
+    ``CHECK_VIOLATION`` (shared answers: ``tests/conformance/cases/901-...``)."""
+    return {
+        name: replace(column, kind=Kind.JSON) if name in guarded and column.kind is Kind.TEXT else column
+        for name, column in columns.items()
+    }

@@ -85,6 +85,7 @@ from ._sql import (
     LEDGER_COLUMNS,
     LEDGER_READ_COLUMNS,
     STAMP,
+    json_guarded,
     qualified,
     quote_with,
     split_by_existence,
@@ -257,13 +258,18 @@ SELECT c.name, TYPE_NAME(c.system_type_id), c.max_length, c.precision, c.scale, 
 FROM sys.columns c
 WHERE c.object_id = OBJECT_ID(%s, 'U')
 ORDER BY c.column_id;
-SELECT f.name, 'F' FROM sys.foreign_keys f
+SELECT f.name, 'F', CAST(NULL AS nvarchar(max)) FROM sys.foreign_keys f
 WHERE f.parent_object_id = OBJECT_ID(%s, 'U') OR f.referenced_object_id = OBJECT_ID(%s, 'U')
 UNION ALL
-SELECT k.name, 'C' FROM sys.check_constraints k WHERE k.parent_object_id = OBJECT_ID(%s, 'U')
+SELECT k.name, 'C', k.definition FROM sys.check_constraints k WHERE k.parent_object_id = OBJECT_ID(%s, 'U')
 """
 """Two result sets in one round trip: the columns (with each collation's code page and the database's
-default collation), then the table's foreign keys (both directions) and CHECK constraints by name."""
+default collation), then the table's foreign keys (both directions) and CHECK constraints by name,
+with each CHECK's definition (an ``ISJSON(c)`` in it makes ``c`` a JSON column)."""
+
+_ISJSON = re.compile(r"isjson\s*\(\s*(?:\[((?:[^\]]|\]\])+)\]|(\w+))\s*\)", re.IGNORECASE)
+"""The column an ``ISJSON`` call in a CHECK definition names: SQL Server keeps ``isjson([tags])``,
+Babelfish ``isjson(tags)``."""
 
 _INTS = {"tinyint": "tinyint_unsigned", "smallint": "smallint", "int": "int", "bigint": "bigint"}
 
@@ -360,16 +366,31 @@ def introspect(conn: Any, table: str) -> TableSchema | None:
     name = qualified(table, quote_with("[", "]", percent=False))
     cursor = execute(conn.cursor(), _INTROSPECT, (name, name, name, name))
     rows = cursor.fetchall()
-    if cursor.nextset():
-        for constraint, kind in cursor.fetchall():
-            fk = str(kind) == "F"
-            CONSTRAINT_KINDS[str(constraint).casefold()] = (
-                ErrorCode.FOREIGN_KEY_VIOLATION if fk else ErrorCode.CHECK_VIOLATION
-            )
+    definitions = _constraints(cursor) if cursor.nextset() else []
     if not rows:
         return None
-    columns = {row[0]: column_from_catalog(row) for row in rows}
+    columns = json_guarded({row[0]: column_from_catalog(row) for row in rows}, _json_checked(definitions))
     return table_with_constraints(cursor, table, columns, _FOREIGN_KEYS, _UNIQUE, (name,))
+
+
+def _constraints(cursor: Any) -> list[str]:
+    """Learn the constraint kinds of the second result set (:data:`CONSTRAINT_KINDS`); return the
+    CHECK definitions."""
+    definitions = []
+    for constraint, kind, definition in cursor.fetchall():
+        fk = str(kind) == "F"
+        CONSTRAINT_KINDS[str(constraint).casefold()] = (
+            ErrorCode.FOREIGN_KEY_VIOLATION if fk else ErrorCode.CHECK_VIOLATION
+        )
+        if definition:
+            definitions.append(str(definition))
+    return definitions
+
+
+def _json_checked(definitions: list[str]) -> set[str]:
+    """The columns an ``ISJSON`` call in one of the CHECK ``definitions`` names."""
+    found = (m for definition in definitions for m in _ISJSON.finditer(definition))
+    return {m.group(1).replace("]]", "]") if m.group(1) else m.group(2) for m in found}
 
 
 _FOREIGN_KEYS = """

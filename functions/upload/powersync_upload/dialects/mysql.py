@@ -24,7 +24,6 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -44,6 +43,7 @@ from ._sql import (
     Statements,
     chunks,
     insert_values_sql,
+    json_guarded,
     qualified,
     quote_with,
     run_ledger_claim,
@@ -263,11 +263,7 @@ def with_json_checks(columns: dict[str, Column], clauses: list[str]) -> dict[str
     column, so a value that is not JSON is ``INVALID_DATA`` before any SQL (as on the other dialects),
     never the CHECK_VIOLATION of the constraint."""
     matches = [_JSON_VALID.fullmatch(clause.strip()) for clause in clauses]
-    guarded = {m.group(1).replace("``", "`") for m in matches if m}
-    return {
-        name: replace(column, kind=Kind.JSON) if name in guarded and column.kind is Kind.TEXT else column
-        for name, column in columns.items()
-    }
+    return json_guarded(columns, {m.group(1).replace("``", "`") for m in matches if m})
 
 
 _FOREIGN_KEYS = """
