@@ -24,12 +24,13 @@ from urllib.parse import urlsplit
 import jwt
 
 from powersync_upload import dialects
-from powersync_upload.config import Settings, load_upload_config
+from powersync_upload.config import load_upload_config
 from powersync_upload.convert import convert
 from powersync_upload.database import Database
 from powersync_upload.handler import Runtime, lambda_handler, set_runtime
 from powersync_upload.local import LocalContext, event_from_request, schema_scripts
 from powersync_upload.schema import Kind
+from powersync_upload.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CASES = Path(os.environ.get("SHARED_CASES", ROOT.parent / "shared" / "cases"))

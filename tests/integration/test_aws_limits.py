@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from powersync_upload.handler import LAMBDA_EVENT_LIMIT, Runtime, event_size, lambda_handler, set_runtime
+from powersync_upload.events import LAMBDA_EVENT_LIMIT, event_size
+from powersync_upload.handler import Runtime, lambda_handler, set_runtime
 from powersync_upload.local import LocalContext, schema_scripts
 from tests.support import ROOT, authorization, event, install_runtime, reset_database, stored_count, stored_row
 

@@ -18,7 +18,8 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-from powersync_upload.handler import LAMBDA_EVENT_LIMIT, lambda_handler, runtime, set_runtime
+from powersync_upload.events import LAMBDA_EVENT_LIMIT
+from powersync_upload.handler import lambda_handler, runtime, set_runtime
 from powersync_upload.local import LocalContext
 from tests.support import ROOT, authorization, demo_sqlite, event, install_runtime
 

@@ -187,8 +187,8 @@ def test_invoke_of_a_rest_api_payload_v1_event_answers_unsupported(tmp_path: Pat
 def test_serve_prints_a_development_token_carrying_the_configured_issuer_and_audience() -> None:
     # Given JWT_ISSUER and JWT_AUDIENCE without JWT_SECRET
     from powersync_upload.auth import verify_bearer
-    from powersync_upload.config import Settings
     from powersync_upload.local import DEV_SECRET, development_claims
+    from powersync_upload.settings import Settings
 
     environ = {"JWT_ISSUER": "https://issuer.example/", "JWT_AUDIENCE": "app"}
     # When serve builds its development token

@@ -29,9 +29,9 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from powersync_upload import auth
 from powersync_upload.auth import KeysUnavailable, Unauthorized, user_id, verify_bearer
-from powersync_upload.config import Settings
 from powersync_upload.handler import lambda_handler, set_runtime
 from powersync_upload.local import LocalContext, schema_scripts
+from powersync_upload.settings import Settings
 from tests.support import ROOT, event, install_runtime, reset_database
 
 SECRET = "unit-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-ABCDEF"  # 64+ bytes

@@ -9,13 +9,12 @@ from pydantic import ValidationError
 
 from powersync_upload.config import (
     ConfigError,
-    Settings,
     TableConfig,
     load_upload_config,
-    log_level,
     schema_problems,
 )
 from powersync_upload.schema import INT_RANGES, Column, Kind, TableSchema
+from powersync_upload.settings import Settings, log_level
 
 VALID = """\
 on_fatal_error: stop

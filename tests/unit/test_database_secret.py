@@ -15,8 +15,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from powersync_upload.config import ConfigError, Settings
+from powersync_upload.config import ConfigError
 from powersync_upload.database import resolve_url
+from powersync_upload.settings import Settings
 from tests.support import ROOT
 
 boto3 = pytest.importorskip("boto3")

@@ -12,7 +12,7 @@ import pytest
 from pymssql import _mssql
 
 from powersync_upload.convert import InvalidValue, convert
-from powersync_upload.dialects import mssql
+from powersync_upload.dialects import PutRow, PutRows, mssql
 from powersync_upload.errors import ErrorCode, FatalOpError, Reason, RetryableError
 from powersync_upload.schema import Column, Kind, TableSchema
 
@@ -893,7 +893,7 @@ def test_batch_put_checks_the_owner_in_its_locking_read_and_skips_someone_elses_
 
     # When U1 PUTs both in one batch
     written = mssql.upsert_many(
-        conn, table, key, [(mine, {"owner": "u1"}), (theirs, {"owner": "U1"})], [], columns["owner"]
+        conn, PutRows(table, key, [(mine, {"owner": "u1"}), (theirs, {"owner": "U1"})], [], columns["owner"])
     )
 
     # Then one read (of key and owner, locking) decides, only U1's row is updated, and the count says so
@@ -941,7 +941,7 @@ def batch_statements(count: int) -> list[str]:
         values = {"owner_id": f"u{attempt}", "greek": "\u03b1\u03b2", "at": None}
         rows = [(k, {**values, "name": f"n{i}"}) for i, k in enumerate(keys)]
         conn = RecordingConnection()
-        mssql.upsert_many(conn, table, key, rows, ["n"], owner)
+        mssql.upsert_many(conn, PutRows(table, key, rows, ["n"], owner))
         mssql.update_many(conn, table, key, rows, (owner, f"u{attempt}"))
         mssql.delete_many(conn, table, key, keys, (owner, f"u{attempt}"))
         mssql.select_rows(conn, table, key, keys, [table.columns["n"], owner], "update")
@@ -972,7 +972,7 @@ def test_rows_travel_as_one_json_parameter_shredded_with_the_columns_types() -> 
     rows.append(("a0000000-0000-0000-0000-000000000001", {"name": "y", "greek": "\u03b3", "at": None}))
 
     # When they are upserted as one batch (no row exists)
-    mssql.upsert_many(conn, table, key, rows, [], None)
+    mssql.upsert_many(conn, PutRows(table, key, rows, []))
 
     # Then the INSERT shreds @rows typed as the columns (an all-NULL column is datetime2(3), not int);
     # the varchar of another collation converts under its own code page; rows go sorted by key
@@ -1014,7 +1014,7 @@ def test_per_operation_statements_go_through_sp_executesql_with_declared_paramet
 
     # When a row is read for update, upserted, updated and deleted, one at a time
     mssql.select_value(conn, table, key, k, table.columns["owner_id"], "update")
-    mssql.upsert(conn, table, key, k, {"name": "n", "greek": "\u03b1"}, ["at"], None)
+    mssql.upsert(conn, PutRow(table, key, k, {"name": "n", "greek": "\u03b1"}, ["at"]))
     mssql.update(conn, table, key, k, {"name": "n"})
     mssql.delete(conn, table, key, k)
 

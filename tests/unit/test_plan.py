@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from powersync_upload.plan import Step, Tables, groups, plan, transient_collision
+from powersync_upload.grouping import groups
+from powersync_upload.plan import Step, Tables, plan, transient_collision
 
 TODO = Tables(parents={"todos": (("lists", "restrict"),)}, unique=frozenset({"lists"}))
 CASCADE = Tables(parents={"todos": (("lists", "cascade"),)})

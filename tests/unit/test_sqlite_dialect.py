@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from powersync_upload.dialects import sqlite
+from powersync_upload.dialects import PutRow, sqlite
 from powersync_upload.errors import ErrorCode, FatalOpError, RetryableError
 from powersync_upload.schema import FLOAT32_MAX, INT_RANGES, Column, Kind
 from tests.support import classified_as
@@ -301,8 +301,10 @@ def test_upsert_updates_in_place_and_the_owner_guard_protects_other_users_rows(t
     private = "a0000000-0000-0000-0000-000000000002"
 
     # When U1 upserts its own list and then tries to upsert U2's list
-    mine = sqlite.upsert(todo, schema, key, GROCERIES, {"owner_id": U1, "name": "Food"}, ["created_at"], (owner, U1))
-    theirs = sqlite.upsert(todo, schema, key, private, {"owner_id": U1, "name": "Mine"}, [], (owner, U1))
+    mine = sqlite.upsert(
+        todo, PutRow(schema, key, GROCERIES, {"owner_id": U1, "name": "Food"}, ["created_at"], (owner, U1))
+    )
+    theirs = sqlite.upsert(todo, PutRow(schema, key, private, {"owner_id": U1, "name": "Mine"}, [], (owner, U1)))
 
     # Then the own row is updated in place and the other user's row is untouched (0 rows written)
     assert (mine, theirs) == (1, 0)

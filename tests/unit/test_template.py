@@ -273,8 +273,8 @@ def test_route_throttling_never_lets_through_more_than_reserved_concurrency_serv
 
 
 def test_the_connectors_default_byte_budget_fits_lambdas_event_limit_whatever_the_content() -> None:
-    from powersync_upload.config import Settings
-    from powersync_upload.handler import LAMBDA_EVENT_LIMIT
+    from powersync_upload.events import LAMBDA_EVENT_LIMIT
+    from powersync_upload.settings import Settings
 
     # Given the connector's default maxRequestBytes (a number, or a constant naming one)
     source = CONNECTOR.read_text(encoding="utf-8")

@@ -19,9 +19,10 @@ from .contract import OperationWarning, SuccessResult
 from .convert import convert
 from .errors import FatalOpError, RetryableError
 from .ledger import Entry
-from .prepare import Prepared, PreparedTransaction, TableFacts, self_reference_column, step_of, tables_of
+from .prepare import Prepared, PreparedTransaction
 from .replays import AlreadyDecided, Replays
 from .session import Session
+from .steps import TableFacts, self_reference_column, step_of, tables_of
 
 Member = conflict_checks.Member
 

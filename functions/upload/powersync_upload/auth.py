@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Settings
+from .settings import Settings
 
 if TYPE_CHECKING:  # PyJWT (and cryptography) load only when the handler verifies tokens itself
     import jwt

@@ -21,10 +21,11 @@ from typing import Any
 from urllib.parse import quote as urlquote
 
 from . import dialects
-from .config import ConfigError, Settings
+from .config import ConfigError
 from .dialects import Dialect
 from .errors import RetryableError
 from .schema import SchemaCache, TableSchema
+from .settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ The loop, per request (DESIGN.md section 5):
 1. **replays**: transactions the ledger already decided are answered from it (:mod:`.replays`);
 2. **prepare**: every operation is validated, converted and pre-authorized, transaction by
    transaction (:mod:`.prepare`); one that cannot be prepared is decided fatal here, no SQL run;
-3. **group**: consecutive transactions form a group (:class:`powersync_upload.plan.Grouping`);
+3. **group**: consecutive transactions form a group (:class:`powersync_upload.grouping.Grouping`);
 4. **attempt**: a group is applied in one database transaction and committed once
    (:func:`powersync_upload.attempt.apply_group`), falling back to halves and to one operation at a
    time when it fails (:func:`powersync_upload.fallback.settle`);
@@ -34,11 +34,13 @@ from .contract import Transaction, Upload
 from .database import Database
 from .errors import ErrorCode, FatalOpError, Reason, RetryableError
 from .fallback import Group, settle
+from .grouping import Grouping
 from .ledger import Entry
 from .outcome import Decisions, Outcome, assemble, unavailable
-from .prepare import Prepared, PreparedTransaction, TableFacts, Target, prepare, step_of, tables_of
+from .prepare import Prepared, PreparedTransaction, Target, prepare
 from .replays import Replays, prune_if_due
 from .session import Caller, Deadline, Session
+from .steps import TableFacts, step_of, tables_of
 
 __all__ = ["MAX_GROUP_STEPS", "Caller", "Deadline", "Outcome", "apply_upload", "unavailable"]
 
@@ -107,7 +109,7 @@ def _apply_all(request: _Request) -> None:
     config = request.session.config
     facts: dict[str, TableFacts] = {}
     targets: dict[str, Target] = {}
-    grouping = plan.Grouping(plan.Tables(), MAX_GROUP_STEPS)
+    grouping = Grouping(plan.Tables(), MAX_GROUP_STEPS)
     group: Group = []
     for tx in _prepared(request):
         if tx is None:  # decided fatal while preparing: the group so far is still applied

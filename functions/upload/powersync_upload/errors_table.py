@@ -25,6 +25,7 @@ from typing import Any
 
 from .convert import InvalidValue, convert
 from .database import Database
+from .dialects import PutRow
 from .errors import FatalOpError, RetryableError
 from .ledger import CLAIMED, Claim, Entry
 from .schema import Column, Kind
@@ -145,7 +146,7 @@ def record(
             db.dialect.conflicts_insert(conn, conflicts)
         if prepared is not None:
             schema, key, values = prepared
-            db.dialect.upsert(conn, schema, key, convert(str(uuid.uuid4()), key), values, [], None)
+            db.dialect.upsert(conn, PutRow(schema, key, convert(str(uuid.uuid4()), key), values, []))
         db.dialect.commit(conn)
         return Recorded(committed=True, errors_row=prepared is not None)
     except Exception as exc:  # noqa: BLE001 - classified: a temporary failure is retried, a lasting one stands

@@ -9,7 +9,6 @@ envelope, token or size (docs/contract.md, section 1).
 
 from __future__ import annotations
 
-import base64
 import gc
 import json
 import math
@@ -30,7 +29,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import auth, observability
-from .config import Settings, UploadConfig, load_upload_config, log_level
+from .config import UploadConfig, load_upload_config
 from .contract import (
     REFERENCE_MAX_TRANSACTIONS,
     ErrorMessage,
@@ -46,6 +45,8 @@ from .contract import (
 from .database import Database, resolve_url
 from .engine import Caller, Deadline, Outcome, apply_upload, unavailable
 from .errors import AuthReason, RetryableError
+from .events import UNSUPPORTED_EVENT, body_size, over_cap, text_body, too_large, unsupported_event
+from .settings import Settings, log_level
 
 logger = Logger(service="powersync-upload", level=log_level(os.environ))
 copy_config_to_registered_loggers(source_logger=logger, include={"powersync_upload"})
@@ -53,11 +54,6 @@ copy_config_to_registered_loggers(source_logger=logger, include={"powersync_uplo
 UPLOAD_PATH = "/api/data"
 LAMBDA_MARGIN_S = 2.0
 """Seconds kept back from the Lambda timeout to answer before the runtime kills the invocation."""
-LAMBDA_EVENT_LIMIT = 6_291_456
-"""Lambda's synchronous invocation payload limit (6 MB), for the whole event as JSON: headers,
-authorizer claims and the body after JSON escaping (or base64, x4/3). API Gateway answers a larger
-event itself: the function never sees it. :func:`event_size` applies the same limit here, so ``serve``
-and ``invoke`` refuse what AWS would."""
 MAX_REQUEST_AGE_S = 900.0
 """A ``requestContext.timeEpoch`` older than Lambda's longest timeout (or in the future by more
 than :data:`CLOCK_SKEW_S`) is not a live request's (a replayed event file): the deadline then
@@ -334,64 +330,6 @@ def _plain_response(status: int, message: str, headers: dict[str, str] | None = 
     }
 
 
-def _text_body(event: dict[str, Any]) -> dict[str, Any] | None:
-    """The event with a base64 body decoded to text; ``None`` when the body is not UTF-8."""
-    if not event.get("isBase64Encoded"):
-        return event
-    try:
-        text = base64.b64decode(event.get("body") or "", validate=False).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return {**event, "body": text, "isBase64Encoded": False}
-
-
-def _body_size(event: dict[str, Any]) -> int:
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        return len(body) * 3 // 4
-    return len(body.encode("utf-8", "surrogatepass"))
-
-
-def event_size(event: dict[str, Any]) -> int:
-    """The event's size in bytes as Lambda counts it against :data:`LAMBDA_EVENT_LIMIT`: the event
-    as compact JSON, UTF-8 (the body JSON-escaped, or base64 as it arrived). A body whose escaped
-    form cannot reach the limit (6 bytes per byte at most, ``\\u0001``) is not serialized."""
-    body = event.get("body") or ""
-    rest = {k: v for k, v in event.items() if k != "body"}
-    rest_size = len(json.dumps(rest, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8"))
-    raw = len(body) if event.get("isBase64Encoded") else len(body.encode("utf-8", "surrogatepass"))
-    if rest_size + 6 * raw + 16 < LAMBDA_EVENT_LIMIT:
-        return rest_size + raw + len(',"body":""')
-    escaped = json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass")
-    return rest_size + len(escaped) + len(',"body":')
-
-
-def too_large(event: dict[str, Any]) -> str | None:
-    """The 413 message when the event is over Lambda's invocation payload limit (API Gateway answers
-    such a request itself: the function never sees it), or ``None`` when the function can read it.
-
-    A body over ``MAX_BODY_BYTES`` that the function can read is not refused as a whole: it is
-    answered per transaction (:func:`over_cap`, :func:`~powersync_upload.contract.limit_size`), since
-    the reference connectors retry a 413 for ever.
-
-    Args:
-        event: the API Gateway payload v2 event, body as it arrived (base64 or text).
-    """
-    size = event_size(event)
-    if size > LAMBDA_EVENT_LIMIT:
-        return (
-            f"request is {size} bytes as a Lambda event (headers plus the body after JSON escaping or base64), "
-            f"over Lambda's {LAMBDA_EVENT_LIMIT}-byte invocation payload limit: send smaller batches "
-            "(fewer transactions per request)"
-        )
-    return None
-
-
-def over_cap(event: dict[str, Any], max_body_bytes: int) -> bool:
-    """Whether the decoded body is over ``MAX_BODY_BYTES`` (then answered per transaction)."""
-    return _body_size(event) > max_body_bytes
-
-
 def _request_age_s(event: dict[str, Any]) -> float:
     """Seconds since API Gateway received the request (``requestContext.timeEpoch``, ms), so the
     deadline includes a cold start; 0 when the timestamp is missing or not plausible."""
@@ -452,23 +390,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 _frozen = False
 
-UNSUPPORTED_EVENT = (
-    "unsupported event format: this function takes API Gateway HTTP API events (payload format 2.0); "
-    "a REST API (payload format 1.0) or another trigger is not supported: deploy template.yaml's HttpApi"
-)
-
-
-def unsupported_event(event: Any) -> bool:
-    """Whether ``event`` is not an API Gateway HTTP API payload v2 event (a REST API's payload v1,
-    with ``httpMethod`` and ``path``, or anything else): answered 400 with :data:`UNSUPPORTED_EVENT`
-    instead of a resolver error that the last resort would turn into a 503 for ever."""
-    if not isinstance(event, dict):
-        return True
-    context = event.get("requestContext")
-    return event.get("version") != "2.0" and (
-        "httpMethod" in event or not isinstance(context, dict) or "http" not in context
-    )
-
 
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rt = runtime()
@@ -480,9 +401,9 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         app.append_context(over_cap=over_cap(event, rt.settings.max_body_bytes))
         oversize = too_large(event)
         if oversize is not None:
-            logger.info("request too large", extra={"body_bytes": _body_size(event)})
+            logger.info("request too large", extra={"body_bytes": body_size(event)})
             return _plain_response(413, oversize)
-        decoded = _text_body(event)
+        decoded = text_body(event)
         if decoded is None:
             return _plain_response(400, "request body is not UTF-8 JSON (send it uncompressed)")
         # The body is JSON whatever Content-Type says: fetch() with a string body sends text/plain.

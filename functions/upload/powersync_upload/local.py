@@ -219,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._reply(400, b'{"message": "invalid Content-Length"}')
             return
-        from .handler import LAMBDA_EVENT_LIMIT  # loaded by serve() already
+        from .events import LAMBDA_EVENT_LIMIT  # loaded by serve() already
 
         if length > LAMBDA_EVENT_LIMIT:  # never read it: Lambda would refuse such an event whole
             self._reply(413, b'{"message": "request body over the 6291456-byte Lambda invocation limit"}')

@@ -17,7 +17,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from .convert import InvalidValue, convert
-from .dialects import Dialect
+from .dialects import Dialect, PutRow, PutRows
 from .errors import ErrorCode, FatalOpError
 from .plan import identity, transient_collision
 from .prepare import ParentRef, Prepared, same
@@ -59,7 +59,9 @@ def execute_one(conn: Any, dialect: Dialect, item: Prepared) -> bool:
         )
         check_parent(ref, found, owner, operation.table, item.user_id)
     if operation.op == "PUT":
-        written = dialect.upsert(conn, target.schema, target.key, item.key_value, item.values, item.nulls, guard)
+        written = dialect.upsert(
+            conn, PutRow(target.schema, target.key, item.key_value, item.values, item.nulls, guard)
+        )
         if written == 0:
             raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table)
         return False
@@ -92,7 +94,7 @@ def execute_batch(conn: Any, dialect: Dialect, items: list[Prepared], *, specula
     Args:
         items: the batch's operations, in the planner's order.
         speculative: a PUT batch that holds only if no row exists yet: written as inserts only
-            (``upsert_many(only_new=True)``), no extra statement.
+            (``upsert_many`` of a ``PutRows`` with ``only_new``), no extra statement.
 
     Returns:
         positions in ``items`` of PATCH operations that found no row (``ROW_NOT_FOUND`` warnings).
@@ -153,7 +155,7 @@ def _write_run(conn: Any, dialect: Dialect, first: Prepared, active: list[Item],
     schema, key, op = first.target.schema, first.target.key, first.operation.op
     rows = [(p.key_value, p.values) for _, p in active]
     if op == "PUT":
-        written = dialect.upsert_many(conn, schema, key, rows, first.nulls, first.owner, only_new=speculative)
+        written = dialect.upsert_many(conn, PutRows(schema, key, rows, first.nulls, first.owner, speculative))
         if speculative and written < len(rows):
             raise SpeculationFailed
         if first.owner is not None and written < len(rows):

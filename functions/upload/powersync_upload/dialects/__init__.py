@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol, cast
 from urllib.parse import urlsplit
@@ -22,6 +23,46 @@ Guard = tuple[Column, Any] | None
 """A guarded write's condition: (owner column, the caller's value for it), or no condition."""
 Rows = list[tuple[Any, dict[str, Any]]]
 """Rows by key: ``(key value, {server column: value})``, as batch writes take them and ``select_rows`` returns them."""
+
+
+@dataclass(frozen=True)
+class PutRow:
+    """A PUT of one row, as :meth:`Dialect.upsert` takes it.
+
+    Attributes:
+        table: the target table's introspected schema; ``key``: its key column; ``key_value``: the row's key.
+        values: server column -> value.
+        nulls: columns set to NULL on update only.
+        guard: update only where that column equals that value (``None``: any row).
+    """
+
+    table: TableSchema
+    key: Column
+    key_value: Any
+    values: dict[str, Any]
+    nulls: list[str]
+    guard: Guard = None
+
+
+@dataclass(frozen=True)
+class PutRows:
+    """A PUT of several rows with distinct keys and the same columns, as :meth:`Dialect.upsert_many` takes it.
+
+    Attributes:
+        table: the target table's introspected schema; ``key``: its key column.
+        rows: ``(key value, {server column: value})``, every row with the same columns.
+        nulls: columns set to NULL on update only.
+        guard: update only rows whose ``guard`` column equals the row's value for it (``None``: any row).
+        only_new: insert only (the planner's speculative insert of several client transactions).
+    """
+
+    table: TableSchema
+    key: Column
+    rows: Rows
+    nulls: list[str]
+    guard: Column | None = None
+    only_new: bool = False
+
 
 PRUNE_ROWS = 10_000
 """Most ledger rows one ``ledger_prune`` statement deletes (keeps the statement short)."""
@@ -77,22 +118,12 @@ class Dialect(Protocol):
         """``(found, value of column)`` for the row whose key is ``key_value``, locking it (``update``
         for a row about to be written, ``share`` for a referenced parent) until the transaction ends."""
 
-    def upsert(
-        self,
-        conn: Any,
-        table: TableSchema,
-        key: Column,
-        key_value: Any,
-        values: dict[str, Any],
-        nulls: list[str],
-        guard: tuple[Column, Any] | None,
-    ) -> int:
-        """PUT: insert the row, or update it in place (never delete + insert), safe against a concurrent
-        insert of the same key. ``values``: server column -> value; ``nulls``: columns set to NULL on
-        update only. ``guard``: update only where that column equals that value.
+    def upsert(self, conn: Any, put: PutRow) -> int:
+        """PUT (:class:`PutRow`): insert the row, or update it in place (never delete + insert), safe
+        against a concurrent insert of the same key.
 
         Returns:
-            rows written (0 when ``guard`` stopped the update).
+            rows written (0 when ``put.guard`` stopped the update).
         """
 
     def update(self, conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
@@ -107,24 +138,13 @@ class Dialect(Protocol):
         """``(key, value of column)`` for the rows among ``key_values``, locked as :meth:`select_value`
         does; one statement (or one per chunk of a dialect's parameter limit)."""
 
-    def upsert_many(
-        self,
-        conn: Any,
-        table: TableSchema,
-        key: Column,
-        rows: Rows,
-        nulls: list[str],
-        guard: Column | None,
-        *,
-        only_new: bool = False,
-    ) -> int:
-        """PUT of several rows with distinct keys and the same columns: ``rows`` is ``(key, values)``;
-        ``guard``: update only rows whose ``guard`` column equals the row's value for it. ``only_new``:
-        insert only; when some row exists, fewer rows than sent are written (maybe none) and the
+    def upsert_many(self, conn: Any, put: PutRows) -> int:
+        """PUT of several rows with distinct keys and the same columns (:class:`PutRows`); when
+        ``put.only_new`` and some row exists, fewer rows than sent are written (maybe none) and the
         caller rolls the transaction back.
 
         Returns:
-            rows written (fewer than ``len(rows)`` when ``guard`` stopped an update).
+            rows written (fewer than ``len(put.rows)`` when ``put.guard`` stopped an update).
         """
 
     def update_many(self, conn: Any, table: TableSchema, key: Column, rows: Rows, guard: Guard = None) -> int:

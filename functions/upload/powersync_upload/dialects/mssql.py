@@ -79,7 +79,7 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import CLAIMED, Claim, Entry
 from ..ledger import TABLE as LEDGER_TABLE
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, Lock
+from . import PRUNE_ROWS, Guard, Lock, PutRow, PutRows
 from ._sql import (
     CONFLICT_COLUMNS,
     LEDGER_COLUMNS,
@@ -789,18 +789,11 @@ def select_value(
     return (row is not None, read_value(row[0], column) if row is not None else None)
 
 
-def upsert(
-    conn: Any,
-    table: TableSchema,
-    key: Column,
-    key_value: Any,
-    values: dict[str, Any],
-    nulls: list[str],
-    guard: tuple[Column, Any] | None,
-) -> int:
+def upsert(conn: Any, put: PutRow) -> int:
     """PUT (:func:`upsert_shape`, one round trip). ``guard`` is not needed here: the engine's ``UPDLOCK,
     HOLDLOCK`` read already holds the key range, so no other session can insert or change the row
     before COMMIT (on Babelfish, which ignores the hints, a concurrent insert fails with 2627 instead)."""
+    table, key, key_value, values, nulls = put.table, put.key, put.key_value, put.values, put.nulls
     names = list(values)
     params = [to_driver(key_value, key), *(to_driver(values[n], table.columns[n]) for n in names)]
     run(conn.cursor(), upsert_shape(table, key, names, nulls), params)
@@ -862,21 +855,13 @@ def _owned(found: list[tuple[Any, Any]], present: Rows, key: Column, guard: Colu
     ]
 
 
-def upsert_many(
-    conn: Any,
-    table: TableSchema,
-    key: Column,
-    rows: Rows,
-    nulls: list[str],
-    guard: Column | None,
-    *,
-    only_new: bool = False,
-) -> int:
+def upsert_many(conn: Any, put: PutRows) -> int:
     """One locking read (:func:`read_shape`, of the key and the ``guard`` column) splits the rows:
     existing rows whose guard matches are updated by one :func:`update_rows_shape`, new rows inserted
     by one :func:`insert_rows_shape`: three statements for any number of rows, each text constant per
     table and column set. Existing rows whose guard differs (someone else's) are left alone and not
     counted. ``only_new``: nothing is written when a row exists."""
+    table, key, rows, nulls, guard, only_new = put.table, put.key, put.rows, put.nulls, put.guard, put.only_new
     found = select_many(conn, table, key, [k for k, _ in rows], guard or key, "update")
     present, absent = split_by_existence(rows, found, lambda k: to_driver(k, key))
     if only_new and present:

@@ -36,7 +36,7 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import TABLE as LEDGER_TABLE
 from ..ledger import Claim, Entry
 from ..schema import BMP_ONLY, FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, Rows
+from . import PRUNE_ROWS, Guard, PutRow, PutRows, Rows
 from ._sql import (
     STAMP,
     RowStatements,
@@ -302,17 +302,10 @@ def insert_sql(table: str, key: str, columns: list[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(PH for _ in names)})"
 
 
-def upsert(
-    conn: Any,
-    table: TableSchema,
-    key: Column,
-    key_value: Any,
-    values: dict[str, Any],
-    nulls: list[str],
-    guard: tuple[Column, Any] | None,
-) -> int:
+def upsert(conn: Any, put: PutRow) -> int:
     """UPDATE in place, INSERT when no row matched (see the module docstring). ``guard`` is not needed:
     the engine's ``FOR UPDATE`` read already locked the row or the gap where it would go."""
+    table, key, key_value, values, nulls = put.table, put.key, put.key_value, put.values, put.nulls
     names = list(values)
     table_sql, key_sql = qualified(table.name, quote), quote(key.name)
     key_param = to_driver(key_value, key)
@@ -347,21 +340,13 @@ ledger_read = ROWS.ledger_read
 conflicts_insert = ROWS.conflicts_insert
 
 
-def upsert_many(
-    conn: Any,
-    table: TableSchema,
-    key: Column,
-    rows: Rows,
-    nulls: list[str],
-    guard: Column | None,
-    *,
-    only_new: bool = False,
-) -> int:
+def upsert_many(conn: Any, put: PutRows) -> int:
     """One locking read (``FOR UPDATE``, of the key and the ``guard`` column) splits the rows: existing
     rows whose guard matches are updated with one multi-row UPDATE ... JOIN, new rows inserted with one
     multi-row INSERT, per chunk; existing rows whose guard differs (someone else's) are left alone and
     not counted. Never ``ON DUPLICATE KEY UPDATE`` (see the module docstring). ``only_new``: nothing is
     written when a row exists."""
+    table, key, rows, nulls, guard, only_new = put.table, put.key, put.rows, put.nulls, put.guard, put.only_new
     checked = guard or key
     found = select_many(conn, table, key, [k for k, _ in rows], checked, "update")
     present, absent = split_by_existence(rows, found, lambda k: to_driver(k, key))

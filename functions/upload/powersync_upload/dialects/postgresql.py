@@ -20,7 +20,7 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import TABLE as LEDGER_TABLE
 from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, Lock, Rows
+from . import PRUNE_ROWS, Guard, Lock, PutRow, PutRows, Rows
 from ._sql import (
     LEDGER_COLUMNS,
     LEDGER_READ_COLUMNS,
@@ -197,16 +197,9 @@ select_rows = ROWS.select_rows
 conflicts_insert = ROWS.conflicts_insert
 
 
-def upsert(
-    conn: psycopg.Connection[Any],
-    table: TableSchema,
-    key: Column,
-    key_value: Any,
-    values: dict[str, Any],
-    nulls: list[str],
-    guard: tuple[Column, Any] | None,
-) -> int:
+def upsert(conn: psycopg.Connection[Any], put: PutRow) -> int:
     """``INSERT ... ON CONFLICT (key) DO UPDATE ... [WHERE owner = EXCLUDED.owner]``."""
+    table, key, key_value, values, nulls, guard = put.table, put.key, put.key_value, put.values, put.nulls, put.guard
     names = list(values)
     sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard[0] if guard else None)
     return conn.execute(sql.encode(), [key_value, *(values[n] for n in names)]).rowcount
@@ -238,18 +231,10 @@ def _array_params(rows: Rows, names: list[str]) -> list[list[Any]]:
     return [[k for k, _ in rows], *([v[n] for _, v in rows] for n in names)]
 
 
-def upsert_many(
-    conn: psycopg.Connection[Any],
-    table: TableSchema,
-    key: Column,
-    rows: Rows,
-    nulls: list[str],
-    guard: Column | None,
-    *,
-    only_new: bool = False,
-) -> int:
+def upsert_many(conn: psycopg.Connection[Any], put: PutRows) -> int:
     """``INSERT ... SELECT * FROM unnest(arrays) ON CONFLICT (key) DO UPDATE`` (``DO NOTHING`` with
     ``only_new``): one statement, one parameter per column whatever the number of rows."""
+    table, key, rows, nulls, guard, only_new = put.table, put.key, put.rows, put.nulls, put.guard, put.only_new
     names = list(rows[0][1])
     source = f"SELECT * FROM {_arrays(table, key, rows, names)}"
     sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard, source=source, do_nothing=only_new)

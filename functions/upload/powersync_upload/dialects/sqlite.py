@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, Rows
+from . import PRUNE_ROWS, Guard, PutRow, PutRows, Rows
 from ._sql import (
     STAMP,
     RowStatements,
@@ -176,16 +176,9 @@ def to_driver(value: Any, column: Column) -> Any:
     return value
 
 
-def upsert(
-    conn: sqlite3.Connection,
-    table: TableSchema,
-    key: Column,
-    key_value: Any,
-    values: dict[str, Any],
-    nulls: list[str],
-    guard: tuple[Column, Any] | None,
-) -> int:
+def upsert(conn: sqlite3.Connection, put: PutRow) -> int:
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` (SQLite 3.24+)."""
+    table, key, key_value, values, nulls, guard = put.table, put.key, put.key_value, put.values, put.nulls, put.guard
     names = list(values)
     sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard[0] if guard else None)
     params = [to_driver(key_value, key)] + [to_driver(values[n], table.columns[n]) for n in names]
@@ -208,18 +201,10 @@ ledger_read = ROWS.ledger_read
 conflicts_insert = ROWS.conflicts_insert
 
 
-def upsert_many(
-    conn: sqlite3.Connection,
-    table: TableSchema,
-    key: Column,
-    rows: Rows,
-    nulls: list[str],
-    guard: Column | None,
-    *,
-    only_new: bool = False,
-) -> int:
+def upsert_many(conn: sqlite3.Connection, put: PutRows) -> int:
     """The single-row upsert (``DO NOTHING`` with ``only_new``) through ``executemany``: one prepared
     statement, no network."""
+    table, key, rows, nulls, guard, only_new = put.table, put.key, put.rows, put.nulls, put.guard, put.only_new
     names = list(rows[0][1])
     sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard, do_nothing=only_new)
     params = [[to_driver(k, key)] + [to_driver(v[n], table.columns[n]) for n in names] for k, v in rows]
