@@ -31,9 +31,10 @@ invoke: install  ## one event: make invoke EVENT=events/03-not-null-violation.js
 serve: install  ## local HTTP server on 127.0.0.1:$${PORT:-3000}
 	$(PY) -m powersync_upload.local serve
 
-lint: install
+lint: install  ## ruff (complexity 10 per function included), format, and the module boundaries (who may import whom)
 	$(PY) -m ruff check functions tests bench layers
 	$(PY) -m ruff format --check functions tests bench layers
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_boundaries.py
 
 typecheck: install
 	$(PY) -m mypy
