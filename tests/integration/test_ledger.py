@@ -270,12 +270,14 @@ def test_a_transaction_whose_ledger_row_expired_is_applied_again_and_decided_ane
     assert call(body).body["results"] == [{"status": "success", "warnings": [{"code": "ALREADY_APPLIED"}]}]
 
 
+@pytest.mark.parametrize("shape", ["A", "B"])
 @pytest.mark.parametrize("committed", [False, True], ids=["nothing-kept", "commit-kept-answer-lost"])
 def test_a_rejection_whose_recording_fails_is_503_and_the_resend_answers_it_with_one_row(
-    demo: tuple[str, Runtime], monkeypatch: pytest.MonkeyPatch, committed: bool
+    demo: tuple[str, Runtime], monkeypatch: pytest.MonkeyPatch, committed: bool, shape: str
 ) -> None:
     # Given a transaction that is rejected (NOT NULL), whose short recording transaction fails once:
-    # before its COMMIT, or after a COMMIT whose answer was lost
+    # before its COMMIT, or after a COMMIT whose answer was lost (in either shape: nothing else in the
+    # request committed, so shape A is a 503 too, which the reference connectors retry)
     url, rt = demo
     original = rt.db.dialect.commit
     failures: list[bool] = []
@@ -289,10 +291,9 @@ def test_a_rejection_whose_recording_fails_is_503_and_the_resend_answers_it_with
         original(conn)
 
     monkeypatch.setattr(rt.db.dialect, "commit", failing_once)
-    body = {
-        "batch": [{"op_id": 40, "op": "PUT", "type": "lists", "id": MISSING_LIST, "tx_id": 40, "data": {"name": None}}],
-        "client_id": "device-recording",
-    }
+    entry = {"op_id": 40, "op": "PUT", "type": "lists", "id": MISSING_LIST, "tx_id": 40, "data": {"name": None}}
+    batch: dict[str, Any] = {"batch": [entry]} if shape == "B" else {"transactions": [{"crud": [entry]}]}
+    body = {**batch, "client_id": "device-recording"}
     errors_before = _read(url, "powersync_upload_errors")
     # When it is sent, then sent again as the SDK does after a 503
     first = call(body)

@@ -147,8 +147,8 @@ def assemble(decisions: Decisions, session: Session, replays: Replays) -> Outcom
             if isinstance(result, FatalResult) and result.failed_operation.error_code == exc.code.value:
                 outcome.fatal.append((index, transaction, exc, op_index))
                 outcome.recorded += recorded
-            elif isinstance(result, RetryableResult) and upload.shape == "B":
-                outcome.retry_after_ms = result.retry_after_ms
+            elif isinstance(result, RetryableResult) and (upload.shape == "B" or decisions.committed == 0):
+                outcome.retry_after_ms = result.retry_after_ms  # 503, as Decisions.stop_retryable decides
         results.append(result)
     counters = session.counters
     outcome.replayed = counters.replayed
