@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from powersync_upload.dialects import _sql, mssql
+from powersync_upload.dialects import PutRows, _sql, mssql
 from powersync_upload.schema import Column, TableSchema
 
 CURRENT = mssql.upsert_many
@@ -40,22 +40,14 @@ def select_many(conn: Any, table: TableSchema, key: Column, keys: list[Any], col
     return _sql.run_select_in(conn, statements, target, key, keys, column)
 
 
-def upsert_many(
-    conn: Any,
-    table: TableSchema,
-    key: Column,
-    rows: list[tuple[Any, dict[str, Any]]],
-    nulls: list[str],
-    guard: Column | None,
-    *,
-    only_new: bool = False,
-) -> int:
+def upsert_many(conn: Any, put: PutRows) -> int:
     """The old batch PUT of new rows: the locking read, then one multi-row ``INSERT ... VALUES`` of
     typed literals per 1000 rows (the benchmark's ``put_1000`` inserts only new rows; existing rows
     go through the current form)."""
-    found = select_many(conn, table, key, [k for k, _ in rows], guard or key)
-    if found or only_new:
-        return CURRENT(conn, table, key, rows, nulls, guard, only_new=only_new)
+    table, key, rows = put.table, put.key, put.rows
+    found = select_many(conn, table, key, [k for k, _ in rows], put.guard or key)
+    if found or put.only_new:
+        return CURRENT(conn, put)
     names = list(rows[0][1])
     columns = [key, *(table.columns[n] for n in names)]
     marks = [param_sql(c) for c in columns]
@@ -74,8 +66,8 @@ def upsert_many(
 @contextmanager
 def installed() -> Iterator[None]:
     """The old form in place of the dialect's ``upsert_many`` while the block runs."""
-    mssql.upsert_many = upsert_many  # type: ignore[assignment]
+    mssql.upsert_many = upsert_many
     try:
         yield
     finally:
-        mssql.upsert_many = CURRENT  # type: ignore[assignment]
+        mssql.upsert_many = CURRENT

@@ -1,11 +1,12 @@
-"""Read-check-write under concurrency, on every engine: two real connections (two runtimes, each
-with its own database connection) send at the same moment a delta, a version-checked update and a
-previous-values-checked update of the same row, 10 rounds each.
+"""Read-check-write under concurrency, on every engine: real connections (runtimes, each with its own
+database connection) send at the same moment a delta (four sessions), a version-checked update and a
+previous-values-checked update (two sessions) of the same row, 10 rounds each.
 
 The checks read the row with the dialect's locking read and write what they computed from it. If
 that read did not lock (Babelfish ignores SQL Server's lock hints: the SQL Server dialect locks there
 with a no-op UPDATE of the same rows first), both sessions would read the same row, a delta would be
-lost and both checked updates would succeed. Here nothing is lost: every committed delta is in the
+lost and both checked updates would succeed; four sessions on one row also make each wait behind
+more than one other. Here nothing is lost: every committed delta is in the
 total, and of two updates that saw the same version (or the same previous value) exactly one wins.
 """
 
@@ -30,12 +31,12 @@ ROUNDS = 10
 
 @pytest.fixture
 def shop(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, list[Runtime]]]:
-    """The shared ``shop`` fixture in a fresh database, and two runtimes (two connections) on it."""
+    """The shared ``shop`` fixture in a fresh database, and four runtimes (four connections) on it."""
     dialect = request.param
     migrations = sorted((ROOT / "db" / "migrations" / dialect).glob("*.sql"))
     url = reset_database(dialect, [*migrations, FIXTURES / f"shop.{dialect}.sql"], tmp_path)
     rt = install_runtime(url, FIXTURES / "shop.upload.yaml", deadline_s=20)
-    workers = [Runtime(rt.settings, rt.config) for _ in range(2)]
+    workers = [Runtime(rt.settings, rt.config) for _ in range(4)]
     yield url, workers
     for worker in [rt, *workers]:
         worker.db.discard()
@@ -43,15 +44,15 @@ def shop(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, 
 
 
 def _both(workers: list[Runtime], operations: list[Operation]) -> list[str]:
-    """Each worker applies one operation, both at once; each one's result status (``retry`` for a 503)."""
-    statuses = ["", ""]
+    """Worker ``i`` applies ``operations[i]``, all at once; each one's result status (``retry`` for a 503)."""
+    statuses = [""] * len(operations)
 
     def run(i: int) -> None:
         upload = Upload([Transaction((operations[i],))], "B")
         outcome = apply_upload(upload, Caller(USERS["U1"]), workers[i].config, workers[i].db, Deadline.after(20))
         statuses[i] = "retry" if outcome.retry_after_ms is not None else outcome.results[0].status
 
-    _together([(run, (i,)) for i in range(2)])
+    _together([(run, (i,)) for i in range(len(operations))])
     return statuses
 
 
@@ -67,14 +68,14 @@ def _read(url: str, table: str, row_id: str, column: str) -> Any:
 
 @pytest.mark.parametrize("shop", available_dialects(), indirect=True)
 def test_concurrent_deltas_lose_nothing(shop: tuple[str, list[Runtime]]) -> None:
-    # Given an item whose quantity (a deltas column) is 10, and two sessions that each add 1 to it
+    # Given an item whose quantity (a deltas column) is 10, and four sessions that each add 1 to it
     url, workers = shop
     expected = 10
     for _ in range(ROUNDS):
         add_one = Operation("PATCH", "items", ITEM, {"quantity": 11}, old={"quantity": 10})
 
-        # When both send their delta at the same moment
-        statuses = _both(workers, [add_one, add_one])
+        # When all four send their delta at the same moment
+        statuses = _both(workers, [add_one] * 4)
 
         # Then every committed delta is in the total (a 503 is resent by the client: nothing applied)
         assert set(statuses) <= {"success", "retry"}, statuses

@@ -869,40 +869,64 @@ def test_babelfish_547_names_the_constraint_not_the_table(
     assert (result.code, result.constraint) == (code, constraint)
 
 
-class FoundConnection(RecordingConnection):
-    """A recording connection whose first read finds ``found`` (key, owner) rows."""
+class CountingConnection(RecordingConnection):
+    """A recording connection whose statement answers one row: ``written``."""
 
-    def __init__(self, found: list[tuple[Any, ...]]) -> None:
+    def __init__(self, written: int) -> None:
         super().__init__()
-        self.found = found
+        self.written = written
 
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        rows, self.found = self.found, []
-        return rows
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return (self.written,)
 
 
-def test_batch_put_checks_the_owner_in_its_locking_read_and_skips_someone_elses_row() -> None:
-    # Given two existing rows, one of them someone else's (an owned table: guarded_upsert)
+def test_batch_put_is_one_call_whose_update_is_limited_to_the_callers_rows() -> None:
+    # Given an owned table (guarded_upsert) and one caller's batch of two rows
     columns = {
         "id": mssql.column_from_catalog(catalog_row("id", "uniqueidentifier", 16)),
         "owner": mssql.column_from_catalog(catalog_row("owner", "nvarchar", 510, collation=DATABASE_COLLATION)),
     }
     table, key = TableSchema("dbo.t", columns), columns["id"]
     mine, theirs = "a0000000-0000-0000-0000-000000000001", "a0000000-0000-0000-0000-000000000002"
-    conn = FoundConnection([(mine.upper(), "U1"), (theirs, "U2")])
+    conn = CountingConnection(1)
 
-    # When U1 PUTs both in one batch
+    # When U1 PUTs both in one batch and the server answers that one row was written
     written = mssql.upsert_many(
         conn, PutRows(table, key, [(mine, {"owner": "u1"}), (theirs, {"owner": "U1"})], [], columns["owner"])
     )
 
-    # Then one read (of key and owner, locking) decides, only U1's row is updated, and the count says so
+    # Then one call updates only rows whose stored owner is the row's own, inserts only missing keys
+    # (a row of someone else's is neither), and its answer is the count the engine compares
     assert mssql.guarded_upsert is True
-    (read, _), (update, _) = (unwrap(sql) for sql, _ in conn.executed)
-    assert read.startswith("SELECT t.[id], t.[owner] FROM [dbo].[t] AS t WITH (UPDLOCK, HOLDLOCK) JOIN OPENJSON(@rows)")
-    assert update.startswith("UPDATE t SET t.[owner] = j.c1 FROM [dbo].[t] AS t WITH (UPDLOCK) JOIN OPENJSON(@rows)")
-    assert json.loads(conn.executed[1][1][0]) == [[mine, "u1"]]
+    ((statement, _),) = (unwrap(sql) for sql, _ in conn.executed)
+    assert statement == (
+        "DECLARE @n int; UPDATE t SET t.[owner] = j.c1 FROM [dbo].[t] AS t WITH (UPDLOCK, SERIALIZABLE) JOIN "
+        "OPENJSON(@rows) WITH (c0 uniqueidentifier '$[0]', c1 nvarchar(255) '$[1]') AS j ON t.[id] = j.c0 "
+        "WHERE t.[owner] = j.c1; SET @n = @@ROWCOUNT; INSERT INTO [dbo].[t] ([id], [owner]) SELECT j.c0, j.c1 "
+        "FROM OPENJSON(@rows) WITH (c0 uniqueidentifier '$[0]', c1 nvarchar(255) '$[1]') AS j WHERE NOT EXISTS "
+        "(SELECT 1 FROM [dbo].[t] AS x WITH (UPDLOCK, SERIALIZABLE) WHERE x.[id] = j.c0); SELECT @n + @@ROWCOUNT"
+    )
+    assert json.loads(conn.executed[0][1][0]) == [[mine, "u1"], [theirs, "U1"]]
     assert written == 1
+
+
+def test_speculative_batch_put_inserts_only_when_no_key_exists() -> None:
+    # Given a speculative batch (the planner's insert of several client transactions)
+    table, key = shapes_table()
+    conn = CountingConnection(0)
+
+    # When it is sent and the server answers 0 (a key existed)
+    rows = [("a0000000-0000-0000-0000-000000000001", {"n": 1})]
+    written = mssql.upsert_many(conn, PutRows(table, key, rows, [], None, only_new=True))
+
+    # Then one INSERT guarded by NOT EXISTS over all the keys, and nothing counted as written
+    ((statement, _),) = (unwrap(sql) for sql, _ in conn.executed)
+    assert statement.startswith("INSERT INTO [dbo].[t] ([id], [n]) SELECT j.c0, j.c1 FROM OPENJSON(@rows)")
+    assert statement.endswith(
+        "WHERE NOT EXISTS (SELECT 1 FROM [dbo].[t] WITH (UPDLOCK, SERIALIZABLE) WHERE [id] IN (SELECT j.c0 FROM "
+        "OPENJSON(@rows) WITH (c0 uniqueidentifier '$[0]') AS j)); SELECT @@ROWCOUNT"
+    )
+    assert written == 0
 
 
 # ---- statement shapes: sp_executesql, OPENJSON, declared types --------------------------------------
@@ -960,7 +984,7 @@ def test_batch_statement_texts_do_not_depend_on_the_rows(count: int) -> None:
 
     # Then each is one sp_executesql call whose text is the same for any row count and any values
     assert this == one
-    assert len(this) == 2 * 8  # read, update, insert, update, delete, read, read, ledger read, conflicts: 1 each
+    assert len(this) == 2 * 7  # upsert, update, delete, read, read, ledger read, conflicts: 1 each
     assert all(sql.startswith("EXEC sp_executesql N'") for sql in this)
 
 
@@ -977,10 +1001,12 @@ def test_rows_travel_as_one_json_parameter_shredded_with_the_columns_types() -> 
     # Then the INSERT shreds @rows typed as the columns (an all-NULL column is datetime2(3), not int);
     # the varchar of another collation converts under its own code page; rows go sorted by key
     statement, declarations = unwrap(conn.executed[-1][0])
-    assert statement == (
+    insert = statement.split("; ")[3]
+    assert insert == (
         "INSERT INTO [dbo].[t] ([id], [name], [greek], [at]) SELECT j.c0, j.c1, "
         "CAST(j.c2 COLLATE Greek_CI_AS AS varchar(20)), j.c3 FROM OPENJSON(@rows) WITH (c0 uniqueidentifier '$[0]', "
-        "c1 nvarchar(100) '$[1]', c2 nvarchar(max) '$[2]', c3 datetime2(3) '$[3]') AS j"
+        "c1 nvarchar(100) '$[1]', c2 nvarchar(max) '$[2]', c3 datetime2(3) '$[3]') AS j WHERE NOT EXISTS "
+        "(SELECT 1 FROM [dbo].[t] AS x WITH (UPDLOCK, SERIALIZABLE) WHERE x.[id] = j.c0)"
     )
     assert declarations == "@rows nvarchar(max)"
     assert json.loads(conn.executed[-1][1][0]) == [

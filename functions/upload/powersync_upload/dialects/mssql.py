@@ -88,7 +88,6 @@ from ._sql import (
     json_guarded,
     qualified,
     quote_with,
-    split_by_existence,
     table_with_constraints,
 )
 
@@ -690,11 +689,8 @@ def update_rows_shape(
     ``[[key, c...], ...]``) ``[WHERE t.owner = @owner]``: exclusive key locks on the matched rows,
     taken in the order of ``@rows`` (already held as update locks after :func:`read_shape`)."""
     columns = [key, *(table.columns[n] for n in names)]
-    sets = [f"t.{quote(c.name)} = {_cell(c, i)}" for i, c in enumerate(columns) if i] + [
-        f"t.{quote(n)} = NULL" for n in nulls
-    ]
-    statement = f"UPDATE t SET {', '.join(sets)} FROM {_key_join(table, key, columns, 'WITH (UPDLOCK)')}"
-    return _with_guard(statement, guard, " WHERE ")
+    sets = ", ".join(_sets(table, key, names, nulls))
+    return _with_guard(f"UPDATE t SET {sets} FROM {_key_join(table, key, columns, 'WITH (UPDLOCK)')}", guard, " WHERE ")
 
 
 def _with_guard(statement: str, guard: Column | None, joint: str) -> Shape:
@@ -714,6 +710,69 @@ def insert_rows_shape(table: TableSchema, key: Column, names: Sequence[str]) -> 
     values = ", ".join(_cell(c, i) for i, c in enumerate(columns))
     statement = f"INSERT INTO {qualified(table.name, quote)} ({targets}) SELECT {values} FROM {_columns_shred(columns)}"
     return Shape(statement, (ROWS,))
+
+
+def _keys_in(table: TableSchema, key: Column) -> str:
+    """``key IN (SELECT j.c0 FROM OPENJSON(@rows) ...)`` (rows ``[[key], ...]``)."""
+    return f"{quote(key.name)} IN (SELECT {_cell(key, 0)} FROM {_columns_shred([key])})"
+
+
+def _insert_rows(table: TableSchema, key: Column, names: Sequence[str], where: str = "") -> str:
+    """``INSERT INTO t (key, c...) SELECT j.c0, ... FROM OPENJSON(@rows) ... <where>``."""
+    columns = [key, *(table.columns[n] for n in names)]
+    targets = ", ".join(quote(c.name) for c in columns)
+    values = ", ".join(_cell(c, i) for i, c in enumerate(columns))
+    rows = f"{_columns_shred(columns)}{where}"
+    return f"INSERT INTO {qualified(table.name, quote)} ({targets}) SELECT {values} FROM {rows}"
+
+
+def _sets(table: TableSchema, key: Column, names: Sequence[str], nulls: Sequence[str]) -> list[str]:
+    """``t.c = j.c1, ..., t.n = NULL`` of a rows UPDATE (cell ``i`` of ``@rows`` is ``names[i - 1]``)."""
+    columns = [key, *(table.columns[n] for n in names)]
+    return [f"t.{quote(c.name)} = {_cell(c, i)}" for i, c in enumerate(columns) if i] + [
+        f"t.{quote(n)} = NULL" for n in nulls
+    ]
+
+
+_SERIAL = "WITH (UPDLOCK, SERIALIZABLE)"
+
+
+def upsert_rows_shape(
+    table: TableSchema, key: Column, names: Sequence[str], nulls: Sequence[str], guard: Column | None
+) -> Shape:
+    """PUT of the rows of ``@rows`` (``[[key, c...], ...]``) in one call that answers one row, the
+    number of rows written: ``UPDATE t SET ... FROM t WITH (UPDLOCK, SERIALIZABLE) JOIN OPENJSON(@rows)
+    ... [WHERE t.owner = j.owner]``, then ``INSERT ... SELECT ... FROM OPENJSON(@rows) ... WHERE NOT
+    EXISTS (SELECT 1 FROM t WITH (UPDLOCK, SERIALIZABLE) WHERE key = j.c0)``, then the two row counts
+    added. A PUT of the key alone counts its existing rows instead of updating them.
+
+    Locks on SQL Server: the UPDATE takes, key by key in the order of ``@rows``, an exclusive lock on
+    each existing key and a key-range lock on the gap of each missing one (the single-row pattern of
+    :func:`upsert_shape` for every row at once), so a concurrent insert of the same new key waits
+    for COMMIT. A row whose stored owner is not the row's own (``guard``: someone else's) is neither
+    updated nor inserted, and not counted. On Babelfish (hints ignored) the UPDATE locks the rows it
+    writes, and a concurrent first insert of one key fails with 2627."""
+    columns = [key, *(table.columns[n] for n in names)]
+    target, k = qualified(table.name, quote), quote(key.name)
+    missing = f" WHERE NOT EXISTS (SELECT 1 FROM {target} AS x {_SERIAL} WHERE x.{k} = {_cell(key, 0)})"
+    sets = _sets(table, key, names, nulls)
+    if sets:
+        owned = f" WHERE t.{quote(guard.name)} = {_cell(guard, 1 + list(names).index(guard.name))}" if guard else ""
+        update = f"UPDATE t SET {', '.join(sets)} FROM {_key_join(table, key, columns, _SERIAL)}{owned}"
+        first = f"{update}; SET @n = @@ROWCOUNT"
+    else:
+        first = f"SELECT @n = COUNT(*) FROM {target} {_SERIAL} WHERE {_keys_in(table, key)}"
+    insert = _insert_rows(table, key, names, missing)
+    return Shape(f"DECLARE @n int; {first}; {insert}; SELECT @n + @@ROWCOUNT", (ROWS,))
+
+
+def insert_new_shape(table: TableSchema, key: Column, names: Sequence[str]) -> Shape:
+    """A speculative PUT (``only_new``): insert every row of ``@rows`` only if none of their keys
+    exists (range locks on the keys on SQL Server), answering one row: how many rows were written
+    (0 when one exists)."""
+    target = qualified(table.name, quote)
+    none = f" WHERE NOT EXISTS (SELECT 1 FROM {target} {_SERIAL} WHERE {_keys_in(table, key)})"
+    return Shape(f"{_insert_rows(table, key, names, none)}; SELECT @@ROWCOUNT", (ROWS,))
 
 
 def delete_rows_shape(table: TableSchema, key: Column, guard: Column | None) -> Shape:
@@ -847,37 +906,24 @@ def _write_rows(cursor: Any, shape: Shape, table: TableSchema, key: Column, rows
     return int(run(cursor, shape, [cells, *tail]).rowcount)
 
 
-def _owned(found: list[tuple[Any, Any]], present: Rows, key: Column, guard: Column) -> Rows:
-    """The rows of ``present`` whose stored owner (``found``: key, owner) is the row's own value."""
-    owners = {_folded(to_driver(k, key)): _folded(to_driver(v, guard)) for k, v in found}
-    return [
-        (k, v) for k, v in present if owners.get(_folded(to_driver(k, key))) == _folded(to_driver(v[guard.name], guard))
-    ]
-
-
 def upsert_many(conn: Any, put: PutRows) -> int:
-    """One locking read (:func:`read_shape`, of the key and the ``guard`` column) splits the rows:
-    existing rows whose guard matches are updated by one :func:`update_rows_shape`, new rows inserted
-    by one :func:`insert_rows_shape`: three statements for any number of rows, each text constant per
-    table and column set. Existing rows whose guard differs (someone else's) are left alone and not
-    counted. ``only_new``: nothing is written when a row exists."""
-    table, key, rows, nulls, guard, only_new = put.table, put.key, put.rows, put.nulls, put.guard, put.only_new
-    found = select_many(conn, table, key, [k for k, _ in rows], guard or key, "update")
-    present, absent = split_by_existence(rows, found, lambda k: to_driver(k, key))
-    if only_new and present:
+    """PUT of many rows: one call, :func:`upsert_rows_shape` (:func:`insert_new_shape` for
+    ``only_new``), whose text is constant per table and column set. Existing rows whose ``guard``
+    column is not the row's own (someone else's) are left alone and not counted; ``only_new``:
+    nothing is written when a row exists.
+
+    Returns:
+        rows written.
+    """
+    table, key, rows, nulls, guard = put.table, put.key, put.rows, put.nulls, put.guard
+    if not rows:
         return 0
-    allowed = _owned(found, present, key, guard) if guard is not None and present else present
     names = list(rows[0][1])
+    shape = insert_new_shape(table, key, names) if put.only_new else upsert_rows_shape(table, key, names, nulls, guard)
     cursor = conn.cursor()
-    if names or nulls:
-        _write_rows(cursor, update_rows_shape(table, key, names, nulls, None), table, key, allowed, ())
-    _write_rows(cursor, insert_rows_shape(table, key, names), table, key, absent, ())
-    return len(rows) - (len(present) - len(allowed))
-
-
-def _folded(value: Any) -> Any:
-    """Keys and owners compared as the default collations and uniqueidentifier do: case-insensitively."""
-    return str(value).casefold() if isinstance(value, (str, uuid.UUID)) else value
+    _write_rows(cursor, shape, table, key, rows, ())
+    row = cursor.fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 def update_many(conn: Any, table: TableSchema, key: Column, rows: Rows, guard: Guard = None) -> int:
