@@ -34,3 +34,30 @@ def test_split_by_existence_compares_keys_case_insensitively() -> None:
     present, absent = _sql.split_by_existence(rows, [("abc", "abc")], str)
     assert present == [("ABC", {"n": 1})]
     assert absent == [("def", {"n": 2})]
+
+
+def test_unique_rows_give_the_primary_key_and_the_loose_indexes_apart() -> None:
+    # Given catalog rows (index, column, primary, loose) as the PostgreSQL, MariaDB and SQL Server
+    # queries return them: a composite primary key, a unique column, a filtered index, and an index
+    # with an expression member (no column name)
+    rows = [
+        (1, "tenant", True, False),
+        (1, "id", True, False),
+        (2, "email", False, False),
+        (3, "code", False, True),
+        (4, "a", False, False),
+        (4, None, False, False),
+        (5, None, False, False),
+    ]
+
+    # When read
+    keys = _sql.unique_from_rows(rows)
+
+    # Then the primary key is apart from the unique indexes, and the loose ones are marked
+    assert keys == {
+        "primary_key": ("tenant", "id"),
+        "unique": (("email",), ("code",), ("a",)),
+        "loose_unique": (("code",), ("a",)),
+    }
+    schema = TableSchema("t", {}, **keys)
+    assert [c for c in ("tenant", "id", "email", "code", "a") if schema.identifies_rows(c)] == ["email"]

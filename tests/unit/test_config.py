@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from powersync_upload.config import (
     ConfigError,
     TableConfig,
+    key_problems,
     load_upload_config,
     schema_problems,
 )
@@ -333,6 +334,71 @@ def test_a_rowversion_column_is_a_valid_version_column_but_not_a_delta() -> None
     assert schema_problems("notes", versioned, schema) == []
     # and refused as a deltas column, which must be numeric
     assert schema_problems("notes", TableConfig.model_validate({"deltas": ["version"]}), schema) != []
+
+
+def _keyed(primary_key: tuple[str, ...] = (), unique: tuple[tuple[str, ...], ...] = (), loose: int = 0) -> TableSchema:
+    """A ``notes`` table with columns ``id``, ``tenant``, ``email`` and ``title``; the last ``loose``
+    members of ``unique`` are partial or filtered."""
+    columns = {name: Column(name, Kind.TEXT) for name in ("id", "tenant", "email", "title")}
+    return TableSchema(
+        "notes", columns, primary_key=primary_key, unique=unique, loose_unique=unique[-loose:] if loose else ()
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "schema"),
+    [
+        ("id", _keyed(primary_key=("id",))),
+        ("ID", _keyed(primary_key=("id",))),
+        ("email", _keyed(primary_key=("id",), unique=(("email",),))),
+        ("email", _keyed(unique=(("email",), ("email",)), loose=1)),
+    ],
+    ids=["primary-key", "primary-key-other-case", "unique-column", "unique-beside-a-partial-one"],
+)
+def test_a_key_that_identifies_one_row_has_no_problem(key: str, schema: TableSchema) -> None:
+    # Given a key that is the primary key, or alone in a unique index that covers every row
+    config = TableConfig.model_validate({"key": key})
+
+    # When / Then the first introspection finds nothing to fix
+    assert key_problems("notes", config, schema) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "schema"),
+    [
+        ("title", _keyed(primary_key=("id",))),
+        ("id", _keyed()),
+        ("id", _keyed(primary_key=("tenant", "id"))),
+        ("email", _keyed(primary_key=("id",), unique=(("email", "tenant"),))),
+        ("email", _keyed(primary_key=("id",), unique=(("email",),), loose=1)),
+    ],
+    ids=[
+        "plain-column",
+        "no-key-at-all",
+        "part-of-composite-primary-key",
+        "part-of-composite-unique",
+        "partial-unique",
+    ],
+)
+def test_a_key_that_could_name_several_rows_is_a_problem_naming_table_column_and_fix(
+    key: str, schema: TableSchema
+) -> None:
+    # Given a key column that does not alone hold a different value in every row
+    config = TableConfig.model_validate({"key": key})
+
+    # When it is checked at first introspection
+    problems = key_problems("notes", config, schema)
+
+    # Then one message names the full key, the table and the column, and says how to fix it
+    assert len(problems) == 1
+    assert problems[0].startswith(f"tables.notes.key: column '{key}' of notes is neither its primary key")
+    assert f"CREATE UNIQUE INDEX ... ON notes ({key})" in problems[0]
+
+
+def test_a_key_the_table_lacks_is_a_problem() -> None:
+    # Given a key column the table does not have / When / Then the message names it
+    problems = key_problems("notes", TableConfig.model_validate({"key": "uuid"}), _keyed(primary_key=("id",)))
+    assert problems == ["tables.notes.key: 'uuid' is not a column of notes"]
 
 
 # ---- environment ---------------------------------------------------------------------------------

@@ -787,10 +787,14 @@ def test_without_proxy_mode_pymssql_keeps_its_default_session_settings(monkeypat
 
 class CatalogConnection:
     """A connection double whose cursor answers its first statement with one result set, then a second
-    one (nextset); later statements (the foreign key and unique index reads) find nothing."""
+    one (nextset); later statements find nothing, but for the unique index read (``sys.indexes``),
+    which finds ``unique``."""
 
-    def __init__(self, first: list[tuple[Any, ...]], second: list[tuple[Any, ...]]) -> None:
+    def __init__(
+        self, first: list[tuple[Any, ...]], second: list[tuple[Any, ...]], unique: list[tuple[Any, ...]] | None = None
+    ) -> None:
         self.answer = [first, second]
+        self.unique = unique or []
         self.results: list[list[tuple[Any, ...]]] = []
         self.executed: list[str] = []
 
@@ -798,7 +802,7 @@ class CatalogConnection:
         return self
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        self.results = self.answer if not self.executed else [[]]
+        self.results = self.answer if not self.executed else [self.unique if "sys.indexes" in sql else []]
         self.executed.append(sql)
 
     def fetchall(self) -> list[tuple[Any, ...]]:
@@ -810,6 +814,22 @@ class CatalogConnection:
     def nextset(self) -> bool:
         self.results.pop(0)
         return bool(self.results)
+
+
+def test_introspection_reads_the_primary_key_and_leaves_a_filtered_index_loose() -> None:
+    # Given the unique index read of a table (index_id, column, is_primary_key, has_filter, as pymssql
+    # returns the bits): a primary key on id, a unique constraint on email, a filtered unique index on code
+    columns = [catalog_row(name, "nvarchar") for name in ("id", "email", "code")]
+    rows = [(1, "id", True, False), (2, "email", False, False), (3, "code", False, True)]
+
+    # When the table is introspected
+    schema = mssql.introspect(CatalogConnection(columns, [], unique=rows), "dbo.notes")
+
+    # Then the primary key is known, and only id and email identify a row alone
+    assert schema is not None
+    assert schema.primary_key == ("id",)
+    assert [c for c in schema.columns if schema.identifies_rows(c)] == ["id", "email"]
+    assert "is_primary_key, i.has_filter" in mssql._UNIQUE and "is_primary_key = 0" not in mssql._UNIQUE
 
 
 class RaisingConnection:

@@ -167,6 +167,35 @@ def test_generated_column_from_a_real_table_is_not_writable() -> None:
     assert {n: c.writable for n, c in schema.columns.items()} == {"id": True, "a": True, "b": False}
 
 
+def test_introspection_knows_the_primary_key_and_which_unique_indexes_hold_for_every_row() -> None:
+    # Given tables keyed in each way SQLite allows: a rowid INTEGER PRIMARY KEY, a text primary key, a
+    # composite one; unique constraints and indexes, one partial and one on an expression
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(
+        """
+        CREATE TABLE r (pk INTEGER PRIMARY KEY, uid TEXT UNIQUE, a TEXT, b TEXT, UNIQUE (a, b));
+        CREATE UNIQUE INDEX r_b ON r (b) WHERE b IS NOT NULL;
+        CREATE UNIQUE INDEX r_a ON r (a, lower(b));
+        CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER);
+        CREATE TABLE c (tenant TEXT, id TEXT, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
+        """
+    )
+
+    # When introspected
+    r, t, c = (sqlite.introspect(conn, name) for name in ("r", "t", "c"))
+    conn.close()
+
+    # Then each primary key is known, and only a whole-table unique column identifies rows alone
+    assert r is not None and t is not None and c is not None
+    assert (r.primary_key, t.primary_key, c.primary_key) == (("pk",), ("id",), ("tenant", "id"))
+    assert set(r.unique) == {("uid",), ("a", "b"), ("b",), ("a",)}
+    assert set(r.loose_unique) == {("b",), ("a",)}
+    assert {name for name in r.columns if r.identifies_rows(name)} == {"pk", "uid"}
+    assert t.identifies_rows("id") and not c.identifies_rows("id")
+    # and the rowid (assigned on insert) counts as a default, so a PUT keyed by uid keeps it
+    assert r.columns["pk"].has_default and not t.columns["id"].has_default
+
+
 # ---- classification of real errors ---------------------------------------------------------------
 
 

@@ -336,6 +336,32 @@ def schema_problems(name: str, table: TableConfig, schema: TableSchema) -> list[
     return found
 
 
+def key_problems(name: str, table: TableConfig, schema: TableSchema) -> list[str]:
+    """The check of ``tables.<name>.key`` that needs the introspected table (DESIGN.md section 4): the
+    key must name a column that identifies one row (:meth:`TableSchema.identifies_rows`: the whole
+    primary key, or the only column of a unique index or constraint that holds for every row). Any
+    other column could match several rows: PostgreSQL and SQLite refuse its ``ON CONFLICT`` target,
+    MariaDB/MySQL would insert a second row with the same id, and an update or delete would change
+    every row with that id. Run at first introspection of every configured table; a table with a
+    problem is then answered ``SCHEMA_MISMATCH``.
+
+    Returns:
+        one message naming the key, the table and the column, and how to fix it; empty when it fits.
+    """
+    where = f"tables.{name}.key"
+    column = schema.column(table.key)
+    if column is None:
+        return [f"{where}: '{table.key}' is not a column of {schema.name}"]
+    if schema.identifies_rows(column.name):
+        return []
+    return [
+        f"{where}: column '{column.name}' of {schema.name} is neither its primary key nor the only column "
+        f"of a unique index or constraint (a composite, partial or filtered one does not count), so one id "
+        f"could name several rows; make '{column.name}' the primary key or give it a unique index of its "
+        f"own (CREATE UNIQUE INDEX ... ON {schema.name} ({column.name})), or set {where} to a column that has one"
+    ]
+
+
 def _format_validation_error(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: invalid upload configuration"]
     for error in exc.errors():

@@ -178,7 +178,7 @@ def _prepare_transaction(
     operations = transaction.operations
     try:
         for op_index, operation in enumerate(operations):
-            item = prepare(conn, operation, session.caller.user_id, session.config, session.db, cache)
+            item = prepare(conn, operation, session.caller.user_id, session.config, session.db, cache, session.counters)
             if item is not None:
                 items.append((op_index, item))
     except FatalOpError as exc:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from .config import Limits, TableConfig, UploadConfig
+from .config import Limits, TableConfig, UploadConfig, key_problems
 from .contract import Operation, Transaction
 from .convert import Converter, InvalidValue, check_key, convert, converter, json_text
 from .database import Database
@@ -99,12 +99,42 @@ class PreparedTransaction:
     steps: list[Step] = field(default_factory=list)
 
 
-def resolve_table(conn: Any, client_table: str, config: UploadConfig, db: Database) -> Target:
+class Tally(Protocol):
+    """Where configuration problems found against the schema are counted (``session.Counters``)."""
+
+    config_problems: int
+
+
+_KEY_CHECKS: dict[str, tuple[TableSchema, TableConfig, bool]] = {}
+"""Per client table: the schema and configuration its key was checked against, and whether it fits."""
+
+
+def _key_fits(client_table: str, table_config: TableConfig, schema: TableSchema, tally: Tally | None) -> bool:
+    """Whether ``tables.<name>.key`` identifies one row (:func:`~powersync_upload.config.key_problems`),
+    checked once per introspected schema and configuration: a problem is logged and counted then."""
+    cached = _KEY_CHECKS.get(client_table)
+    if cached is None or cached[0] is not schema or cached[1] is not table_config:
+        problems = key_problems(client_table, table_config, schema)
+        if problems:
+            if tally is not None:
+                tally.config_problems += len(problems)
+            logger.error("configuration does not fit the table", extra={"table": client_table, "problems": problems})
+        cached = _KEY_CHECKS[client_table] = (schema, table_config, not problems)
+    return cached[2]
+
+
+def resolve_table(
+    conn: Any, client_table: str, config: UploadConfig, db: Database, tally: Tally | None = None
+) -> Target:
     """The configured, existing table for a client table name.
+
+    Args:
+        tally: counts a configuration problem the first check of the table's key finds.
 
     Raises:
         FatalOpError: ``SCHEMA_MISMATCH`` for a table that is not configured, or configured but missing
-            from the database (after one schema refresh), or whose key column is missing.
+            from the database (after one schema refresh), or whose key column is missing or does not
+            identify one row (:func:`~powersync_upload.config.key_problems`; logged once).
     """
     table_config = config.tables.get(client_table)
     if table_config is None:
@@ -116,8 +146,9 @@ def resolve_table(conn: Any, client_table: str, config: UploadConfig, db: Databa
     if schema is None:
         logger.error("configured table not found in the database", extra={"table": client_table})
         raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=client_table)
+    fits = _key_fits(client_table, table_config, schema, tally)
     key = schema.column(table_config.key)
-    if key is None:
+    if key is None or not fits:
         raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=client_table, column=table_config.key)
     return Target(client_table, table_config, schema, key, table_config.patch_only)
 
@@ -298,7 +329,13 @@ def unset_columns(target: Target, values: dict[str, Any]) -> list[str]:
 
 
 def _parents(
-    conn: Any, operation: Operation, target: Target, values: dict[str, Any], config: UploadConfig, db: Database
+    conn: Any,
+    operation: Operation,
+    target: Target,
+    values: dict[str, Any],
+    config: UploadConfig,
+    db: Database,
+    tally: Tally | None,
 ) -> list[ParentRef]:
     refs = []
     for parent_column, parent_table in target.config.parents.items():
@@ -306,7 +343,7 @@ def _parents(
         if column is None or values.get(column.name) is None:
             continue
         name = client_column(target.config, column.name)
-        parent = resolve_table(conn, parent_table, config, db)
+        parent = resolve_table(conn, parent_table, config, db, tally)
         key_value = _convert(values[column.name], parent.key, operation.table, name)
         owner_name = parent.config.owner
         checked = parent.schema.column(owner_name) if owner_name else parent.key
@@ -323,12 +360,14 @@ def prepare(
     config: UploadConfig,
     db: Database,
     cache: dict[tuple[Any, ...], Any] | None = None,
+    tally: Tally | None = None,
 ) -> Prepared | None:
     """Resolve, convert and pre-authorize one operation.
 
     Args:
         cache: shared by the operations of one transaction attempt: resolved tables, the caller's id
             per owner column and PUT's NULL columns per column set are computed once.
+        tally: counts configuration problems found against the schema (:func:`resolve_table`).
 
     Returns:
         the prepared write, or ``None`` for a PATCH that changes nothing (``{}``, only the same id, or
@@ -342,7 +381,7 @@ def prepare(
     memo: dict[tuple[Any, ...], Any] = cache if cache is not None else {}
     target = memo.get(("target", operation.table))
     if target is None:
-        target = memo[("target", operation.table)] = resolve_table(conn, operation.table, config, db)
+        target = memo[("target", operation.table)] = resolve_table(conn, operation.table, config, db, tally)
     if target.patch_only and operation.op != "PATCH":
         raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table)
     key_value = _key(operation, target)
@@ -355,7 +394,7 @@ def prepare(
         if operation.op == "PATCH" and not values:  # it only sent the caller's own owner value
             return None
     if operation.op != "DELETE":
-        prepared.parents = _parents(conn, operation, target, values, config, db)
+        prepared.parents = _parents(conn, operation, target, values, config, db, tally)
     if operation.op == "PUT":
         shape = ("unset", target.schema.name, tuple(values))
         if shape not in memo:

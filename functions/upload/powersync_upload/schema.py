@@ -114,13 +114,27 @@ class TableSchema:
     """One server table: its name, its columns by name, its foreign keys and its unique indexes.
 
     Attributes:
-        unique: column sets of unique indexes and constraints other than the primary key.
+        unique: column sets of unique indexes and constraints other than the primary key (an
+            expression member is left out of its set).
+        primary_key: the primary key's columns in key order; empty when the table has none.
+        loose_unique: the members of ``unique`` that do not make their columns unique in every row:
+            partial (SQLite, PostgreSQL) or filtered (SQL Server) indexes, indexes with an expression
+            member, and PostgreSQL's deferrable constraints (``ON CONFLICT`` cannot use them).
     """
 
     name: str
     columns: dict[str, Column]
     foreign_keys: tuple[ForeignKey, ...] = ()
     unique: tuple[tuple[str, ...], ...] = ()
+    primary_key: tuple[str, ...] = ()
+    loose_unique: tuple[tuple[str, ...], ...] = ()
+
+    def identifies_rows(self, column: str) -> bool:
+        """Whether ``column`` (the catalog's spelling) alone holds a different value in every row: it
+        is the whole primary key, or the only column of a unique index or constraint that is not
+        loose (:attr:`loose_unique`). A column of a composite key or index does not."""
+        alone = (column,)
+        return self.primary_key == alone or self.unique.count(alone) > self.loose_unique.count(alone)
 
     def column(self, name: str) -> Column | None:
         """The column called ``name``; falls back to a case-insensitive match when exactly one fits."""

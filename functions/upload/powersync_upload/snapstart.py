@@ -20,6 +20,7 @@ Without the module (local runs, ``serve``), :func:`register` does nothing.
 
 from __future__ import annotations
 
+import importlib
 import random
 from typing import Any
 
@@ -60,7 +61,7 @@ def register(hooks: Any = None) -> bool:
     """
     if hooks is None:
         try:
-            hooks = __import__(HOOKS_MODULE)
+            hooks = importlib.import_module(HOOKS_MODULE)
         except ImportError:
             return False
     hooks.register_before_snapshot(before_snapshot)

@@ -374,26 +374,46 @@ def foreign_keys_from_rows(rows: Sequence[Sequence[Any]]) -> tuple[ForeignKey, .
     )
 
 
-def unique_from_rows(rows: Sequence[Sequence[Any]]) -> tuple[tuple[str, ...], ...]:
-    """Unique column sets from catalog rows ``(index, column)`` ordered by index and position."""
+def unique_from_rows(rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """:class:`TableSchema`'s ``primary_key``, ``unique`` and ``loose_unique``, as keyword arguments,
+    from catalog rows ``(index, column, primary, loose)`` ordered by index and position: ``primary``
+    marks the primary key's rows, ``loose`` an index that holds for some rows only (partial, filtered,
+    deferrable); a ``column`` of ``None`` is an expression member, left out, and makes its index loose.
+    An index of expressions only is not listed."""
     found: dict[Any, list[str]] = {}
-    for index, column in rows:
-        found.setdefault(index, []).append(str(column))
-    return tuple(tuple(columns) for columns in found.values())
+    primary: set[Any] = set()
+    loose: set[Any] = set()
+    for index, column, is_primary, is_loose in rows:
+        members = found.setdefault(index, [])
+        if column is None:
+            loose.add(index)
+        else:
+            members.append(str(column))
+        if is_primary:
+            primary.add(index)
+        if is_loose:
+            loose.add(index)
+    others = [(index, tuple(columns)) for index, columns in found.items() if columns and index not in primary]
+    return {
+        "primary_key": next((tuple(found[index]) for index in found if index in primary), ()),
+        "unique": tuple(columns for _, columns in others),
+        "loose_unique": tuple(columns for index, columns in others if index in loose),
+    }
 
 
 def table_with_constraints(
     cursor: Any, table: str, columns: dict[str, Column], foreign_sql: str, unique_sql: str, params: tuple[Any, ...]
 ) -> TableSchema:
     """A :class:`TableSchema` with the foreign keys and unique indexes read by ``foreign_sql`` (rows as
-    :func:`foreign_keys_from_rows` takes them) and ``unique_sql`` (rows as :func:`unique_from_rows`
-    takes them), both run through a DB-API ``cursor`` with ``params``: two round trips."""
+    :func:`foreign_keys_from_rows` takes them) and ``unique_sql`` (the primary key and the unique
+    indexes, rows as :func:`unique_from_rows` takes them), both run through a DB-API ``cursor`` with
+    ``params``: two round trips."""
     cursor.execute(foreign_sql, params)
     foreign = cursor.fetchall()
     cursor.execute(unique_sql, params)
     unique = cursor.fetchall()
     return TableSchema(
-        name=table, columns=columns, foreign_keys=foreign_keys_from_rows(foreign), unique=unique_from_rows(unique)
+        name=table, columns=columns, foreign_keys=foreign_keys_from_rows(foreign), **unique_from_rows(unique)
     )
 
 

@@ -360,8 +360,8 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
 
 def introspect(conn: Any, table: str) -> TableSchema | None:
     """Read ``sys.columns`` of the user table (``name`` or ``schema.name``) with the names of its
-    constraints (into :data:`CONSTRAINT_KINDS`) in one round trip, then its foreign keys and unique
-    indexes (three round trips, once per container); ``None`` when it is missing."""
+    constraints (into :data:`CONSTRAINT_KINDS`) in one round trip, then its foreign keys, primary key
+    and unique indexes (three round trips, once per container); ``None`` when it is missing."""
     name = qualified(table, quote_with("[", "]", percent=False))
     cursor = execute(conn.cursor(), _INTROSPECT, (name, name, name, name))
     rows = cursor.fetchall()
@@ -402,12 +402,13 @@ JOIN sys.columns rc ON rc.object_id = fkc.referenced_object_id AND rc.column_id 
 WHERE fk.parent_object_id = OBJECT_ID(%s, 'U')
 ORDER BY fk.object_id, fkc.constraint_column_id
 """
+# The primary key and the unique indexes and constraints; a filtered index (WHERE ...) is loose.
 _UNIQUE = """
-SELECT i.index_id, c.name
+SELECT i.index_id, c.name, i.is_primary_key, i.has_filter
 FROM sys.indexes i
 JOIN sys.index_columns ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id
 JOIN sys.columns c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
-WHERE i.object_id = OBJECT_ID(%s, 'U') AND i.is_unique = 1 AND i.is_primary_key = 0 AND ic.is_included_column = 0
+WHERE i.object_id = OBJECT_ID(%s, 'U') AND i.is_unique = 1 AND ic.is_included_column = 0
 ORDER BY i.index_id, ic.key_ordinal
 """
 

@@ -234,7 +234,7 @@ def column_from_catalog(row: tuple[Any, ...]) -> Column:
 
 
 def introspect(conn: Any, table: str) -> TableSchema | None:
-    """Read the table's columns, foreign keys and unique indexes from ``information_schema``; ``None``
+    """Read the table's columns, foreign keys, primary key and unique indexes from ``information_schema``; ``None``
     when it does not exist (three round trips, once per container)."""
     schema, _, bare = table.rpartition(".")
     cursor = conn.cursor()
@@ -275,9 +275,11 @@ JOIN information_schema.referential_constraints r
 WHERE k.table_schema = COALESCE(%s, DATABASE()) AND k.table_name = %s AND k.referenced_table_name IS NOT NULL
 ORDER BY k.constraint_name, k.ordinal_position
 """
+# The primary key and the unique indexes; MySQL's functional key parts have no column_name (None
+# rows, which make their index loose). No index is partial here.
 _UNIQUE = """
-SELECT index_name, column_name FROM information_schema.statistics
-WHERE table_schema = COALESCE(%s, DATABASE()) AND table_name = %s AND non_unique = 0 AND index_name <> 'PRIMARY'
+SELECT index_name, column_name, index_name = 'PRIMARY', 0 FROM information_schema.statistics
+WHERE table_schema = COALESCE(%s, DATABASE()) AND table_name = %s AND non_unique = 0
 ORDER BY index_name, seq_in_index
 """
 

@@ -150,19 +150,22 @@ JOIN pg_class parent ON parent.oid = c.confrelid
 WHERE c.conrelid = to_regclass(%s) AND c.contype = 'f'
 ORDER BY c.oid, k.position
 """
+# Key columns only (``INCLUDE`` columns come after ``indnkeyatts``); an expression member (attnum 0)
+# reads as a NULL name. Partial and deferrable indexes are loose: ON CONFLICT cannot use them.
 _UNIQUE = """
-SELECT i.indexrelid, a.attname
+SELECT i.indexrelid, a.attname, i.indisprimary, i.indpred IS NOT NULL OR NOT i.indimmediate
 FROM pg_index i
 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
-JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND NOT i.indisprimary
+LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum AND k.attnum > 0
+WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND k.position <= i.indnkeyatts
 ORDER BY i.indexrelid, k.position
 """
 
 
 def introspect(conn: psycopg.Connection[Any], table: str) -> TableSchema | None:
-    """Read the table's columns from ``information_schema``, its foreign keys and unique indexes from
-    ``pg_constraint``/``pg_index``; ``None`` when it does not exist (three round trips, once per container)."""
+    """Read the table's columns from ``information_schema``, its foreign keys, primary key and unique
+    indexes from ``pg_constraint``/``pg_index``; ``None`` when it does not exist (three round trips,
+    once per container)."""
     schema, _, bare = table.rpartition(".")
     rows = conn.execute(_INTROSPECT, (schema or None, bare)).fetchall()
     if not rows:
@@ -174,7 +177,7 @@ def introspect(conn: psycopg.Connection[Any], table: str) -> TableSchema | None:
         name=table,
         columns={row[0]: column_from_catalog(row) for row in rows},
         foreign_keys=foreign_keys_from_rows(foreign),
-        unique=unique_from_rows(unique),
+        **unique_from_rows(unique),
     )
 
 

@@ -18,6 +18,7 @@ import re
 import sqlite3
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -149,14 +150,36 @@ def introspect(conn: sqlite3.Connection, table: str) -> TableSchema | None:
         (r[0], r[3], r[2], r[4] if r[4] is not None else (key[0] if key else None), r[6])
         for r in conn.execute(f"PRAGMA {prefix}foreign_key_list({quote(bare)})").fetchall()
     ]
-    unique: list[tuple[Any, Any]] = []
+    unique, rowid_alias = _unique_rows(conn, prefix, bare, key, columns)
+    if rowid_alias:
+        columns[key[0]] = replace(columns[key[0]], has_default=True)
+    return TableSchema(
+        name=table, columns=columns, foreign_keys=foreign_keys_from_rows(foreign), **unique_from_rows(unique)
+    )
+
+
+def _unique_rows(
+    conn: sqlite3.Connection, prefix: str, bare: str, key: list[str], columns: dict[str, Column]
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """The primary key (``key``, from ``table_xinfo``) and the unique indexes as rows for
+    :func:`unique_from_rows` (a partial index, ``index_list``'s fifth field, is loose; an expression
+    member has no name), and whether the key is the rowid: a lone ``INTEGER PRIMARY KEY`` of a
+    table with rowids, which has no index of its own and is assigned on insert (a default, so a PUT
+    that does not send it keeps it)."""
+    rows: list[tuple[Any, ...]] = [(_PRIMARY, column, True, False) for column in key]
+    key_index = False
     for index in conn.execute(f"PRAGMA {prefix}index_list({quote(bare)})").fetchall():
+        key_index = key_index or index[3] == "pk"
         if index[2] and index[3] != "pk":
             info = conn.execute(f"PRAGMA {prefix}index_info({quote(index[1])})").fetchall()
-            unique.extend((index[1], r[2]) for r in sorted(info) if r[2] is not None)
-    return TableSchema(
-        name=table, columns=columns, foreign_keys=foreign_keys_from_rows(foreign), unique=unique_from_rows(unique)
-    )
+            rows.extend((index[1], r[2], False, bool(index[4])) for r in sorted(info))
+    rowid_alias = len(key) == 1 and not key_index and columns[key[0]].type_name.strip().upper() == "INTEGER"
+    return rows, rowid_alias
+
+
+_PRIMARY = ("primary key",)
+"""The primary key's index in :func:`_unique_rows` (``table_xinfo``'s ``pk`` positions: an
+``INTEGER PRIMARY KEY`` has no index of its own); a tuple, so no index name can be it."""
 
 
 def to_driver(value: Any, column: Column) -> Any:
