@@ -238,6 +238,33 @@ def test_the_rows_of_a_planned_batch_are_read_once_and_each_gets_its_own_delta(
     assert reads == [3]
 
 
+@pytest.mark.parametrize("count", [1, 3], ids=["one operation", "a planned batch"])
+def test_a_delta_is_added_to_the_stored_total_even_after_a_stale_read(
+    shop: tuple[str, Runtime], monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    # Given items whose stored quantity is 50, but whose locking read reports 10 (a lock that did not
+    # hold: another writer changed the rows after the read, as on an engine that ignores lock hints)
+    url, rt = shop
+    rows = [f"c0000000-0000-0000-0000-00000000030{i}" for i in range(count)]
+    _more_items(url, *rows)
+    _sql(url, "UPDATE items SET quantity = 50 WHERE name = 'n'")
+    original = rt.db.dialect.select_rows
+
+    def stale(*args: Any, **kwargs: Any) -> Any:
+        return [(key, {**values, "quantity": 10}) for key, values in original(*args, **kwargs)]
+
+    monkeypatch.setattr(rt.db.dialect, "select_rows", stale)
+
+    # When each of `count` client transactions sells one (10 -> 9, a delta with old)
+    response = call(
+        {"batch": [_patch(row, {"quantity": 9}, {"quantity": 10}, op_id=n + 1) for n, row in enumerate(rows)]}
+    )
+
+    # Then each stored total went down by one from what was stored (never back to 9, the stale result)
+    assert [r["status"] for r in response.body["results"]] == ["success"] * count
+    assert [stored_row(url, "items", row)["quantity"] for row in rows] == [49] * count
+
+
 def test_a_stale_patch_among_grouped_transactions_rejects_only_its_own(shop: tuple[str, Runtime]) -> None:
     # Given two more items, and the widget renamed on the server
     url, _ = shop

@@ -317,6 +317,24 @@ def test_a_delta_adds_new_minus_old_to_the_current_value() -> None:
     assert conflicts.delta_values({**ROW, "quantity": None}, change, PREVIOUS) == {"quantity": None}
 
 
+def test_a_delta_is_written_as_its_increment_once_the_sum_is_checked() -> None:
+    # Given a current quantity of 8 and a sale of one (10 -> 9), and a sale that would pass the int range
+    sale = Change("PATCH", {"quantity": 9}, old={"quantity": "10"})
+    too_much = Change("PATCH", {"quantity": 2**31 - 1}, old={"quantity": 0})
+
+    # When / Then the write adds 9 - 10 (whatever the current value); a PUT, and a delta written
+    # unchecked (no previous values at all, missing_previous: apply), add nothing: they set the value
+    assert conflicts.delta_increments({**ROW, "quantity": 8}, sale, PREVIOUS) == {"quantity": -1}
+    assert conflicts.delta_increments({**ROW, "quantity": None}, sale, PREVIOUS) == {"quantity": -1}
+    assert conflicts.delta_increments(ROW, Change("PUT", {"quantity": 1}), PREVIOUS) == {}
+    assert conflicts.delta_increments(ROW, Change("PATCH", {"quantity": 3}), PREVIOUS_APPLY) == {}
+
+    # And a sum out of the column's range is still refused before any write
+    with pytest.raises(FatalOpError) as caught:
+        conflicts.delta_increments({**ROW, "quantity": 5}, too_much, PREVIOUS)
+    assert caught.value.reason is Reason.OUT_OF_RANGE
+
+
 def test_a_delta_without_a_previous_value_is_invalid_data() -> None:
     # Given PATCHes of a delta column without old, and with a null old
     for old in (None, {"quantity": None}):

@@ -303,6 +303,8 @@ def test_a_value_that_looks_like_a_column_clause_is_not_parsed_as_a_column() -> 
         (245, Reason.TYPE),
         (8114, Reason.TYPE),
         (8115, Reason.OUT_OF_RANGE),
+        (220, Reason.OUT_OF_RANGE),
+        (232, Reason.OUT_OF_RANGE),
         (241, Reason.FORMAT),
     ],
 )

@@ -55,7 +55,13 @@ def test_constraint_errors(
 
 @pytest.mark.parametrize(
     ("number", "reason"),
-    [(1406, Reason.TOO_LONG), (1264, Reason.OUT_OF_RANGE), (1366, Reason.TYPE), (1292, Reason.FORMAT)],
+    [
+        (1406, Reason.TOO_LONG),
+        (1264, Reason.OUT_OF_RANGE),
+        (1690, Reason.OUT_OF_RANGE),
+        (1366, Reason.TYPE),
+        (1292, Reason.FORMAT),
+    ],
 )
 def test_data_errors_are_invalid_data(number: int, reason: Reason) -> None:
     result = mysql.classify(server_error(number, "Data too long for column 'description' at row 1"))

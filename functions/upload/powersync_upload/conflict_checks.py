@@ -8,7 +8,8 @@ an error or a warning, and builds the ``powersync_upload_conflicts`` row. Where 
 
 * :func:`check_one` / :func:`check_batch`: the two entry points (one operation; one planned batch);
 * :func:`_change_of`: what the client sent, as the checks see it (``needs_previous_value`` is raised here);
-* :func:`_adjusted`: rules, detection and deltas against the locked row, and the write to run instead;
+* :func:`_adjusted`: rules, detection and deltas against the locked row, and the write to run instead
+  (a delta column as an increment, ``SET c = c + (new - old)``);
 * :func:`_conflicting`: a finding as ``CONFLICT`` (``reject``) or ``CONFLICT_SKIPPED`` (``skip``).
 """
 
@@ -109,8 +110,9 @@ def check_batch(
 
     Returns:
         ``None`` for a table without them (run the batch as it is); otherwise the writes to run, as
-        sub-batches of ``(position in members, write)`` with the same columns each (deltas change no
-        column set, but a row that gets no new version, or an insert, may differ from the rest).
+        sub-batches of ``(position in members, write)`` with the same columns and the same
+        incremented columns (``Prepared.adds``) each: deltas change no column set, but a row that
+        gets no new version, an insert, or a delta written unchecked may differ from the rest.
         Skipped operations are left out, their warnings added to ``skipped``.
 
     Raises:
@@ -127,7 +129,7 @@ def check_batch(
             changes.append((position, change, values))
     written = {name: None for _, change, _ in changes for name in change.values}
     found = _current_rows(session, conn, [members[p][2] for p, _, _ in changes], rules, written) if changes else {}
-    parts: dict[tuple[str, ...], list[tuple[int, Prepared]]] = {}
+    parts: dict[tuple[tuple[str, ...], frozenset[str]], list[tuple[int, Prepared]]] = {}
     for position, change, values in changes:
         tx, index, item = members[position]
         current = found.get(plan.identity(item.key_value))
@@ -135,7 +137,7 @@ def check_batch(
         if warning is not None:
             skipped.setdefault(tx.position, []).append(warning)
         if write is not None:
-            parts.setdefault(tuple(write.values), []).append((position, write))
+            parts.setdefault((tuple(write.values), write.adds), []).append((position, write))
     return list(parts.values())
 
 
@@ -188,9 +190,12 @@ def _adjusted(
     The prepared item is never changed (an attempt may be repeated): the write is a copy.
 
     Returns:
-        ``(write, warning)``: ``write`` is the item to execute (with the delta results and the next
-        version in its values, the version the client saw removed), or ``None`` to skip it with a
-        ``CONFLICT_SKIPPED`` ``warning`` (its conflict row appended to ``rows``).
+        ``(write, warning)``: ``write`` is the item to execute (the version the client saw removed,
+        the next version in its values, and each delta column's increment ``new - old`` in its
+        values and named in ``adds``, so the write is ``SET c = c + increment``: a total never goes
+        back, even where a lock did not hold), or ``None`` to skip it with a ``CONFLICT_SKIPPED``
+        ``warning`` (its conflict row appended to ``rows``). The delta's result is computed here
+        from the locked row only to check it (out of range: ``INVALID_DATA``).
 
     Raises:
         FatalOpError: ``CONFLICT`` (``on_conflict: reject``; the conflict row attached), ``INVALID_DATA``
@@ -204,7 +209,8 @@ def _adjusted(
         finding = conflicts.check(current, change, rules, target.schema.columns)
         if finding is not None:
             return None, _conflicting(session, conn, transaction, op_index, item, finding, current, rules, rows)
-        values.update(conflicts.delta_values(current, change, rules))
+        increments = conflicts.delta_increments(current, change, rules)
+        values.update(increments)
     except FatalOpError as exc:
         if exc.code is not ErrorCode.CONFLICT:
             exc.table, exc.column = operation.table, client_column(names, exc.column or "")
@@ -212,7 +218,8 @@ def _adjusted(
     version = rules.version if rules.version is not None and rules.version.writable else None  # not a rowversion
     if version is not None and conflicts.changed_columns(current, change, target.schema.columns):
         values[version.name] = _next_version(current, version, operation.table, names)
-    return replace(item, values=values), _unchecked(change, rules, op_index, operation.table, names)
+    write = replace(item, values=values, adds=frozenset(increments))
+    return write, _unchecked(change, rules, op_index, operation.table, names)
 
 
 def _unchecked(

@@ -4,9 +4,9 @@
 the table's compiled configuration (:class:`TableRules`), and returns a :class:`Finding` or ``None``.
 Checks run in DESIGN's order after schema, conversion, ownership and row-missing (the engine's):
 rules (``frozen_when``, ``transitions``), then detection (``previous_values`` or ``version``). Delta
-columns are never conflict-checked; :func:`delta_values` computes what a PATCH of them writes
-(``current + (new - old)``, on the row read under the write's lock). Equality (:func:`same`) is exact
-and computed in Python on converted values.
+columns are never conflict-checked; a PATCH of them writes :func:`delta_increments` (``SET c = c +
+(new - old)``), after :func:`delta_values` checked ``current + (new - old)`` on the row read under the
+write's lock. Equality (:func:`same`) is exact and computed in Python on converted values.
 
 Nothing here reads a row, a clock or a random number: the engine reads rows through the dialect
 (``select_rows``), calls these functions and then writes, raises or warns. A finding is a value; the
@@ -264,14 +264,37 @@ def _version(current: Mapping[str, Any], change: Change, rules: TableRules, chan
 
 
 def delta_values(current: Mapping[str, Any], change: Change, rules: TableRules) -> dict[str, Any]:
-    """What a PATCH writes to its delta columns: ``current + (new - old)`` per column (NULL stays NULL,
+    """What a PATCH leaves in its delta columns: ``current + (new - old)`` per column (NULL stays NULL,
     as ``SET c = c + ?`` leaves it), converted for the column. PUT overwrites delta columns: nothing.
+
+    The write itself adds :func:`delta_increments`; this is the check that the result fits.
 
     Raises:
         FatalOpError: ``INVALID_DATA`` ``needs_previous_value`` (the entry has no non-null ``old`` for
             a delta column it changes), or the conversion's reason (a result out of the column's range).
     """
-    out: dict[str, Any] = {}
+    return {col.name: result for col, _, result in _deltas(current, change, rules)}
+
+
+def delta_increments(current: Mapping[str, Any], change: Change, rules: TableRules) -> dict[str, Any]:
+    """What a PATCH adds to its delta columns (``SET c = c + increment``): ``new - old`` per column, of
+    the column's Python type (``int``, ``Decimal`` at the column's scale, ``float``), after checking
+    that ``current + increment`` fits the column (:func:`delta_values`, under the write's lock). The
+    increment itself may exceed the column's range (only the sum must fit): dialects type it wider.
+
+    Returns:
+        server column -> increment; empty for a PUT, and for a delta written unchecked (no ``old`` at
+        all with ``missing_previous: apply``: the value sent is written as it is).
+
+    Raises:
+        FatalOpError: as :func:`delta_values` raises.
+    """
+    return {col.name: increment for col, increment, _ in _deltas(current, change, rules)}
+
+
+def _deltas(current: Mapping[str, Any], change: Change, rules: TableRules) -> list[tuple[Column, Any, Any]]:
+    """``(column, increment, result)`` per delta column a PATCH changes (see :func:`delta_values`)."""
+    out: list[tuple[Column, Any, Any]] = []
     if change.op != "PATCH":
         return out
     for col in rules.deltas:
@@ -287,7 +310,7 @@ def delta_values(current: Mapping[str, Any], change: Change, rules: TableRules) 
         try:
             increment = convert(new, col) - convert(raw_old, col)
             base = current.get(col.name)
-            out[col.name] = None if base is None else convert(convert(base, col) + increment, col)
+            out.append((col, increment, None if base is None else convert(convert(base, col) + increment, col)))
         except InvalidValue as exc:
             raise FatalOpError(ErrorCode.INVALID_DATA, column=col.name, reason=exc.reason) from exc
     return out

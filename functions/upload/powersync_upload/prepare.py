@@ -70,6 +70,9 @@ class Prepared:
         me: the caller's id converted for ``owner``.
         parents: references to check before writing (PUT and PATCH).
         user_id: the caller (JWT ``sub``).
+        adds: PATCH only: the columns of ``values`` that hold an increment to add to the stored value
+            (``SET c = c + v``: a delta column's ``new - old``, set by the conflict checks), not a
+            value to write.
     """
 
     operation: Operation
@@ -81,6 +84,7 @@ class Prepared:
     owner: Column | None = None
     me: Any = None
     parents: list[ParentRef] = field(default_factory=list)
+    adds: frozenset[str] = frozenset()
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """Executing a plan inside the open transaction: a batch as one statement set, or one operation at a time.
 
 A batch (:class:`~powersync_upload.plan.Batch`) is operations of one kind on one table, writing the
-same columns, on distinct rows; it costs one ownership read, one read per referenced parent table
-and one write statement (the dialect's ``*_many`` functions) instead of that many per operation.
-Where the upsert itself only updates rows the caller owns (``guarded_upsert``: PostgreSQL, SQLite), a
-PUT batch skips the ownership read: fewer rows written than sent means someone else's row.
+same columns (and adding to the same delta columns, ``Prepared.adds``), on distinct rows; it costs
+one ownership read, one read per referenced parent table and one write statement (the dialect's
+``*_many`` functions) instead of that many per operation. Where the upsert itself only updates rows
+the caller owns (``guarded_upsert``: PostgreSQL, SQLite), a PUT batch skips the ownership read: fewer
+rows written than sent means someone else's row.
 
 Any fatal finding in a batch raises :class:`~powersync_upload.errors.FatalOpError`; the engine then
 applies the group in smaller parts, down to one statement per operation (:func:`execute_one`) in the
@@ -66,7 +67,7 @@ def execute_one(conn: Any, dialect: Dialect, item: Prepared) -> bool:
             raise FatalOpError(ErrorCode.UNAUTHORIZED, table=operation.table)
         return False
     if operation.op == "PATCH":
-        return dialect.update(conn, target.schema, target.key, item.key_value, item.values) == 0
+        return dialect.update(conn, target.schema, target.key, item.key_value, item.values, item.adds) == 0
     dialect.delete(conn, target.schema, target.key, item.key_value)
     return False
 
@@ -161,7 +162,7 @@ def _write_run(conn: Any, dialect: Dialect, first: Prepared, active: list[Item],
         if first.owner is not None and written < len(rows):
             raise FatalOpError(ErrorCode.UNAUTHORIZED, table=first.operation.table)  # inserted meanwhile
     elif op == "PATCH":
-        dialect.update_many(conn, schema, key, rows)
+        dialect.update_many(conn, schema, key, rows, adds=first.adds)
     else:
         dialect.delete_many(conn, schema, key, [p.key_value for _, p in active])
 
@@ -184,7 +185,8 @@ def _guarded_run(conn: Any, dialect: Dialect, run: list[Item]) -> list[int]:
     schema, key = target.schema, target.key
     guard = (owner, first.me)
     if first.operation.op == "PATCH":
-        touched = dialect.update_many(conn, schema, key, [(p.key_value, p.values) for _, p in run], guard)
+        rows = [(p.key_value, p.values) for _, p in run]
+        touched = dialect.update_many(conn, schema, key, rows, guard, first.adds)
     else:
         touched = dialect.delete_many(conn, schema, key, [p.key_value for _, p in run], guard)
     active, missing = run, []
@@ -237,6 +239,8 @@ def row_by_row(conn: Any, dialect: Dialect, items: list[Prepared], known: Known)
     indexed = {name for columns in schema.unique for name in columns}
     if not indexed & set(first.values):
         return False
+    if indexed & first.adds:
+        return True  # an indexed delta column: its new values are not known here; queue order is safe
     columns = [schema.columns[name] for name in sorted(indexed) if name in schema.columns]
     held: dict[Hashable, dict[str, Any]] = {}
     unknown: list[Prepared] = []
@@ -280,5 +284,7 @@ def remember(known: Known, items: list[Prepared]) -> None:
         elif op == "PATCH":
             if where in known:
                 known[where].update(item.values)
+                for name in item.adds:  # an increment, not the stored total
+                    del known[where][name]
         else:
             known.pop(where, None)

@@ -23,6 +23,9 @@ Guard = tuple[Column, Any] | None
 """A guarded write's condition: (owner column, the caller's value for it), or no condition."""
 Rows = list[tuple[Any, dict[str, Any]]]
 """Rows by key: ``(key value, {server column: value})``, as batch writes take them and ``select_rows`` returns them."""
+NO_ADDS: frozenset[str] = frozenset()
+"""No incremented columns: ``update``/``update_many`` set every value as it is (a delta column's
+increment is named in ``adds``; see :meth:`Dialect.update`)."""
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,24 @@ class Dialect(Protocol):
             rows written (0 when ``put.guard`` stopped the update).
         """
 
-    def update(self, conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
-        """PATCH: set exactly ``values`` on the row; returns the number of rows matched (0 or 1)."""
+    def update(
+        self,
+        conn: Any,
+        table: TableSchema,
+        key: Column,
+        key_value: Any,
+        values: dict[str, Any],
+        adds: frozenset[str] = NO_ADDS,
+    ) -> int:
+        """PATCH: set exactly ``values`` on the row; returns the number of rows matched (0 or 1).
+
+        ``adds``: the columns of ``values`` whose value is an increment, not a value (a delta column's
+        ``new - old``): the statement adds it to the stored value, ``SET c = c + ?`` (NULL stays NULL),
+        typed wide enough for any difference of two values of the column, so a total never goes back
+        even where a lock did not hold. A sum out of the column's range fails in the database, which
+        ``classify`` reports as ``INVALID_DATA`` ``out_of_range`` (SQLite has no such error: its
+        integer sum past 64 bits becomes a REAL; its write lock always holds, and the engine checks
+        the sum first). The statement text depends on the columns and on ``adds``, never on values."""
 
     def delete(self, conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
         """DELETE by key; returns the number of rows deleted."""
@@ -147,9 +166,19 @@ class Dialect(Protocol):
             rows written (fewer than ``len(put.rows)`` when ``put.guard`` stopped an update).
         """
 
-    def update_many(self, conn: Any, table: TableSchema, key: Column, rows: Rows, guard: Guard = None) -> int:
+    def update_many(
+        self,
+        conn: Any,
+        table: TableSchema,
+        key: Column,
+        rows: Rows,
+        guard: Guard = None,
+        adds: frozenset[str] = NO_ADDS,
+    ) -> int:
         """PATCH of several rows with distinct keys and the same columns, one statement per chunk;
-        ``guard``: only rows whose column equals the value (the caller's own). Returns rows matched."""
+        ``guard``: only rows whose column equals the value (the caller's own); ``adds``: columns whose
+        values are increments, added to the stored values as :meth:`update` adds them (the same for
+        every row). Returns rows matched."""
 
     def delete_many(
         self, conn: Any, table: TableSchema, key: Column, key_values: list[Any], guard: Guard = None

@@ -9,7 +9,7 @@ the same shape of call (pymssql, PyMySQL, sqlite3).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -17,7 +17,7 @@ from ..conflicts import TABLE as CONFLICTS_TABLE
 from ..ledger import CLAIMED, Claim, Entry
 from ..ledger import TABLE as LEDGER_TABLE
 from ..schema import Column, ForeignKey, Kind, TableSchema, on_delete_rule
-from . import Guard, Lock, Rows
+from . import NO_ADDS, Guard, Lock, Rows
 
 T = TypeVar("T")
 
@@ -50,10 +50,10 @@ def select_sql(table: str, key: str, column: str, ph: str, suffix: str = "") -> 
     return f"SELECT {column} FROM {table} WHERE {key} = {ph}{(' ' + suffix) if suffix else ''}"
 
 
-def update_sql(table: str, key: str, columns: Sequence[str], ph: str) -> str:
-    """``UPDATE table SET c1 = ?, ... WHERE key = ?``; parameters: the values in order, then the key."""
-    sets = ", ".join(f"{c} = {ph}" for c in columns)
-    return f"UPDATE {table} SET {sets} WHERE {key} = {ph}"
+def update_sql(table: str, key: str, sets: Sequence[str], ph: str) -> str:
+    """``UPDATE table SET c1 = ?, ... WHERE key = ?`` (``sets``: the assignments, :func:`set_clauses`);
+    parameters: the values in order, then the key."""
+    return f"UPDATE {table} SET {', '.join(sets)} WHERE {key} = {ph}"
 
 
 def delete_sql(table: str, key: str, ph: str) -> str:
@@ -136,20 +136,59 @@ ToDriver = Callable[[Any, Any], Any]
 """A dialect's ``to_driver(value, column)``."""
 
 
+Add = Callable[[str, str, Column], str]
+"""A dialect's SQL for a delta write's new value: ``(stored value, increment, column) -> expression``,
+where the stored value is a quoted (maybe qualified) column and the increment a placeholder or a
+column of the rows' source."""
+
+
+def plus(stored: str, increment: str, column: Column) -> str:
+    """``stored + increment``: where the database adds the column's values exactly as the engine does
+    (PostgreSQL: the increment is typed ``numeric`` or ``float8``)."""
+    return f"{stored} + {increment}"
+
+
 @dataclass(frozen=True)
 class Statements:
-    """What the ``run_*`` helpers need from a dialect: its quoting, placeholder and value adapter."""
+    """What the ``run_*`` helpers need from a dialect: its quoting, placeholder and value adapter,
+    the rows per statement, and its delta write (:data:`Add`)."""
 
     quote: Quote
     ph: str
     to_driver: ToDriver
     chunk: int = 1000
+    add: Add = plus
 
 
-def run_update(conn: Any, s: Statements, table: Any, key: Any, key_value: Any, values: dict[str, Any]) -> int:
-    """``UPDATE ... SET ... WHERE key = ?``; returns the driver's row count."""
+def set_clauses(
+    s: Statements, table: TableSchema, names: Sequence[str], refs: Sequence[str], adds: Collection[str], alias: str = ""
+) -> list[str]:
+    """``c = ref`` per column ``names[i]`` with its value ``refs[i]`` (a placeholder, or a column of the
+    rows' source); for a column in ``adds`` (a delta's increment) ``c = c + ref`` as :attr:`Statements.add`
+    writes it. ``alias`` (``t.``) qualifies the stored value where the statement joins another row
+    source (the target stays unqualified, as PostgreSQL requires; MySQL prefixes it)."""
+    out = []
+    for name, ref in zip(names, refs, strict=True):
+        column = s.quote(name)
+        value = s.add(alias + column, ref, table.columns[name]) if name in adds else ref
+        out.append(f"{column} = {value}")
+    return out
+
+
+def run_update(
+    conn: Any,
+    s: Statements,
+    table: TableSchema,
+    key: Column,
+    key_value: Any,
+    values: dict[str, Any],
+    adds: Collection[str] = (),
+) -> int:
+    """``UPDATE ... SET c = ?, d = d + ? ... WHERE key = ?`` (``d`` in ``adds``, see
+    :meth:`~powersync_upload.dialects.Dialect.update`); returns the driver's row count."""
     names = list(values)
-    sql = update_sql(qualified(table.name, s.quote), s.quote(key.name), [s.quote(n) for n in names], s.ph)
+    sets = set_clauses(s, table, names, [s.ph] * len(names), adds)
+    sql = update_sql(qualified(table.name, s.quote), s.quote(key.name), sets, s.ph)
     cursor = conn.cursor()
     cursor.execute(sql, (*(s.to_driver(values[n], table.columns[n]) for n in names), s.to_driver(key_value, key)))
     return int(cursor.rowcount)
@@ -455,9 +494,17 @@ class RowStatements:
         table_sql = qualified(table.name, self.s.quote)
         return run_select_rows(conn, self.s, table_sql, key, key_values, columns, self._suffix(lock))
 
-    def update(self, conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
-        """``UPDATE ... WHERE key = ?``; returns rows matched."""
-        return run_update(conn, self.s, table, key, key_value, values)
+    def update(
+        self,
+        conn: Any,
+        table: TableSchema,
+        key: Column,
+        key_value: Any,
+        values: dict[str, Any],
+        adds: frozenset[str] = NO_ADDS,
+    ) -> int:
+        """``UPDATE ... WHERE key = ?`` (:func:`run_update`); returns rows matched."""
+        return run_update(conn, self.s, table, key, key_value, values, adds)
 
     def delete(self, conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
         """``DELETE ... WHERE key = ?``; returns rows deleted."""

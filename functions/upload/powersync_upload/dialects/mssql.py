@@ -79,7 +79,7 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import CLAIMED, Claim, Entry
 from ..ledger import TABLE as LEDGER_TABLE
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, Lock, PutRow, PutRows
+from . import NO_ADDS, PRUNE_ROWS, Guard, Lock, PutRow, PutRows
 from ._sql import (
     CONFLICT_COLUMNS,
     LEDGER_COLUMNS,
@@ -471,6 +471,19 @@ def declared_type(column: Column) -> str:
     return "nvarchar(max)" if target is None or _collated(column) else target
 
 
+def increment_type(column: Column) -> str:
+    """The type a delta's increment (``new - old``) travels as: wide enough for the difference of any
+    two values of ``column``, which may not fit the column itself (only the sum must; the sum out of
+    range is error 8115 or 220, ``INVALID_DATA`` ``out_of_range``): ``bigint`` for tinyint, smallint
+    and int, ``decimal(20,0)`` for bigint, ``decimal(p+1,s)`` (38 digits at most) for decimal,
+    numeric, money and smallmoney, ``float`` for float and real."""
+    if column.kind is Kind.FLOAT:
+        return "float"
+    if column.kind is Kind.INTEGER:
+        return "decimal(20,0)" if column.type_name == "bigint" else "bigint"
+    return f"decimal({min((column.precision or 38) + 1, 38)},{column.scale or 0})"
+
+
 def value_sql(column: Column, ref: str) -> str:
     """``ref`` (a parameter or an OPENJSON column) as a value of ``column``: unchanged, or for a
     ``varchar`` of another collation ``CAST(ref COLLATE <collation> AS varchar(n))``, so its own code
@@ -653,11 +666,12 @@ def _cell(column: Column, index: int) -> str:
 _LOCK_HINTS = {"update": "WITH (UPDLOCK, HOLDLOCK)", "share": "WITH (HOLDLOCK)"}
 
 
-def _key_join(table: TableSchema, key: Column, columns: Sequence[Column], hint: str) -> str:
-    """``<table> AS t <hint> JOIN OPENJSON(@rows) ... AS j ON t.key = j.c0``."""
+def _key_join(table: TableSchema, key: Column, columns: Sequence[Column], hint: str, shred: str = "") -> str:
+    """``<table> AS t <hint> JOIN OPENJSON(@rows) ... AS j ON t.key = j.c0`` (``shred``: the
+    ``OPENJSON`` source when its types are not the ``columns``' own)."""
     on = f"t.{quote(key.name)} = {_cell(key, 0)}"
     hinted = f" {hint}" if hint else ""
-    return f"{qualified(table.name, quote)} AS t{hinted} JOIN {_columns_shred(columns)} ON {on}"
+    return f"{qualified(table.name, quote)} AS t{hinted} JOIN {shred or _columns_shred(columns)} ON {on}"
 
 
 def read_shape(table: TableSchema, key: Column, columns: Sequence[Column], lock: Lock, *, babelfish: bool) -> Shape:
@@ -684,14 +698,26 @@ def read_shape(table: TableSchema, key: Column, columns: Sequence[Column], lock:
 
 
 def update_rows_shape(
-    table: TableSchema, key: Column, names: Sequence[str], nulls: Sequence[str], guard: Column | None
+    table: TableSchema,
+    key: Column,
+    names: Sequence[str],
+    nulls: Sequence[str],
+    guard: Column | None,
+    adds: frozenset[str] = NO_ADDS,
 ) -> Shape:
-    """``UPDATE t SET c = j.c1, ..., n = NULL FROM t WITH (UPDLOCK) JOIN OPENJSON(@rows) ...`` (rows
-    ``[[key, c...], ...]``) ``[WHERE t.owner = @owner]``: exclusive key locks on the matched rows,
-    taken in the order of ``@rows`` (already held as update locks after :func:`read_shape`)."""
+    """``UPDATE t SET c = j.c1, d = t.d + j.c2, ..., n = NULL FROM t WITH (UPDLOCK) JOIN OPENJSON(@rows)
+    ...`` (rows ``[[key, c...], ...]``) ``[WHERE t.owner = @owner]``: exclusive key locks on the matched
+    rows, taken in the order of ``@rows`` (already held as update locks after :func:`read_shape`).
+    A column in ``adds`` (``d``) takes a delta's increment, shredded as :func:`increment_type`."""
     columns = [key, *(table.columns[n] for n in names)]
-    sets = ", ".join(_sets(table, key, names, nulls))
-    return _with_guard(f"UPDATE t SET {sets} FROM {_key_join(table, key, columns, 'WITH (UPDLOCK)')}", guard, " WHERE ")
+    sets = [
+        f"t.{quote(c.name)} = t.{quote(c.name)} + j.c{i}" if c.name in adds else f"t.{quote(c.name)} = {_cell(c, i)}"
+        for i, c in enumerate(columns)
+        if i
+    ] + [f"t.{quote(n)} = NULL" for n in nulls]
+    shred = shred_sql([increment_type(c) if i and c.name in adds else declared_type(c) for i, c in enumerate(columns)])
+    statement = f"UPDATE t SET {', '.join(sets)} FROM {_key_join(table, key, columns, 'WITH (UPDLOCK)', shred)}"
+    return _with_guard(statement, guard, " WHERE ")
 
 
 def _with_guard(statement: str, guard: Column | None, joint: str) -> Shape:
@@ -796,11 +822,18 @@ def select_value_shape(table: TableSchema, key: Column, column: Column, lock: Lo
     return Shape(statement, (param,))
 
 
-def _value_params(table: TableSchema, names: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
-    """``@p0, @p1 ...`` declared as the columns ``names`` and their value expressions."""
+def _value_params(
+    table: TableSchema, names: Sequence[str], adds: frozenset[str] = NO_ADDS
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """``@p0, @p1 ...`` declared as the columns ``names`` and their value expressions; a column in
+    ``adds`` as ``column + @pN``, ``@pN`` declared :func:`increment_type`."""
     columns = [table.columns[n] for n in names]
-    params = [(f"@p{i}", declared_type(c)) for i, c in enumerate(columns)]
-    return params, [value_sql(c, p) for c, (p, _) in zip(columns, params, strict=True)]
+    params = [(f"@p{i}", increment_type(c) if c.name in adds else declared_type(c)) for i, c in enumerate(columns)]
+    values = [
+        f"{quote(c.name)} + {p}" if c.name in adds else value_sql(c, p)
+        for c, (p, _) in zip(columns, params, strict=True)
+    ]
+    return params, values
 
 
 def upsert_shape(table: TableSchema, key: Column, names: Sequence[str], nulls: Sequence[str]) -> Shape:
@@ -822,10 +855,11 @@ def upsert_shape(table: TableSchema, key: Column, names: Sequence[str], nulls: S
     return Shape(statement, (key_param, *params))
 
 
-def update_shape(table: TableSchema, key: Column, names: Sequence[str]) -> Shape:
-    """PATCH of one row: ``UPDATE t SET c = @p0, ... WHERE key = @k`` (an exclusive key lock)."""
+def update_shape(table: TableSchema, key: Column, names: Sequence[str], adds: frozenset[str] = NO_ADDS) -> Shape:
+    """PATCH of one row: ``UPDATE t SET c = @p0, d = d + @p1, ... WHERE key = @k`` (an exclusive key
+    lock; ``d`` in ``adds``: a delta's increment, declared :func:`increment_type`)."""
     key_param, k = _key_param(key)
-    params, values = _value_params(table, names)
+    params, values = _value_params(table, names, adds)
     sets = ", ".join(f"{quote(n)} = {v}" for n, v in zip(names, values, strict=True))
     return Shape(
         f"UPDATE {qualified(table.name, quote)} SET {sets} WHERE {quote(key.name)} = {k}", (key_param, *params)
@@ -860,11 +894,13 @@ def upsert(conn: Any, put: PutRow) -> int:
     return 1
 
 
-def update(conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any]) -> int:
-    """PATCH (:func:`update_shape`); returns rows matched."""
+def update(
+    conn: Any, table: TableSchema, key: Column, key_value: Any, values: dict[str, Any], adds: frozenset[str] = NO_ADDS
+) -> int:
+    """PATCH (:func:`update_shape`, the columns in ``adds`` incremented); returns rows matched."""
     names = list(values)
     params = [to_driver(key_value, key), *(to_driver(values[n], table.columns[n]) for n in names)]
-    return int(run(conn.cursor(), update_shape(table, key, names), params).rowcount)
+    return int(run(conn.cursor(), update_shape(table, key, names, adds), params).rowcount)
 
 
 def delete(conn: Any, table: TableSchema, key: Column, key_value: Any) -> int:
@@ -927,11 +963,13 @@ def upsert_many(conn: Any, put: PutRows) -> int:
     return int(row[0]) if row is not None else 0
 
 
-def update_many(conn: Any, table: TableSchema, key: Column, rows: Rows, guard: Guard = None) -> int:
-    """PATCH of many rows: one :func:`update_rows_shape` (``WHERE t.owner = @owner`` with ``guard``);
-    returns rows matched."""
+def update_many(
+    conn: Any, table: TableSchema, key: Column, rows: Rows, guard: Guard = None, adds: frozenset[str] = NO_ADDS
+) -> int:
+    """PATCH of many rows: one :func:`update_rows_shape` (``WHERE t.owner = @owner`` with ``guard``;
+    the columns in ``adds`` incremented); returns rows matched."""
     owner, tail = (guard[0], (to_driver(guard[1], guard[0]),)) if guard is not None else (None, ())
-    shape = update_rows_shape(table, key, list(rows[0][1]) if rows else [], [], owner)
+    shape = update_rows_shape(table, key, list(rows[0][1]) if rows else [], [], owner, adds)
     return _write_rows(conn.cursor(), shape, table, key, rows, tail)
 
 

@@ -36,7 +36,7 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import TABLE as LEDGER_TABLE
 from ..ledger import Claim, Entry
 from ..schema import BMP_ONLY, FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, PutRow, PutRows, Rows
+from . import NO_ADDS, PRUNE_ROWS, Guard, PutRow, PutRows, Rows
 from ._sql import (
     STAMP,
     RowStatements,
@@ -48,6 +48,7 @@ from ._sql import (
     quote_with,
     run_ledger_claim,
     select_sql,
+    set_clauses,
     split_by_existence,
     table_with_constraints,
 )
@@ -324,11 +325,21 @@ def upsert(conn: Any, put: PutRow) -> int:
     return 1
 
 
+def add(stored: str, increment: str, column: Column) -> str:
+    """A delta write's new value: ``stored + increment``; for a DECIMAL column the increment (sent as
+    exact text: MySQL would add text as a DOUBLE, inexact past 15 digits) cast to ``DECIMAL(65, s)``,
+    which holds the difference of any two values of the column up to ``DECIMAL(64, s)``. The sum out
+    of the column's range is error 1264 (or 1690 past BIGINT), ``INVALID_DATA`` ``out_of_range``."""
+    if column.kind is Kind.DECIMAL:
+        return f"{stored} + CAST({increment} AS DECIMAL(65, {column.scale or 0}))"
+    return f"{stored} + {increment}"
+
+
 CHUNK = 10000
 """Rows per multi-row statement and keys per IN list (PyMySQL sends parameters inline, so only
 ``max_allowed_packet``, 16 MiB by default on MariaDB and 64 MiB on MySQL 8, bounds a statement; a request
 body is capped below that)."""
-STATEMENTS = Statements(quote, PH, to_driver, CHUNK)
+STATEMENTS = Statements(quote, PH, to_driver, CHUNK, add)
 
 ROWS = RowStatements(STATEMENTS, _LOCKS)
 """The row statements this dialect runs as the others do (:class:`~powersync_upload.dialects._sql.RowStatements`)."""
@@ -389,13 +400,15 @@ def _update_join(
     names: list[str],
     nulls: list[str],
     guard: Guard = None,
+    adds: frozenset[str] = NO_ADDS,
 ) -> int:
-    """``UPDATE t JOIN (SELECT ? AS k, ? AS c1 UNION ALL SELECT ?, ? ...) v ON t.k = v.k SET t.c1 = v.c1
-    [WHERE t.owner = ?]``."""
+    """``UPDATE t JOIN (SELECT ? AS k, ? AS c0 UNION ALL SELECT ?, ? ...) v ON t.k = v.k SET t.c = v.c0,
+    t.d = t.d + v.c1 [WHERE t.owner = ?]`` (``d`` in ``adds``: a delta's increment, :func:`add`)."""
     cursor = conn.cursor()
     matched = 0
     aliases = ["k", *(f"c{i}" for i in range(len(names)))]
-    sets = [f"t.{quote(n)} = v.{aliases[i + 1]}" for i, n in enumerate(names)] + [f"t.{quote(n)} = NULL" for n in nulls]
+    sets = [f"t.{c}" for c in set_clauses(STATEMENTS, table, names, [f"v.{a}" for a in aliases[1:]], adds, "t.")]
+    sets += [f"t.{quote(n)} = NULL" for n in nulls]
     for part in chunks(rows, CHUNK):
         first = "SELECT " + ", ".join(f"{PH} AS {a}" for a in aliases)
         rest = " UNION ALL SELECT " + ", ".join(PH for _ in aliases)
@@ -415,9 +428,12 @@ def _update_join(
     return matched
 
 
-def update_many(conn: Any, table: TableSchema, key: Column, rows: Rows, guard: Guard = None) -> int:
-    """One multi-row ``UPDATE ... JOIN`` per chunk, ``WHERE t.owner = ?`` with ``guard``."""
-    return _update_join(conn, table, key, rows, list(rows[0][1]), [], guard)
+def update_many(
+    conn: Any, table: TableSchema, key: Column, rows: Rows, guard: Guard = None, adds: frozenset[str] = NO_ADDS
+) -> int:
+    """One multi-row ``UPDATE ... JOIN`` per chunk, ``WHERE t.owner = ?`` with ``guard``; the columns in
+    ``adds`` incremented (:func:`_update_join`)."""
+    return _update_join(conn, table, key, rows, list(rows[0][1]), [], guard, adds)
 
 
 IN_PROCESS = {1213: "deadlock", 1205: "lock_timeout"}

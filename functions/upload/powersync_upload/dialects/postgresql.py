@@ -20,7 +20,7 @@ from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import TABLE as LEDGER_TABLE
 from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, Lock, PutRow, PutRows, Rows
+from . import NO_ADDS, PRUNE_ROWS, Guard, Lock, PutRow, PutRows, Rows
 from ._sql import (
     LEDGER_COLUMNS,
     LEDGER_READ_COLUMNS,
@@ -32,6 +32,7 @@ from ._sql import (
     qualified,
     quote_with,
     run_ledger_claim,
+    set_clauses,
     unique_from_rows,
     upsert_statement,
 )
@@ -219,11 +220,19 @@ def select_many(
     return [(r[0], r[1]) for r in conn.execute(sql.encode(), (list(key_values),)).fetchall()]
 
 
-def _arrays(table: TableSchema, key: Column, rows: Rows, names: list[str]) -> str:
+def increment_type(column: Column) -> str:
+    """The type a delta's increment travels as: ``float8`` for a floating column, else ``numeric``,
+    which holds the difference of any two values of an integer or numeric column (it may not fit the
+    column itself: only the sum must, and assigning the sum checks the column's range, 22003)."""
+    return "float8" if column.kind is Kind.FLOAT else "numeric"
+
+
+def _arrays(table: TableSchema, key: Column, names: list[str], adds: frozenset[str] = NO_ADDS) -> str:
     """``unnest(%b::uuid[], %b::varchar[], ...)``: one array parameter per column, sent in binary (see
     :func:`_array_params`), cast to the column's base type without its modifier, so assigning to the
-    column still checks length and range."""
-    types = [key.type_name, *(table.columns[n].type_name for n in names)]
+    column still checks length and range; a column in ``adds`` (an increment) as :func:`increment_type`."""
+    columns = [table.columns[n] for n in names]
+    types = [key.type_name, *(increment_type(c) if c.name in adds else c.type_name for c in columns)]
     return "unnest(" + ", ".join(f"%b::{quote(t)}[]" for t in types) + ")"
 
 
@@ -239,7 +248,7 @@ def upsert_many(conn: psycopg.Connection[Any], put: PutRows) -> int:
     ``only_new``): one statement, one parameter per column whatever the number of rows."""
     table, key, rows, nulls, guard, only_new = put.table, put.key, put.rows, put.nulls, put.guard, put.only_new
     names = list(rows[0][1])
-    source = f"SELECT * FROM {_arrays(table, key, rows, names)}"
+    source = f"SELECT * FROM {_arrays(table, key, names)}"
     sql = upsert_statement(STATEMENTS, table, key, names, nulls, guard, source=source, do_nothing=only_new)
     return conn.execute(sql.encode(), _array_params(rows, names)).rowcount
 
@@ -250,12 +259,14 @@ def update_many(
     key: Column,
     rows: Rows,
     guard: Guard = None,
+    adds: frozenset[str] = NO_ADDS,
 ) -> int:
-    """``UPDATE t SET c = v.c FROM unnest(arrays) AS v(k, c...) WHERE t.key = v.k [AND t.owner = %s]``."""
+    """``UPDATE t SET c = v.c0, d = t.d + v.c1 FROM unnest(arrays) AS v(k, c0, c1...) WHERE t.key = v.k
+    [AND t.owner = %s]``: ``d`` in ``adds`` (a delta's increment, typed :func:`increment_type`)."""
     names = list(rows[0][1])
     aliases = ", ".join(["k", *(f"c{i}" for i in range(len(names)))])
-    sets = ", ".join(f"{quote(n)} = v.c{i}" for i, n in enumerate(names))
-    source = f"{_arrays(table, key, rows, names)} AS v({aliases})"
+    sets = ", ".join(set_clauses(STATEMENTS, table, names, [f"v.c{i}" for i in range(len(names))], adds, "t."))
+    source = f"{_arrays(table, key, names, adds)} AS v({aliases})"
     sql = f"UPDATE {qualified(table.name, quote)} AS t SET {sets} FROM {source} WHERE t.{quote(key.name)} = v.k"
     params: list[Any] = _array_params(rows, names)
     if guard is not None:

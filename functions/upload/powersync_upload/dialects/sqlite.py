@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from ..errors import ErrorCode, FatalOpError, Reason, RetryableError
 from ..ledger import Claim, Entry
 from ..schema import FLOAT32_MAX, INT_RANGES, Column, Kind, TableSchema
-from . import PRUNE_ROWS, Guard, PutRow, PutRows, Rows
+from . import NO_ADDS, PRUNE_ROWS, Guard, PutRow, PutRows, Rows
 from ._sql import (
     STAMP,
     RowStatements,
@@ -37,6 +37,7 @@ from ._sql import (
     qualified,
     quote_with,
     run_ledger_claim,
+    set_clauses,
     unique_from_rows,
     update_sql,
     upsert_statement,
@@ -208,9 +209,20 @@ def upsert(conn: sqlite3.Connection, put: PutRow) -> int:
     return conn.execute(sql, params).rowcount
 
 
+def add(stored: str, increment: str, column: Column) -> str:
+    """A delta write's new value: ``stored + increment``, rounded to the scale of a ``DECIMAL(p,s)``
+    column (SQLite adds its decimals as REALs: 0.1 + 0.2 would be 0.30000000000000004 where the
+    engine's exact sum, stored as it is, gives 0.3). An integer sum past 64 bits becomes a REAL in
+    SQLite, never an error: the engine has checked the sum against the column's range first, under
+    ``BEGIN IMMEDIATE``'s write lock, which always holds."""
+    if column.kind is Kind.DECIMAL and column.scale is not None:
+        return f"ROUND({stored} + {increment}, {column.scale})"
+    return f"{stored} + {increment}"
+
+
 CHUNK = 500
 """Keys per IN list (SQLite allows 32,766 parameters since 3.32, 999 before)."""
-STATEMENTS = Statements(quote, PH, to_driver, CHUNK)
+STATEMENTS = Statements(quote, PH, to_driver, CHUNK, add)
 
 ROWS = RowStatements(STATEMENTS, None)
 """The row statements this dialect runs as the others do (:class:`~powersync_upload.dialects._sql.RowStatements`)."""
@@ -240,10 +252,13 @@ def update_many(
     key: Column,
     rows: Rows,
     guard: Guard = None,
+    adds: frozenset[str] = NO_ADDS,
 ) -> int:
-    """``UPDATE ... WHERE key = ? [AND owner = ?]`` through ``executemany``."""
+    """``UPDATE ... SET c = ?, d = d + ? WHERE key = ? [AND owner = ?]`` through ``executemany`` (``d``
+    in ``adds``: a delta's increment, :func:`add`)."""
     names = list(rows[0][1])
-    sql = update_sql(qualified(table.name, quote), quote(key.name), [quote(n) for n in names], PH)
+    sets = set_clauses(STATEMENTS, table, names, [PH] * len(names), adds)
+    sql = update_sql(qualified(table.name, quote), quote(key.name), sets, PH)
     tail = [to_driver(guard[1], guard[0])] if guard is not None else []
     if guard is not None:
         sql += f" AND {quote(guard[0].name)} = {PH}"
