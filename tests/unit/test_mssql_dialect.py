@@ -1175,6 +1175,9 @@ class ServerConnection(RecordingConnection):
     def fetchone(self) -> tuple[Any, ...] | None:
         return self.row
 
+    def close(self) -> None:
+        self.closed = True
+
 
 @pytest.mark.parametrize(
     ("version", "level", "babelfish"),
@@ -1186,6 +1189,41 @@ def test_server_engine_and_level_are_read_at_connect(version: str, level: int, b
     server = mssql.check_server(ServerConnection(version, level))
     assert (server.babelfish, server.level) == (babelfish, level)
     mssql.check_server(ServerConnection("Microsoft SQL Server 2022", 160))
+
+
+def test_the_server_is_checked_on_the_first_connection_to_a_url_not_on_each_reconnect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a server at level 160 and a container that has not connected yet
+    monkeypatch.setattr(mssql, "SERVER", mssql.Server())
+    opened: list[ServerConnection] = []
+
+    def fake_connect(**_: Any) -> ServerConnection:
+        opened.append(ServerConnection("Microsoft SQL Server 2022", 160))
+        return opened[-1]
+
+    monkeypatch.setattr("pymssql.connect", fake_connect)
+    url = "mssql://u:p@db:1433/app"
+
+    # When it connects, reconnects, then connects to another database
+    for target in (url, url, "mssql://u:p@db:1433/other"):
+        mssql.connect(target, 5)
+
+    # Then only the first connection to each URL reads the version and level
+    assert [len(c.executed) for c in opened] == [1, 0, 1]
+
+
+def test_a_refused_level_is_checked_again_on_the_next_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a database at level 120, raised to 130 after the first refusal
+    monkeypatch.setattr(mssql, "SERVER", mssql.Server())
+    levels = [120, 130]
+    monkeypatch.setattr("pymssql.connect", lambda **_: ServerConnection("Microsoft SQL Server", levels.pop(0)))
+
+    # When the container connects twice / Then the first is refused and the second checked and accepted
+    with pytest.raises(RetryableError):
+        mssql.connect("mssql://u:p@db:1433/app", 5)
+    assert mssql.connect("mssql://u:p@db:1433/app", 5) is not None
+    assert mssql.SERVER.level == 130
 
 
 def test_compatibility_level_below_130_refuses_to_start(caplog: pytest.LogCaptureFixture) -> None:

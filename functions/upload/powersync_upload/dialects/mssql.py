@@ -155,10 +155,13 @@ class Server:
         babelfish: ``@@VERSION`` starts with "Babelfish" (lock hints are ignored there: see
             :func:`read_shape`).
         level: the database's compatibility level (``sys.databases``); ``OPENJSON`` needs 130.
+        url: the database URL whose server passed :func:`check_server` (checked again only for
+            another URL, or after a refusal).
     """
 
     babelfish: bool = False
     level: int = 0
+    url: str = ""
 
 
 SERVER = Server()
@@ -178,6 +181,7 @@ def check_server(conn: Any) -> Server:
             function refuses to start (503, logged as an error with the level) until the database
             is raised: ``ALTER DATABASE <db> SET COMPATIBILITY_LEVEL = 130`` (or higher).
     """
+    SERVER.url = ""
     row = execute(conn.cursor(), SERVER_SQL).fetchone()
     version, level = (str(row[0]), int(row[1] or 0)) if row else ("", 0)
     SERVER.babelfish = version.lstrip().lower().startswith("babelfish")
@@ -193,15 +197,21 @@ def check_server(conn: Any) -> Server:
 
 
 def connect(url: str, timeout_s: float) -> Any:
-    """Open a connection in pymssql's autocommit mode (no ``BEGIN TRAN`` at connect) and check the
-    server (:func:`check_server`: engine and compatibility level; one round trip)."""
+    """Open a connection in pymssql's autocommit mode (no ``BEGIN TRAN`` at connect) and, on the
+    container's first connection to ``url``, check the server (:func:`check_server`: engine and
+    compatibility level; one round trip). A reconnect does not repeat it: on Babelfish the first read
+    of ``sys.databases`` in a new backend costs 0.2-0.6 s, which a reconnect after a timeout would
+    otherwise pay inside the next request's deadline."""
     _PROXY["on"] = proxy_mode(url)
     conn = pymssql.connect(**connect_args(url, timeout_s))
+    if SERVER.url == url:
+        return conn
     try:
         check_server(conn)
     except BaseException:
         conn.close()
         raise
+    SERVER.url = url
     return conn
 
 
