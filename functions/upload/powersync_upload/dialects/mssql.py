@@ -740,13 +740,9 @@ def _with_guard(statement: str, guard: Column | None, joint: str) -> Shape:
 
 
 def insert_rows_shape(table: TableSchema, key: Column, names: Sequence[str]) -> Shape:
-    """``INSERT INTO t (key, c...) SELECT j.c0, ... FROM OPENJSON(@rows) ...``: an exclusive lock on
-    each new key (the gaps were range-locked by :func:`read_shape`, so no other writer inserts there)."""
-    columns = [key, *(table.columns[n] for n in names)]
-    targets = ", ".join(quote(c.name) for c in columns)
-    values = ", ".join(_cell(c, i) for i, c in enumerate(columns))
-    statement = f"INSERT INTO {qualified(table.name, quote)} ({targets}) SELECT {values} FROM {_columns_shred(columns)}"
-    return Shape(statement, (ROWS,))
+    """``INSERT INTO t (key, c...) SELECT j.c0, ... FROM OPENJSON(@rows) ...``: the insert part of
+    :func:`upsert_rows_shape` alone (an exclusive lock on each new key)."""
+    return Shape(_insert_rows(table, key, names), (ROWS,))
 
 
 def _keys_in(table: TableSchema, key: Column) -> str:
