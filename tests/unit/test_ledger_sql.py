@@ -49,6 +49,9 @@ class Recording:
     def fetchall(self) -> list[tuple[Any, ...]]:
         return self.rows
 
+    def nextset(self) -> bool | None:
+        return None
+
     def rollback(self) -> None:
         self.calls.append(("ROLLBACK", None))
 

@@ -375,6 +375,9 @@ class RecordingConnection:
     def fetchone(self) -> tuple[Any, ...] | None:
         return None
 
+    def nextset(self) -> bool | None:
+        return None
+
     rowcount = 1
 
 
@@ -898,8 +901,8 @@ class CountingConnection(RecordingConnection):
         super().__init__()
         self.written = written
 
-    def fetchone(self) -> tuple[Any, ...] | None:
-        return (self.written,)
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return [(self.written,)]
 
 
 def test_batch_put_is_one_call_whose_update_is_limited_to_the_callers_rows() -> None:
