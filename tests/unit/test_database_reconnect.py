@@ -81,3 +81,32 @@ def test_only_a_session_the_server_ended_is_a_lost_connection(database: Database
     # Given / When an error at the first statement of a transaction
     # Then the kept connection is replaced exactly when the server ended the session
     assert database.is_lost_connection(exc) is lost
+
+
+class RecordingDialect:
+    """A dialect double that records the timeouts each connection was opened with."""
+
+    name = "mssql"
+
+    def __init__(self) -> None:
+        self.opened: list[tuple[float, float | None]] = []
+
+    def connect(self, url: str, timeout_s: float, statement_s: float | None = None) -> object:
+        self.opened.append((timeout_s, statement_s))
+        return object()
+
+
+def test_a_connection_opened_late_in_a_request_keeps_the_whole_deadline_for_its_statements() -> None:
+    # Given a function whose requests may take 28 s, and a connection opened with 1.5 s left
+    from powersync_upload.settings import Settings
+
+    db = Database.from_url("mssql://sa:x@127.0.0.1:1433/db", Settings.model_validate({"deadline_s": 28}))
+    fake = RecordingDialect()
+    db.dialect = fake  # type: ignore[assignment]
+
+    # When it connects
+    db.connection(1.5)
+
+    # Then the login gets what is left, and the statement cap (kept for the connection's life by
+    # SQL Server's driver) is the request deadline
+    assert fake.opened == [(1.5, 28.0)]

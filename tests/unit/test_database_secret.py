@@ -183,7 +183,7 @@ class FakeDialect:
         self.password = password
         self.urls: list[str] = []
 
-    def connect(self, url: str, timeout_s: float) -> object:
+    def connect(self, url: str, timeout_s: float, statement_s: float | None = None) -> object:
         self.urls.append(url)
         if unquote(urlsplit(url).password or "") != self.password:
             raise Exception('FATAL:  password authentication failed for user "app"')

@@ -420,6 +420,16 @@ def test_connect_args_defaults() -> None:
     assert (args["login_timeout"], args["timeout"]) == (1, 1)
 
 
+def test_the_query_timeout_is_the_request_deadline_not_the_time_left_when_connecting() -> None:
+    # Given a connection opened late in a request (1.4 s left) of a function whose deadline is 28 s
+    # When turned into connect arguments
+    args = mssql.connect_args("mssql://sa:pw@localhost/app", timeout_s=1.4, statement_s=28.0)
+
+    # Then the login waits at most what is left, but the query timeout, which pymssql keeps for the
+    # connection's life, is the whole deadline (a 1 s cap would hold for every later request too)
+    assert (args["login_timeout"], args["timeout"]) == (1, 28)
+
+
 def test_connect_args_decodes_a_percent_encoded_database_name() -> None:
     # Given a database name with a space, percent-encoded as URLs require
     # When turned into connect arguments / Then the database is decoded like the user and password

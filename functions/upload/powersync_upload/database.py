@@ -178,13 +178,14 @@ class Database:
         self.fresh = False
 
     def _connect(self, timeout_s: float) -> Any:
+        statement_s = self.settings.deadline_s if self.settings is not None else None
         try:
-            return self.dialect.connect(self.url, timeout_s)
+            return self.dialect.connect(self.url, timeout_s, statement_s)
         except Exception as exc:
             if self.settings is not None and self.settings.db_secret_id and _is_login_failure(exc):
                 try:  # the password may have been rotated: fetch the secret again, once
                     self.url = resolve_url(self.settings, force_secret=True)
-                    return self.dialect.connect(self.url, timeout_s)
+                    return self.dialect.connect(self.url, timeout_s, statement_s)
                 except Exception as again:  # noqa: BLE001 - Secrets Manager or the database: retryable
                     exc = again
             classified = self.dialect.classify(exc)

@@ -99,8 +99,13 @@ class Dialect(Protocol):
     """True when ``upsert_many`` honours ``guard`` atomically (the written count then tells whether a
     row belonged to someone else), so a PUT run needs no ownership read first."""
 
-    def connect(self, url: str, timeout_s: float) -> Any:
-        """Open a DB-API connection (autocommit off) with a login timeout of ``timeout_s`` seconds."""
+    def connect(self, url: str, timeout_s: float, statement_s: float | None = None) -> Any:
+        """Open a DB-API connection (autocommit off) with a login timeout of ``timeout_s`` seconds.
+
+        ``statement_s``: the longest any statement may run on this connection, for a driver that
+        fixes that once per connection (SQL Server: the request deadline, ``DEADLINE_S``), never
+        the time left in the request that happens to open it; ``None``: ``timeout_s``. The other
+        dialects cap statements per transaction in ``begin`` and ignore it."""
 
     def begin(self, conn: Any, timeout_s: float) -> None:
         """Start a transaction whose statements and lock waits give up after ``timeout_s`` seconds.

@@ -112,12 +112,16 @@ def proxy_mode(url: str) -> bool:
     return flag.strip().lower() in ("1", "true", "yes", "on")
 
 
-def connect_args(url: str, timeout_s: float) -> dict[str, Any]:
+def connect_args(url: str, timeout_s: float, statement_s: float | None = None) -> dict[str, Any]:
     """pymssql.connect keyword arguments for ``mssql://user:password@host:port/database?opt=value``.
 
     Query options ``tds_version``, ``encryption`` (``require``/``off``/``request``) and ``appname``
-    are passed through; ``proxy=1`` selects RDS Proxy mode (:func:`proxy_mode`). ``timeout`` (the
-    query timeout, whole seconds) and ``login_timeout`` are both ``timeout_s``.
+    are passed through; ``proxy=1`` selects RDS Proxy mode (:func:`proxy_mode`). ``login_timeout``
+    is ``timeout_s`` and ``timeout`` (the query timeout, kept for the connection's life) is
+    ``statement_s`` (``timeout_s`` when ``None``), in whole seconds, at least 1: a connection
+    opened late in a request, with one second left, must not keep a one-second statement limit
+    for every later request (on Babelfish a statement's first run in a new backend can take that
+    long, and each timeout closes the connection: the next one would start cold again).
     """
     parts = urlsplit(url)
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -130,7 +134,7 @@ def connect_args(url: str, timeout_s: float) -> dict[str, Any]:
         # through the proxy, no database in the URL sends no USE: the login's default database applies
         "database": unquote(parts.path.lstrip("/")) or ("" if proxied else "master"),
         "login_timeout": max(1, int(timeout_s)),
-        "timeout": max(1, int(timeout_s)),
+        "timeout": max(1, int(timeout_s if statement_s is None else statement_s)),
         "autocommit": True,  # transactions are explicit: see begin/commit/rollback
         "appname": options.get("appname", "powersync-upload"),
         "tds_version": options.get("tds_version", "7.4"),
@@ -196,14 +200,14 @@ def check_server(conn: Any) -> Server:
     return SERVER
 
 
-def connect(url: str, timeout_s: float) -> Any:
+def connect(url: str, timeout_s: float, statement_s: float | None = None) -> Any:
     """Open a connection in pymssql's autocommit mode (no ``BEGIN TRAN`` at connect) and, on the
     container's first connection to ``url``, check the server (:func:`check_server`: engine and
     compatibility level; one round trip). A reconnect does not repeat it: on Babelfish the first read
     of ``sys.databases`` in a new backend costs 0.2-0.6 s, which a reconnect after a timeout would
     otherwise pay inside the next request's deadline."""
     _PROXY["on"] = proxy_mode(url)
-    conn = pymssql.connect(**connect_args(url, timeout_s))
+    conn = pymssql.connect(**connect_args(url, timeout_s, statement_s))
     if SERVER.url == url:
         return conn
     try:

@@ -78,8 +78,9 @@ def connect_args(url: str, timeout_s: float) -> dict[str, Any]:
     }
 
 
-def connect(url: str, timeout_s: float) -> Any:
-    """Open a connection (autocommit off, strict mode, UTC)."""
+def connect(url: str, timeout_s: float, statement_s: float | None = None) -> Any:
+    """Open a connection (autocommit off, strict mode, UTC); statements are capped per transaction by
+    :func:`begin` (``statement_s`` is not used)."""
     return pymysql.connect(**connect_args(url, timeout_s))
 
 

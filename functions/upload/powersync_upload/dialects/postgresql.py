@@ -44,8 +44,9 @@ PH = "%s"
 quote = quote_with('"', '"', percent=True)
 
 
-def connect(url: str, timeout_s: float) -> psycopg.Connection[Any]:
-    """Open a connection with ``connect_timeout`` of at least one second. It is in autocommit mode:
+def connect(url: str, timeout_s: float, statement_s: float | None = None) -> psycopg.Connection[Any]:
+    """Open a connection with ``connect_timeout`` of at least one second (statements are capped per
+    transaction by :func:`begin`; ``statement_s`` is not used). It is in autocommit mode:
     :func:`begin` opens each transaction itself, in the same round trip as its timeouts (psycopg's
     implicit BEGIN would cost one more)."""
     scheme, sep, rest = url.partition("://")

@@ -57,8 +57,9 @@ def database_path(url: str) -> str:
     return path or ":memory:"
 
 
-def connect(url: str, timeout_s: float) -> sqlite3.Connection:
-    """Open the file in autocommit mode (the engine issues ``BEGIN IMMEDIATE`` itself)."""
+def connect(url: str, timeout_s: float, statement_s: float | None = None) -> sqlite3.Connection:
+    """Open the file in autocommit mode (the engine issues ``BEGIN IMMEDIATE`` itself; :func:`begin`
+    sets the busy timeout per transaction, ``statement_s`` is not used)."""
     conn = sqlite3.connect(database_path(url), timeout=timeout_s, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
