@@ -255,8 +255,8 @@ def _install_tracing() -> None:
     connect = postgresql.connect
     best = [0]
 
-    def traced_connect(url: str, timeout_s: float) -> Any:
-        conn = connect(url, timeout_s)
+    def traced_connect(url: str, timeout_s: float, statement_s: float | None = None) -> Any:
+        conn = connect(url, timeout_s, statement_s)
         cursor_factory = conn.cursor
         execute = conn.execute
 

@@ -69,7 +69,9 @@ def timing_driver_calls(url: str) -> Iterator[DriverClock]:
     clock = DriverClock()
     module: Any = dialects.load(dialects.dialect_name(url))
     original = module.connect
-    module.connect = lambda target, timeout_s: TimedConnection(original(target, timeout_s), clock)
+    module.connect = lambda target, timeout_s, statement_s=None: TimedConnection(
+        original(target, timeout_s, statement_s), clock
+    )
     try:
         yield clock
     finally:

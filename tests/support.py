@@ -433,7 +433,9 @@ def counting_round_trips(url: str) -> Iterator[RoundTrips]:
         calls = [0]
         module: Any = dialects.load("sqlite")
         original = module.connect
-        module.connect = lambda target, timeout_s: DriverCallCounter(original(target, timeout_s), calls)
+        module.connect = lambda target, timeout_s, statement_s=None: DriverCallCounter(
+            original(target, timeout_s, statement_s), calls
+        )
         try:
             yield RoundTrips(url, lambda: calls[0])
         finally:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from powersync_upload import engine, ledger, replays
+from powersync_upload import engine, errors_table, ledger, replays
 from powersync_upload.contract import Operation, Transaction
 from powersync_upload.database import Database
 from powersync_upload.errors import RetryableError
@@ -304,3 +304,41 @@ def test_a_rejection_whose_recording_fails_is_503_and_the_resend_answers_it_with
     assert second.status == 200
     assert second.body["results"][0]["failed_operation"]["error_code"] == "NOT_NULL_VIOLATION"
     assert _read(url, "powersync_upload_errors") == errors_before + 1
+
+
+@pytest.mark.parametrize("shape", ["A", "B"])
+def test_nothing_after_a_rejection_commits_before_the_rejection_is_recorded(
+    demo: tuple[str, Runtime], monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    # Given a rejected transaction (NOT NULL) whose recording fails once, followed in the same request
+    # by a valid one that creates a list
+    url, _ = demo
+    original = errors_table.record
+    failures: list[bool] = []
+
+    def failing_once(*args: Any, **kwargs: Any) -> errors_table.Recorded:
+        if not failures:
+            failures.append(True)
+            return errors_table.Recorded(committed=False, retry=RetryableError("commit_unknown"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(errors_table, "record", failing_once)
+    later_list = "a0000000-0000-4000-8000-0000000000fe"
+    rejected = {"op_id": 50, "op": "PUT", "type": "lists", "id": MISSING_LIST, "tx_id": 50, "data": {"name": None}}
+    valid = {"op_id": 51, "op": "PUT", "type": "lists", "id": later_list, "tx_id": 51, "data": {"name": "later"}}
+    if shape == "B":
+        body: dict[str, Any] = {"batch": [rejected, valid], "client_id": "device-order"}
+    else:
+        body = {"transactions": [{"crud": [rejected]}, {"crud": [valid]}], "client_id": "device-order"}
+
+    # When it is sent
+    first = call(body)
+
+    # Then the later transaction was not attempted: the client sends both again, in queue order, and the
+    # rejection is decided (and stored) before the later one commits
+    assert first.status == 503
+    assert [r["status"] for r in first.body["results"]] == ["retryable_error", "not_attempted"]
+    assert _read(url, "lists", later_list) is None
+    second = call(body)
+    assert [r["status"] for r in second.body["results"]] == ["fatal_error", "success"]
+    assert _read(url, "lists", later_list) is not None

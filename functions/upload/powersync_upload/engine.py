@@ -12,8 +12,10 @@ The loop, per request (DESIGN.md section 5):
 5. **decide**: each part's outcome becomes its transactions' results (:func:`_decide`): committed
    is ``success``, fatal is ``fatal_error`` (and ``on_fatal_error: stop`` ends the request, shape A
    only), retryable is ``retryable_error`` with the rest ``not_attempted``;
-6. **record**: fatal results go to the errors table with their ledger and conflict rows, and the
-   results are assembled in request order (:mod:`.outcome`).
+6. **record**: a fatal result goes to the errors table with its ledger and conflict rows as soon as
+   it is decided, before any later transaction is attempted (:func:`_record`; a temporary failure
+   there stops the request as a retryable error would), and the results are assembled in request
+   order (:mod:`.outcome`).
 
 Only after a group's COMMIT is any of its transactions a success; groups committed earlier stand.
 The per-operation baseline (``fast_path=False``) applies one statement per operation and one database
@@ -36,7 +38,7 @@ from .errors import ErrorCode, FatalOpError, Reason, RetryableError
 from .fallback import Group, settle
 from .grouping import Grouping
 from .ledger import Entry
-from .outcome import Decisions, Outcome, assemble, unavailable
+from .outcome import Decisions, Outcome, assemble, record_decided, unavailable
 from .prepare import Prepared, PreparedTransaction, Target, prepare
 from .replays import Replays, prune_if_due
 from .session import Caller, Deadline, Session
@@ -87,7 +89,7 @@ def apply_upload(
     except RetryableError as exc:
         request.decisions.stop_retryable(exc)
     session.release()  # the ledger read's transaction, when no group took it
-    outcome = assemble(request.decisions, session, replays)
+    outcome = assemble(request.decisions, session)
     prune_if_due(replays, session)
     return outcome
 
@@ -112,7 +114,11 @@ def _apply_all(request: _Request) -> None:
     grouping = Grouping(plan.Tables(), MAX_GROUP_STEPS)
     group: Group = []
     for tx in _prepared(request):
-        if tx is None:  # decided fatal while preparing: the group so far is still applied
+        if isinstance(tx, int):  # decided fatal while preparing: the group before it first, then its rows
+            if group:
+                _apply_group(request, group)
+                group = []
+            _record(request, tx)
             if request.decisions.stopping(config):
                 break
             continue
@@ -130,9 +136,9 @@ def _apply_all(request: _Request) -> None:
         _apply_group(request, group)
 
 
-def _prepared(request: _Request) -> Iterator[PreparedTransaction | None]:
+def _prepared(request: _Request) -> Iterator[PreparedTransaction | int]:
     """Step 2: prepare the transactions one by one, in order; one that cannot be prepared is decided
-    fatal here (no SQL ran) and yields ``None``. Transactions answered from the ledger are skipped."""
+    fatal here (no SQL ran) and yields its position. Transactions answered from the ledger are skipped."""
     session, decisions = request.session, request.decisions
     conn: Any = None
     limit = session.config.limits.max_operations_per_transaction
@@ -142,11 +148,12 @@ def _prepared(request: _Request) -> Iterator[PreparedTransaction | None]:
         refused = _refused(transaction, limit)
         if refused is not None:
             decisions.fatal_at(position, *refused)
-            yield None
+            yield position
             continue
         if conn is None and transaction.operations:
             conn = session.db.connection(min(10.0, session.budget()))
-        yield _prepare_transaction(request, conn, position, transaction)
+        prepared = _prepare_transaction(request, conn, position, transaction)
+        yield position if prepared is None else prepared
 
 
 def _refused(transaction: Transaction, limit: int) -> tuple[FatalOpError, int] | None:
@@ -231,8 +238,24 @@ def _decide(request: _Request, part: Group, outcome: Attempt) -> None:
     else:
         assert isinstance(outcome, Fatal)
         decisions.fatal_at(part[0].position, outcome.error, outcome.error.operation_index)
+        _record(request, part[0].position)
         if decisions.stopping(request.session.config):
             raise _Stop
+
+
+def _record(request: _Request, position: int) -> None:
+    """Store the fatal result just decided at ``position`` before anything after it is attempted
+    (:func:`~powersync_upload.outcome.record_decided`), in a short transaction of its own (the ledger
+    read's, if still open, is ended first).
+
+    Raises:
+        _Stop: it could not be stored now: the request stops there (retryable; 503 in shape B).
+    """
+    request.session.release()
+    error = record_decided(request.decisions, request.session, request.replays, position)
+    if error is not None:
+        request.decisions.stop_retryable(error, position)
+        raise _Stop from error
 
 
 def _answer_race(request: _Request, group: Group, stored: list[Entry]) -> None:

@@ -2,8 +2,9 @@
 ledger row, conflict row), and the :class:`Outcome` the handler answers from (DESIGN.md section 3).
 
 :class:`Decisions` is the engine's record of what it decided, by transaction position.
-:func:`record_fatal` stores one fatal result; :func:`assemble` puts the results in request order,
-recording each fatal one, and counts what logs and metrics report.
+:func:`record_decided` stores a fatal result as soon as it is decided, before any later transaction
+is attempted (:func:`record_fatal` does the storing); :func:`assemble` puts the results in request
+order and counts what logs and metrics report.
 """
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ class Decisions:
     """The results decided so far, by transaction position.
 
     Attributes:
-        fatal: the error and operation index of each fatal result (recorded by :func:`assemble`).
+        fatal: the error and operation index of each fatal result (stored by :func:`record_decided`).
         committed: transactions committed so far.
         retry_after_ms: set when the request is to be answered 503.
+        recorded: errors-table rows written for the fatal results.
     """
 
     upload: Upload
@@ -115,6 +117,8 @@ class Decisions:
         self.results[position] = fatal_result(transaction, exc, op_index)
         self.fatal[position] = (exc, op_index)
 
+    recorded: int = 0
+
     def stopping(self, config: UploadConfig) -> bool:
         """Shape A with ``on_fatal_error: stop`` after a fatal result: nothing more is attempted."""
         return bool(self.fatal) and config.on_fatal_error == "stop" and self.upload.shape == "A"
@@ -133,22 +137,46 @@ class Decisions:
             self.retry_after_ms = exc.retry_after_ms
 
 
-def assemble(decisions: Decisions, session: Session, replays: Replays) -> Outcome:
-    """The outcome: results in request order (``not_attempted`` where nothing was decided), each fatal
-    result recorded (:func:`record_fatal`) and the request's counters."""
+def record_decided(decisions: Decisions, session: Session, replays: Replays, position: int) -> RetryableError | None:
+    """Store the fatal result just decided at ``position`` (:func:`record_fatal`) before anything
+    after it is attempted, and keep what to answer for it.
+
+    A rejection and its rows stand or fall together, and they must stand before a later transaction
+    commits: were the storing to fail after a later commit, the client would send the rejected
+    transaction again, and it could then commit after the later one, out of queue order.
+
+    Returns:
+        the temporary failure that kept it from being stored (the caller stops the request there:
+        :meth:`Decisions.stop_retryable`), else ``None``.
+    """
+    transaction = decisions.upload.transactions[position]
+    exc, op_index = decisions.fatal[position]
+    result = decisions.results[position]
+    assert isinstance(result, FatalResult)
+    answered, recorded = record_fatal(session, replays, transaction, exc, op_index, result)
+    if isinstance(answered, RetryableError):
+        del decisions.fatal[position]
+        return answered
+    decisions.results[position] = answered
+    if isinstance(answered, FatalResult) and answered.failed_operation.error_code == exc.code.value:
+        decisions.recorded += recorded
+    else:  # decided first by a concurrent attempt: answered from its ledger row
+        del decisions.fatal[position]
+    return None
+
+
+def assemble(decisions: Decisions, session: Session) -> Outcome:
+    """The outcome: results in request order (``not_attempted`` where nothing was decided) and the
+    request's counters (fatal results are stored already: :func:`record_decided`)."""
     upload = decisions.upload
     results: list[TransactionResult] = []
     outcome = Outcome(results=results, committed=decisions.committed, retry_after_ms=decisions.retry_after_ms)
+    outcome.recorded = decisions.recorded
     for index, transaction in enumerate(upload.transactions):
         result = decisions.results.get(index, NotAttemptedResult())
         if index in decisions.fatal and isinstance(result, FatalResult):
             exc, op_index = decisions.fatal[index]
-            result, recorded = record_fatal(session, replays, transaction, exc, op_index, result)
-            if isinstance(result, FatalResult) and result.failed_operation.error_code == exc.code.value:
-                outcome.fatal.append((index, transaction, exc, op_index))
-                outcome.recorded += recorded
-            elif isinstance(result, RetryableResult) and (upload.shape == "B" or decisions.committed == 0):
-                outcome.retry_after_ms = result.retry_after_ms  # 503, as Decisions.stop_retryable decides
+            outcome.fatal.append((index, transaction, exc, op_index))
         results.append(result)
     counters = session.counters
     outcome.replayed = counters.replayed
@@ -177,14 +205,14 @@ def _recorded(
 
 def record_fatal(
     session: Session, replays: Replays, transaction: Transaction, exc: FatalOpError, op_index: int, result: FatalResult
-) -> tuple[TransactionResult, int]:
+) -> tuple[TransactionResult | RetryableError, int]:
     """Store a fatal result: its errors-table row, its ledger row and its conflict row together in one
     short transaction (:func:`errors_table.record`).
 
     Returns:
         the result to answer (from the ledger when a concurrent attempt decided the transaction first;
-        without ``conflict_id`` when the conflict could not be recorded) and the number of
-        errors-table rows written (0 or 1).
+        without ``conflict_id`` when the conflict could not be recorded), or the temporary failure
+        that kept it from being stored; and the number of errors-table rows written (0 or 1).
     """
     config = session.config
     entry = replays.entry(transaction, result)
@@ -204,14 +232,13 @@ def record_fatal(
     )
     recorded = _recorded(session, row, entry, rows)
     if recorded.retry is not None:  # the row and the fatal answer stand or fall together: send again
-        return RetryableResult(message=recorded.retry.message, retry_after_ms=recorded.retry.retry_after_ms), 0
+        return recorded.retry, 0
     if entry is not None:
         if not recorded.claim.claimed:  # the first attempt decided it meanwhile: answer from its row
             stored = replays.stored(recorded.claim, entry.identity)
             answered = replays.answer_stored(transaction, [stored] if stored is not None else [])
             if answered is None:
-                error = RetryableError("ledger_race", retry_after_ms=1000)
-                return RetryableResult(message=error.message, retry_after_ms=error.retry_after_ms), 0
+                return RetryableError("ledger_race", retry_after_ms=1000), 0
             session.counters.replayed += 1
             return answered, 0
         if recorded.committed:
