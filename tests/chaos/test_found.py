@@ -4,6 +4,17 @@ Seed 12 on MariaDB (``make chaos SEED=12 DURATION=300 DIALECT=mysql``, 20 device
 a worker's fresh connection at its ``BEGIN`` (the ledger read opens the request's transaction) escaped
 the handler as an exception; the worker kept the dead connection, still marked fresh, so every later
 request failed the same way and was closed without an answer (37,460 times until the run ended).
+
+Seed 7 on SQL Server (Babelfish 4.2; ``make chaos SEED=7 DURATION=30 DIALECT=mssql``, 20 devices, 4
+workers), two defects, each pinned where its code lives:
+
+* every request failed: a connection opened with 1 s left kept a 1 s query timeout for its life, and
+  each new backend's first statements took longer, so each timeout started the next connection cold
+  (``tests/unit/test_database_reconnect.py``, ``tests/unit/test_mssql_dialect.py``: the query timeout
+  is the request deadline);
+* device 8's tx 9 committed after its tx 10: the recording of tx 9's rejection failed after tx 10 had
+  committed in the same request, so the 503 made the device send tx 9 again into a changed database
+  (``tests/integration/test_ledger.py::test_nothing_after_a_rejection_commits_before_the_rejection_is_recorded``).
 """
 
 from __future__ import annotations
