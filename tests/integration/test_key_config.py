@@ -138,6 +138,8 @@ def test_a_key_that_could_name_several_rows_is_schema_mismatch_logged_once_and_n
         assert result["failed_operation"]["error_code"] == "SCHEMA_MISMATCH"
         assert result["failed_operation"]["details"]["table"] == table
         assert result["failed_operation"]["details"]["column"] == column
+        # whose message says the configuration, not a missing column, is at fault
+        assert "upload configuration does not fit it" in result["failed_operation"]["message"]
     # and nothing was written, not even the valid note of the same transaction
     assert stored_count(url, "notes") == 0
     assert stored_count(url, "pairs") == 0

@@ -27,7 +27,7 @@ from . import conflicts, plan
 from .config import TableConfig, schema_problems
 from .contract import OperationWarning, Transaction
 from .convert import InvalidValue, convert
-from .errors import ErrorCode, FatalOpError, Reason
+from .errors import CONFIG_HINT, ErrorCode, FatalOpError, Reason
 from .prepare import Prepared, PreparedTransaction, Target, client_column
 from .schema import Column, TableSchema
 from .session import Session
@@ -60,7 +60,7 @@ def _table_rules(session: Session, target: Target) -> conflicts.TableRules:
         compiled = None if problems else conflicts.compile_rules(table, target.schema)
         cached = _RULES[target.client_table] = (target.schema, table, compiled)
     if cached[2] is None:
-        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=target.client_table)
+        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=target.client_table, hint=CONFIG_HINT)
     return cached[2]
 
 

@@ -71,6 +71,13 @@ class AuthReason(StrEnum):
     column must change."""
 
 
+CONFIG_HINT = (
+    "the table exists, but its upload configuration does not fit it (a key that does not identify one row, "
+    "a delta column that is not numeric, a rule on an unknown column...): the server log names the problem "
+    "('configuration does not fit the table')"
+)
+"""The hint of a ``SCHEMA_MISMATCH`` that the configuration causes, not a missing table or column."""
+
 _REASON_SUMMARY: dict[StrEnum, str] = {
     AuthReason.SUBJECT_NOT_STORABLE: (
         "the owner column cannot hold the token's subject (sub): its type does not fit the identity "

@@ -18,7 +18,7 @@ from .config import Limits, TableConfig, UploadConfig, key_problems
 from .contract import Operation, Transaction
 from .convert import Converter, InvalidValue, check_key, convert, converter, json_text
 from .database import Database
-from .errors import AuthReason, ErrorCode, FatalOpError, Reason
+from .errors import CONFIG_HINT, AuthReason, ErrorCode, FatalOpError, Reason
 from .plan import Step
 from .schema import Column, TableSchema
 
@@ -153,7 +153,8 @@ def resolve_table(
     fits = _key_fits(client_table, table_config, schema, tally)
     key = schema.column(table_config.key)
     if key is None or not fits:
-        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=client_table, column=table_config.key)
+        hint = None if key is None else CONFIG_HINT
+        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=client_table, column=table_config.key, hint=hint)
     return Target(client_table, table_config, schema, key, table_config.patch_only)
 
 
