@@ -28,7 +28,7 @@ from .config import TableConfig, schema_problems
 from .contract import OperationWarning, Transaction
 from .convert import InvalidValue, convert
 from .errors import CONFIG_HINT, ErrorCode, FatalOpError, Reason
-from .prepare import Prepared, PreparedTransaction, Target, client_column
+from .prepare import Prepared, PreparedTransaction, SchemaChecks, Target, client_column, fits_schema
 from .schema import Column, TableSchema
 from .session import Session
 
@@ -37,30 +37,24 @@ logger = logging.getLogger(__name__)
 Member = tuple[PreparedTransaction, int, Prepared]
 """One operation of a group: its transaction, its index there, and its prepared write."""
 
-_RULES: dict[str, tuple[TableSchema, TableConfig, conflicts.TableRules | None]] = {}
-"""Compiled rules per client table, for the schema object and configuration they were compiled from;
-``None``: the schema check failed."""
+_CHECKS: SchemaChecks = {}
+_RULES: dict[str, tuple[TableSchema, TableConfig, conflicts.TableRules]] = {}
+"""Compiled rules per client table, for the schema object and configuration they were compiled from."""
 
 
 def _table_rules(session: Session, target: Target) -> conflicts.TableRules:
     """The table's compiled rules. The schema check of DESIGN.md section 4 runs here, at first use of
-    an introspected table (again after a schema refresh): a problem is logged and counted (once per
-    schema), and the table's operations are then ``SCHEMA_MISMATCH``."""
-    table = target.config
+    an introspected table (again after a schema refresh; :func:`~powersync_upload.prepare.fits_schema`):
+    a problem is logged and counted once per schema, and the table's operations are then
+    ``SCHEMA_MISMATCH``."""
+    table, schema, name = target.config, target.schema, target.client_table
     if not table.reads_rows:
         return conflicts.NO_RULES
-    cached = _RULES.get(target.client_table)
-    if cached is None or cached[0] is not target.schema or cached[1] is not table:
-        problems = schema_problems(target.client_table, table, target.schema)
-        if problems:
-            session.counters.config_problems += len(problems)
-            logger.error(
-                "configuration does not fit the table", extra={"table": target.client_table, "problems": problems}
-            )
-        compiled = None if problems else conflicts.compile_rules(table, target.schema)
-        cached = _RULES[target.client_table] = (target.schema, table, compiled)
-    if cached[2] is None:
-        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=target.client_table, hint=CONFIG_HINT)
+    if not fits_schema(_CHECKS, schema_problems, name, table, schema, session.counters):
+        raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=name, hint=CONFIG_HINT)
+    cached = _RULES.get(name)
+    if cached is None or cached[0] is not schema or cached[1] is not table:
+        cached = _RULES[name] = (schema, table, conflicts.compile_rules(table, schema))
     return cached[2]
 
 

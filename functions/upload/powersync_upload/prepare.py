@@ -11,6 +11,7 @@ trigger one schema refresh); no row is read or written. The engine then executes
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -109,21 +110,33 @@ class Tally(Protocol):
     config_problems: int
 
 
-_KEY_CHECKS: dict[str, tuple[TableSchema, TableConfig, bool]] = {}
-"""Per client table: the schema and configuration its key was checked against, and whether it fits."""
+Problems = Callable[[str, TableConfig, TableSchema], list[str]]
+"""A check of a table's configuration against its introspected schema: messages, empty when it fits."""
+SchemaChecks = dict[str, tuple[TableSchema, TableConfig, bool]]
+"""Per client table: the schema and configuration a check ran against, and whether they fit."""
+
+_KEY_CHECKS: SchemaChecks = {}
 
 
-def _key_fits(client_table: str, table_config: TableConfig, schema: TableSchema, tally: Tally | None) -> bool:
-    """Whether ``tables.<name>.key`` identifies one row (:func:`~powersync_upload.config.key_problems`),
-    checked once per introspected schema and configuration: a problem is logged and counted then."""
-    cached = _KEY_CHECKS.get(client_table)
+def fits_schema(
+    checks: SchemaChecks,
+    problems_of: Problems,
+    client_table: str,
+    table_config: TableConfig,
+    schema: TableSchema,
+    tally: Tally | None,
+) -> bool:
+    """Whether ``table_config`` fits ``schema`` by ``problems_of`` (DESIGN.md section 4), checked once
+    per introspected schema object and configuration (again after a schema refresh): a problem is
+    logged ("configuration does not fit the table") and counted then, and remembered in ``checks``."""
+    cached = checks.get(client_table)
     if cached is None or cached[0] is not schema or cached[1] is not table_config:
-        problems = key_problems(client_table, table_config, schema)
+        problems = problems_of(client_table, table_config, schema)
         if problems:
             if tally is not None:
                 tally.config_problems += len(problems)
             logger.error("configuration does not fit the table", extra={"table": client_table, "problems": problems})
-        cached = _KEY_CHECKS[client_table] = (schema, table_config, not problems)
+        cached = checks[client_table] = (schema, table_config, not problems)
     return cached[2]
 
 
@@ -150,7 +163,7 @@ def resolve_table(
     if schema is None:
         logger.error("configured table not found in the database", extra={"table": client_table})
         raise FatalOpError(ErrorCode.SCHEMA_MISMATCH, table=client_table)
-    fits = _key_fits(client_table, table_config, schema, tally)
+    fits = fits_schema(_KEY_CHECKS, key_problems, client_table, table_config, schema, tally)
     key = schema.column(table_config.key)
     if key is None or not fits:
         hint = None if key is None else CONFIG_HINT
