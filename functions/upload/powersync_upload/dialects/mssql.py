@@ -736,11 +736,7 @@ def update_rows_shape(
     rows, taken in the order of ``@rows`` (already held as update locks after :func:`read_shape`).
     A column in ``adds`` (``d``) takes a delta's increment, shredded as :func:`increment_type`."""
     columns = [key, *(table.columns[n] for n in names)]
-    sets = [
-        f"t.{quote(c.name)} = t.{quote(c.name)} + j.c{i}" if c.name in adds else f"t.{quote(c.name)} = {_cell(c, i)}"
-        for i, c in enumerate(columns)
-        if i
-    ] + [f"t.{quote(n)} = NULL" for n in nulls]
+    sets = _sets(table, key, names, nulls, adds)
     shred = shred_sql([increment_type(c) if i and c.name in adds else declared_type(c) for i, c in enumerate(columns)])
     statement = f"UPDATE t SET {', '.join(sets)} FROM {_key_join(table, key, columns, 'WITH (UPDLOCK)', shred)}"
     return _with_guard(statement, guard, " WHERE ")
@@ -775,12 +771,18 @@ def _insert_rows(table: TableSchema, key: Column, names: Sequence[str], where: s
     return f"INSERT INTO {qualified(table.name, quote)} ({targets}) SELECT {values} FROM {rows}"
 
 
-def _sets(table: TableSchema, key: Column, names: Sequence[str], nulls: Sequence[str]) -> list[str]:
-    """``t.c = j.c1, ..., t.n = NULL`` of a rows UPDATE (cell ``i`` of ``@rows`` is ``names[i - 1]``)."""
+def _sets(
+    table: TableSchema, key: Column, names: Sequence[str], nulls: Sequence[str], adds: frozenset[str] = NO_ADDS
+) -> list[str]:
+    """``t.c = j.c1, t.d = t.d + j.c2, ..., t.n = NULL`` of a rows UPDATE (cell ``i`` of ``@rows`` is
+    ``names[i - 1]``; a column in ``adds`` takes a delta's increment)."""
     columns = [key, *(table.columns[n] for n in names)]
-    return [f"t.{quote(c.name)} = {_cell(c, i)}" for i, c in enumerate(columns) if i] + [
-        f"t.{quote(n)} = NULL" for n in nulls
+    sets = [
+        f"t.{quote(c.name)} = t.{quote(c.name)} + j.c{i}" if c.name in adds else f"t.{quote(c.name)} = {_cell(c, i)}"
+        for i, c in enumerate(columns)
+        if i
     ]
+    return sets + [f"t.{quote(n)} = NULL" for n in nulls]
 
 
 _SERIAL = "WITH (UPDLOCK, SERIALIZABLE)"
